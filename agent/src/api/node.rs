@@ -1,0 +1,88 @@
+//! `NodeService`: the daemon's own health, coverage and loss.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use tonic::{Request, Response, Status};
+
+use super::pb;
+use crate::daemon::Shared;
+
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl Node {
+    pub const fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+pub(crate) fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::node_service_server::NodeService for Node {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = &self.shared;
+        let loaded = s.live.current();
+        let mut sensors = Vec::new();
+        for (i, name) in vigil_common::SENSOR_NAMES.iter().enumerate() {
+            let prefix = format!("{name}: ");
+            let hooks: Vec<&str> = s
+                .sensors
+                .attached()
+                .iter()
+                .filter_map(|h| h.strip_prefix(&prefix))
+                .collect();
+            sensors.push(pb::SensorStatus {
+                name: (*name).to_owned(),
+                attached: !hooks.is_empty(),
+                error: String::new(),
+                lost: s.stats.lost[i].load(Ordering::Relaxed),
+                records: 0,
+            });
+        }
+        let (live_status, warnings) = s.live.status();
+        let kernel_features = s
+            .sensors
+            .attached()
+            .iter()
+            .map(|h| pb::KernelFeature {
+                name: h.clone(),
+                available: true,
+                detail: String::new(),
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            node: s.node.clone(),
+            started_at: Some(timestamp(s.started)),
+            config: Some(pb::ConfigStatus {
+                version: loaded.version.to_string(),
+                path: live_status.path,
+                loaded_at: Some(timestamp(loaded.loaded_at)),
+                load_errors: live_status.last_error.into_iter().collect(),
+                reloads: live_status.reloads,
+                reload_failures: live_status.failures,
+            }),
+            sensors,
+            kernel_features,
+            attribution: Some(pb::AttributionCoverage {
+                attributed: s.stats.attributed.load(Ordering::Relaxed),
+                unattributed: s.stats.unattributed.load(Ordering::Relaxed),
+                without_pod_identity: 0,
+            }),
+            journal: None,
+            subscribers: 0,
+            warnings,
+        }))
+    }
+}

@@ -1,0 +1,409 @@
+//! The node config: one TOML file describing the daemon, its outputs, and
+//! every governed agent with its declared scope.
+//!
+//! Loading parses, deserializes (rejecting unknown fields) and then checks
+//! cross references; every problem is reported with file, line, column and
+//! field path (`vigil.toml:14:13: agent[1].scope.systems[2]: invalid CIDR
+//! "10.0.0.0/33"`). Array indices in field paths start at 0.
+
+mod diag;
+pub mod live;
+mod types;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use diag::{Diagnostic, FieldPath, Seg};
+pub use types::{
+    CgroupParent, EventsOutput, HostPattern, MAX_NAME_LEN, Name, OnViolation, PathGlob, PortRange,
+    SystemEntry, Target, build_glob, canonical_ip, check_name, normalize_host,
+};
+
+use crate::paths;
+
+/// Source name of the embedded default config in messages.
+pub const EMBEDDED_SOURCE: &str = "<embedded>";
+
+/// Paths where a write is never out of scope unless
+/// `scope.write_ignore_defaults = false`: terminals, the null devices, and a
+/// process's own `/proc` entries, which every runtime writes to.
+pub const DEFAULT_WRITE_IGNORE: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts/**",
+    "/dev/stdout",
+    "/dev/stderr",
+    "/dev/fd/**",
+    "/dev/shm/**",
+    "/proc/self/**",
+    "/proc/thread-self/**",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// The located problems, empty for a read error.
+    #[must_use]
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            Self::Invalid(d) => d,
+            Self::Read { .. } => &[],
+        }
+    }
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for (i, d) in diags.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = write!(out, "{d}");
+    }
+    out
+}
+
+/// The whole node config. Every section is optional.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub scope: ScopeConfig,
+    /// `[[agent]]` tables, in file order.
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<AgentConfig>,
+    /// `[data.NAME]` classes.
+    #[serde(default)]
+    pub data: BTreeMap<Name, DataClass>,
+    /// `[identity.NAME]` credentials, in addition to the built-in catalog.
+    #[serde(default, rename = "identity")]
+    pub identities: BTreeMap<Name, IdentityConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Local gRPC socket.
+    pub socket: PathBuf,
+    /// Group owning the socket (mode 0660); root only (0600) when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
+    /// Node name in events; the host name when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Directory under the cgroup v2 mount that holds `vigil exec` sessions.
+    pub cgroup_parent: CgroupParent,
+    /// Discovery mode: report every process, governed or not.
+    pub watch_all: bool,
+    /// Kernel ring buffer size: a power of two, at least 4096.
+    pub ring_buffer_bytes: u64,
+    /// Where programs and maps are pinned (bpffs).
+    pub pin_dir: PathBuf,
+    /// Journal and other state.
+    pub state_dir: PathBuf,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(paths::DEFAULT_SOCKET),
+            socket_group: None,
+            node_name: None,
+            cgroup_parent: CgroupParent::default_parent(),
+            watch_all: false,
+            ring_buffer_bytes: 8 << 20,
+            pin_dir: PathBuf::from(paths::DEFAULT_PIN_DIR),
+            state_dir: PathBuf::from(paths::DEFAULT_STATE_DIR),
+        }
+    }
+}
+
+impl CgroupParent {
+    fn default_parent() -> Self {
+        paths::DEFAULT_CGROUP_PARENT
+            .parse()
+            .unwrap_or_else(|_| unreachable!("DEFAULT_CGROUP_PARENT is a safe name"))
+    }
+}
+
+impl DaemonConfig {
+    /// The configured node name, else the kernel's host name, else `localhost`.
+    #[must_use]
+    pub fn node_name(&self) -> String {
+        if let Some(n) = &self.node_name {
+            return n.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// `stdout`, `none`, or an absolute file path (JSON lines).
+    pub events: EventsOutput,
+    /// Emit anomalies only, not every event.
+    pub anomalies_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScopeConfig {
+    /// Extra paths where writes are never out of scope; added to
+    /// [`DEFAULT_WRITE_IGNORE`] unless `write_ignore_defaults` is false.
+    pub write_ignore: Vec<PathGlob>,
+    /// Whether [`DEFAULT_WRITE_IGNORE`] applies.
+    pub write_ignore_defaults: bool,
+    /// Interval of the fallback resolution of configured host names.
+    pub dns_refresh_seconds: u64,
+    /// Window in which identical anomalies are folded into one report.
+    pub aggregate_window_seconds: u64,
+}
+
+impl Default for ScopeConfig {
+    fn default() -> Self {
+        Self {
+            write_ignore: Vec::new(),
+            write_ignore_defaults: true,
+            dns_refresh_seconds: 60,
+            aggregate_window_seconds: 10,
+        }
+    }
+}
+
+impl ScopeConfig {
+    /// The effective write-ignore globs: defaults (if enabled) then the configured ones.
+    #[must_use]
+    pub fn effective_write_ignore(&self) -> Vec<String> {
+        let defaults = if self.write_ignore_defaults {
+            DEFAULT_WRITE_IGNORE
+        } else {
+            &[]
+        };
+        defaults
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(self.write_ignore.iter().map(|g| g.as_str().to_owned()))
+            .collect()
+    }
+}
+
+/// One governed agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub name: Name,
+    /// Who answers for this agent (a team or a mail address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub on_violation: OnViolation,
+    /// How processes are recognised as this agent; required.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<MatchConfig>,
+    #[serde(default)]
+    pub scope: AgentScope,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchConfig {
+    /// Processes started by `vigil exec --agent NAME`.
+    pub sessions: bool,
+    /// Globs on the cgroup v2 path (relative to the mount, starting with `/`).
+    pub cgroups: Vec<PathGlob>,
+}
+
+/// The declared boundary of an agent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentScope {
+    pub systems: Vec<SystemEntry>,
+    pub tools: Vec<PathGlob>,
+    /// Names of `[data.*]` classes.
+    pub data: Vec<String>,
+    /// Names of `[identity.*]` entries or built-in catalog entries.
+    pub identities: Vec<String>,
+}
+
+/// A named data class: what may be read and written.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataClass {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub read: Vec<PathGlob>,
+    pub write: Vec<PathGlob>,
+}
+
+/// A named credential: files and network endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub files: Vec<PathGlob>,
+    pub endpoints: Vec<SystemEntry>,
+}
+
+impl Config {
+    /// Parses and checks a config; `source` names it in messages (usually the file path).
+    pub fn from_toml_str(text: &str, source: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            ConfigError::Invalid(vec![Diagnostic::new(
+                source,
+                text,
+                FieldPath::default(),
+                e.span(),
+                e.message().trim_end().to_owned(),
+            )])
+        })?;
+        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = FieldPath::from_serde(e.path());
+            let inner = e.into_inner();
+            ConfigError::Invalid(vec![Diagnostic::new(
+                source,
+                text,
+                path,
+                inner.span(),
+                inner.message().trim_end().to_owned(),
+            )])
+        })?;
+        let problems = validate::check(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|(path, msg)| Diagnostic::new(source, text, path, None, msg))
+                    .collect(),
+            ))
+        }
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let (config, _) = Self::load_with_text(path)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file, also returning its text.
+    pub fn load_with_text(path: &Path) -> Result<(Self, String), ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: name.clone(),
+            source,
+        })?;
+        Ok((Self::from_toml_str(&text, &name)?, text))
+    }
+
+    /// The default config compiled into the binary (`deploy/config/default.toml`).
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::from_toml_str(paths::EMBEDDED_CONFIG, EMBEDDED_SOURCE)
+    }
+
+    /// The agent with this name.
+    #[must_use]
+    pub fn agent(&self, name: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.name.as_str() == name)
+    }
+}
+
+/// `vigil check-config FILE`: loads and compiles the config and returns a
+/// readable summary, or every problem found.
+pub fn check_file(path: &Path) -> Result<String, ConfigError> {
+    let config = Config::load(path)?;
+    let scope = crate::scope::Scope::compile(&config)?;
+    Ok(summary(&path.display().to_string(), &config, &scope))
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn summary(source: &str, config: &Config, scope: &crate::scope::Scope) -> String {
+    let mut out = String::new();
+    let d = &config.daemon;
+    let _ = writeln!(out, "{source}: ok");
+    let _ = writeln!(
+        out,
+        "  daemon: socket {}, cgroup parent {}, ring buffer {} bytes{}",
+        d.socket.display(),
+        d.cgroup_parent,
+        d.ring_buffer_bytes,
+        if d.watch_all { ", watch all" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "  output: events to {}{}",
+        config.output.events,
+        if config.output.anomalies_only {
+            " (anomalies only)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {}, {}, {} (+{} built-in)",
+        plural(config.agents.len(), "agent", "agents"),
+        plural(config.data.len(), "data class", "data classes"),
+        plural(config.identities.len(), "identity", "identities"),
+        crate::scope::catalog::CATALOG.len(),
+    );
+    for info in scope.agents() {
+        let a = &info.scope;
+        let mut how = Vec::new();
+        if info.sessions {
+            how.push("sessions".to_owned());
+        }
+        if !info.cgroups.is_empty() {
+            how.push(plural(info.cgroups.len(), "cgroup glob", "cgroup globs"));
+        }
+        let _ = writeln!(
+            out,
+            "  agent {} (on violation: {}; matched by {}): {}, {}, {}, {}",
+            info.name,
+            info.on_violation.as_str(),
+            how.join(" and "),
+            plural(a.systems.len(), "system", "systems"),
+            plural(a.tools.len(), "tool", "tools"),
+            plural(a.data.len(), "data class", "data classes"),
+            plural(a.identities.len(), "identity", "identities"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,524 @@
+//! The typed event model: what the daemon derives from kernel records and
+//! hands to the scope engine, the journal and every output.
+//!
+//! Field names here are the JSON-lines schema documented in `docs/events.md`;
+//! renaming one is a breaking change for consumers.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// One attributed runtime action (or a daemon-side record such as an anomaly).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per-node sequence number; 0 until the journal assigns one.
+    #[serde(default)]
+    pub seq: u64,
+    /// Wall-clock time, RFC 3339 with nanoseconds.
+    pub time: String,
+    /// Kernel timestamp (`CLOCK_BOOTTIME`, ns); 0 for daemon-made events.
+    #[serde(default)]
+    pub kernel_ts_ns: u64,
+    /// Who acted: agent, session, task and workload.
+    pub identity: Identity,
+    /// The acting process; absent for events with no process (config changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    /// What happened.
+    #[serde(flatten)]
+    pub payload: Payload,
+}
+
+/// The identity an event is attributed to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The governed agent, when attribution succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The agent session (`vigil exec`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The approved task the action belongs to, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// cgroup v2 id of the acting task.
+    #[serde(default)]
+    pub cgroup_id: u64,
+    /// cgroup v2 path relative to the mount (`/kubepods.slice/...`), when resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Container and pod, when the cgroup belongs to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
+}
+
+/// Container/pod identity derived from the cgroup path (and later the API server).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Container runtime (`containerd`, `crio`, `docker`).
+    pub runtime: String,
+    /// Full 64-hex container id.
+    pub container_id: String,
+    /// Pod UID in its canonical dashed form, when the path carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The pod's service account, once pod metadata is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// The container's name in the pod spec, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// The pod's labels, once known.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The process that acted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// Process id (thread-group id); 0 where the hook runs in no task (accept).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Parent process id; 0 where unknown.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    /// Executable path, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Command line, when known (from the last exec seen, or `/proc`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    /// pids from this process up to the session root (or as far as known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<u32>,
+}
+
+/// The kind-specific part of an event; `kind` in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    Exec(Exec),
+    Fork(Fork),
+    Exit(Exit),
+    Connect(Connect),
+    Accept(Accept),
+    FileOpen(FileOpen),
+    DnsAnswer(DnsAnswer),
+    Anomaly(Anomaly),
+    /// Records the kernel could not deliver (ring buffer full), per sensor.
+    Loss(Loss),
+    /// A session started by `vigil exec`.
+    SessionStart(SessionStart),
+    /// An agent or session was revoked.
+    Revocation(Revocation),
+    /// A revocation was lifted.
+    Restore(Restore),
+    /// A task approval was granted.
+    TaskApproved(TaskApproved),
+    /// A task approval ended, early or by expiry.
+    TaskEnded(TaskEnded),
+    /// The configuration was (re)loaded, or a reload was rejected.
+    ConfigChange(ConfigChange),
+    /// Events a subscriber needed were pruned; made per subscriber, never journaled.
+    Gap(Gap),
+}
+
+impl Payload {
+    /// The `kind` string of this payload, as in JSON.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Exec(_) => "exec",
+            Self::Fork(_) => "fork",
+            Self::Exit(_) => "exit",
+            Self::Connect(_) => "connect",
+            Self::Accept(_) => "accept",
+            Self::FileOpen(_) => "file_open",
+            Self::DnsAnswer(_) => "dns_answer",
+            Self::Anomaly(_) => "anomaly",
+            Self::Loss(_) => "loss",
+            Self::SessionStart(_) => "session_start",
+            Self::Revocation(_) => "revocation",
+            Self::Restore(_) => "restore",
+            Self::TaskApproved(_) => "task_approved",
+            Self::TaskEnded(_) => "task_ended",
+            Self::ConfigChange(_) => "config_change",
+            Self::Gap(_) => "gap",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// Path the program was executed as (`bprm->filename`).
+    pub filename: String,
+    pub argv: Vec<String>,
+    /// True when arguments were cut to fit the kernel record.
+    #[serde(default)]
+    pub argv_truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    pub child_pid: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// Exit status when the process exited normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Signal number when a signal ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// Transport protocol of a network event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Other,
+}
+
+impl Protocol {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Other => "other",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    /// `connect` or `sendmsg` (an unconnected datagram send).
+    pub op: String,
+    /// True when the kernel refused the call (enforcement).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    pub local_address: IpAddr,
+    pub local_port: u16,
+    pub remote_address: IpAddr,
+    pub remote_port: u16,
+}
+
+/// How a file was opened, from its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl Access {
+    /// From `open(2)` flags: the access mode, and `O_CREAT`/`O_TRUNC` count as writes.
+    #[must_use]
+    pub const fn from_flags(flags: u32) -> Self {
+        let mode = flags & (libc::O_ACCMODE as u32);
+        let writes_data = flags & ((libc::O_CREAT | libc::O_TRUNC) as u32) != 0;
+        if mode == libc::O_RDWR as u32 {
+            Self::ReadWrite
+        } else if mode == libc::O_WRONLY as u32 {
+            Self::Write
+        } else if writes_data {
+            Self::ReadWrite
+        } else {
+            Self::Read
+        }
+    }
+
+    #[must_use]
+    pub const fn reads(self) -> bool {
+        matches!(self, Self::Read | Self::ReadWrite)
+    }
+
+    #[must_use]
+    pub const fn writes(self) -> bool {
+        matches!(self, Self::Write | Self::ReadWrite)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOpen {
+    /// Absolute path when it could be resolved, else as passed to the syscall.
+    pub path: String,
+    /// Path as passed to the syscall, when it differs from `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<String>,
+    pub flags: u32,
+    pub access: Access,
+    /// `open`, `openat` or `openat2`.
+    pub syscall: String,
+    /// The file descriptor on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// The errno name on failure (`ENOENT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True when the path was cut to fit the kernel record.
+    #[serde(default)]
+    pub path_truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAnswer {
+    pub server: IpAddr,
+    /// The question name.
+    pub name: String,
+    /// Addresses from A/AAAA answers.
+    pub addresses: Vec<IpAddr>,
+    /// Smallest TTL of those answers, seconds.
+    pub ttl: u32,
+}
+
+/// Kinds of scope violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    UnapprovedSystem,
+    UnapprovedTool,
+    DataOutsideScope,
+    IdentityOutsideScope,
+    /// Activity from a watched process that no agent matches.
+    Unattributed,
+    /// Activity without an active task approval from an agent that requires one.
+    UnapprovedTask,
+    /// Attempts blocked because the agent or session is revoked (aggregated).
+    RevokedActivity,
+}
+
+impl AnomalyKind {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::UnapprovedSystem => "unapproved_system",
+            Self::UnapprovedTool => "unapproved_tool",
+            Self::DataOutsideScope => "data_outside_scope",
+            Self::IdentityOutsideScope => "identity_outside_scope",
+            Self::Unattributed => "unattributed",
+            Self::UnapprovedTask => "unapproved_task",
+            Self::RevokedActivity => "revoked_activity",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// A step outside an agent's declared boundary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    pub anomaly: AnomalyKind,
+    pub severity: Severity,
+    /// The rule broken, in words.
+    pub reason: String,
+    /// The identity touched, for `identity_outside_scope`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_name: Option<String>,
+    /// Identical anomalies folded into this one (1 for the first report).
+    pub count: u64,
+    /// What the kernel or daemon did: `observed`, `killed`, `blocked`, `revoked`.
+    pub action: String,
+    /// The event that broke the rule.
+    pub offending: Box<Event>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    pub sensor: String,
+    /// Records lost since the previous loss event for this sensor.
+    pub lost: u64,
+    /// Records lost since the daemon started.
+    pub total: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStart {
+    /// cgroup path of the session.
+    pub cgroup: String,
+    /// Peer process that asked for the session.
+    pub requested_by_pid: u32,
+}
+
+/// An agent, or one of its sessions, lost its access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub agent: String,
+    /// The session revoked; `None` when the whole agent was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    pub reason: String,
+    /// Who or what revoked: the API caller, or `on_violation` with the anomaly.
+    pub by: String,
+    /// From the offending kernel event to the kernel map update, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ns: Option<u64>,
+}
+
+/// A revocation was lifted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    pub agent: String,
+    /// The session restored; `None` when the whole agent was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    pub reason: String,
+    pub by: String,
+}
+
+/// The narrower scope of one task; empty lists keep the agent's declared scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskScope {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systems: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskApproved {
+    pub agent: String,
+    pub task: String,
+    pub purpose: String,
+    /// When the approval expires, RFC 3339 like `time`.
+    pub expires: String,
+    /// `None` when the task uses the agent's whole scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<TaskScope>,
+    pub by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEnded {
+    pub agent: String,
+    pub task: String,
+    /// `ended` (`EndTask`) or `expired`.
+    pub reason: String,
+    pub by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// The configuration version in force after the change.
+    pub version: String,
+    /// False when the new configuration was rejected and the previous one kept.
+    pub applied: bool,
+    /// What was wrong, one entry per problem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// The sequences `first_missing..=last_missing` were pruned before a
+/// subscriber could read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub first_missing: u64,
+    pub last_missing: u64,
+}
+
+impl Event {
+    /// True for scope violations (the `anomaly` kind).
+    #[must_use]
+    pub const fn is_anomaly(&self) -> bool {
+        matches!(self.payload, Payload::Anomaly(_))
+    }
+}
+
+/// Formats a wall-clock time as RFC 3339 with nanoseconds (the `time` field).
+#[must_use]
+pub fn format_time(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            seq: 7,
+            time: "2026-11-28T21:00:00.000000001Z".into(),
+            kernel_ts_ns: 42,
+            identity: Identity {
+                agent: Some("code-assistant".into()),
+                session: Some("s1".into()),
+                ..Identity::default()
+            },
+            process: Some(Process {
+                pid: 10,
+                tid: 10,
+                ppid: 1,
+                comm: "git".into(),
+                ..Process::default()
+            }),
+            payload: Payload::Exec(Exec {
+                filename: "/usr/bin/git".into(),
+                argv: vec!["git".into(), "status".into()],
+                argv_truncated: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn json_has_stable_flat_shape() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(v["kind"], "exec");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["identity"]["agent"], "code-assistant");
+        assert_eq!(v["process"]["pid"], 10);
+        assert_eq!(v["argv"][1], "status");
+        assert_eq!(v["filename"], "/usr/bin/git");
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let e = sample();
+        let s = serde_json::to_string(&e).unwrap();
+        let back: Event = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn access_from_flags() {
+        assert_eq!(Access::from_flags(libc::O_RDONLY as u32), Access::Read);
+        assert_eq!(Access::from_flags(libc::O_WRONLY as u32), Access::Write);
+        assert_eq!(Access::from_flags(libc::O_RDWR as u32), Access::ReadWrite);
+        assert_eq!(
+            Access::from_flags((libc::O_RDONLY | libc::O_CREAT) as u32),
+            Access::ReadWrite
+        );
+        assert!(Access::from_flags((libc::O_WRONLY | libc::O_TRUNC) as u32).writes());
+    }
+}

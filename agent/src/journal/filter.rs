@@ -1,0 +1,256 @@
+//! The server-side subscription filter.
+
+use std::collections::HashSet;
+
+use crate::api::convert::kind_of;
+use crate::api::pb;
+
+/// Why a requested filter is invalid (an `InvalidArgument` for the client).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("filter.kinds: {0} is not an event kind")]
+    Kind(i32),
+    #[error("filter.min_severity: {0} is not a severity")]
+    Severity(i32),
+}
+
+/// Which events a subscriber receives. Empty sets match everything; the
+/// conditions combine with AND; `gap` events always pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    agents: HashSet<String>,
+    sessions: HashSet<String>,
+    kinds: HashSet<pb::EventKind>,
+    min_severity: Option<pb::Severity>,
+    anomalies_only: bool,
+}
+
+impl TryFrom<pb::EventFilter> for Filter {
+    type Error = FilterError;
+
+    fn try_from(f: pb::EventFilter) -> Result<Self, FilterError> {
+        let kinds = f
+            .kinds
+            .iter()
+            .map(|&k| match pb::EventKind::try_from(k) {
+                Ok(kind) if kind != pb::EventKind::Unspecified => Ok(kind),
+                _ => Err(FilterError::Kind(k)),
+            })
+            .collect::<Result<_, _>>()?;
+        let min_severity = match pb::Severity::try_from(f.min_severity) {
+            Ok(pb::Severity::Unspecified) => None,
+            Ok(s) => Some(s),
+            Err(_) => return Err(FilterError::Severity(f.min_severity)),
+        };
+        Ok(Self {
+            agents: f.agents.into_iter().collect(),
+            sessions: f.sessions.into_iter().collect(),
+            kinds,
+            min_severity,
+            anomalies_only: f.anomalies_only,
+        })
+    }
+}
+
+impl Filter {
+    /// Matches every event.
+    #[must_use]
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn agents(mut self, agents: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.agents = agents.into_iter().map(Into::into).collect();
+        self
+    }
+
+    #[must_use]
+    pub fn sessions(mut self, sessions: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.sessions = sessions.into_iter().map(Into::into).collect();
+        self
+    }
+
+    #[must_use]
+    pub fn kinds(mut self, kinds: impl IntoIterator<Item = pb::EventKind>) -> Self {
+        self.kinds = kinds.into_iter().collect();
+        self
+    }
+
+    #[must_use]
+    pub const fn min_severity(mut self, severity: pb::Severity) -> Self {
+        self.min_severity = match severity {
+            pb::Severity::Unspecified => None,
+            s => Some(s),
+        };
+        self
+    }
+
+    #[must_use]
+    pub const fn anomalies_only(mut self, only: bool) -> Self {
+        self.anomalies_only = only;
+        self
+    }
+
+    /// True when the filter lets every event through.
+    #[must_use]
+    pub fn is_all(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `event` passes.
+    #[must_use]
+    pub fn matches(&self, event: &pb::Event) -> bool {
+        let Some(payload) = event.payload.as_ref() else {
+            return self.is_all();
+        };
+        if matches!(payload, pb::event::Payload::Gap(_)) {
+            return true;
+        }
+        let anomaly = match payload {
+            pb::event::Payload::Anomaly(a) => Some(a),
+            _ => None,
+        };
+        if self.anomalies_only && anomaly.is_none() {
+            return false;
+        }
+        if !self.kinds.is_empty() && !self.kinds.contains(&kind_of(payload)) {
+            return false;
+        }
+        if let Some(min) = self.min_severity {
+            // Only anomalies carry a severity; everything else counts as info.
+            let severity = anomaly
+                .and_then(|a| pb::Severity::try_from(a.severity).ok())
+                .unwrap_or(pb::Severity::Info);
+            if severity < min {
+                return false;
+            }
+        }
+        let identity = event.identity.as_ref();
+        if !self.agents.is_empty() && !identity.is_some_and(|i| self.agents.contains(&i.agent)) {
+            return false;
+        }
+        if !self.sessions.is_empty()
+            && !identity.is_some_and(|i| self.sessions.contains(&i.session))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::convert::gap_event;
+
+    fn event(agent: &str, session: &str, payload: pb::event::Payload) -> pb::Event {
+        pb::Event {
+            sequence: 1,
+            identity: Some(pb::Identity {
+                agent: agent.into(),
+                session: session.into(),
+                ..pb::Identity::default()
+            }),
+            payload: Some(payload),
+            ..pb::Event::default()
+        }
+    }
+
+    fn exec() -> pb::event::Payload {
+        pb::event::Payload::Exec(pb::Exec::default())
+    }
+
+    fn anomaly(severity: pb::Severity) -> pb::event::Payload {
+        pb::event::Payload::Anomaly(Box::new(pb::Anomaly {
+            kind: pb::AnomalyKind::UnapprovedTool.into(),
+            severity: severity.into(),
+            ..pb::Anomaly::default()
+        }))
+    }
+
+    #[test]
+    fn empty_filter_matches_everything() {
+        let f = Filter::try_from(pb::EventFilter::default()).unwrap();
+        assert!(f.is_all());
+        assert!(f.matches(&event("", "", exec())));
+        assert!(f.matches(&event("a", "s", anomaly(pb::Severity::Low))));
+    }
+
+    #[test]
+    fn agents_and_sessions_select_by_identity() {
+        let f = Filter::all().agents(["a", "b"]);
+        assert!(f.matches(&event("a", "", exec())));
+        assert!(f.matches(&event("b", "x", exec())));
+        assert!(!f.matches(&event("c", "", exec())));
+        assert!(!f.matches(&event("", "", exec())));
+        let f = f.sessions(["s1"]);
+        assert!(f.matches(&event("a", "s1", exec())));
+        assert!(!f.matches(&event("a", "s2", exec())));
+        assert!(!f.matches(&event("c", "s1", exec())));
+    }
+
+    #[test]
+    fn kinds_severity_and_anomalies_only() {
+        let f = Filter::all().kinds([pb::EventKind::Connect, pb::EventKind::Anomaly]);
+        assert!(!f.matches(&event("a", "", exec())));
+        assert!(f.matches(&event("a", "", anomaly(pb::Severity::Info))));
+        assert!(f.matches(&event(
+            "a",
+            "",
+            pb::event::Payload::Connect(pb::Connect::default())
+        )));
+
+        let f = Filter::all().min_severity(pb::Severity::High);
+        assert!(!f.matches(&event("a", "", exec())));
+        assert!(!f.matches(&event("a", "", anomaly(pb::Severity::Medium))));
+        assert!(f.matches(&event("a", "", anomaly(pb::Severity::High))));
+        assert!(f.matches(&event("a", "", anomaly(pb::Severity::Critical))));
+        assert!(
+            Filter::all()
+                .min_severity(pb::Severity::Info)
+                .matches(&event("a", "", exec()))
+        );
+
+        let f = Filter::all().anomalies_only(true);
+        assert!(!f.matches(&event("a", "", exec())));
+        assert!(f.matches(&event("a", "", anomaly(pb::Severity::Low))));
+    }
+
+    #[test]
+    fn gaps_always_pass() {
+        let f = Filter::all()
+            .agents(["nobody"])
+            .kinds([pb::EventKind::Exec])
+            .min_severity(pb::Severity::Critical)
+            .anomalies_only(true);
+        assert!(f.matches(&gap_event("n", 1, 2)));
+    }
+
+    #[test]
+    fn invalid_requests_are_rejected() {
+        let bad_kind = pb::EventFilter {
+            kinds: vec![pb::EventKind::Exec.into(), 0],
+            ..pb::EventFilter::default()
+        };
+        assert_eq!(
+            Filter::try_from(bad_kind).unwrap_err(),
+            FilterError::Kind(0)
+        );
+        let unknown_kind = pb::EventFilter {
+            kinds: vec![1000],
+            ..pb::EventFilter::default()
+        };
+        assert_eq!(
+            Filter::try_from(unknown_kind).unwrap_err(),
+            FilterError::Kind(1000)
+        );
+        let bad_severity = pb::EventFilter {
+            min_severity: 17,
+            ..pb::EventFilter::default()
+        };
+        let err = Filter::try_from(bad_severity).unwrap_err();
+        assert_eq!(err, FilterError::Severity(17));
+        assert!(err.to_string().contains("filter.min_severity"));
+    }
+}

@@ -1,0 +1,25 @@
+//! Vigil: runtime governance for AI agents.
+//!
+//! The daemon is a library with one module per job; `main.rs` only parses
+//! the command line and calls into it.
+//!
+//! - [`sensors`]: loads the eBPF programs and decodes their records;
+//! - [`identity`]: maps cgroups and processes to agents, sessions and workloads;
+//! - [`config`] and [`scope`]: the declared boundary of each agent and the
+//!   engine that compares runtime actions with it;
+//! - [`journal`]: the durable, sequenced event store;
+//! - [`api`]: the gRPC services and the CLI client;
+//! - [`daemon`]: wires them into `vigil run`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod event;
+pub mod identity;
+pub mod journal;
+pub mod output;
+pub mod paths;
+pub mod scope;
+pub mod sensors;
+pub mod session;

@@ -1,0 +1,585 @@
+//! Host names in `systems`: which addresses a name stands for.
+//!
+//! Two sources, both in [`DnsCache`]: the DNS answers an agent's own
+//! processes received (per agent, for their TTL), and a node-wide table that
+//! [`spawn_resolver`] fills by resolving every configured name periodically.
+//! A connect is in scope for a host rule when the destination address was
+//! learnt for an allowed name from either source and has not expired.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::{canonical_ip, normalize_host};
+
+use super::Scope;
+
+/// Answers with shorter TTLs are kept this long: runtimes and stub resolvers
+/// cache on their own (the JVM for 30 s), so a connect may follow well after
+/// a 0 s TTL expired.
+pub const MIN_TTL: Duration = Duration::from_secs(30);
+/// Longer TTLs are cut to this, so a stale mapping cannot live for weeks.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Addresses kept per table (one per agent, one node-wide).
+pub const MAX_ADDRESSES: usize = 65_536;
+/// Time allowed for one resolution in the periodic resolver.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DnsError {
+    #[error("dns message of {0} bytes is shorter than its 12-byte header")]
+    TooShort(usize),
+    #[error("dns message is a query, not a response")]
+    NotResponse,
+    #[error("dns response has no question")]
+    NoQuestion,
+    #[error("dns name at offset {0} runs past the end of the message")]
+    Truncated(usize),
+    #[error("dns name at offset {0} has a compression pointer that does not point backwards")]
+    BadPointer(usize),
+    #[error("dns name at offset {0} uses a reserved label type")]
+    BadLabel(usize),
+    #[error("dns name at offset {0} is longer than 255 bytes")]
+    NameTooLong(usize),
+    #[error("dns question at offset {0} lacks its type and class")]
+    QuestionTruncated(usize),
+}
+
+/// The parts of a DNS response the scope engine uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsResponse {
+    pub id: u16,
+    pub rcode: u8,
+    /// The (first) question name, lower-case, no trailing dot; bytes outside
+    /// printable ASCII are written `\DDD`.
+    pub name: String,
+    /// A and AAAA answers (class IN), in message order; CNAME chains are
+    /// attributed to the question name.
+    pub addresses: Vec<IpAddr>,
+    /// Smallest TTL of those answers, seconds; 0 when there are none.
+    pub ttl: u32,
+    /// The TC bit was set, or the payload ended (or broke) inside the
+    /// answers: the addresses are those that could be read.
+    pub incomplete: bool,
+}
+
+fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(buf.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Reads a possibly compressed name at `start`; returns it and the offset after it.
+fn read_name(buf: &[u8], start: usize) -> Result<(String, usize), DnsError> {
+    let mut out = String::new();
+    let mut pos = start;
+    // Every pointer must go below the start of the run of labels it ends,
+    // so positions strictly decrease and a loop is impossible.
+    let mut run_start = start;
+    let mut after: Option<usize> = None;
+    let mut wire_len = 0usize;
+    loop {
+        let len = *buf.get(pos).ok_or(DnsError::Truncated(start))?;
+        match len & 0xC0 {
+            0x00 if len == 0 => {
+                return Ok((out, after.unwrap_or(pos + 1)));
+            }
+            0x00 => {
+                let l = usize::from(len);
+                let label = buf
+                    .get(pos + 1..pos + 1 + l)
+                    .ok_or(DnsError::Truncated(start))?;
+                wire_len += l + 1;
+                if wire_len > 255 {
+                    return Err(DnsError::NameTooLong(start));
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                for &b in label {
+                    if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                        out.push(char::from(b.to_ascii_lowercase()));
+                    } else {
+                        let _ = write!(out, "\\{b:03}");
+                    }
+                }
+                pos += 1 + l;
+            }
+            0xC0 => {
+                let low = *buf.get(pos + 1).ok_or(DnsError::Truncated(start))?;
+                let target = (usize::from(len & 0x3F) << 8) | usize::from(low);
+                if target >= run_start {
+                    return Err(DnsError::BadPointer(start));
+                }
+                after.get_or_insert(pos + 2);
+                pos = target;
+                run_start = target;
+            }
+            _ => return Err(DnsError::BadLabel(start)),
+        }
+    }
+}
+
+/// Parses a DNS response (the UDP payload, possibly cut short). Errors only
+/// when even the question cannot be read; damage after it ends the answers.
+pub fn parse_response(buf: &[u8]) -> Result<DnsResponse, DnsError> {
+    if buf.len() < 12 {
+        return Err(DnsError::TooShort(buf.len()));
+    }
+    let id = u16_at(buf, 0).unwrap_or(0);
+    let flags = u16_at(buf, 2).unwrap_or(0);
+    if flags & 0x8000 == 0 {
+        return Err(DnsError::NotResponse);
+    }
+    let qdcount = u16_at(buf, 4).unwrap_or(0);
+    let ancount = u16_at(buf, 6).unwrap_or(0);
+    if qdcount == 0 {
+        return Err(DnsError::NoQuestion);
+    }
+    let (name, after) = read_name(buf, 12)?;
+    if buf.len() < after + 4 {
+        return Err(DnsError::QuestionTruncated(12));
+    }
+    let mut resp = DnsResponse {
+        id,
+        rcode: (flags & 0x000F) as u8,
+        name,
+        addresses: Vec::new(),
+        ttl: 0,
+        incomplete: flags & 0x0200 != 0,
+    };
+    let mut pos = after + 4;
+    let mut min_ttl: Option<u32> = None;
+    let mut complete = (1..qdcount).try_for_each(|_| {
+        let (_, p) = read_name(buf, pos).ok()?;
+        pos = p + 4;
+        (pos <= buf.len()).then_some(())
+    });
+    for _ in 0..ancount {
+        if complete.is_none() {
+            break;
+        }
+        complete = (|| {
+            let (_, p) = read_name(buf, pos).ok()?;
+            let rtype = u16_at(buf, p)?;
+            let class = u16_at(buf, p + 2)?;
+            let ttl = u32_at(buf, p + 4)?;
+            let rdlen = usize::from(u16_at(buf, p + 8)?);
+            let rdata = buf.get(p + 10..p + 10 + rdlen)?;
+            pos = p + 10 + rdlen;
+            let addr = match (rtype, class, rdata.len()) {
+                (1, 1, 4) => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(rdata).ok()?)),
+                (28, 1, 16) => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(rdata).ok()?)),
+                _ => return Some(()),
+            };
+            // RFC 2181: a TTL with the top bit set means zero.
+            let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
+            min_ttl = Some(min_ttl.map_or(ttl, |m| m.min(ttl)));
+            resp.addresses.push(addr);
+            Some(())
+        })();
+    }
+    resp.incomplete |= complete.is_none();
+    resp.ttl = min_ttl.unwrap_or(0);
+    Ok(resp)
+}
+
+#[derive(Debug)]
+struct Learnt {
+    name: Arc<str>,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_ip: HashMap<IpAddr, Vec<Learnt>>,
+}
+
+impl Table {
+    fn record(&mut self, name: &Arc<str>, ip: IpAddr, expires: Instant, now: Instant) {
+        let ip = canonical_ip(ip);
+        if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= MAX_ADDRESSES {
+            self.purge(now);
+            if self.by_ip.len() >= MAX_ADDRESSES {
+                // Still full of live entries: drop one rather than grow without bound.
+                if let Some(k) = self.by_ip.keys().next().copied() {
+                    self.by_ip.remove(&k);
+                }
+            }
+        }
+        let names = self.by_ip.entry(ip).or_default();
+        match names.iter_mut().find(|l| *l.name == **name) {
+            Some(l) => l.expires = l.expires.max(expires),
+            None => names.push(Learnt {
+                name: Arc::clone(name),
+                expires,
+            }),
+        }
+    }
+
+    fn purge(&mut self, now: Instant) {
+        self.by_ip.retain(|_, names| {
+            names.retain(|l| l.expires > now);
+            !names.is_empty()
+        });
+    }
+
+    fn any(&self, ip: IpAddr, now: Instant, f: &mut impl FnMut(&str) -> bool) -> bool {
+        self.by_ip
+            .get(&ip)
+            .is_some_and(|names| names.iter().any(|l| l.expires > now && f(&l.name)))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    agents: HashMap<Box<str>, Table>,
+    node: Table,
+}
+
+/// Addresses learnt for host names, per agent and node-wide.
+#[derive(Debug, Default)]
+pub struct DnsCache {
+    tables: RwLock<Tables>,
+}
+
+fn clamp_ttl(ttl: u32) -> Duration {
+    Duration::from_secs(u64::from(ttl)).clamp(MIN_TTL, MAX_TTL)
+}
+
+impl DnsCache {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a DNS answer received by a process of `agent`.
+    pub fn record(&self, agent: &str, name: &str, addrs: &[IpAddr], ttl: u32, now: Instant) {
+        if addrs.is_empty() {
+            return;
+        }
+        let name: Arc<str> = normalize_host(name).into();
+        let expires = now + clamp_ttl(ttl);
+        let mut t = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let table = match t.agents.get_mut(agent) {
+            Some(table) => table,
+            None => t.agents.entry(agent.into()).or_default(),
+        };
+        for &ip in addrs {
+            table.record(&name, ip, expires, now);
+        }
+    }
+
+    /// Records addresses found by the node's own resolver, valid for `valid_for`.
+    pub fn record_resolved(&self, name: &str, addrs: &[IpAddr], valid_for: Duration, now: Instant) {
+        let name: Arc<str> = normalize_host(name).into();
+        let mut t = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        for &ip in addrs {
+            t.node.record(&name, ip, now + valid_for, now);
+        }
+    }
+
+    /// True when `f` holds for some unexpired name that `ip` was learnt for,
+    /// by `agent` or node-wide. Does not allocate.
+    pub fn any_name(
+        &self,
+        agent: &str,
+        ip: IpAddr,
+        now: Instant,
+        mut f: impl FnMut(&str) -> bool,
+    ) -> bool {
+        let ip = canonical_ip(ip);
+        let t = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        t.agents
+            .get(agent)
+            .is_some_and(|table| table.any(ip, now, &mut f))
+            || t.node.any(ip, now, &mut f)
+    }
+
+    /// The unexpired names `ip` is known under, for messages.
+    #[must_use]
+    pub fn names_for(&self, agent: &str, ip: IpAddr, now: Instant) -> Vec<String> {
+        let mut names = Vec::new();
+        self.any_name(agent, ip, now, |n| {
+            if !names.iter().any(|m| m == n) {
+                names.push(n.to_owned());
+            }
+            false
+        });
+        names
+    }
+
+    /// Drops expired entries (call now and then; lookups ignore them anyway).
+    pub fn purge(&self, now: Instant) {
+        let mut t = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        t.node.purge(now);
+        t.agents.retain(|_, table| {
+            table.purge(now);
+            !table.by_ip.is_empty()
+        });
+    }
+
+    /// Number of (address, name) pairs held, expired or not.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        let t = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let count = |table: &Table| table.by_ip.values().map(Vec::len).sum::<usize>();
+        count(&t.node) + t.agents.values().map(count).sum::<usize>()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Resolves `names` once and records them node-wide for `valid_for`.
+/// Returns how many names resolved.
+pub async fn resolve_once(dns: &DnsCache, names: &[String], valid_for: Duration) -> usize {
+    let mut set = tokio::task::JoinSet::new();
+    for name in names {
+        let name = name.clone();
+        set.spawn(async move {
+            let found = tokio::time::timeout(RESOLVE_TIMEOUT, async {
+                tokio::net::lookup_host((name.as_str(), 0))
+                    .await
+                    .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>())
+            })
+            .await;
+            (name, found)
+        });
+    }
+    let mut ok = 0;
+    while let Some(joined) = set.join_next().await {
+        let Ok((name, found)) = joined else { continue };
+        match found {
+            Ok(Ok(addrs)) => {
+                dns.record_resolved(&name, &addrs, valid_for, Instant::now());
+                ok += 1;
+            }
+            Ok(Err(e)) => tracing::debug!(%name, error = %e, "cannot resolve configured host name"),
+            Err(_) => tracing::debug!(%name, "resolving configured host name timed out"),
+        }
+    }
+    ok
+}
+
+/// Resolves the host names of the current scope every `dns_refresh_seconds`,
+/// reading the scope afresh each round so that a reload is followed. An
+/// entry stays valid for two rounds, so one failed round changes nothing.
+pub fn spawn_resolver<F>(dns: Arc<DnsCache>, current: F) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Arc<Scope> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let scope = current();
+            let every = scope.dns_refresh();
+            let names = scope.host_names().to_vec();
+            drop(scope);
+            if !names.is_empty() {
+                let ok = resolve_once(&dns, &names, every * 2).await;
+                tracing::debug!(resolved = ok, of = names.len(), "refreshed configured host names");
+            }
+            dns.purge(Instant::now());
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Builds a response the way servers do: question, then answers whose
+    /// owner is a compression pointer to the question name.
+    fn response(name: &str, answers: &[(IpAddr, u32)], flags: u16) -> Vec<u8> {
+        let mut b = vec![0x12, 0x34];
+        b.extend_from_slice(&(0x8000 | flags).to_be_bytes());
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+        b.extend_from_slice(&[0, 0, 0, 0]);
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            b.push(label.len() as u8);
+            b.extend_from_slice(label.as_bytes());
+        }
+        b.push(0);
+        b.extend_from_slice(&[0, 1, 0, 1]);
+        for (ip, ttl) in answers {
+            b.extend_from_slice(&[0xC0, 12]);
+            let (t, data): (u16, Vec<u8>) = match ip {
+                IpAddr::V4(a) => (1, a.octets().to_vec()),
+                IpAddr::V6(a) => (28, a.octets().to_vec()),
+            };
+            b.extend_from_slice(&t.to_be_bytes());
+            b.extend_from_slice(&1u16.to_be_bytes());
+            b.extend_from_slice(&ttl.to_be_bytes());
+            b.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            b.extend_from_slice(&data);
+        }
+        b
+    }
+
+    #[test]
+    fn parses_a_and_aaaa_with_min_ttl() {
+        let v4: IpAddr = "93.184.216.34".parse().unwrap();
+        let v6: IpAddr = "2606:2800:220:1::1".parse().unwrap();
+        let msg = response("API.Example.com", &[(v4, 300), (v6, 60)], 0);
+        let r = parse_response(&msg).unwrap();
+        assert_eq!(r.id, 0x1234);
+        assert_eq!(r.name, "api.example.com");
+        assert_eq!(r.addresses, vec![v4, v6]);
+        assert_eq!(r.ttl, 60);
+        assert!(!r.incomplete);
+    }
+
+    #[test]
+    fn skips_cname_and_keeps_question_name() {
+        // Hand-built: question www.x, answer CNAME www.x -> y.x, then A for y.x.
+        let mut b = vec![0, 1, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
+        b.extend_from_slice(b"\x03www\x01x\x00\x00\x01\x00\x01");
+        b.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 10, 0, 4]);
+        b.extend_from_slice(b"\x01y\xC0\x10");
+        let cname_target = 12 + 7 + 4 + 12; // offset of "\x01y" in the CNAME data
+        b.extend_from_slice(&[0xC0, cname_target as u8, 0, 1, 0, 1, 0, 0, 0, 20, 0, 4, 10, 0, 0, 7]);
+        let r = parse_response(&b).unwrap();
+        assert_eq!(r.name, "www.x");
+        assert_eq!(r.addresses, vec!["10.0.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(r.ttl, 20);
+    }
+
+    #[test]
+    fn truncated_payload_keeps_complete_answers() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let msg = response("t.example", &[(a, 5), (b, 5)], 0);
+        let cut = &msg[..msg.len() - 2];
+        let r = parse_response(cut).unwrap();
+        assert_eq!(r.addresses, vec![a]);
+        assert!(r.incomplete);
+        let tc = parse_response(&response("t.example", &[(a, 5)], 0x0200)).unwrap();
+        assert!(tc.incomplete);
+    }
+
+    #[test]
+    fn rejects_queries_loops_and_short_input() {
+        assert_eq!(parse_response(&[0; 5]), Err(DnsError::TooShort(5)));
+        let mut q = response("a.b", &[], 0);
+        q[2] &= 0x7F;
+        assert_eq!(parse_response(&q), Err(DnsError::NotResponse));
+        // Question name that is a pointer to itself.
+        let mut looped = vec![0, 1, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        looped.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+        assert_eq!(parse_response(&looped), Err(DnsError::BadPointer(12)));
+        let mut no_q = response("a.b", &[], 0);
+        no_q[5] = 0;
+        assert_eq!(parse_response(&no_q), Err(DnsError::NoQuestion));
+    }
+
+    #[test]
+    fn odd_label_bytes_are_escaped() {
+        let mut b = vec![0, 1, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(b"\x03a.b\x01C\x00\x00\x01\x00\x01");
+        assert_eq!(parse_response(&b).unwrap().name, "a\\046b.c");
+    }
+
+    #[test]
+    fn top_bit_ttl_is_zero() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let r = parse_response(&response("x.y", &[(a, 0x8000_0001)], 0)).unwrap();
+        assert_eq!(r.ttl, 0);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_response(&bytes);
+        }
+
+        #[test]
+        fn random_bytes_after_a_valid_header_never_panic(
+            tail in proptest::collection::vec(any::<u8>(), 0..600),
+            counts in any::<[u8; 8]>(),
+        ) {
+            let mut b = vec![0, 1, 0x81, 0x80];
+            b.extend_from_slice(&counts);
+            b.extend_from_slice(&tail);
+            if let Ok(r) = parse_response(&b) {
+                prop_assert!(r.name.len() <= 255 * 4);
+            }
+        }
+
+        #[test]
+        fn generated_responses_round_trip_and_any_cut_is_safe(
+            labels in proptest::collection::vec("[a-z0-9-]{1,20}", 1..5),
+            addrs in proptest::collection::vec(any::<u32>(), 0..20),
+            ttls in proptest::collection::vec(0u32..100_000, 20),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let name = labels.join(".");
+            let answers: Vec<(IpAddr, u32)> = addrs
+                .iter()
+                .zip(&ttls)
+                .map(|(a, t)| (IpAddr::V4(Ipv4Addr::from(*a)), *t))
+                .collect();
+            let msg = response(&name, &answers, 0);
+            let r = parse_response(&msg).unwrap();
+            prop_assert_eq!(&r.name, &name);
+            prop_assert_eq!(r.addresses.len(), answers.len());
+            prop_assert_eq!(r.ttl, answers.iter().map(|a| a.1).min().unwrap_or(0));
+            let at = cut.index(msg.len() + 1);
+            if let Ok(partial) = parse_response(&msg[..at]) {
+                prop_assert!(partial.addresses.len() <= answers.len());
+                prop_assert_eq!(&partial.addresses[..], &r.addresses[..partial.addresses.len()]);
+            }
+        }
+    }
+
+    #[test]
+    fn cache_is_per_agent_and_expires() {
+        let dns = DnsCache::new();
+        let now = Instant::now();
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        dns.record("a", "API.example.com.", &[ip], 120, now);
+        let has = |agent: &str, at: Instant| dns.any_name(agent, ip, at, |n| n == "api.example.com");
+        assert!(has("a", now));
+        assert!(!has("b", now), "another agent's answers do not count");
+        assert!(has("a", now + Duration::from_secs(119)));
+        assert!(!has("a", now + Duration::from_secs(120)));
+        // Short TTLs are raised to MIN_TTL.
+        dns.record("a", "short.example", &[ip], 0, now);
+        assert!(dns.any_name("a", ip, now + MIN_TTL - Duration::from_secs(1), |n| n == "short.example"));
+        assert_eq!(dns.names_for("a", ip, now), vec!["api.example.com", "short.example"]);
+        dns.purge(now + MAX_TTL);
+        assert!(dns.is_empty());
+    }
+
+    #[test]
+    fn mapped_addresses_and_node_table() {
+        let dns = DnsCache::new();
+        let now = Instant::now();
+        dns.record_resolved("db.internal", &["10.1.1.1".parse().unwrap()], Duration::from_secs(10), now);
+        let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
+        assert!(dns.any_name("any-agent", mapped, now, |n| n == "db.internal"));
+        assert!(!dns.any_name("any-agent", mapped, now + Duration::from_secs(10), |_| true));
+    }
+
+    #[tokio::test]
+    async fn resolver_resolves_localhost() {
+        let dns = DnsCache::new();
+        let ok = resolve_once(&dns, &["localhost".to_owned()], Duration::from_secs(60)).await;
+        assert_eq!(ok, 1);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let lo6: IpAddr = "::1".parse().unwrap();
+        let now = Instant::now();
+        assert!(
+            dns.any_name("x", lo, now, |n| n == "localhost") || dns.any_name("x", lo6, now, |n| n == "localhost")
+        );
+    }
+}

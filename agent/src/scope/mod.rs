@@ -1,0 +1,529 @@
+//! The scope engine: the config compiled into matchers, and the verdict on
+//! each attributed event.
+//!
+//! - exec: the executable (as executed, as enriched, and after symlinks)
+//!   against the agent's `tools`;
+//! - connect: the destination against its `systems` (addresses, CIDRs and
+//!   host names learnt through DNS);
+//! - `file_open`: reads against data classes it was not given, writes
+//!   against its write globs;
+//! - any of them touching an identity (built-in catalog or `[identity.*]`)
+//!   the agent was not given is `identity_outside_scope`, checked first.
+//!
+//! A [`Scope`] is immutable; a reload compiles a new one. Evaluating an
+//! in-scope event does not allocate.
+
+pub mod aggregate;
+pub mod catalog;
+mod data;
+pub mod dns;
+mod identities;
+mod systems;
+mod tools;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use globset::{Candidate, GlobSet, GlobSetBuilder};
+
+use crate::config::{
+    AgentScope, Config, ConfigError, Diagnostic, FieldPath, OnViolation, canonical_ip,
+};
+use crate::event::{
+    Access, Anomaly, AnomalyKind, Connect, Event, Exec, FileOpen, Payload, Process, Protocol,
+    Severity,
+};
+use data::{DataIndex, Grants, ReadCheck, normalize, with_matches};
+pub use dns::DnsCache;
+use identities::{IdentityIndex, Touch};
+use systems::EndpointSet;
+use tools::ExeCache;
+
+/// Distinguishes the agent ids of one compiled scope from another's.
+static GENERATION: AtomicU32 = AtomicU32::new(1);
+
+/// An agent of one compiled [`Scope`]. Ids are not stable across reloads:
+/// look agents up again (by name) in the new scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AgentId {
+    generation: u32,
+    index: u32,
+}
+
+impl AgentId {
+    /// Position of the agent in the config's `[[agent]]` list.
+    #[must_use]
+    pub const fn index(self) -> usize {
+        self.index as usize
+    }
+}
+
+/// What the rest of the daemon needs to know about an agent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentInfo {
+    pub name: String,
+    pub owner: Option<String>,
+    pub description: Option<String>,
+    pub on_violation: OnViolation,
+    /// Matched by `vigil exec --agent NAME` sessions.
+    pub sessions: bool,
+    /// cgroup path globs.
+    pub cgroups: Vec<String>,
+    /// The declared scope, as written.
+    pub scope: AgentScope,
+}
+
+static STALE: AgentInfo = AgentInfo {
+    name: String::new(),
+    owner: None,
+    description: None,
+    on_violation: OnViolation::Alert,
+    sessions: false,
+    cgroups: Vec::new(),
+    scope: AgentScope {
+        systems: Vec::new(),
+        tools: Vec::new(),
+        data: Vec::new(),
+        identities: Vec::new(),
+    },
+};
+
+/// A step outside the boundary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: AnomalyKind,
+    pub severity: Severity,
+    /// The rule broken, in words.
+    pub reason: String,
+    /// The identity touched, for `identity_outside_scope`.
+    pub identity: Option<String>,
+}
+
+impl Violation {
+    /// The anomaly record for this violation (count 1, before aggregation).
+    #[must_use]
+    pub fn into_anomaly(self, offending: Event, action: &str) -> Anomaly {
+        Anomaly {
+            anomaly: self.kind,
+            severity: self.severity,
+            reason: self.reason,
+            identity_name: self.identity,
+            count: 1,
+            action: action.to_owned(),
+            offending: Box::new(offending),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    InScope,
+    Violation(Violation),
+}
+
+impl Verdict {
+    #[must_use]
+    pub const fn is_in_scope(&self) -> bool {
+        matches!(self, Self::InScope)
+    }
+}
+
+#[derive(Debug)]
+struct CompiledAgent {
+    info: AgentInfo,
+    tools: GlobSet,
+    systems: EndpointSet<()>,
+    data: Grants,
+    identities: Grants,
+}
+
+/// The compiled config. `Send + Sync`; share it through an `Arc`.
+#[derive(Debug)]
+pub struct Scope {
+    generation: u32,
+    agents: Vec<CompiledAgent>,
+    by_name: HashMap<String, u32>,
+    cgroups: GlobSet,
+    cgroup_owner: Vec<u32>,
+    identities: IdentityIndex,
+    data: DataIndex,
+    host_names: Vec<String>,
+    dns_refresh: Duration,
+    aggregate_window: Duration,
+    exe_cache: ExeCache,
+}
+
+fn compile_error(path: FieldPath, message: String) -> ConfigError {
+    ConfigError::Invalid(vec![Diagnostic {
+        file: "config".into(),
+        location: None,
+        path,
+        message,
+    }])
+}
+
+fn glob_set<'a>(
+    globs: impl IntoIterator<Item = &'a crate::config::PathGlob>,
+    path: impl Fn() -> FieldPath,
+) -> Result<GlobSet, ConfigError> {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        b.add(g.glob().clone());
+    }
+    b.build().map_err(|e| compile_error(path(), e.to_string()))
+}
+
+impl Scope {
+    /// Compiles a checked config. Fails only on what [`Config`] loading
+    /// cannot see (the config was built by hand, or an undefined reference).
+    pub fn compile(config: &Config) -> Result<Self, ConfigError> {
+        let identities = IdentityIndex::compile(config)
+            .map_err(|m| compile_error(FieldPath::default().key("identity"), m))?;
+        let data = DataIndex::compile(config)
+            .map_err(|e| compile_error(FieldPath::default().key("data"), e.to_string()))?;
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let mut agents = Vec::with_capacity(config.agents.len());
+        let mut by_name = HashMap::new();
+        let mut cgroups = GlobSetBuilder::new();
+        let mut cgroup_owner = Vec::new();
+        let mut host_names: Vec<String> = identities.host_names().map(str::to_owned).collect();
+        for (i, a) in config.agents.iter().enumerate() {
+            let at = || FieldPath::default().key("agent").index(i);
+            let index = u32::try_from(i)
+                .map_err(|_| compile_error(at(), "too many agents".into()))?;
+            if by_name.insert(a.name.as_str().to_owned(), index).is_some() {
+                return Err(compile_error(
+                    at().key("name"),
+                    format!("duplicate agent name \"{}\"", a.name),
+                ));
+            }
+            let matcher = a.matcher.clone().unwrap_or_default();
+            for g in &matcher.cgroups {
+                cgroups.add(g.glob().clone());
+                cgroup_owner.push(index);
+            }
+            let mut data_grants = Grants::default();
+            for (k, class) in a.scope.data.iter().enumerate() {
+                let id = data.class_id(class).ok_or_else(|| {
+                    compile_error(
+                        at().key("scope").key("data").index(k),
+                        format!("undefined data class \"{class}\""),
+                    )
+                })?;
+                data_grants.insert(id);
+            }
+            let mut id_grants = Grants::default();
+            for (k, name) in a.scope.identities.iter().enumerate() {
+                let id = identities.id(name).ok_or_else(|| {
+                    compile_error(
+                        at().key("scope").key("identities").index(k),
+                        format!("undefined identity \"{name}\""),
+                    )
+                })?;
+                id_grants.insert(id);
+            }
+            let systems = EndpointSet::from_entries(&a.scope.systems, ());
+            host_names.extend(systems.hosts.exact_names().map(str::to_owned));
+            agents.push(CompiledAgent {
+                info: AgentInfo {
+                    name: a.name.as_str().to_owned(),
+                    owner: a.owner.clone(),
+                    description: a.description.clone(),
+                    on_violation: a.on_violation,
+                    sessions: matcher.sessions,
+                    cgroups: matcher.cgroups.iter().map(|g| g.as_str().to_owned()).collect(),
+                    scope: a.scope.clone(),
+                },
+                tools: glob_set(&a.scope.tools, || at().key("scope").key("tools"))?,
+                systems,
+                data: data_grants,
+                identities: id_grants,
+            });
+        }
+        host_names.sort();
+        host_names.dedup();
+        Ok(Self {
+            generation,
+            agents,
+            by_name,
+            cgroups: cgroups
+                .build()
+                .map_err(|e| compile_error(FieldPath::default().key("agent"), e.to_string()))?,
+            cgroup_owner,
+            identities,
+            data,
+            host_names,
+            dns_refresh: Duration::from_secs(config.scope.dns_refresh_seconds.max(1)),
+            aggregate_window: Duration::from_secs(config.scope.aggregate_window_seconds),
+            exe_cache: ExeCache::default(),
+        })
+    }
+
+    fn id(&self, index: u32) -> AgentId {
+        AgentId {
+            generation: self.generation,
+            index,
+        }
+    }
+
+    fn get(&self, id: AgentId) -> Option<&CompiledAgent> {
+        if id.generation != self.generation {
+            return None;
+        }
+        self.agents.get(id.index())
+    }
+
+    #[must_use]
+    pub fn agent_id(&self, name: &str) -> Option<AgentId> {
+        self.by_name.get(name).map(|&i| self.id(i))
+    }
+
+    /// The agent's description. An id of another (older) scope yields a
+    /// placeholder with an empty name; [`Scope::try_agent`] tells.
+    #[must_use]
+    pub fn agent(&self, id: AgentId) -> &AgentInfo {
+        self.try_agent(id).unwrap_or(&STALE)
+    }
+
+    /// The agent's description; `None` for an id of another (older) scope.
+    #[must_use]
+    pub fn try_agent(&self, id: AgentId) -> Option<&AgentInfo> {
+        self.get(id).map(|a| &a.info)
+    }
+
+    /// Every agent, in config order.
+    pub fn agents(&self) -> impl ExactSizeIterator<Item = &AgentInfo> {
+        self.agents.iter().map(|a| &a.info)
+    }
+
+    /// Every agent id, in config order.
+    pub fn agent_ids(&self) -> impl ExactSizeIterator<Item = AgentId> + '_ {
+        (0..self.agents.len() as u32).map(|i| self.id(i))
+    }
+
+    /// The agent whose `match.cgroups` covers this cgroup v2 path (relative
+    /// to the mount, `/kubepods.slice/...`); the first in config order wins.
+    #[must_use]
+    pub fn match_cgroup(&self, path: &str) -> Option<AgentId> {
+        let cand = Candidate::from_bytes(path.as_bytes());
+        if !self.cgroups.is_match_candidate(&cand) {
+            return None;
+        }
+        with_matches(&self.cgroups, &cand, |hits| {
+            hits.iter().map(|&g| self.cgroup_owner[g]).min()
+        })
+        .map(|i| self.id(i))
+    }
+
+    /// Configured host names (systems and identity endpoints), for the resolver.
+    #[must_use]
+    pub fn host_names(&self) -> &[String] {
+        &self.host_names
+    }
+
+    #[must_use]
+    pub fn dns_refresh(&self) -> Duration {
+        self.dns_refresh
+    }
+
+    #[must_use]
+    pub fn aggregate_window(&self) -> Duration {
+        self.aggregate_window
+    }
+
+    /// Names of all identities: the built-in catalog, then `[identity.*]`.
+    #[must_use]
+    pub fn identity_names(&self) -> &[String] {
+        &self.identities.names
+    }
+
+    /// The verdict on one event of `agent`. `now` is the monotonic clock
+    /// used for DNS expiry and the symlink cache.
+    pub fn evaluate(&self, agent: AgentId, event: &Event, dns: &DnsCache, now: Instant) -> Verdict {
+        let Some(a) = self.get(agent) else {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::Unattributed,
+                severity: Severity::Medium,
+                reason: "event carries an agent id of a replaced config".into(),
+                identity: None,
+            });
+        };
+        match &event.payload {
+            Payload::Exec(e) => self.eval_exec(a, e, event.process.as_ref(), now),
+            Payload::Connect(c) => self.eval_connect(a, c, dns, now),
+            Payload::FileOpen(f) => self.eval_open(a, f),
+            _ => Verdict::InScope,
+        }
+    }
+
+    fn identity_violation(&self, a: &CompiledAgent, what: &str, id: usize) -> Verdict {
+        let name = &self.identities.names[id];
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::IdentityOutsideScope,
+            severity: Severity::Critical,
+            reason: format!(
+                "{what} touches identity {name}, outside identities of {}",
+                a.info.name
+            ),
+            identity: Some(name.clone()),
+        })
+    }
+
+    fn eval_exec(&self, a: &CompiledAgent, e: &Exec, process: Option<&Process>, now: Instant) -> Verdict {
+        let path = normalize(&e.filename);
+        let cand = Candidate::from_bytes(path.as_bytes());
+        if let Touch::Denied(id) = self.identities.touch_file(&cand, &a.identities) {
+            return self.identity_violation(a, &format!("exec of {path}"), id);
+        }
+        if a.tools.is_match_candidate(&cand) {
+            return Verdict::InScope;
+        }
+        let exe = process.and_then(|p| p.exe.as_deref()).filter(|x| **x != *path);
+        if exe.is_some_and(|x| a.tools.is_match(x)) {
+            return Verdict::InScope;
+        }
+        let canonical = self.exe_cache.with_canonical(&path, now, |c| match c {
+            Some(c) if c != path && a.tools.is_match(c) => Ok(()),
+            Some(c) if c != path => Err(Some(c.to_owned())),
+            _ => Err(None),
+        });
+        let Err(canonical) = canonical else {
+            return Verdict::InScope;
+        };
+        let mut reason = format!("exec of {path}");
+        let mut shown: Vec<&str> = Vec::new();
+        for alt in exe.into_iter().chain(canonical.as_deref()) {
+            if !shown.contains(&alt) {
+                shown.push(alt);
+            }
+        }
+        if !shown.is_empty() {
+            let _ = write!(reason, " ({})", shown.join(", "));
+        }
+        let _ = write!(reason, " is outside tools of {}", a.info.name);
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedTool,
+            severity: Severity::High,
+            reason,
+            identity: None,
+        })
+    }
+
+    fn eval_connect(&self, a: &CompiledAgent, c: &Connect, dns: &DnsCache, now: Instant) -> Verdict {
+        let ip = canonical_ip(c.address);
+        let (port, proto) = (c.port, c.protocol);
+        let granted = |id: usize| a.identities.contains(id);
+        let endpoints = &self.identities.endpoints;
+        let mut denied = endpoints.nets.find(ip, port, proto, |id| !granted(id));
+        let mut identity_ok = endpoints.nets.find(ip, port, proto, granted).is_some();
+        let mut system_ok = a.systems.nets.find(ip, port, proto, |()| true).is_some();
+        let names_matter = !endpoints.hosts.is_empty()
+            || (!identity_ok && !system_ok && !a.systems.hosts.is_empty());
+        if denied.is_none() && names_matter {
+            // One pass over the names learnt for this address serves both the
+            // identity endpoints (an allowed CIDR does not excuse touching a
+            // credential endpoint) and the agent's host rules.
+            dns.any_name(&a.info.name, ip, now, |name| {
+                if let Some(id) = endpoints.hosts.find(name, port, proto, |id| !granted(id)) {
+                    denied = Some(id);
+                    return true;
+                }
+                identity_ok |= endpoints.hosts.find(name, port, proto, granted).is_some();
+                system_ok |= a.systems.hosts.find(name, port, proto, |()| true).is_some();
+                false
+            });
+        }
+        if let Some(id) = denied {
+            return self.identity_violation(a, &connect_words(c, ip, dns, &a.info.name, now), id);
+        }
+        if identity_ok || system_ok {
+            return Verdict::InScope;
+        }
+        // glibc's getaddrinfo picks source addresses by connecting UDP
+        // sockets to each candidate with port 0; no datagram can go there.
+        if proto == Protocol::Udp && port == 0 && c.op == "connect" {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedSystem,
+            severity: Severity::High,
+            reason: format!(
+                "{} is outside systems of {}",
+                connect_words(c, ip, dns, &a.info.name, now),
+                a.info.name
+            ),
+            identity: None,
+        })
+    }
+
+    fn eval_open(&self, a: &CompiledAgent, f: &FileOpen) -> Verdict {
+        let path = normalize(&f.path);
+        let cand = Candidate::from_bytes(path.as_bytes());
+        let words = || open_words(f, &path);
+        let touch = self.identities.touch_file(&cand, &a.identities);
+        if let Touch::Denied(id) = touch {
+            return self.identity_violation(a, &words(), id);
+        }
+        if f.access.reads()
+            && touch == Touch::None
+            && let ReadCheck::Foreign(class) = self.data.check_read(&cand, &a.data)
+        {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::DataOutsideScope,
+                severity: Severity::Medium,
+                reason: format!(
+                    "{} is in data class {}, outside data of {}",
+                    words(),
+                    self.data.names[class],
+                    a.info.name
+                ),
+                identity: None,
+            });
+        }
+        if f.access.writes() && !self.data.may_write(&cand, &a.data) {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::DataOutsideScope,
+                severity: Severity::High,
+                reason: format!("{} is outside the writable data of {}", words(), a.info.name),
+                identity: None,
+            });
+        }
+        Verdict::InScope
+    }
+}
+
+/// "read of /x", "write to /x", "read-write open of /x", plus a failure.
+fn open_words(f: &FileOpen, path: &Cow<'_, str>) -> String {
+    let mut s = match f.access {
+        Access::Read => format!("read of {path}"),
+        Access::Write => format!("write to {path}"),
+        Access::ReadWrite => format!("read-write open of {path}"),
+    };
+    if let Some(err) = &f.error {
+        let _ = write!(s, " (failed: {err})");
+    }
+    s
+}
+
+/// "connect to 10.9.9.9:22", "udp send to [::1]:53 (dns.example)".
+fn connect_words(c: &Connect, ip: IpAddr, dns: &DnsCache, agent: &str, now: Instant) -> String {
+    let verb = match (c.protocol, c.op.as_str()) {
+        (Protocol::Tcp, _) => "connect to",
+        (Protocol::Udp, "sendmsg") => "udp send to",
+        (Protocol::Udp, _) => "udp connect to",
+        (Protocol::Other, _) => "connection to",
+    };
+    let mut s = format!("{verb} {}", SocketAddr::new(ip, c.port));
+    let names = dns.names_for(agent, ip, now);
+    if !names.is_empty() {
+        let _ = write!(s, " ({})", names.join(", "));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

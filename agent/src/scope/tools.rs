@@ -1,0 +1,95 @@
+//! Executable paths after symlinks: `/usr/bin/python3` is usually a link to
+//! `python3.12`, and `tools` may name either. Resolutions are cached because
+//! agents run the same few programs over and over.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+/// Re-resolve after this long: package upgrades and `update-alternatives`
+/// re-point links.
+const TTL: Duration = Duration::from_secs(60);
+/// Bound on cached paths; the cache is cleared when it is full.
+const CAPACITY: usize = 4096;
+
+#[derive(Debug)]
+struct Resolved {
+    canonical: Option<Box<str>>,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct ExeCache {
+    map: RwLock<HashMap<Box<str>, Resolved>>,
+}
+
+impl ExeCache {
+    /// Calls `f` with the canonical form of the absolute `path` (`None` when
+    /// it cannot be resolved, for example because the file is gone).
+    pub fn with_canonical<R>(&self, path: &str, now: Instant, f: impl FnOnce(Option<&str>) -> R) -> R {
+        {
+            let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(r) = map.get(path)
+                && now.saturating_duration_since(r.at) < TTL
+            {
+                return f(r.canonical.as_deref());
+            }
+        }
+        let canonical = if path.starts_with('/') {
+            std::fs::canonicalize(path)
+                .ok()
+                .and_then(|p| p.into_os_string().into_string().ok())
+                .map(String::into_boxed_str)
+        } else {
+            None
+        };
+        let out = f(canonical.as_deref());
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= CAPACITY {
+            map.clear();
+        }
+        map.insert(path.into(), Resolved { canonical, at: now });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_real_symlinks_and_caches_until_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("python3.12");
+        std::fs::write(&target, b"#!/bin/sh\n").unwrap();
+        let link = dir.path().join("python3");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let cache = ExeCache::default();
+        let now = Instant::now();
+        let link_s = link.to_str().unwrap();
+        let canon = std::fs::canonicalize(&target).unwrap();
+        let got = cache.with_canonical(link_s, now, |c| c.map(str::to_owned));
+        assert_eq!(got.as_deref(), canon.to_str());
+
+        // Re-pointing the link is seen only after the TTL.
+        let other = dir.path().join("python3.13");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        let cached = cache.with_canonical(link_s, now + Duration::from_secs(1), |c| c.map(str::to_owned));
+        assert_eq!(cached.as_deref(), canon.to_str());
+        let fresh = cache.with_canonical(link_s, now + TTL, |c| c.map(str::to_owned));
+        assert_eq!(
+            fresh.as_deref(),
+            std::fs::canonicalize(&other).unwrap().to_str()
+        );
+    }
+
+    #[test]
+    fn missing_and_relative_paths_have_no_canonical_form() {
+        let cache = ExeCache::default();
+        let now = Instant::now();
+        assert!(cache.with_canonical("/nonexistent/vigil-test", now, |c| c.is_none()));
+        assert!(cache.with_canonical("bin/ls", now, |c| c.is_none()));
+    }
+}

@@ -1,0 +1,496 @@
+//! Decoding of ring-buffer records into typed events.
+//!
+//! The kernel side is trusted to write well-formed records, but the daemon
+//! never assumes it: a short, unknown or inconsistent record is an error that
+//! the caller counts and skips.
+
+use std::{
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use vigil_common::{
+    ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
+    ExecRecord, ExitRecord, ForkRecord, Header, OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN,
+    RecordKind, open_syscall, sock_op,
+};
+
+use crate::event::{
+    Accept, Access, Connect, Event, Exec, Exit, FileOpen, Fork, Identity, Payload, Process,
+    Protocol,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than a header ({need} bytes)")]
+    ShortHeader { need: usize, got: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+    #[error("{kind:?} record of {got} bytes is shorter than {need} bytes")]
+    Short {
+        kind: RecordKind,
+        need: usize,
+        got: usize,
+    },
+    #[error("{kind:?} record: {field} = {value} is out of range")]
+    OutOfRange {
+        kind: RecordKind,
+        field: &'static str,
+        value: u64,
+    },
+}
+
+/// A record copied out of the ring buffer.
+#[derive(Clone, Copy, Debug)]
+pub enum Record {
+    Exec(ExecRecord),
+    Fork(ForkRecord),
+    Exit(ExitRecord),
+    Connect(ConnectRecord),
+    Accept(AcceptRecord),
+    Open(OpenRecord),
+    Dns(DnsRecord),
+}
+
+impl Record {
+    #[must_use]
+    pub const fn header(&self) -> &Header {
+        match self {
+            Self::Exec(r) => &r.header,
+            Self::Fork(r) => &r.header,
+            Self::Exit(r) => &r.header,
+            Self::Connect(r) => &r.header,
+            Self::Accept(r) => &r.header,
+            Self::Open(r) => &r.header,
+            Self::Dns(r) => &r.header,
+        }
+    }
+}
+
+/// Copies a `T` out of `bytes` after checking the length.
+fn read<T: Copy>(bytes: &[u8], kind: RecordKind) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            need,
+            got: bytes.len(),
+        });
+    }
+    // SAFETY: length checked; T is a repr(C) record of integers and byte
+    // arrays, valid for any bit pattern; the read tolerates any alignment.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+fn check(kind: RecordKind, field: &'static str, value: u64, max: u64) -> Result<(), DecodeError> {
+    if value > max {
+        Err(DecodeError::OutOfRange { kind, field, value })
+    } else {
+        Ok(())
+    }
+}
+
+fn check_family(kind: RecordKind, family: u16) -> Result<(), DecodeError> {
+    if family == libc::AF_INET as u16 || family == libc::AF_INET6 as u16 {
+        Ok(())
+    } else {
+        Err(DecodeError::OutOfRange {
+            kind,
+            field: "family",
+            value: u64::from(family),
+        })
+    }
+}
+
+/// Decodes and validates one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    if bytes.len() < size_of::<Header>() {
+        return Err(DecodeError::ShortHeader {
+            need: size_of::<Header>(),
+            got: bytes.len(),
+        });
+    }
+    let raw_kind = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    let kind = RecordKind::from_u16(raw_kind).ok_or(DecodeError::UnknownKind(raw_kind))?;
+    Ok(match kind {
+        RecordKind::Exec => {
+            let r: ExecRecord = read(bytes, kind)?;
+            check(kind, "filename_len", r.filename_len.into(), PATH_LEN as u64 - 1)?;
+            check(kind, "argv_len", r.argv_len.into(), ARGV_LEN as u64)?;
+            Record::Exec(r)
+        }
+        RecordKind::Fork => Record::Fork(read(bytes, kind)?),
+        RecordKind::Exit => Record::Exit(read(bytes, kind)?),
+        RecordKind::Connect => {
+            let r: ConnectRecord = read(bytes, kind)?;
+            check_family(kind, r.family)?;
+            Record::Connect(r)
+        }
+        RecordKind::Accept => {
+            let r: AcceptRecord = read(bytes, kind)?;
+            check_family(kind, r.family)?;
+            Record::Accept(r)
+        }
+        RecordKind::Open => {
+            let r: OpenRecord = read(bytes, kind)?;
+            check(kind, "path_len", r.path_len.into(), PATH_LEN as u64 - 1)?;
+            check(kind, "syscall", r.syscall.into(), u64::from(open_syscall::OPENAT2))?;
+            Record::Open(r)
+        }
+        RecordKind::Dns => {
+            let r: DnsRecord = read(bytes, kind)?;
+            check_family(kind, r.family)?;
+            check(kind, "len", r.len.into(), vigil_common::DNS_LEN as u64)?;
+            Record::Dns(r)
+        }
+    })
+}
+
+/// Bytes up to the first NUL, lossily as UTF-8.
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Splits a NUL-separated argument buffer; a last piece without NUL was cut.
+fn split_argv(buf: &[u8], argc: usize) -> Vec<String> {
+    buf.split(|&b| b == 0)
+        .take(argc)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+pub(crate) fn ip(family: u16, addr: &[u8; 16]) -> IpAddr {
+    if family == libc::AF_INET as u16 {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    }
+}
+
+/// Converts kernel timestamps (`CLOCK_BOOTTIME`) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// `CLOCK_REALTIME - CLOCK_BOOTTIME`, in ns.
+    offset_ns: i128,
+}
+
+impl Clock {
+    /// Samples both clocks now.
+    #[must_use]
+    pub fn now() -> Self {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let boot = clock_ns(libc::CLOCK_BOOTTIME);
+        Self {
+            offset_ns: i128::from(real) - i128::from(boot),
+        }
+    }
+
+    /// Wall-clock time of a kernel timestamp.
+    #[must_use]
+    pub fn wall(&self, boot_ns: u64) -> std::time::SystemTime {
+        let ns = (i128::from(boot_ns) + self.offset_ns).max(0) as u128;
+        std::time::UNIX_EPOCH
+            + std::time::Duration::new((ns / 1_000_000_000) as u64, (ns % 1_000_000_000) as u32)
+    }
+}
+
+/// Reads a clock in ns.
+#[must_use]
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; the clocks used always exist.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn process(h: &Header) -> Process {
+    Process {
+        pid: h.tgid,
+        tid: h.pid,
+        ppid: h.ppid,
+        uid: h.uid,
+        gid: h.gid,
+        comm: cstr(&h.comm),
+        exe: None,
+        argv: Vec::new(),
+        lineage: Vec::new(),
+    }
+}
+
+fn errno_name(errno: i32) -> String {
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
+/// Builds the un-enriched event for a record: identity carries only the
+/// cgroup id; paths are as the kernel saw them.
+#[must_use]
+pub fn to_event(record: &Record, clock: &Clock) -> Event {
+    let h = record.header();
+    let payload = match record {
+        Record::Exec(r) => Payload::Exec(Exec {
+            filename: cstr(&r.filename[..r.filename_len as usize]),
+            argv: split_argv(&r.argv[..r.argv_len as usize], r.argc as usize),
+            argv_truncated: h.flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED) != 0,
+        }),
+        Record::Fork(r) => Payload::Fork(Fork {
+            child_pid: r.child_tgid,
+        }),
+        Record::Exit(r) => {
+            let status = r.exit_code as i32;
+            let signal = status & 0x7f;
+            Payload::Exit(Exit {
+                code: (signal == 0).then_some((status >> 8) & 0xff),
+                signal: (signal != 0).then_some(signal),
+            })
+        }
+        Record::Connect(r) => Payload::Connect(Connect {
+            protocol: match (i32::from(r.protocol), i32::from(r.sock_type)) {
+                (libc::IPPROTO_TCP, _) | (0, libc::SOCK_STREAM) => Protocol::Tcp,
+                (libc::IPPROTO_UDP, _) | (0, libc::SOCK_DGRAM) => Protocol::Udp,
+                _ => Protocol::Other,
+            },
+            address: ip(r.family, &r.addr),
+            port: r.port,
+            op: if r.op == sock_op::SENDMSG {
+                "sendmsg"
+            } else {
+                "connect"
+            }
+            .to_owned(),
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
+        }),
+        Record::Accept(r) => Payload::Accept(Accept {
+            local_address: ip(r.family, &r.local_addr),
+            local_port: r.local_port,
+            remote_address: ip(r.family, &r.remote_addr),
+            remote_port: r.remote_port,
+        }),
+        Record::Open(r) => {
+            let path = cstr(&r.path[..r.path_len as usize]);
+            let (fd, error) = if r.ret >= 0 {
+                (Some(r.ret as i32), None)
+            } else {
+                (None, Some(errno_name((-r.ret) as i32)))
+            };
+            Payload::FileOpen(FileOpen {
+                path,
+                raw_path: None,
+                flags: r.flags,
+                access: Access::from_flags(r.flags),
+                syscall: match r.syscall {
+                    open_syscall::OPEN => "open",
+                    open_syscall::OPENAT => "openat",
+                    _ => "openat2",
+                }
+                .to_owned(),
+                fd,
+                error,
+                path_truncated: h.flags & OPEN_PATH_TRUNCATED != 0,
+            })
+        }
+        Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
+            server: ip(r.family, &r.server),
+            name: String::new(),
+            addresses: Vec::new(),
+            ttl: 0,
+        }),
+    };
+    Event {
+        seq: 0,
+        time: crate::event::format_time(clock.wall(h.ts_ns)),
+        kernel_ts_ns: h.ts_ns,
+        identity: Identity {
+            cgroup_id: h.cgroup_id,
+            ..Identity::default()
+        },
+        process: (h.tgid != 0).then(|| process(h)),
+        payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain repr(C) value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn header(kind: RecordKind) -> Header {
+        let mut comm = [0u8; 16];
+        comm[..3].copy_from_slice(b"git");
+        Header {
+            kind: kind as u16,
+            flags: 0,
+            verdict: 0,
+            ts_ns: 1_000,
+            cgroup_id: 77,
+            pid: 11,
+            tgid: 10,
+            ppid: 1,
+            uid: 1000,
+            gid: 1000,
+            _pad: 0,
+            comm,
+        }
+    }
+
+    fn exec_record() -> ExecRecord {
+        let mut filename = [0u8; PATH_LEN];
+        filename[..12].copy_from_slice(b"/usr/bin/git");
+        let mut argv = [0u8; ARGV_LEN];
+        argv[..11].copy_from_slice(b"git\0status\0");
+        ExecRecord {
+            header: header(RecordKind::Exec),
+            old_pid: 11,
+            filename_len: 12,
+            argv_len: 11,
+            argc: 2,
+            _pad: [0; 6],
+            filename,
+            argv,
+        }
+    }
+
+    #[test]
+    fn decodes_exec() {
+        let rec = decode(&bytes_of(&exec_record())).unwrap();
+        let ev = to_event(&rec, &Clock::now());
+        let Payload::Exec(e) = &ev.payload else {
+            panic!("not an exec: {ev:?}")
+        };
+        assert_eq!(e.filename, "/usr/bin/git");
+        assert_eq!(e.argv, ["git", "status"]);
+        assert!(!e.argv_truncated);
+        let p = ev.process.unwrap();
+        assert_eq!((p.pid, p.tid, p.ppid, p.comm.as_str()), (10, 11, 1, "git"));
+        assert_eq!(ev.identity.cgroup_id, 77);
+    }
+
+    #[test]
+    fn truncated_argv_keeps_the_cut_argument() {
+        let mut r = exec_record();
+        r.header.flags = EXEC_ARGV_TRUNCATED;
+        r.argv[..9].copy_from_slice(b"a\0bb\0ccc\0");
+        r.argv[9..12].copy_from_slice(b"ddd");
+        r.argv_len = 12;
+        r.argc = 4;
+        let Payload::Exec(e) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
+        else {
+            panic!()
+        };
+        assert_eq!(e.argv, ["a", "bb", "ccc", "ddd"]);
+        assert!(e.argv_truncated);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::ShortHeader { .. })));
+        let mut h = bytes_of(&header(RecordKind::Exec));
+        assert!(matches!(
+            decode(&h),
+            Err(DecodeError::Short {
+                kind: RecordKind::Exec,
+                ..
+            })
+        ));
+        h[0] = 0xff;
+        h[1] = 0x7f;
+        assert_eq!(decode(&h).unwrap_err(), DecodeError::UnknownKind(0x7fff));
+    }
+
+    #[test]
+    fn rejects_inconsistent_lengths() {
+        let mut r = exec_record();
+        r.argv_len = (ARGV_LEN + 1) as u16;
+        assert!(matches!(
+            decode(&bytes_of(&r)),
+            Err(DecodeError::OutOfRange {
+                field: "argv_len",
+                ..
+            })
+        ));
+        let mut c = ConnectRecord {
+            header: header(RecordKind::Connect),
+            family: 99,
+            port: 80,
+            protocol: 6,
+            op: 1,
+            sock_type: 1,
+            _pad: 0,
+            addr: [0; 16],
+        };
+        assert!(matches!(
+            decode(&bytes_of(&c)),
+            Err(DecodeError::OutOfRange {
+                field: "family",
+                ..
+            })
+        ));
+        c.family = libc::AF_INET6 as u16;
+        c.addr[15] = 1;
+        let Payload::Connect(conn) = to_event(&decode(&bytes_of(&c)).unwrap(), &Clock::now()).payload
+        else {
+            panic!()
+        };
+        assert_eq!(conn.address, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(conn.protocol, Protocol::Tcp);
+    }
+
+    /// Random bytes never panic the decoder.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..2000usize {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            if let Ok(r) = decode(&buf) {
+                let _ = to_event(&r, &Clock::now());
+            }
+            let mut with_kind = buf.clone();
+            if with_kind.len() >= 2 {
+                with_kind[0] = (len % 8) as u8;
+                with_kind[1] = 0;
+                if let Ok(r) = decode(&with_kind) {
+                    let _ = to_event(&r, &Clock::now());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn open_errors_are_named() {
+        let mut path = [0u8; PATH_LEN];
+        path[..4].copy_from_slice(b"nope");
+        let r = OpenRecord {
+            header: header(RecordKind::Open),
+            ret: -i64::from(libc::ENOENT),
+            flags: libc::O_RDONLY as u32,
+            mode: 0,
+            dfd: -100,
+            syscall: open_syscall::OPENAT,
+            _pad: 0,
+            path_len: 4,
+            path,
+        };
+        let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
+        else {
+            panic!()
+        };
+        assert_eq!(f.error.as_deref(), Some("ENOENT"));
+        assert_eq!(f.fd, None);
+        assert_eq!(f.syscall, "openat");
+    }
+}

@@ -1,0 +1,248 @@
+//! Offsets the programs need, found on the running kernel at load time:
+//! tracepoint fields from tracefs `format` files, struct members from
+//! `/sys/kernel/btf/vmlinux`. Nothing is a constant that fits one kernel.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, Type};
+use vigil_common::Offsets;
+
+use crate::paths;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetError {
+    #[error("tracefs is not mounted (tried {tried}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
+    NoTracefs { tried: String },
+    #[error("reading tracepoint format {path}: {source}")]
+    ReadFormat {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tracepoint {tracepoint} has no field `{field}` in its format file")]
+    MissingField { tracepoint: String, field: String },
+    #[error("tracepoint {tracepoint}: field `{field}` offset {offset} is out of range")]
+    FieldOutOfRange {
+        tracepoint: String,
+        field: String,
+        offset: usize,
+    },
+    #[error("reading kernel BTF {path}: {message}")]
+    Btf { path: String, message: String },
+    #[error("kernel BTF has no struct `{0}`")]
+    MissingStruct(String),
+    #[error("kernel BTF: struct `{strukt}` has no member `{member}`")]
+    MissingMember { strukt: String, member: String },
+}
+
+/// A field of a tracepoint `format` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormatField {
+    pub name: String,
+    pub offset: usize,
+    pub size: usize,
+}
+
+/// Parses the `field:` lines of a tracefs `format` file.
+///
+/// A line looks like `field:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;`;
+/// the name is the last word of the declaration, without any array suffix.
+pub fn parse_format(text: &str) -> Vec<FormatField> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let decl = line.strip_prefix("field:")?;
+            let mut parts = decl.split(';').map(str::trim);
+            let declaration = parts.next()?;
+            let mut offset = None;
+            let mut size = None;
+            for p in parts {
+                if let Some(v) = p.strip_prefix("offset:") {
+                    offset = v.parse().ok();
+                } else if let Some(v) = p.strip_prefix("size:") {
+                    size = v.parse().ok();
+                }
+            }
+            let last = declaration.split_whitespace().last()?;
+            let name = last.split('[').next()?.trim_start_matches('*').to_owned();
+            Some(FormatField {
+                name,
+                offset: offset?,
+                size: size?,
+            })
+        })
+        .collect()
+}
+
+/// Finds the mounted tracefs.
+pub fn tracefs() -> Result<PathBuf, OffsetError> {
+    paths::TRACEFS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
+        .ok_or_else(|| OffsetError::NoTracefs {
+            tried: paths::TRACEFS.join(", "),
+        })
+}
+
+struct Formats<'a> {
+    tracefs: &'a Path,
+}
+
+impl Formats<'_> {
+    fn fields(&self, tracepoint: &str) -> Result<Vec<FormatField>, OffsetError> {
+        let path = self.tracefs.join("events").join(tracepoint).join("format");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| OffsetError::ReadFormat { path, source })?;
+        Ok(parse_format(&text))
+    }
+
+    fn offset(&self, tracepoint: &str, field: &str) -> Result<u16, OffsetError> {
+        self.optional(tracepoint, field)?
+            .ok_or_else(|| OffsetError::MissingField {
+                tracepoint: tracepoint.to_owned(),
+                field: field.to_owned(),
+            })
+    }
+
+    fn optional(&self, tracepoint: &str, field: &str) -> Result<Option<u16>, OffsetError> {
+        let Some(f) = self.fields(tracepoint)?.into_iter().find(|f| f.name == field) else {
+            return Ok(None);
+        };
+        // The programs mask record offsets with 0xff so the verifier sees a bound.
+        if f.offset > 0xff {
+            return Err(OffsetError::FieldOutOfRange {
+                tracepoint: tracepoint.to_owned(),
+                field: field.to_owned(),
+                offset: f.offset,
+            });
+        }
+        Ok(Some(f.offset as u16))
+    }
+}
+
+/// Kernel struct member offsets from BTF.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load(path: &Path) -> Result<Self, OffsetError> {
+        let btf = Btf::from_file(path).map_err(|e| OffsetError::Btf {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self { btf })
+    }
+
+    /// Byte offset of `member` in `struct strukt`, looking through anonymous
+    /// structs and unions (as `task_struct` has).
+    pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, OffsetError> {
+        let types = self
+            .btf
+            .resolve_types_by_name(strukt)
+            .map_err(|_| OffsetError::MissingStruct(strukt.to_owned()))?;
+        let s = types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| OffsetError::MissingStruct(strukt.to_owned()))?;
+        self.find_in(&s, member, 0)
+            .ok_or_else(|| OffsetError::MissingMember {
+                strukt: strukt.to_owned(),
+                member: member.to_owned(),
+            })
+    }
+
+    fn find_in(&self, s: &btf_rs::Struct, member: &str, base_bits: u32) -> Option<u32> {
+        for m in &s.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let bits = base_bits + m.bit_offset();
+            if name == member {
+                return Some(bits / 8);
+            }
+            if name.is_empty()
+                && let Ok(Type::Struct(inner) | Type::Union(inner)) = self.btf.resolve_chained_type(m)
+                && let Some(off) = self.find_in(&inner, member, bits)
+            {
+                return Some(off);
+            }
+        }
+        None
+    }
+}
+
+/// All offsets the programs use, from the running kernel.
+pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError> {
+    let f = Formats { tracefs };
+    let btf = KernelBtf::load(btf_path)?;
+    let sk_cgrp_data = btf.member_offset("sock", "sk_cgrp_data")?;
+    let data_cgroup = btf.member_offset("sock_cgroup_data", "cgroup")?;
+    Ok(Offsets {
+        exec_filename: f.offset("sched/sched_process_exec", "filename")?,
+        exec_old_pid: f.offset("sched/sched_process_exec", "old_pid")?,
+        exit_group_dead: f.optional("sched/sched_process_exit", "group_dead")?.unwrap_or(0),
+        sys_enter_args: f.offset("syscalls/sys_enter_openat", "dfd")?,
+        sys_exit_ret: f.offset("syscalls/sys_exit_openat", "ret")?,
+        _pad: [0; 3],
+        task_real_parent: btf.member_offset("task_struct", "real_parent")?,
+        task_tgid: btf.member_offset("task_struct", "tgid")?,
+        task_pid: btf.member_offset("task_struct", "pid")?,
+        task_exit_code: btf.member_offset("task_struct", "exit_code")?,
+        sock_cgroup: sk_cgrp_data + data_cgroup,
+        cgroup_kn: btf.member_offset("cgroup", "kn")?,
+        cgroup_level: btf.member_offset("cgroup", "level")?,
+        cgroup_ancestors: btf.member_offset("cgroup", "ancestors")?,
+        kernfs_node_id: btf.member_offset("kernfs_node", "id")?,
+        _pad2: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXEC_FORMAT: &str = "name: sched_process_exec\nID: 312\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
+\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;\n\
+\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;\n\
+\tfield:pid_t old_pid;\toffset:16;\tsize:4;\tsigned:1;\n\n\
+print fmt: \"filename=%s pid=%d old_pid=%d\", __get_str(filename), REC->pid, REC->old_pid\n";
+
+    #[test]
+    fn parses_format_fields() {
+        let fields = parse_format(EXEC_FORMAT);
+        let get = |n: &str| fields.iter().find(|f| f.name == n).cloned();
+        assert_eq!(get("filename").map(|f| (f.offset, f.size)), Some((8, 4)));
+        assert_eq!(get("old_pid").map(|f| f.offset), Some(16));
+        assert_eq!(get("common_pid").map(|f| f.offset), Some(4));
+    }
+
+    #[test]
+    fn parses_arrays_and_pointers() {
+        let text = "\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\
+\tfield:const char * filename;\toffset:24;\tsize:8;\tsigned:0;\n\
+\tfield:garbage\n";
+        let fields = parse_format(text);
+        assert_eq!(fields.len(), 2);
+        assert_eq!(fields[0].name, "comm");
+        assert_eq!(fields[1].name, "filename");
+        assert_eq!(fields[1].offset, 24);
+    }
+
+    /// The running kernel's BTF has every member the programs read.
+    #[test]
+    fn kernel_btf_has_the_members() {
+        let btf = KernelBtf::load(Path::new(paths::KERNEL_BTF)).unwrap();
+        let tgid = btf.member_offset("task_struct", "tgid").unwrap();
+        let pid = btf.member_offset("task_struct", "pid").unwrap();
+        assert_eq!(tgid, pid + 4, "pid and tgid are adjacent pid_t fields");
+        assert!(btf.member_offset("kernfs_node", "id").is_ok());
+        assert!(matches!(
+            btf.member_offset("task_struct", "no_such_member"),
+            Err(OffsetError::MissingMember { .. })
+        ));
+    }
+}

@@ -1,0 +1,377 @@
+//! Record types shared by Vigil's eBPF programs and its daemon.
+//!
+//! Every record the kernel writes to the ring buffer starts with a [`Header`]
+//! whose `kind` says which record follows. All types are `#[repr(C)]`, contain
+//! no padding the kernel could leave uninitialised (explicit `_pad` fields
+//! instead), and have their sizes pinned by tests so both sides agree.
+//!
+//! The `user` feature implements `aya::Pod` for the types userspace reads
+//! from maps or writes as globals.
+#![no_std]
+
+/// Length of a task's `comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes kept of a path (exec file name, opened file).
+pub const PATH_LEN: usize = 256;
+/// Bytes kept of an exec's argument vector (NUL-separated).
+pub const ARGV_LEN: usize = 1024;
+/// Arguments read at most; more set [`EXEC_ARGV_TRUNCATED`].
+pub const MAX_ARGS: usize = 32;
+/// Bytes of a DNS payload kept.
+pub const DNS_LEN: usize = 512;
+
+/// Discriminant of a ring-buffer record, in [`Header::kind`].
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Connect = 4,
+    Accept = 5,
+    Open = 6,
+    Dns = 7,
+}
+
+impl RecordKind {
+    /// Decodes a header's `kind`, `None` for values this build does not know.
+    #[must_use]
+    pub const fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Exec,
+            2 => Self::Fork,
+            3 => Self::Exit,
+            4 => Self::Connect,
+            5 => Self::Accept,
+            6 => Self::Open,
+            7 => Self::Dns,
+            _ => return None,
+        })
+    }
+}
+
+/// Which loss counter a sensor increments when the ring buffer is full.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sensor {
+    Process = 0,
+    Network = 1,
+    File = 2,
+}
+
+/// Number of entries in the per-CPU loss counter array.
+pub const SENSOR_COUNT: u32 = 3;
+/// Names of the sensors, indexed by [`Sensor`].
+pub const SENSOR_NAMES: [&str; SENSOR_COUNT as usize] = ["process", "network", "file"];
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// A [`RecordKind`].
+    pub kind: u16,
+    /// Record-specific flags (`*_TRUNCATED`, …).
+    pub flags: u16,
+    /// Enforcement verdict taken in the kernel (see [`verdict`]).
+    pub verdict: u32,
+    /// `bpf_ktime_get_boot_ns` at the hook.
+    pub ts_ns: u64,
+    /// cgroup v2 id of the task (or, for accepted sockets, of the socket's owner).
+    pub cgroup_id: u64,
+    /// Thread id; 0 where the hook runs in no task's context.
+    pub pid: u32,
+    /// Process id (thread-group id).
+    pub tgid: u32,
+    /// Parent's process id, from `task->real_parent->tgid`; 0 where unknown.
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// What the kernel did with the action a record reports.
+pub mod verdict {
+    /// Observed and let through.
+    pub const ALLOWED: u32 = 0;
+    /// Denied in the kernel (EPERM or SIGKILL).
+    pub const BLOCKED: u32 = 1;
+}
+
+/// `Header::flags` of an exec: argv did not fit.
+pub const EXEC_ARGV_TRUNCATED: u16 = 1;
+/// `Header::flags` of an exec: file name did not fit.
+pub const EXEC_FILENAME_TRUNCATED: u16 = 2;
+/// `Header::flags` of an exec: argv was not captured at syscall entry.
+pub const EXEC_ARGV_MISSING: u16 = 4;
+/// `Header::flags` of an open: the path did not fit.
+pub const OPEN_PATH_TRUNCATED: u16 = 1;
+
+/// A successful `execve`/`execveat` (from `sched_process_exec`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecRecord {
+    pub header: Header,
+    /// The tid that called exec (differs from `pid` when a thread execs).
+    pub old_pid: u32,
+    /// Bytes used in `filename`, without the NUL.
+    pub filename_len: u16,
+    /// Bytes used in `argv`, each argument NUL-terminated.
+    pub argv_len: u16,
+    /// Arguments captured.
+    pub argc: u16,
+    pub _pad: [u8; 6],
+    pub filename: [u8; PATH_LEN],
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// A new task (from `sched_process_fork`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkRecord {
+    pub header: Header,
+    pub child_pid: u32,
+    /// Child's thread-group id; equals `header.tgid` for a new thread.
+    pub child_tgid: u32,
+}
+
+/// A process (thread-group leader) exiting (from `sched_process_exit`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub header: Header,
+    /// `task->exit_code`: wait status (`code << 8 | signal`).
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// Which cgroup socket-address hook produced a [`ConnectRecord`].
+pub mod sock_op {
+    pub const CONNECT: u8 = 1;
+    pub const SENDMSG: u8 = 2;
+}
+
+/// An outbound connect or unconnected datagram send.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectRecord {
+    pub header: Header,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, … (0 when the socket did not say).
+    pub protocol: u8,
+    /// A [`sock_op`] value.
+    pub op: u8,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, …
+    pub sock_type: u8,
+    pub _pad: u8,
+    /// Destination; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+}
+
+/// An accepted inbound TCP connection (from `sock_ops` passive-established).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptRecord {
+    pub header: Header,
+    pub family: u16,
+    /// Local port, host byte order.
+    pub local_port: u16,
+    /// Remote port, host byte order.
+    pub remote_port: u16,
+    pub _pad: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// Which syscall produced an [`OpenRecord`].
+pub mod open_syscall {
+    pub const OPEN: u8 = 1;
+    pub const OPENAT: u8 = 2;
+    pub const OPENAT2: u8 = 3;
+}
+
+/// A file open, reported at syscall exit with its result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenRecord {
+    pub header: Header,
+    /// Return value: a file descriptor, or `-errno`.
+    pub ret: i64,
+    /// `open(2)` flags.
+    pub flags: u32,
+    pub mode: u32,
+    /// Directory fd the path is relative to (`AT_FDCWD` = -100).
+    pub dfd: i32,
+    /// An [`open_syscall`] value.
+    pub syscall: u8,
+    pub _pad: u8,
+    /// Bytes used in `path`, without the NUL.
+    pub path_len: u16,
+    pub path: [u8; PATH_LEN],
+}
+
+/// A DNS answer delivered to a watched process (UDP source port 53).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsRecord {
+    pub header: Header,
+    pub family: u16,
+    /// Bytes of payload captured in `payload`.
+    pub len: u16,
+    pub _pad: u32,
+    pub server: [u8; 16],
+    pub payload: [u8; DNS_LEN],
+}
+
+/// Offsets into tracepoint records and kernel structs, found at load time
+/// (tracefs `format` files and `/sys/kernel/btf/vmlinux`) and handed to the
+/// programs as a read-only global, so nothing depends on one kernel's layout.
+/// A zero offset means "not found": the programs then skip that field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    /// `sched_process_exec`: `__data_loc char[] filename`.
+    pub exec_filename: u16,
+    /// `sched_process_exec`: `pid_t old_pid`.
+    pub exec_old_pid: u16,
+    /// `sched_process_exit`: `bool group_dead` (absent on older kernels).
+    pub exit_group_dead: u16,
+    /// Offset of the first argument in `syscalls/sys_enter_*` records.
+    pub sys_enter_args: u16,
+    /// Offset of `ret` in `syscalls/sys_exit_*` records.
+    pub sys_exit_ret: u16,
+    pub _pad: [u16; 3],
+    /// `task_struct.real_parent`.
+    pub task_real_parent: u32,
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.pid`.
+    pub task_pid: u32,
+    /// `task_struct.exit_code`.
+    pub task_exit_code: u32,
+    /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`.
+    pub sock_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `cgroup.level`.
+    pub cgroup_level: u32,
+    /// `cgroup.ancestors` (flexible array of `struct cgroup *`).
+    pub cgroup_ancestors: u32,
+    /// `kernfs_node.id`.
+    pub kernfs_node_id: u32,
+    pub _pad2: u32,
+}
+
+/// Settings of the programs, fixed at load time (a read-only global, which
+/// the verifier treats as constants).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelConfig {
+    /// The daemon's own process, never reported (it would report its own writes).
+    pub daemon_tgid: u32,
+    /// Report every process, not only watched cgroups (discovery mode).
+    pub watch_all: u32,
+    /// cgroup id of the daemon's session parent; everything below is watched.
+    pub session_parent_id: u64,
+    /// Level of the session parent in the cgroup v2 tree (root is 0); 0 disables.
+    pub session_parent_level: u32,
+    pub _pad: u32,
+    pub offsets: Offsets,
+}
+
+impl Offsets {
+    /// All offsets unknown; a `const` stand-in for `Default` (globals need one).
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            exec_filename: 0,
+            exec_old_pid: 0,
+            exit_group_dead: 0,
+            sys_enter_args: 0,
+            sys_exit_ret: 0,
+            _pad: [0; 3],
+            task_real_parent: 0,
+            task_tgid: 0,
+            task_pid: 0,
+            task_exit_code: 0,
+            sock_cgroup: 0,
+            cgroup_kn: 0,
+            cgroup_level: 0,
+            cgroup_ancestors: 0,
+            kernfs_node_id: 0,
+            _pad2: 0,
+        }
+    }
+}
+
+impl KernelConfig {
+    /// The value the object file carries before the loader overrides it.
+    #[must_use]
+    pub const fn zeroed() -> Self {
+        Self {
+            daemon_tgid: 0,
+            watch_all: 0,
+            session_parent_id: 0,
+            session_parent_level: 0,
+            _pad: 0,
+            offsets: Offsets::zeroed(),
+        }
+    }
+}
+
+/// Value of the `WATCHED` map: why a cgroup is watched.
+pub mod watch {
+    /// Matched by the config (an agent's `match.cgroups`).
+    pub const CONFIGURED: u32 = 1;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are `repr(C)`, plain integers and byte arrays,
+    // with explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::KernelConfig {}
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Header {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    /// Pins the layouts: a change here is a change of the kernel/user ABI.
+    #[test]
+    fn record_sizes_are_stable() {
+        assert_eq!(size_of::<Header>(), 64);
+        assert_eq!(size_of::<ExecRecord>(), 64 + 16 + PATH_LEN + ARGV_LEN);
+        assert_eq!(size_of::<ForkRecord>(), 72);
+        assert_eq!(size_of::<ExitRecord>(), 72);
+        assert_eq!(size_of::<ConnectRecord>(), 64 + 8 + 16);
+        assert_eq!(size_of::<AcceptRecord>(), 64 + 8 + 32);
+        assert_eq!(size_of::<OpenRecord>(), 64 + 24 + PATH_LEN);
+        assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
+        assert_eq!(size_of::<Offsets>(), 16 + 40);
+        assert_eq!(size_of::<KernelConfig>(), 24 + 56);
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in [
+            RecordKind::Exec,
+            RecordKind::Fork,
+            RecordKind::Exit,
+            RecordKind::Connect,
+            RecordKind::Accept,
+            RecordKind::Open,
+            RecordKind::Dns,
+        ] {
+            assert_eq!(RecordKind::from_u16(k as u16), Some(k));
+        }
+        assert_eq!(RecordKind::from_u16(0), None);
+        assert_eq!(RecordKind::from_u16(999), None);
+    }
+}

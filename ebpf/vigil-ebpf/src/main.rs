@@ -1,0 +1,25 @@
+//! Vigil's kernel programs.
+//!
+//! One module per probe family (process, network, file); each program is a
+//! thin wrapper over a `try_*` function. Only hooks that load on kernels with
+//! BPF trampolines blocked are used: tracepoints, raw tracepoints and cgroup
+//! programs (see `docs/architecture.md`).
+#![no_std]
+#![no_main]
+
+mod file;
+mod maps;
+mod network;
+mod process;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here, so it never runs.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

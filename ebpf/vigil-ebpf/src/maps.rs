@@ -1,0 +1,80 @@
+//! Maps and the load-time configuration shared by every program.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use vigil_common::{ARGV_LEN, KernelConfig, SENSOR_COUNT, Sensor};
+
+/// Load-time settings; the loader overrides this read-only global, so the
+/// verifier sees its fields as constants.
+#[unsafe(no_mangle)]
+static VIGIL_CONFIG: KernelConfig = KernelConfig::zeroed();
+
+/// Reads the load-time configuration (volatile so the compiler does not fold
+/// the zeroed initial value).
+#[inline(always)]
+pub fn config() -> KernelConfig {
+    // SAFETY: a plain read of a static the loader initialised.
+    unsafe { core::ptr::read_volatile(&raw const VIGIL_CONFIG) }
+}
+
+/// Every record goes here; the daemon reads it asynchronously. The loader
+/// sets the size from `daemon.ring_buffer_bytes`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Records that could not be reserved, per sensor and CPU.
+#[map]
+pub static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SENSOR_COUNT, 0);
+
+/// cgroup ids watched because the config matched them (value: `watch::*`).
+#[map]
+pub static WATCHED: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Room for one argument past `ARGV_LEN`, so each copy has a constant bound.
+pub const ARG_MAX_READ: usize = 256;
+
+/// argv captured at `execve` entry, waiting for `sched_process_exec`.
+#[repr(C)]
+pub struct ArgvBuf {
+    pub len: u32,
+    pub argc: u32,
+    pub flags: u32,
+    pub _pad: u32,
+    pub data: [u8; ARGV_LEN + ARG_MAX_READ],
+}
+
+/// Scratch space to build an [`ArgvBuf`] (too large for the BPF stack).
+#[map]
+pub static ARGV_SCRATCH: PerCpuArray<ArgvBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// argv by thread id, between exec entry and `sched_process_exec`. LRU so a
+/// failed exec never leaks an entry.
+#[map]
+pub static EXEC_ARGS: LruHashMap<u32, ArgvBuf> = LruHashMap::with_max_entries(4096, 0);
+
+/// Arguments of an open, kept from syscall entry to exit: the path is read at
+/// exit, when the kernel has faulted its page in.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenArgs {
+    pub path: u64,
+    pub flags: u32,
+    pub mode: u32,
+    pub dfd: i32,
+    pub syscall: u8,
+    pub _pad: [u8; 3],
+}
+
+#[map]
+pub static OPEN_ARGS: LruHashMap<u32, OpenArgs> = LruHashMap::with_max_entries(8192, 0);
+
+/// Counts a record the ring buffer had no room for.
+#[inline(always)]
+pub fn count_loss(sensor: Sensor) {
+    if let Some(n) = LOSS.get_ptr_mut(sensor as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *n += 1 };
+    }
+}

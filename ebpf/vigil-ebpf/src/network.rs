@@ -1,0 +1,140 @@
+//! Network sensor: outbound connects and unconnected datagram sends (cgroup
+//! `connect4/6`, `sendmsg4/6`, attached once at the cgroup v2 root, running in
+//! the caller's context), and accepted TCP connections (`sock_ops`
+//! passive-established, attributed to the cgroup owning the socket: the task
+//! running there is whoever the softirq interrupted).
+
+use aya_ebpf::{
+    bindings::{bpf_sock_addr, bpf_sock_ops},
+    helpers::bpf_probe_read_kernel,
+    macros::{cgroup_sock_addr, sock_ops},
+    programs::{SockAddrContext, SockOpsContext},
+};
+use vigil_common::{AcceptRecord, ConnectRecord, RecordKind, Sensor, sock_op};
+
+use crate::{
+    maps::{EVENTS, config, count_loss},
+    task::{fill_header, fill_header_no_task, read_field, watched_cgroup, watched_current},
+};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`.
+const PASSIVE_ESTABLISHED: u32 = 5;
+/// Return value of a cgroup sock_addr program that lets the call proceed.
+const ALLOW: i32 = 1;
+
+#[cgroup_sock_addr(connect4)]
+pub fn vigil_connect4(ctx: SockAddrContext) -> i32 {
+    try_sock_addr(&ctx, AF_INET, sock_op::CONNECT);
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn vigil_connect6(ctx: SockAddrContext) -> i32 {
+    try_sock_addr(&ctx, AF_INET6, sock_op::CONNECT);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn vigil_sendmsg4(ctx: SockAddrContext) -> i32 {
+    try_sock_addr(&ctx, AF_INET, sock_op::SENDMSG);
+    ALLOW
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn vigil_sendmsg6(ctx: SockAddrContext) -> i32 {
+    try_sock_addr(&ctx, AF_INET6, sock_op::SENDMSG);
+    ALLOW
+}
+
+fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> Option<()> {
+    let cfg = config();
+    let cgroup_id = watched_current(&cfg)?;
+    // SAFETY: the context is the kernel's bpf_sock_addr for this call.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
+        count_loss(Sensor::Network);
+        return None;
+    };
+    // SAFETY: the reservation is sizeof(ConnectRecord); all fields are written.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut rec.header, RecordKind::Connect as u16, cgroup_id, &cfg);
+    rec.family = family;
+    // user_port holds the port in network byte order in its low 16 bits.
+    rec.port = u16::from_be(sa.user_port as u16);
+    rec.protocol = sa.protocol as u8;
+    rec.sock_type = sa.type_ as u8;
+    rec.op = op;
+    rec._pad = 0;
+    rec.addr = [0; 16];
+    if family == AF_INET {
+        rec.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    } else {
+        for i in 0..4 {
+            // One 4-byte load per word: the verifier rejects wider ctx loads.
+            // SAFETY: in-bounds field of the context.
+            let w = unsafe { core::ptr::read_volatile(&raw const sa.user_ip6[i]) };
+            rec.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    }
+    entry.submit(0);
+    Some(())
+}
+
+#[sock_ops]
+pub fn vigil_sock_ops(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == PASSIVE_ESTABLISHED {
+        let _ = try_accept(&ctx);
+    }
+    0
+}
+
+fn try_accept(ctx: &SockOpsContext) -> Option<()> {
+    let cfg = config();
+    // SAFETY: the context is the kernel's bpf_sock_ops for this callback.
+    let ops: &bpf_sock_ops = unsafe { &*ctx.ops };
+    // SAFETY: reading the union member the kernel fills for full sockets.
+    let sk = unsafe { ops.__bindgen_anon_2.sk } as u64;
+    // The verifier forbids arithmetic on a socket pointer; copying it through
+    // the stack with a probe read turns it into a plain number we may offset.
+    // SAFETY: reads our own stack slot.
+    let sk = unsafe { bpf_probe_read_kernel(&raw const sk) }.ok()? as *const u8;
+    let cgrp: *const u8 = read_field(sk, cfg.offsets.sock_cgroup)?;
+    let cgroup_id = watched_cgroup(&cfg, cgrp)?;
+    let family = ctx.family() as u16;
+    let Some(mut entry) = EVENTS.reserve::<AcceptRecord>(0) else {
+        count_loss(Sensor::Network);
+        return None;
+    };
+    // SAFETY: the reservation is sizeof(AcceptRecord); all fields are written.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header_no_task(&mut rec.header, RecordKind::Accept as u16, cgroup_id);
+    rec.family = family;
+    rec.local_port = ctx.local_port() as u16;
+    // remote_port is the network-order port in the upper half on little endian.
+    rec.remote_port = u32::from_be(ctx.remote_port()) as u16;
+    rec._pad = 0;
+    rec.local_addr = [0; 16];
+    rec.remote_addr = [0; 16];
+    if family == AF_INET {
+        rec.local_addr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
+        rec.remote_addr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
+    } else {
+        for i in 0..4 {
+            // One 4-byte load per word: the verifier rejects wider ctx loads
+            // that the compiler would otherwise merge these into.
+            // SAFETY: in-bounds fields of the context.
+            let (l, r) = unsafe {
+                (
+                    core::ptr::read_volatile(&raw const ops.local_ip6[i]),
+                    core::ptr::read_volatile(&raw const ops.remote_ip6[i]),
+                )
+            };
+            rec.local_addr[i * 4..i * 4 + 4].copy_from_slice(&l.to_ne_bytes());
+            rec.remote_addr[i * 4..i * 4 + 4].copy_from_slice(&r.to_ne_bytes());
+        }
+    }
+    entry.submit(0);
+    Some(())
+}

@@ -1,0 +1,337 @@
+//! Harness for Vigil's integration tests: starts a real daemon on a private
+//! socket, cgroup parent and output file, runs real workloads, and reads the
+//! events it reports.
+//!
+//! The tests need root and a BPF-capable kernel. Without root they skip with
+//! a message, unless `VIGIL_REQUIRE_KERNEL` is set (as `cargo xtask test`
+//! does in CI), in which case they fail: a skipped kernel test must never
+//! pass silently there.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// True when kernel tests can run; false (after saying why) when they are
+/// to be skipped. Panics when they cannot run but are required.
+#[must_use]
+pub fn kernel_available() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("VIGIL_REQUIRE_KERNEL").is_none(),
+        "kernel tests are required (VIGIL_REQUIRE_KERNEL is set) but this is not root"
+    );
+    eprintln!("skipping: kernel tests need root");
+    false
+}
+
+/// The `vigil` binary under test.
+#[must_use]
+pub fn vigil_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vigil");
+    assert!(
+        p.exists(),
+        "vigil binary not found at {}: build it (`cargo build -p vigil`) or set VIGIL_BIN",
+        p.display()
+    );
+    p
+}
+
+/// The workload helper binary (built next to the test executables).
+#[must_use]
+pub fn workload_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_WORKLOAD") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // Test binaries live in target/<profile>/deps, binaries one level up.
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let p = dir.join("vigil-workload");
+    assert!(p.exists(), "{} not built", p.display());
+    p
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A running daemon with its own socket, cgroup parent and event file.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub events_path: PathBuf,
+    pub config_path: PathBuf,
+    pub cgroup_parent: String,
+    stderr_path: PathBuf,
+}
+
+/// The default agent of test configs: sessions allowed, a loose scope.
+pub const CODER_AGENT: &str = r#"
+[[agent]]
+name = "coder"
+owner = "tests@example.com"
+on_violation = "alert"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.0/8", "[::1]"]
+  tools = ["/**"]
+  data = ["everything"]
+
+[data.everything]
+read = ["/**"]
+write = ["/**"]
+"#;
+
+impl Daemon {
+    /// Starts a daemon whose config is the test's private `[daemon]` and
+    /// `[output]` sections plus `extra` (agents, data classes, …).
+    pub fn start(extra: &str) -> Self {
+        Self::start_with(extra, "")
+    }
+
+    /// Like [`Daemon::start`], with extra lines in the `[daemon]` section.
+    pub fn start_with(extra: &str, daemon_extra: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("vigil.sock");
+        let events_path = dir.path().join("events.jsonl");
+        let cgroup_parent = format!("vigil-test-{}-{n}", std::process::id());
+        let config = format!(
+            "[daemon]\nsocket = {socket:?}\ncgroup_parent = {cgroup_parent:?}\nstate_dir = {state:?}\npin_dir = {pin:?}\n{daemon_extra}\n\
+             [output]\nevents = {events_path:?}\n{extra}",
+            state = dir.path().join("state"),
+            pin = format!("/sys/fs/bpf/{cgroup_parent}"),
+        );
+        let config_path = dir.path().join("vigil.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut d = Self {
+            child: None,
+            stderr_path: dir.path().join("daemon.log"),
+            dir,
+            socket,
+            events_path,
+            config_path,
+            cgroup_parent,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (or restarts) the daemon process on the same config.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .expect("daemon log");
+        let child = Command::new(vigil_bin())
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vigil run");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited during start ({status}):\n{}", self.log());
+            }
+            if self.socket.exists() && self.vigil(&["status"]).status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready after 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Runs a `vigil` client command against this daemon.
+    #[must_use]
+    pub fn vigil(&self, args: &[&str]) -> Output {
+        Command::new(vigil_bin())
+            .args(args)
+            .env("VIGIL_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vigil client")
+    }
+
+    /// Runs `cmd` as a session of `agent` and waits for it.
+    #[must_use]
+    pub fn exec(&self, agent: &str, session: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", "--agent", agent, "--session", session, "--"];
+        args.extend_from_slice(cmd);
+        self.vigil(&args)
+    }
+
+    /// Every event written so far.
+    #[must_use]
+    pub fn events(&self) -> Vec<Value> {
+        let Ok(f) = std::fs::File::open(&self.events_path) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Waits until some event satisfies `pred` and returns it.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no event for {what} after 15 s; events:\n{}\ndaemon log:\n{}",
+                self.dump(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Lets the daemon drain what the kernel has delivered: waits for a
+    /// marker exec in a fresh session to show up.
+    pub fn settle(&self) {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let session = format!("settle-{n}");
+        let marker = format!("settle-marker-{n}");
+        let out = self.exec("coder", &session, &["/bin/true", &marker]);
+        assert!(out.status.success(), "settle exec failed: {out:?}");
+        self.wait_for("settle marker", |e| {
+            e["kind"] == "exec" && e["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
+        });
+    }
+
+    /// All events, one JSON per line, for failure messages.
+    #[must_use]
+    pub fn dump(&self) -> String {
+        self.events()
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Sends SIGKILL to the daemon (crash simulation) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// True while the daemon process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        // Kill what the tests left in their sessions, then remove the cgroups.
+        if let Some(mount) = cgroup2_mount() {
+            let parent = mount.join(&self.cgroup_parent);
+            if parent.exists() {
+                let _ = kill_tree(&parent);
+                let _ = remove_tree(&parent);
+            }
+        }
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.cgroup_parent));
+    }
+}
+
+fn kill_tree(dir: &Path) -> std::io::Result<()> {
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    Ok(())
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for _ in 0..50 {
+        if remove_once(dir).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    remove_once(dir)
+}
+
+fn remove_once(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_once(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
+/// The cgroup v2 mount of this machine.
+#[must_use]
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    vigil::identity::cgroup::parse_mountinfo(&text)
+}
+
+/// Events of one kind from one session.
+#[must_use]
+pub fn of(events: &[Value], kind: &str, session: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind && e["identity"]["session"] == session)
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,230 @@
+//! Issue 2: the kernel sensors and the event pipeline, against the real
+//! kernel with a real daemon and real workloads.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+use vigil_tests::{CODER_AGENT, Daemon, kernel_available, of, workload_bin};
+
+fn wl() -> String {
+    workload_bin().to_str().unwrap().to_owned()
+}
+
+fn argv_has(e: &Value, needle: &str) -> bool {
+    e["argv"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == needle))
+}
+
+#[test]
+fn exec_in_session_is_one_attributed_event_with_argv() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let out = d.exec("coder", "s-exec", &["/bin/echo", "vigil-marker-exec", "two words"]);
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let e = d.wait_for("echo exec", |e| e["kind"] == "exec" && argv_has(e, "vigil-marker-exec"));
+    assert_eq!(e["identity"]["agent"], "coder");
+    assert_eq!(e["identity"]["session"], "s-exec");
+    assert_eq!(
+        e["argv"],
+        serde_json::json!(["/bin/echo", "vigil-marker-exec", "two words"])
+    );
+    assert!(e["filename"].as_str().unwrap().ends_with("/echo"), "{e}");
+    assert!(e["process"]["pid"].as_u64().unwrap() > 0);
+    assert!(e["process"]["ppid"].as_u64().unwrap() > 0);
+    assert!(e["identity"]["cgroup"].as_str().unwrap().ends_with("/coder/s-exec"));
+    d.settle();
+    let execs: Vec<Value> = of(&d.events(), "exec", "s-exec")
+        .into_iter()
+        .filter(|e| argv_has(e, "vigil-marker-exec"))
+        .collect();
+    assert_eq!(execs.len(), 1, "exactly one exec event: {execs:?}");
+}
+
+#[test]
+fn children_and_grandchildren_are_attributed_with_lineage() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let out = d.exec(
+        "coder",
+        "s-tree",
+        &["/bin/sh", "-c", "/bin/sh -c '/bin/true vigil-grandchild'; true"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let e = d.wait_for("grandchild exec", |e| {
+        e["kind"] == "exec" && argv_has(e, "vigil-grandchild")
+    });
+    assert_eq!(e["identity"]["agent"], "coder");
+    assert_eq!(e["identity"]["session"], "s-tree");
+    let lineage = e["process"]["lineage"].as_array().unwrap();
+    assert!(lineage.len() >= 3, "lineage reaches the session root: {e}");
+    assert_eq!(lineage[0], e["process"]["pid"]);
+    let forks = of(&d.events(), "fork", "s-tree");
+    assert!(!forks.is_empty(), "fork events from the session");
+}
+
+fn connect_test(bind: &str, remote_ip: &str) {
+    let d = Daemon::start(CODER_AGENT);
+    let listener = TcpListener::bind(bind).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let out = d.exec("coder", "s-net", &[&wl(), "connect", &addr.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let e = d.wait_for("connect", |e| {
+        e["kind"] == "connect" && e["port"] == addr.port() && e["identity"]["session"] == "s-net"
+    });
+    assert_eq!(e["address"], remote_ip);
+    assert_eq!(e["protocol"], "tcp");
+    assert_eq!(e["op"], "connect");
+    assert_eq!(e["identity"]["agent"], "coder");
+}
+
+#[test]
+fn tcp_connect_ipv4_is_reported() {
+    if kernel_available() {
+        connect_test("127.0.0.1:0", "127.0.0.1");
+    }
+}
+
+#[test]
+fn tcp_connect_ipv6_is_reported() {
+    if kernel_available() {
+        connect_test("[::1]:0", "::1");
+    }
+}
+
+#[test]
+fn udp_send_is_reported() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let out = d.exec("coder", "s-udp", &[&wl(), "udp", &format!("127.0.0.1:{port}")]);
+    assert!(out.status.success(), "{out:?}");
+    let e = d.wait_for("udp send", |e| e["kind"] == "connect" && e["port"] == port);
+    assert_eq!(e["protocol"], "udp");
+    assert_eq!(e["op"], "sendmsg");
+    assert_eq!(e["address"], "127.0.0.1");
+}
+
+#[test]
+fn accepted_connection_is_attributed_to_the_listening_session() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let mut child = Command::new(vigil_tests::vigil_bin())
+        .args(["exec", "--agent", "coder", "--session", "s-accept", "--", &wl(), "accept-once", "127.0.0.1:0"])
+        .env("VIGIL_SOCKET", &d.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line.trim().parse().unwrap();
+    let client = TcpStream::connect(addr).unwrap();
+    let local = client.local_addr().unwrap();
+    drop(client);
+    child.wait().unwrap();
+    let e = d.wait_for("accept", |e| e["kind"] == "accept" && e["local_port"] == addr.port());
+    assert_eq!(e["identity"]["agent"], "coder");
+    assert_eq!(e["identity"]["session"], "s-accept");
+    assert_eq!(e["remote_port"], local.port());
+    assert_eq!(e["remote_address"], "127.0.0.1");
+}
+
+#[test]
+fn file_opens_have_absolute_paths_and_errors() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let work = d.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("present.txt"), "x").unwrap();
+    let out = Command::new(vigil_tests::vigil_bin())
+        .args(["exec", "--agent", "coder", "--session", "s-file", "--", &wl(), "open", "present.txt"])
+        .env("VIGIL_SOCKET", &d.socket)
+        .current_dir(&work)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let missing = work.join("missing.txt");
+    let out = d.exec("coder", "s-file2", &[&wl(), "open", missing.to_str().unwrap()]);
+    assert!(!out.status.success(), "opening a missing file fails");
+    let present = work.join("present.txt");
+    let e = d.wait_for("relative open", |e| {
+        e["kind"] == "file_open" && e["path"] == present.to_str().unwrap()
+    });
+    assert_eq!(e["raw_path"], "present.txt");
+    assert_eq!(e["access"], "read");
+    assert!(e["fd"].as_i64().unwrap() >= 0);
+    assert_eq!(e["identity"]["session"], "s-file");
+    let e = d.wait_for("failed open", |e| {
+        e["kind"] == "file_open" && e["path"] == missing.to_str().unwrap()
+    });
+    assert_eq!(e["error"], "ENOENT");
+    assert!(e.get("fd").is_none());
+}
+
+#[test]
+fn processes_outside_sessions_are_not_reported() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let out = Command::new("/bin/echo")
+        .arg("vigil-marker-outside")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let outside = std::env::temp_dir().join("vigil-outside-marker");
+    let _ = std::fs::File::create(&outside);
+    d.settle();
+    let events = d.events();
+    assert!(
+        !events.iter().any(|e| argv_has(e, "vigil-marker-outside")
+            || e["path"] == outside.to_str().unwrap()),
+        "an unwatched process was reported:\n{}",
+        d.dump()
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.get("process").is_some())
+            .all(|e| e["identity"]["session"].is_string()),
+        "every process event comes from a session:\n{}",
+        d.dump()
+    );
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_and_the_daemon_survives() {
+    if !kernel_available() {
+        return;
+    }
+    // The smallest ring the kernel allows: a flood must overflow it.
+    let mut d = Daemon::start_with(CODER_AGENT, "ring_buffer_bytes = 4096");
+    let out = d.exec("coder", "s-flood", &[&wl(), "flood-open", "/dev/null", "200000"]);
+    assert!(out.status.success(), "{out:?}");
+    let e = d.wait_for("loss event", |e| e["kind"] == "loss" && e["sensor"] == "file");
+    assert!(e["lost"].as_u64().unwrap() > 0);
+    assert!(d.alive(), "daemon died:\n{}", d.log());
+    let status = d.vigil(&["status"]);
+    assert!(status.status.success());
+    let text = String::from_utf8_lossy(&status.stdout);
+    let line = text.lines().find(|l| l.contains("sensor") && l.contains("file")).unwrap();
+    assert!(!line.ends_with("lost 0"), "status shows the loss: {text}");
+    d.settle();
+}

@@ -1,0 +1,300 @@
+//! `cargo xtask bench`: run named benchmarks and judge each figure against
+//! its target.
+//!
+//! A benchmark is one function in [`BENCHES`] returning [`Figure`]s. Cargo
+//! bench targets report figures by printing lines in the [`Figure::parse`]
+//! format; benchmarks measured by xtask itself build them directly.
+
+use std::fmt;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{cmd, setup, workspace};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Benchmarks to run (all when none is named)
+    names: Vec<String>,
+    /// List the benchmarks and exit
+    #[arg(long)]
+    list: bool,
+}
+
+/// A named benchmark.
+struct Bench {
+    name: &'static str,
+    about: &'static str,
+    /// Needs root and the kernel filesystems (it starts the daemon).
+    kernel: bool,
+    run: fn(&Context) -> Result<Vec<Figure>>,
+}
+
+/// Every benchmark, in the order they run. Add one here.
+const BENCHES: &[Bench] = &[Bench {
+    name: "scope",
+    about: "scope decisions (agent/benches/scope.rs)",
+    kernel: false,
+    run: scope,
+}];
+
+fn scope(ctx: &Context) -> Result<Vec<Figure>> {
+    ctx.cargo_bench("vigil", "scope")
+}
+
+/// What benchmarks get to work with.
+pub struct Context {
+    meta: workspace::Metadata,
+}
+
+impl Context {
+    /// Runs `cargo bench -p PACKAGE --bench TARGET` and collects the figures
+    /// it prints. A missing target, a failed run or a run without figures is
+    /// an error: a benchmark that measured nothing must not pass.
+    fn cargo_bench(&self, package: &str, target: &str) -> Result<Vec<Figure>> {
+        if !self.meta.has_target(package, "bench", target) {
+            bail!("bench target `{target}` of package `{package}` is missing");
+        }
+        let mut figures = Vec::new();
+        let mut bad_lines = Vec::new();
+        let mut cargo = cmd::new("cargo");
+        cargo.args(["bench", "-p", package, "--bench", target]);
+        let status = cmd::stream(&mut cargo, |line| match Figure::parse(line) {
+            Some(Ok(figure)) => figures.push(figure),
+            Some(Err(e)) => bad_lines.push(format!("{line:?}: {e:#}")),
+            None => {}
+        })?;
+        if !status.success() {
+            bail!("`{}` failed: {status}", cmd::display(&cargo));
+        }
+        if !bad_lines.is_empty() {
+            bail!("malformed BENCH lines: {}", bad_lines.join("; "));
+        }
+        if figures.is_empty() {
+            bail!("`{target}` printed no `BENCH name value unit target` lines");
+        }
+        Ok(figures)
+    }
+}
+
+/// One measured value and the bound it must respect.
+#[derive(Debug, PartialEq)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub target: Target,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+    /// Reported for information only.
+    None,
+}
+
+impl Figure {
+    /// Parses `BENCH <name> <value> <unit> <target>`, where target is
+    /// `<=N`, `>=N` or `-`. Lines not starting with `BENCH ` are not figures
+    /// (`None`); the rest must parse.
+    fn parse(line: &str) -> Option<Result<Self>> {
+        let rest = line.strip_prefix("BENCH ")?;
+        Some(Self::parse_fields(rest))
+    }
+
+    fn parse_fields(fields: &str) -> Result<Self> {
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        let [name, value, unit, target] = fields[..] else {
+            bail!(
+                "expected 4 fields (name value unit target), got {}",
+                fields.len()
+            );
+        };
+        let value = value
+            .parse()
+            .with_context(|| format!("value {value:?} is not a number"))?;
+        let target = if target == "-" {
+            Target::None
+        } else if let Some(n) = target.strip_prefix("<=") {
+            Target::AtMost(
+                n.parse()
+                    .with_context(|| format!("bad target {target:?}"))?,
+            )
+        } else if let Some(n) = target.strip_prefix(">=") {
+            Target::AtLeast(
+                n.parse()
+                    .with_context(|| format!("bad target {target:?}"))?,
+            )
+        } else {
+            bail!("target {target:?} is not <=N, >=N or -");
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            target,
+        })
+    }
+
+    fn ok(&self) -> bool {
+        match self.target {
+            Target::AtMost(max) => self.value <= max,
+            Target::AtLeast(min) => self.value >= min,
+            Target::None => true,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::AtMost(n) => write!(f, "<= {}", number(*n)),
+            Target::AtLeast(n) => write!(f, ">= {}", number(*n)),
+            Target::None => f.write_str("-"),
+        }
+    }
+}
+
+fn number(n: f64) -> String {
+    if n.abs() >= 1000.0 {
+        format!("{n:.0}")
+    } else {
+        format!("{n:.3}")
+    }
+}
+
+/// One table row: a figure, or a benchmark that produced none.
+struct Row {
+    name: String,
+    value: String,
+    target: String,
+    ok: bool,
+}
+
+pub fn bench(args: &Args) -> Result<()> {
+    if args.list {
+        for b in BENCHES {
+            println!("{:<16} {}", b.name, b.about);
+        }
+        return Ok(());
+    }
+    let selected = select(&args.names)?;
+    let scope = if selected.iter().any(|b| b.kernel) {
+        setup::Scope::Kernel
+    } else {
+        setup::Scope::Toolchain
+    };
+    setup::ensure(scope, setup::Report::Changes)?;
+    let ctx = Context {
+        meta: workspace::Metadata::load()?,
+    };
+
+    let mut rows = Vec::new();
+    for b in selected {
+        println!("bench: {}", b.name);
+        match (b.run)(&ctx) {
+            Ok(figures) => rows.extend(figures.into_iter().map(|f| Row {
+                ok: f.ok(),
+                value: format!("{} {}", number(f.value), f.unit),
+                target: f.target.to_string(),
+                name: f.name,
+            })),
+            Err(e) => {
+                eprintln!("bench: {}: {e:#}", b.name);
+                rows.push(Row {
+                    name: b.name.to_owned(),
+                    value: "error (above)".into(),
+                    target: "-".into(),
+                    ok: false,
+                });
+            }
+        }
+    }
+    print_table(&rows);
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    if failed > 0 {
+        bail!("bench: {failed} of {} rows failed", rows.len());
+    }
+    Ok(())
+}
+
+fn select(names: &[String]) -> Result<Vec<&'static Bench>> {
+    if names.is_empty() {
+        return Ok(BENCHES.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            BENCHES.iter().find(|b| b.name == name).with_context(|| {
+                let known: Vec<&str> = BENCHES.iter().map(|b| b.name).collect();
+                format!("no benchmark named {name:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+fn print_table(rows: &[Row]) {
+    let width = |f: fn(&Row) -> &str, header: &str| {
+        rows.iter()
+            .map(|r| f(r).len())
+            .chain([header.len()])
+            .max()
+            .unwrap_or_default()
+    };
+    let name_w = width(|r| &r.name, "name");
+    let value_w = width(|r| &r.value, "value");
+    let target_w = width(|r| &r.target, "target");
+    println!();
+    println!(
+        "{:<name_w$}  {:>value_w$}  {:<target_w$}  result",
+        "name", "value", "target"
+    );
+    for r in rows {
+        let verdict = if r.ok { "ok" } else { "FAIL" };
+        println!(
+            "{:<name_w$}  {:>value_w$}  {:<target_w$}  {verdict}",
+            r.name, r.value, r.target
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figure_lines_parse_with_every_target_kind() {
+        assert!(Figure::parse("running 3 tests").is_none());
+        let f = Figure::parse("BENCH scope.decide 2.5e6 decisions/s >=1000000")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.name, "scope.decide");
+        assert_eq!(f.target, Target::AtLeast(1_000_000.0));
+        assert!(f.ok());
+        let f = Figure::parse("BENCH exec.watched 1.2 ratio <=1.10")
+            .unwrap()
+            .unwrap();
+        assert!(!f.ok());
+        let f = Figure::parse("BENCH rss 12.5 MiB -").unwrap().unwrap();
+        assert_eq!(f.target, Target::None);
+        assert!(f.ok());
+    }
+
+    #[test]
+    fn malformed_figure_lines_are_errors() {
+        for line in [
+            "BENCH name 1.0 unit",
+            "BENCH name fast unit <=1",
+            "BENCH name 1.0 unit <1",
+            "BENCH name 1.0 unit <=x",
+        ] {
+            assert!(Figure::parse(line).unwrap().is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn unknown_bench_names_are_rejected() {
+        assert!(select(&["nope".into()]).is_err());
+        assert_eq!(select(&[]).unwrap().len(), BENCHES.len());
+    }
+}

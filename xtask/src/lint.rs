@@ -1,0 +1,73 @@
+//! `cargo xtask lint`: formatting and clippy, userspace and eBPF.
+
+use std::process::Command;
+
+use anyhow::{Result, bail};
+
+use crate::{cmd, setup, workspace};
+
+/// The eBPF crate: outside `default-members`, and compiled only by the
+/// nightly for the BPF target, so it gets its own invocations.
+const EBPF_DIR: &str = "ebpf/vigil-ebpf";
+const EBPF_TARGET: &str = "bpfel-unknown-none";
+
+pub fn lint() -> Result<()> {
+    // Clippy runs build scripts, and agent/build.rs compiles the eBPF object.
+    setup::ensure(setup::Scope::Toolchain, setup::Report::Changes)?;
+
+    let mut checks: Vec<(&str, Command)> = Vec::new();
+
+    let mut fmt = cmd::new("cargo");
+    fmt.args(["fmt", "--all", "--check"]);
+    checks.push(("fmt", fmt));
+
+    let mut clippy = cmd::new("cargo");
+    // vigil-ebpf is a member, but it is a no_std BPF program: on the host
+    // target it cannot build, so --workspace must leave it out.
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "vigil-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    checks.push(("clippy", clippy));
+
+    let ebpf_dir = workspace::root().join(EBPF_DIR);
+    let mut ebpf_fmt = cmd::nightly("cargo");
+    ebpf_fmt.args(["fmt", "--check"]).current_dir(&ebpf_dir);
+    checks.push(("fmt (eBPF, nightly)", ebpf_fmt));
+
+    let mut ebpf_clippy = cmd::nightly("cargo");
+    ebpf_clippy
+        .args(["clippy", "--target", EBPF_TARGET, "-Z", "build-std=core"])
+        .args(["--", "-D", "warnings"])
+        .current_dir(&ebpf_dir);
+    checks.push(("clippy (eBPF, nightly)", ebpf_clippy));
+
+    // Every check runs even after a failure, so one CI run shows them all.
+    let mut results = Vec::new();
+    for (name, mut check) in checks {
+        println!("lint: {name}");
+        let ok = cmd::status(&mut check)?.success();
+        results.push((name, ok));
+    }
+
+    println!();
+    println!("lint summary");
+    for (name, ok) in &results {
+        println!("  {:<24} {}", name, if *ok { "ok" } else { "FAIL" });
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| *name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("lint: failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
