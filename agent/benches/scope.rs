@@ -181,18 +181,39 @@ fn workload(rng: &mut Rng) -> Vec<(usize, Event)> {
                 40..=41 => open(format!("/tmp/agent-{i}/cache-{n}"), Access::ReadWrite),
                 42..=43 => open("/dev/null".to_owned(), Access::Write),
                 44 => open(format!("/var/run/secrets/agent-{i}/token"), Access::Read),
-                45..=51 => connect(Protocol::Tcp, &format!("10.{i}.3.{}", n % 250), 443, "connect"),
-                52..=55 => connect(Protocol::Tcp, &format!("172.16.{i}.{}", 1 + n % 2), 5432, "connect"),
+                45..=51 => connect(
+                    Protocol::Tcp,
+                    &format!("10.{i}.3.{}", n % 250),
+                    443,
+                    "connect",
+                ),
+                52..=55 => connect(
+                    Protocol::Tcp,
+                    &format!("172.16.{i}.{}", 1 + n % 2),
+                    5432,
+                    "connect",
+                ),
                 56..=59 => connect(Protocol::Udp, "127.0.0.53", 53, "sendmsg"),
                 60..=62 => connect(Protocol::Tcp, &format!("203.0.113.{i}"), 443, "connect"),
                 63 => connect(Protocol::Tcp, &format!("fd00:{i:x}::{n:x}"), 443, "connect"),
                 64..=65 => connect(Protocol::Tcp, "198.51.100.1", 443, "connect"),
                 66..=72 => exec(pick(
                     rng,
-                    &["/usr/bin/git", "/usr/bin/python3.12", "/usr/lib/git-core/git-remote-https", "/bin/sh", "/usr/bin/grep"],
+                    &[
+                        "/usr/bin/git",
+                        "/usr/bin/python3.12",
+                        "/usr/lib/git-core/git-remote-https",
+                        "/bin/sh",
+                        "/usr/bin/grep",
+                    ],
                 )),
-                73..=85 => Payload::Fork(Fork { child_pid: 5000 + n as u32 }),
-                86..=97 => Payload::Exit(Exit { code: Some(0), signal: None }),
+                73..=85 => Payload::Fork(Fork {
+                    child_pid: 5000 + n as u32,
+                }),
+                86..=97 => Payload::Exit(Exit {
+                    code: Some(0),
+                    signal: None,
+                }),
                 // About 2% violations, one of each kind.
                 98 => match n % 4 {
                     0 => connect(Protocol::Udp, "8.8.8.8", 53, "sendmsg"),
@@ -225,16 +246,35 @@ fn main() {
                 + a.scope.identities.len()
         })
         .sum::<usize>()
-        + config.data.values().map(|c| c.read.len() + c.write.len()).sum::<usize>()
-        + config.identities.values().map(|i| i.files.len() + i.endpoints.len()).sum::<usize>();
+        + config
+            .data
+            .values()
+            .map(|c| c.read.len() + c.write.len())
+            .sum::<usize>()
+        + config
+            .identities
+            .values()
+            .map(|i| i.files.len() + i.endpoints.len())
+            .sum::<usize>();
 
     let dns = DnsCache::new();
     let now = Instant::now();
     for i in 0..AGENTS {
         let ip: IpAddr = format!("203.0.113.{i}").parse().unwrap();
-        dns.record(&format!("agent-{i}"), &format!("api{i}.example.com"), &[ip], 3600, now);
+        dns.record(
+            &format!("agent-{i}"),
+            &format!("api{i}.example.com"),
+            &[ip],
+            3600,
+            now,
+        );
     }
-    dns.record_resolved("models.example.com", &["198.51.100.1".parse().unwrap()], Duration::from_secs(3600), now);
+    dns.record_resolved(
+        "models.example.com",
+        &["198.51.100.1".parse().unwrap()],
+        Duration::from_hours(1),
+        now,
+    );
 
     let events = workload(&mut Rng(0x5EED_1234_ABCD_0001));
     let violations = events

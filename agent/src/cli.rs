@@ -3,9 +3,15 @@
 use std::{os::unix::process::CommandExt as _, path::PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use tonic::transport::Channel;
 
-use crate::{api::pb, paths};
+use crate::api::{
+    client::{ClientFiles, Target},
+    convert::kind_from_name,
+    pb, render,
+};
+use crate::paths;
 
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version, about = "Runtime governance for AI agents")]
@@ -15,11 +21,140 @@ pub struct Cli {
 }
 
 /// Where the clients find the daemon.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// The daemon's local socket.
     #[arg(long, env = "VIGIL_SOCKET", default_value = paths::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// A daemon's TCP listener instead of the local socket:
+    /// `https://HOST:PORT` (with --cert, --key and --ca), or `http://` for an
+    /// insecure loopback listener.
+    #[arg(long, env = "VIGIL_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Client certificate (PEM) for --endpoint.
+    #[arg(long, requires = "endpoint")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for --endpoint.
+    #[arg(long, requires = "endpoint")]
+    pub key: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the daemon's certificate.
+    #[arg(long, requires = "endpoint")]
+    pub ca: Option<PathBuf>,
+}
+
+impl Connection {
+    /// Where to connect, from the flags.
+    pub fn target(&self) -> anyhow::Result<Target> {
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(Target::Unix(self.socket.clone()));
+        };
+        let tls = match (&self.cert, &self.key, &self.ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(ClientFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            (None, None, None) => None,
+            _ => bail!("--cert, --key and --ca go together"),
+        };
+        Ok(Target::Remote {
+            endpoint: endpoint.clone(),
+            tls,
+        })
+    }
+
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(crate::api::client::connect(&self.target()?).await?)
+    }
+}
+
+/// Severities for `--min-severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeverityArg {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for pb::Severity {
+    fn from(s: SeverityArg) -> Self {
+        match s {
+            SeverityArg::Info => Self::Info,
+            SeverityArg::Low => Self::Low,
+            SeverityArg::Medium => Self::Medium,
+            SeverityArg::High => Self::High,
+            SeverityArg::Critical => Self::Critical,
+        }
+    }
+}
+
+fn parse_kind(s: &str) -> Result<pb::EventKind, String> {
+    kind_from_name(s).ok_or_else(|| {
+        let known: Vec<String> = (1..)
+            .map_while(|v| pb::EventKind::try_from(v).ok())
+            .map(crate::api::convert::kind_name)
+            .collect();
+        format!("unknown event kind {s:?}; one of: {}", known.join(", "))
+    })
+}
+
+/// `vigil watch` options.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Only events of this agent (repeatable).
+    #[arg(long = "agent")]
+    pub agents: Vec<String>,
+    /// Only events of this session (repeatable).
+    #[arg(long = "session")]
+    pub sessions: Vec<String>,
+    /// Only events of this kind, as in the JSON output: `exec`, `connect`,
+    /// `file_open`, `anomaly`, … (repeatable).
+    #[arg(long = "kind", value_parser = parse_kind)]
+    pub kinds: Vec<pb::EventKind>,
+    /// Only events at least this severe (every event but an anomaly is info).
+    #[arg(long, value_enum)]
+    pub min_severity: Option<SeverityArg>,
+    /// Only anomalies.
+    #[arg(long)]
+    pub anomalies_only: bool,
+    /// Resume: every retained event after this sequence, then new ones.
+    #[arg(long, value_name = "SEQ", conflicts_with = "oldest")]
+    pub after: Option<u64>,
+    /// Start at the oldest retained event.
+    #[arg(long)]
+    pub oldest: bool,
+    /// Print JSON lines (the daemon's event schema, with `seq`) instead of
+    /// one readable line per event.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+impl WatchArgs {
+    fn request(&self) -> pb::SubscribeRequest {
+        use pb::subscribe_request::Start;
+        let start = match (self.after, self.oldest) {
+            (Some(seq), _) => Some(Start::AfterSequence(seq)),
+            (None, true) => Some(Start::Oldest(true)),
+            (None, false) => Some(Start::Now(true)),
+        };
+        pb::SubscribeRequest {
+            start,
+            filter: Some(pb::EventFilter {
+                agents: self.agents.clone(),
+                sessions: self.sessions.clone(),
+                kinds: self.kinds.iter().map(|k| i32::from(*k)).collect(),
+                min_severity: self
+                    .min_severity
+                    .map_or(0, |s| i32::from(pb::Severity::from(s))),
+                anomalies_only: self.anomalies_only,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +185,52 @@ pub enum Command {
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
-    /// Show the daemon's status: sensors, loss, coverage, config.
+    /// Follow the event stream: one line per event, or JSON lines.
+    Watch {
+        #[command(flatten)]
+        args: WatchArgs,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List the governed agents: state, sessions, counters.
+    Agents {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one agent: declared scope, state, counters, sessions.
+    Agent {
+        /// The agent's name.
+        name: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Revoke an agent, or one of its sessions.
+    Revoke {
+        /// The agent.
+        agent: String,
+        /// Revoke only this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Why; recorded in the journaled revocation event.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Lift a revocation of an agent, or of one of its sessions.
+    Restore {
+        /// The agent.
+        agent: String,
+        /// Restore only this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Why; recorded in the journaled restore event.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show the daemon's status: sensors, loss, coverage, config, journal.
     Status {
         #[command(flatten)]
         connection: Connection,
@@ -72,8 +252,28 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             connection,
             command,
         } => exec(&agent, session, &connection, &command).await,
+        Command::Watch { args, connection } => watch(&args, &connection).await,
+        Command::Agents { connection } => agents(&connection).await,
+        Command::Agent { name, connection } => agent(&name, &connection).await,
+        Command::Revoke {
+            agent,
+            session,
+            reason,
+            connection,
+        } => revoke(&agent, session, reason, &connection).await,
+        Command::Restore {
+            agent,
+            session,
+            reason,
+            connection,
+        } => restore(&agent, session, reason, &connection).await,
         Command::Status { connection } => status(&connection).await,
     }
+}
+
+/// A failed call, with the daemon's message and the status code's name.
+fn call_error(what: &str, s: &tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{what}: {} ({:?})", s.message(), s.code())
 }
 
 /// `vigil exec`: join a session, then become the command.
@@ -83,6 +283,11 @@ async fn exec(
     connection: &Connection,
     command: &[String],
 ) -> anyhow::Result<()> {
+    if connection.endpoint.is_some() {
+        bail!(
+            "vigil exec places this process in a session on this node: it uses the local socket, not --endpoint"
+        );
+    }
     let channel = crate::api::client::connect_unix(&connection.socket).await?;
     let mut client = pb::governance_service_client::GovernanceServiceClient::new(channel);
     let resp = client
@@ -109,13 +314,222 @@ async fn exec(
     bail!("running {program:?}: {err}")
 }
 
+/// Writes a line to stdout; false when the reader went away (`| head`).
+fn emit(out: &mut impl std::io::Write, line: &str) -> anyhow::Result<bool> {
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+async fn watch(args: &WatchArgs, connection: &Connection) -> anyhow::Result<()> {
+    let mut client = pb::event_service_client::EventServiceClient::new(connection.channel().await?);
+    let mut stream = client
+        .subscribe(args.request())
+        .await
+        .map_err(|s| call_error("subscribing", &s))?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    let mut seen = 0u64;
+    let mut last = args.after;
+    while args.count.is_none_or(|n| seen < n) {
+        let event = match stream.message().await {
+            Ok(Some(resp)) => resp.event.unwrap_or_default(),
+            Ok(None) => break,
+            Err(s) => {
+                let resume =
+                    last.map_or_else(String::new, |n| format!("; resume with --after {n}"));
+                bail!("the stream ended: {} ({:?}){resume}", s.message(), s.code());
+            }
+        };
+        last = Some(event.sequence);
+        seen += 1;
+        let line = if args.json {
+            match crate::event::Event::try_from(event.clone()) {
+                Ok(e) => serde_json::to_string(&e)?,
+                Err(err) => {
+                    eprintln!(
+                        "vigil: event {} cannot be shown as JSON: {err}",
+                        event.sequence
+                    );
+                    continue;
+                }
+            }
+        } else {
+            render::line(&event)
+        };
+        if !emit(&mut out, &line)? {
+            return Ok(());
+        }
+    }
+    if args.count.is_some_and(|n| seen >= n) {
+        return Ok(());
+    }
+    let resume = last.map_or_else(String::new, |n| format!("; resume with --after {n}"));
+    bail!("the daemon closed the stream{resume}")
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::AgentState::try_from(state) {
+        Ok(pb::AgentState::Active) => "active",
+        Ok(pb::AgentState::Revoked) => "REVOKED",
+        Ok(pb::AgentState::AwaitingApproval) => "awaiting approval",
+        _ => "unknown",
+    }
+}
+
+fn violation_name(action: i32) -> &'static str {
+    match pb::ViolationAction::try_from(action) {
+        Ok(pb::ViolationAction::Observe) => "alert",
+        Ok(pb::ViolationAction::Revoke) => "revoke",
+        _ => "other",
+    }
+}
+
+async fn agents(connection: &Connection) -> anyhow::Result<()> {
+    let mut client =
+        pb::governance_service_client::GovernanceServiceClient::new(connection.channel().await?);
+    let list = client
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map_err(|s| call_error("listing agents", &s))?
+        .into_inner();
+    if list.agents.is_empty() {
+        println!("no agents: the node config declares none");
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<10} {:>8} {:>10} {:>10} {:>8}  ON VIOLATION",
+        "NAME", "STATE", "SESSIONS", "EVENTS", "ANOMALIES", "BLOCKED"
+    );
+    for a in &list.agents {
+        let c = a.counters.unwrap_or_default();
+        println!(
+            "{:<24} {:<10} {:>8} {:>10} {:>10} {:>8}  {}",
+            a.name,
+            state_name(a.state),
+            a.sessions.len(),
+            c.events,
+            c.anomalies,
+            c.blocked,
+            violation_name(a.scope.as_ref().map_or(0, |s| s.on_violation)),
+        );
+    }
+    Ok(())
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+async fn agent(name: &str, connection: &Connection) -> anyhow::Result<()> {
+    let mut client =
+        pb::governance_service_client::GovernanceServiceClient::new(connection.channel().await?);
+    let a = client
+        .get_agent(pb::GetAgentRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .map_err(|s| call_error(&format!("agent {name:?}"), &s))?
+        .into_inner()
+        .agent
+        .unwrap_or_default();
+    println!("agent       {}", a.name);
+    print!("state       {}", state_name(a.state));
+    if a.revoked_reason.is_empty() {
+        println!();
+    } else {
+        println!(" ({})", a.revoked_reason);
+    }
+    if let Some(s) = &a.scope {
+        println!("on violation {}", violation_name(s.on_violation));
+        println!("systems     {}", list(&s.systems));
+        println!("tools       {}", list(&s.tools));
+        println!("data        {}", list(&s.data));
+        println!("identities  {}", list(&s.identities));
+    }
+    let c = a.counters.unwrap_or_default();
+    println!(
+        "counters    {} events, {} anomalies, {} blocked, {} revocations, {} sessions started",
+        c.events, c.anomalies, c.blocked, c.revocations, c.sessions_started
+    );
+    if a.sessions.is_empty() {
+        println!("sessions    (none active)");
+    }
+    for s in &a.sessions {
+        println!(
+            "session     {} {} processes in {}{}",
+            s.id,
+            s.process_count,
+            s.cgroup_path,
+            if s.revoked { " REVOKED" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn target_name(agent: &str, session: Option<&str>) -> String {
+    session.map_or_else(
+        || format!("agent {agent}"),
+        |s| format!("session {s} of agent {agent}"),
+    )
+}
+
+async fn revoke(
+    agent: &str,
+    session: Option<String>,
+    reason: String,
+    connection: &Connection,
+) -> anyhow::Result<()> {
+    let mut client =
+        pb::governance_service_client::GovernanceServiceClient::new(connection.channel().await?);
+    let what = target_name(agent, session.as_deref());
+    let r = client
+        .revoke(pb::RevokeRequest {
+            agent: agent.to_owned(),
+            session: session.unwrap_or_default(),
+            reason,
+        })
+        .await
+        .map_err(|s| call_error(&format!("revoking {what}"), &s))?
+        .into_inner();
+    println!("revoked {what} (event {})", r.sequence);
+    Ok(())
+}
+
+async fn restore(
+    agent: &str,
+    session: Option<String>,
+    reason: String,
+    connection: &Connection,
+) -> anyhow::Result<()> {
+    let mut client =
+        pb::governance_service_client::GovernanceServiceClient::new(connection.channel().await?);
+    let what = target_name(agent, session.as_deref());
+    let r = client
+        .restore(pb::RestoreRequest {
+            agent: agent.to_owned(),
+            session: session.unwrap_or_default(),
+            reason,
+        })
+        .await
+        .map_err(|s| call_error(&format!("restoring {what}"), &s))?
+        .into_inner();
+    println!("restored {what} (event {})", r.sequence);
+    Ok(())
+}
+
 async fn status(connection: &Connection) -> anyhow::Result<()> {
-    let channel = crate::api::client::connect_unix(&connection.socket).await?;
-    let mut client = pb::node_service_client::NodeServiceClient::new(channel);
+    let mut client = pb::node_service_client::NodeServiceClient::new(connection.channel().await?);
     let s = client
         .status(pb::StatusRequest {})
         .await
-        .map_err(|s| anyhow::anyhow!("status: {}", s.message()))?
+        .map_err(|s| call_error("status", &s))?
         .into_inner();
     println!("node      {} (vigil {})", s.node, s.version);
     if let Some(c) = &s.config {
@@ -131,7 +545,11 @@ async fn status(connection: &Connection) -> anyhow::Result<()> {
         println!(
             "sensor    {:<8} {:<12} lost {}",
             sensor.name,
-            if sensor.attached { "attached" } else { "NOT ATTACHED" },
+            if sensor.attached {
+                "attached"
+            } else {
+                "NOT ATTACHED"
+            },
             sensor.lost
         );
     }
@@ -148,9 +566,22 @@ async fn status(connection: &Connection) -> anyhow::Result<()> {
         );
     }
     if let Some(j) = &s.journal {
+        let age = j
+            .max_age
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .map_or_else(
+                || "no age limit".to_owned(),
+                |d| humantime::format_duration(d).to_string(),
+            );
         println!(
-            "journal   {} bytes, sequences {}..{}",
-            j.size_bytes, j.oldest_sequence, j.newest_sequence
+            "journal   {}: {} bytes, sequences {}..={}, {} pruned, {} gaps sent (keeps {} bytes, {age})",
+            j.path,
+            j.size_bytes,
+            j.oldest_sequence,
+            j.newest_sequence,
+            j.pruned_events,
+            j.gaps_sent,
+            j.max_bytes
         );
     }
     println!("clients   {} subscribers", s.subscribers);
@@ -158,4 +589,105 @@ async fn status(connection: &Connection) -> anyhow::Result<()> {
         println!("warning   {w}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vigil").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn watch_flags_become_a_request() {
+        let cli = parse(&[
+            "watch",
+            "--agent",
+            "coder",
+            "--kind",
+            "file_open",
+            "--kind",
+            "exec",
+            "--min-severity",
+            "high",
+            "--after",
+            "41",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Watch { args, .. } = cli.command else {
+            panic!("not watch");
+        };
+        let r = args.request();
+        assert_eq!(
+            r.start,
+            Some(pb::subscribe_request::Start::AfterSequence(41))
+        );
+        let f = r.filter.unwrap();
+        assert_eq!(f.agents, ["coder"]);
+        assert_eq!(
+            f.kinds,
+            [
+                i32::from(pb::EventKind::FileOpen),
+                i32::from(pb::EventKind::Exec)
+            ]
+        );
+        assert_eq!(f.min_severity, i32::from(pb::Severity::High));
+        assert!(args.json);
+    }
+
+    #[test]
+    fn bad_watch_flags_are_refused() {
+        let e = parse(&["watch", "--kind", "opens"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown event kind \"opens\"") && e.contains("file_open"),
+            "{e}"
+        );
+        assert!(parse(&["watch", "--after", "3", "--oldest"]).is_err());
+        assert!(
+            parse(&["watch", "--cert", "/c"]).is_err(),
+            "--cert needs --endpoint"
+        );
+        assert!(parse(&["revoke", "coder"]).is_err(), "--reason is required");
+    }
+
+    #[test]
+    fn endpoint_flags_pick_the_target() {
+        let cli = parse(&[
+            "agents",
+            "--endpoint",
+            "https://vigil:7443",
+            "--cert",
+            "/c",
+            "--key",
+            "/k",
+            "--ca",
+            "/ca",
+        ])
+        .unwrap();
+        let Command::Agents { connection } = cli.command else {
+            panic!("not agents");
+        };
+        assert_eq!(
+            connection.target().unwrap(),
+            Target::Remote {
+                endpoint: "https://vigil:7443".into(),
+                tls: Some(ClientFiles {
+                    cert: "/c".into(),
+                    key: "/k".into(),
+                    ca: "/ca".into()
+                })
+            }
+        );
+        let cli = parse(&["status", "--endpoint", "https://x:1", "--cert", "/c"]).unwrap();
+        let Command::Status { connection } = cli.command else {
+            panic!("not status");
+        };
+        assert!(connection.target().is_err());
+    }
 }

@@ -9,12 +9,14 @@
 //!   engine that compares runtime actions with it;
 //! - [`journal`]: the durable, sequenced event store;
 //! - [`api`]: the gRPC services and the CLI client;
+//! - [`enforcement`]: what is revoked, and (later) its kernel side;
 //! - [`daemon`]: wires them into `vigil run`.
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod enforcement;
 pub mod event;
 pub mod identity;
 pub mod journal;

@@ -8,7 +8,6 @@
 //! pass silently there.
 
 use std::{
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -193,14 +192,15 @@ impl Daemon {
     /// Every event written so far.
     #[must_use]
     pub fn events(&self) -> Vec<Value> {
-        let Ok(f) = std::fs::File::open(&self.events_path) else {
+        let Ok(text) = std::fs::read_to_string(&self.events_path) else {
             return Vec::new();
         };
-        BufReader::new(f)
+        // The daemon may be mid-way through writing the last line.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
-            .map_while(Result::ok)
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
     }
 

@@ -1,13 +1,16 @@
 //! `GovernanceService`: agents, sessions, revocation and task approvals.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use tonic::{Request, Response, Status};
 
-use super::{pb, server::local_peer};
+use super::{agents::Sources, auth::Caller, pb, server::local_peer};
 use crate::{
+    config::Role,
     daemon::{Shared, daemon_event},
-    event::{Identity, Payload, SessionStart},
+    enforcement::state::{Record, Target},
+    event::{Event, Identity, Payload, Restore, Revocation, SessionStart},
+    scope::{AgentInfo, Scope},
     session::SessionError,
 };
 
@@ -21,7 +24,100 @@ impl Governance {
     }
 }
 
-fn session_status(e: SessionError) -> Status {
+impl Governance {
+    fn sources(&self) -> Sources<'_> {
+        Sources {
+            sessions: &self.shared.sessions,
+            revocations: &self.shared.revocations,
+            counters: &self.shared.counters,
+        }
+    }
+
+    /// Checks a revoke or restore request and names what it applies to.
+    fn target(&self, agent: &str, session: &str, reason: &str) -> Result<Target, Status> {
+        if agent.is_empty() {
+            return Err(Status::invalid_argument("agent: required"));
+        }
+        if reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: required, it is recorded in the audit event",
+            ));
+        }
+        find_agent(&self.shared.live.current().scope, agent)?;
+        if !session.is_empty() {
+            match self.shared.sessions.get(session) {
+                Some(s) if s.agent == agent => {}
+                Some(s) => {
+                    return Err(Status::not_found(format!(
+                        "session {session:?} belongs to agent {:?}, not {agent:?}",
+                        s.agent
+                    )));
+                }
+                // A session that ended may still be revoked, so it can be restored.
+                None if self
+                    .shared
+                    .revocations
+                    .get(&Target::new(agent, session))
+                    .is_some() => {}
+                None => {
+                    return Err(Status::not_found(format!(
+                        "agent {agent:?} has no active session {session:?}"
+                    )));
+                }
+            }
+        }
+        Ok(Target::new(agent, session))
+    }
+
+    /// Journals an audit event and returns its sequence.
+    async fn journal(&self, event: Event) -> Result<u64, Status> {
+        let published = self
+            .shared
+            .publisher
+            .publish(vec![event])
+            .await
+            .map_err(|e| Status::unavailable(format!("the audit event was not journaled: {e}")))?;
+        Ok(published.first().map_or(0, |e| e.seq))
+    }
+}
+
+/// The caller of a governance action; the layer has already checked the
+/// role, this keeps a handler safe if it is ever served without it.
+fn operator<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let caller = Caller::of(req)?;
+    if caller.role() < Role::Operator {
+        return Err(Status::permission_denied(format!(
+            "{caller} has the {} role; this needs operator",
+            caller.role()
+        )));
+    }
+    Ok(caller)
+}
+
+fn find_agent<'a>(scope: &'a Scope, name: &str) -> Result<&'a AgentInfo, Status> {
+    scope
+        .agent_id(name)
+        .map(|id| scope.agent(id))
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown agent {name:?}: the node config declares {}",
+                declared(scope)
+            ))
+        })
+}
+
+fn audit_event(target: &Target, payload: Payload) -> Event {
+    daemon_event(
+        Identity {
+            agent: Some(target.agent().to_owned()),
+            session: target.session().map(str::to_owned),
+            ..Identity::default()
+        },
+        payload,
+    )
+}
+
+fn session_status(e: &SessionError) -> Status {
     match e {
         SessionError::InvalidName { .. } => Status::invalid_argument(e.to_string()),
         SessionError::Exists(_) => Status::already_exists(e.to_string()),
@@ -35,42 +131,123 @@ impl pb::governance_service_server::GovernanceService for Governance {
         &self,
         _req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        Err(Status::unimplemented("ListAgents"))
+        let loaded = self.shared.live.current();
+        let sources = self.sources();
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: loaded.scope.agents().map(|a| sources.agent(a)).collect(),
+        }))
     }
 
     async fn get_agent(
         &self,
-        _req: Request<pb::GetAgentRequest>,
+        req: Request<pb::GetAgentRequest>,
     ) -> Result<Response<pb::GetAgentResponse>, Status> {
-        Err(Status::unimplemented("GetAgent"))
+        let name = req.into_inner().name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name: required"));
+        }
+        let loaded = self.shared.live.current();
+        let info = find_agent(&loaded.scope, &name)?;
+        Ok(Response::new(pb::GetAgentResponse {
+            agent: Some(self.sources().agent(info)),
+        }))
     }
 
     async fn revoke(
         &self,
-        _req: Request<pb::RevokeRequest>,
+        req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        Err(Status::unimplemented("Revoke"))
+        let caller = operator(&req)?;
+        let r = req.into_inner();
+        let target = self.target(&r.agent, &r.session, &r.reason)?;
+        let record = Record {
+            reason: r.reason.trim().to_owned(),
+            by: caller.by(),
+            since: SystemTime::now(),
+        };
+        self.shared
+            .revocations
+            .revoke(target.clone(), record.clone())
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let event = audit_event(
+            &target,
+            Payload::Revocation(Revocation {
+                agent: target.agent().to_owned(),
+                session: target.session().map(str::to_owned),
+                reason: record.reason.clone(),
+                by: record.by.clone(),
+                latency_ns: None,
+            }),
+        );
+        let sequence = match self.journal(event).await {
+            Ok(seq) => seq,
+            Err(status) => {
+                // Without its audit event the revocation must not stand.
+                let _ = self.shared.revocations.restore(&target);
+                return Err(status);
+            }
+        };
+        tracing::warn!(
+            "{target} revoked by {caller}: {:?} (event {sequence})",
+            record.reason
+        );
+        Ok(Response::new(pb::RevokeResponse {
+            sequence,
+            // The kernel side of revocation comes with the enforcement work;
+            // until then no map is updated and there is no latency to report.
+            latency_ns: 0,
+        }))
     }
 
     async fn restore(
         &self,
-        _req: Request<pb::RestoreRequest>,
+        req: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::RestoreResponse>, Status> {
-        Err(Status::unimplemented("Restore"))
+        let caller = operator(&req)?;
+        let r = req.into_inner();
+        let target = self.target(&r.agent, &r.session, &r.reason)?;
+        let lifted = self
+            .shared
+            .revocations
+            .restore(&target)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let reason = r.reason.trim().to_owned();
+        let event = audit_event(
+            &target,
+            Payload::Restore(Restore {
+                agent: target.agent().to_owned(),
+                session: target.session().map(str::to_owned),
+                reason: reason.clone(),
+                by: caller.by(),
+            }),
+        );
+        let sequence = match self.journal(event).await {
+            Ok(seq) => seq,
+            Err(status) => {
+                let _ = self.shared.revocations.revoke(target.clone(), lifted);
+                return Err(status);
+            }
+        };
+        tracing::warn!("{target} restored by {caller}: {reason:?} (event {sequence})");
+        Ok(Response::new(pb::RestoreResponse { sequence }))
     }
 
     async fn approve_task(
         &self,
         _req: Request<pb::ApproveTaskRequest>,
     ) -> Result<Response<pb::ApproveTaskResponse>, Status> {
-        Err(Status::unimplemented("ApproveTask"))
+        Err(Status::unimplemented(
+            "ApproveTask: task approvals come with the enforcement work and are not available in this version",
+        ))
     }
 
     async fn end_task(
         &self,
         _req: Request<pb::EndTaskRequest>,
     ) -> Result<Response<pb::EndTaskResponse>, Status> {
-        Err(Status::unimplemented("EndTask"))
+        Err(Status::unimplemented(
+            "EndTask: task approvals come with the enforcement work and are not available in this version",
+        ))
     }
 
     async fn start_session(
@@ -117,7 +294,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
             .shared
             .sessions
             .start(&r.agent, session, r.pid)
-            .map_err(session_status)?;
+            .map_err(|e| session_status(&e))?;
         let _ = self
             .shared
             .new_cgroups
@@ -148,7 +325,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
     }
 }
 
-fn declared(scope: &crate::scope::Scope) -> String {
+fn declared(scope: &Scope) -> String {
     let names: Vec<String> = scope.agents().map(|a| format!("{:?}", a.name)).collect();
     if names.is_empty() {
         "no agents".to_owned()

@@ -80,9 +80,27 @@ impl pb::node_service_server::NodeService for Node {
                 unattributed: s.stats.unattributed.load(Ordering::Relaxed),
                 without_pod_identity: 0,
             }),
-            journal: None,
-            subscribers: 0,
+            journal: Some(journal_status(s, &loaded.config.journal)),
+            subscribers: u32::try_from(s.hub.stats().subscribers).unwrap_or(u32::MAX),
             warnings,
         }))
+    }
+}
+
+/// The journal's size, bounds and counters, and the retention in force.
+fn journal_status(s: &Shared, config: &crate::config::JournalConfig) -> pb::JournalStatus {
+    let stats = s.hub.stats();
+    let retention = config.retention();
+    pb::JournalStatus {
+        path: s.journal_path.display().to_string(),
+        size_bytes: stats.journal.size_bytes,
+        oldest_sequence: stats.journal.oldest_seq.unwrap_or(0),
+        newest_sequence: stats.journal.last_seq,
+        pruned_events: stats.journal.pruned_events,
+        gaps_sent: stats.gaps_sent,
+        max_bytes: retention.max_bytes.unwrap_or(0),
+        max_age: retention
+            .max_age
+            .and_then(|a| prost_types::Duration::try_from(a).ok()),
     }
 }

@@ -10,7 +10,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::UdsConnectInfo;
 
-use super::{governance::Governance, node::Node, pb};
+use super::{auth::AuthLayer, events::Events, governance::Governance, node::Node, pb};
 use crate::daemon::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,22 +79,34 @@ pub async fn serve_unix(
     }))
 }
 
+/// The server stack every transport shares: callers are identified and
+/// checked against their role before any service sees the request.
+pub type Router = tonic::transport::server::Router<
+    tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>,
+>;
+
 /// Every service, ready to serve on any transport.
-pub fn router(shared: &Arc<Shared>) -> tonic::transport::server::Router {
+pub fn router(shared: &Arc<Shared>) -> Router {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Healthy once serving: the sensors are attached before the API starts.
     tokio::spawn(async move {
         health_reporter
             .set_serving::<pb::node_service_server::NodeServiceServer<Node>>()
             .await;
-        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
     });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
     let mut router = tonic::transport::Server::builder()
+        .layer(AuthLayer::new(Arc::clone(shared)))
         .add_service(health)
+        .add_service(pb::event_service_server::EventServiceServer::new(
+            Events::new(Arc::clone(shared)),
+        ))
         .add_service(pb::governance_service_server::GovernanceServiceServer::new(
             Governance::new(Arc::clone(shared)),
         ))

@@ -6,7 +6,7 @@
 //!
 //! [`spawn_watcher`] reloads on file changes and on SIGHUP. It watches the
 //! config file's directory rather than the file: editors replace files by
-//! rename, and a Kubernetes ConfigMap volume updates by swapping the
+//! rename, and a Kubernetes `ConfigMap` volume updates by swapping the
 //! `..data` symlink next to the file, which leaves the file's own symlink
 //! untouched.
 
@@ -45,7 +45,10 @@ pub enum Source {
 impl Source {
     fn read(&self) -> Result<(String, String), ConfigError> {
         match self {
-            Self::Embedded => Ok((paths::EMBEDDED_CONFIG.to_owned(), EMBEDDED_SOURCE.to_owned())),
+            Self::Embedded => Ok((
+                paths::EMBEDDED_CONFIG.to_owned(),
+                EMBEDDED_SOURCE.to_owned(),
+            )),
             Self::File(p) => {
                 let name = p.display().to_string();
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -214,7 +217,10 @@ impl LiveConfig {
     /// Reads, checks and compiles the source again and swaps it in. On error
     /// the running version stays and the error is returned.
     pub fn reload(&self) -> Result<Reloaded, ConfigError> {
-        let mut status = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut status = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let outcome = self.try_reload();
         match &outcome {
             Ok(Reloaded::Replaced { .. }) => {
@@ -253,7 +259,7 @@ pub struct WatchOptions {
     pub file: Option<PathBuf>,
     /// Reload on SIGHUP.
     pub sighup: bool,
-    /// Quiet time after the last file event before reloading; a ConfigMap
+    /// Quiet time after the last file event before reloading; a `ConfigMap`
     /// update or an editor's save is a burst of events.
     pub debounce: Duration,
 }
@@ -329,9 +335,14 @@ pub fn spawn_watcher_with(
     live: Arc<LiveConfig>,
     options: WatchOptions,
 ) -> Result<ConfigWatcher, WatchError> {
+    let WatchOptions {
+        file,
+        sighup,
+        debounce,
+    } = options;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut files = None;
-    if let Some(path) = &options.file {
+    if let Some(path) = &file {
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.is_ok_and(|e| relevant(e.kind)) {
                 let _ = tx.send(());
@@ -352,7 +363,7 @@ pub fn spawn_watcher_with(
     }
     // Installed before returning, so a SIGHUP sent afterwards never takes
     // the default action (terminate).
-    let mut hup = if options.sighup {
+    let mut hup = if sighup {
         Some(
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .map_err(WatchError::Signal)?,
@@ -370,7 +381,7 @@ pub fn spawn_watcher_with(
                 else => return,
             };
             if from_file {
-                while let Ok(Some(())) = tokio::time::timeout(options.debounce, rx.recv()).await {}
+                while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
             }
             let l = Arc::clone(&live);
             let outcome = tokio::task::spawn_blocking(move || l.reload()).await;
@@ -454,7 +465,12 @@ mod tests {
         let (status, warnings) = live.status();
         assert_eq!((status.reloads, status.failures), (1, 2));
         assert!(status.last_error.unwrap().contains("cannot read config"));
-        assert!(warnings.iter().any(|w| w.contains("agent a lists no tools")), "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("agent a lists no tools")),
+            "{warnings:?}"
+        );
     }
 
     #[test]
@@ -527,7 +543,11 @@ mod tests {
 
         swap("..2026_01_01_00_02_00.3", "not toml [");
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(live.version(), 2, "broken ConfigMap must not replace the running config");
+        assert_eq!(
+            live.version(),
+            2,
+            "broken ConfigMap must not replace the running config"
+        );
         assert!(live.scope().agent_id("k8s").is_some());
         let (status, _) = live.status();
         assert_eq!((status.reloads, status.failures), (1, 1));
@@ -544,7 +564,11 @@ mod tests {
         let w = spawn_watcher_with(Arc::clone(&live), WatchOptions::default()).unwrap();
         std::fs::write(&path, agent("after-hup")).unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(live.version(), 1, "no file watching: nothing happens without the signal");
+        assert_eq!(
+            live.version(),
+            1,
+            "no file watching: nothing happens without the signal"
+        );
         nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
         assert!(wait_for(&live, 2).await, "SIGHUP did not reload");
         assert!(live.scope().agent_id("after-hup").is_some());

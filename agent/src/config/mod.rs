@@ -8,6 +8,7 @@
 
 mod diag;
 pub mod live;
+mod server;
 mod types;
 mod validate;
 
@@ -18,6 +19,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, FieldPath, Seg};
+pub use server::{
+    ApiConfig, DEFAULT_JOURNAL_MAX_AGE, DEFAULT_JOURNAL_MAX_BYTES, HumanDuration, JOURNAL_FILE,
+    JournalConfig, MIN_JOURNAL_MAX_BYTES, Role,
+};
 pub use types::{
     CgroupParent, EventsOutput, HostPattern, MAX_NAME_LEN, Name, OnViolation, PathGlob, PortRange,
     SystemEntry, Target, build_glob, canonical_ip, check_name, normalize_host,
@@ -92,6 +97,12 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub scope: ScopeConfig,
+    /// `[journal]`: retention of the event journal.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// `[api]`: the optional TCP listener and its client roles.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// `[[agent]]` tables, in file order.
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentConfig>,
@@ -302,12 +313,13 @@ impl Config {
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid(
-                problems
-                    .into_iter()
-                    .map(|(path, msg)| Diagnostic::new(source, text, path, None, msg))
-                    .collect(),
-            ))
+            let mut diags: Vec<Diagnostic> = problems
+                .into_iter()
+                .map(|(path, msg)| Diagnostic::new(source, text, path, None, msg))
+                .collect();
+            // Document order reads best; problems without a place go last.
+            diags.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
+            Err(ConfigError::Invalid(diags))
         }
     }
 

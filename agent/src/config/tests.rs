@@ -36,7 +36,9 @@ endpoints = []
 "#;
 
 fn err(text: &str) -> String {
-    Config::from_toml_str(text, "test.toml").unwrap_err().to_string()
+    Config::from_toml_str(text, "test.toml")
+        .unwrap_err()
+        .to_string()
 }
 
 fn agent(name: &str) -> String {
@@ -52,7 +54,10 @@ fn issue_example_parses() {
     assert_eq!(a.on_violation, OnViolation::Alert);
     let m = a.matcher.as_ref().unwrap();
     assert!(m.sessions);
-    assert_eq!(m.cgroups[0].as_str(), "/kubepods.slice/**/cri-containerd-*.scope");
+    assert_eq!(
+        m.cgroups[0].as_str(),
+        "/kubepods.slice/**/cri-containerd-*.scope"
+    );
     let s = &a.scope.systems;
     assert_eq!(s.len(), 5);
     assert_eq!(s[2].target, Target::Net("::1/128".parse().unwrap()));
@@ -65,7 +70,10 @@ fn issue_example_parses() {
     assert_eq!(c.data["workspace"].write[0].as_str(), "/srv/workspace/**");
     assert_eq!(c.identities["git-token"].files.len(), 1);
     // Unset sections take their defaults.
-    assert_eq!(c.daemon.cgroup_parent.as_str(), crate::paths::DEFAULT_CGROUP_PARENT);
+    assert_eq!(
+        c.daemon.cgroup_parent.as_str(),
+        crate::paths::DEFAULT_CGROUP_PARENT
+    );
     assert_eq!(c.output.events, EventsOutput::Stdout);
     assert_eq!(c.scope.dns_refresh_seconds, 60);
 }
@@ -74,7 +82,10 @@ fn issue_example_parses() {
 fn shipped_configs_parse_and_compile() {
     let embedded = Config::embedded().unwrap();
     assert!(embedded.agents.is_empty());
-    assert_eq!(embedded.daemon.socket, PathBuf::from("/run/vigil/vigil.sock"));
+    assert_eq!(
+        embedded.daemon.socket,
+        PathBuf::from("/run/vigil/vigil.sock")
+    );
     crate::scope::Scope::compile(&embedded).unwrap();
     let example = include_str!("../../../deploy/config/vigil.toml");
     let c = Config::from_toml_str(example, "vigil.toml").unwrap();
@@ -87,8 +98,14 @@ fn empty_config_is_all_defaults() {
     let c = Config::from_toml_str("", "empty.toml").unwrap();
     assert_eq!(c, Config::default());
     assert_eq!(c.daemon.ring_buffer_bytes, 8 << 20);
-    assert_eq!(c.daemon.pin_dir, PathBuf::from(crate::paths::DEFAULT_PIN_DIR));
-    assert_eq!(c.daemon.state_dir, PathBuf::from(crate::paths::DEFAULT_STATE_DIR));
+    assert_eq!(
+        c.daemon.pin_dir,
+        PathBuf::from(crate::paths::DEFAULT_PIN_DIR)
+    );
+    assert_eq!(
+        c.daemon.state_dir,
+        PathBuf::from(crate::paths::DEFAULT_STATE_DIR)
+    );
     assert!(!c.daemon.watch_all);
     assert_eq!(c.scope.aggregate_window_seconds, 10);
     assert!(!c.daemon.node_name().is_empty());
@@ -126,7 +143,10 @@ aggregate_window_seconds = 0
         EventsOutput::File("/var/log/vigil/events.jsonl".into())
     );
     let ignore = c.scope.effective_write_ignore();
-    assert!(ignore.iter().any(|g| g == "/dev/null"), "extends the defaults");
+    assert!(
+        ignore.iter().any(|g| g == "/dev/null"),
+        "extends the defaults"
+    );
     assert_eq!(ignore.last().unwrap(), "/var/cache/**");
 }
 
@@ -137,7 +157,10 @@ fn write_ignore_defaults_can_be_dropped() {
         "t.toml",
     )
     .unwrap();
-    assert_eq!(c.scope.effective_write_ignore(), vec!["/dev/null".to_owned()]);
+    assert_eq!(
+        c.scope.effective_write_ignore(),
+        vec!["/dev/null".to_owned()]
+    );
 }
 
 #[test]
@@ -165,17 +188,37 @@ fn syntax_errors_have_line_and_column() {
 #[test]
 fn unknown_fields_are_rejected_everywhere() {
     let e = err("[daemon]\nsockets = \"/x\"\n");
-    assert!(e.starts_with("test.toml:2:1: daemon.sockets: unknown field `sockets`, expected one of `socket`,"), "{e}");
+    assert!(
+        e.starts_with(
+            "test.toml:2:1: daemon.sockets: unknown field `sockets`, expected one of `socket`,"
+        ),
+        "{e}"
+    );
     let e = err("colour = 1\n");
-    assert!(e.starts_with("test.toml:1:1: colour: unknown field `colour`"), "{e}");
+    assert!(
+        e.starts_with("test.toml:1:1: colour: unknown field `colour`"),
+        "{e}"
+    );
     let e = err(&format!("{}[agent.scope]\nsystem = []\n", agent("a")));
-    assert!(e.starts_with("test.toml:6:1: agent[0].scope.system: unknown field `system`"), "{e}");
+    assert!(
+        e.starts_with("test.toml:6:1: agent[0].scope.system: unknown field `system`"),
+        "{e}"
+    );
     let e = err("[data.x]\nread = [\"/a\"]\nreed = []\n");
-    assert!(e.contains("test.toml:3:1: data.x.reed: unknown field `reed`"), "{e}");
+    assert!(
+        e.contains("test.toml:3:1: data.x.reed: unknown field `reed`"),
+        "{e}"
+    );
     let e = err("[identity.x]\nfile = []\n");
     assert!(e.contains("identity.x.file: unknown field `file`"), "{e}");
-    let e = err(&format!("{}[agent.match]\nsession = true\n", "[[agent]]\nname = \"a\"\n"));
-    assert!(e.contains("agent[0].match.session: unknown field `session`"), "{e}");
+    let e = err(&format!(
+        "{}[agent.match]\nsession = true\n",
+        "[[agent]]\nname = \"a\"\n"
+    ));
+    assert!(
+        e.contains("agent[0].match.session: unknown field `session`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -194,7 +237,10 @@ fn semantic_errors_point_at_the_reference() {
         "{e}"
     );
     assert_eq!(
-        Config::from_toml_str(&text, "t").unwrap_err().diagnostics().len(),
+        Config::from_toml_str(&text, "t")
+            .unwrap_err()
+            .diagnostics()
+            .len(),
         2,
         "all problems at once"
     );
@@ -204,11 +250,16 @@ fn semantic_errors_point_at_the_reference() {
 fn duplicate_agents_and_missing_match() {
     let e = err(&format!("{}{}", agent("a"), agent("a")));
     assert!(
-        e.contains(r#"test.toml:6:8: agent[1].name: duplicate agent name "a" (first defined at agent[0])"#),
+        e.contains(
+            r#"test.toml:6:8: agent[1].name: duplicate agent name "a" (first defined at agent[0])"#
+        ),
         "{e}"
     );
     let e = err("[[agent]]\nname = \"lonely\"\n");
-    assert!(e.starts_with("test.toml:1:1: agent[0]: agent \"lonely\" has no match"), "{e}");
+    assert!(
+        e.starts_with("test.toml:1:1: agent[0]: agent \"lonely\" has no match"),
+        "{e}"
+    );
     let e = err("[[agent]]\nname = \"x\"\n[agent.match]\nsessions = false\ncgroups = []\n");
     assert!(e.contains("has no match"), "{e}");
 }
@@ -224,34 +275,58 @@ fn bad_names() {
         ("ünï", "contains 'ü'"),
     ] {
         let e = err(&agent(name));
-        assert!(e.contains("agent[0].name: ") && e.contains(why), "{name:?}: {e}");
+        assert!(
+            e.contains("agent[0].name: ") && e.contains(why),
+            "{name:?}: {e}"
+        );
     }
     let long = "x".repeat(MAX_NAME_LEN + 1);
     assert!(err(&agent(&long)).contains("longer than 64"));
     Config::from_toml_str(&agent(&"x".repeat(MAX_NAME_LEN)), "t").unwrap();
     Config::from_toml_str(&agent("A-z_0.9"), "t").unwrap();
     let e = err("[data.\"bad/name\"]\nread = [\"/a\"]\n");
-    assert!(e.contains("data.bad/name: name \"bad/name\" contains '/'"), "{e}");
+    assert!(
+        e.contains("data.bad/name: name \"bad/name\" contains '/'"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_globs_and_paths() {
-    let e = err(&format!("{}[agent.scope]\ntools = [\"/usr/bin/[\"]\n", agent("a")));
-    assert!(e.contains("agent[0].scope.tools[0]: invalid glob \"/usr/bin/[\""), "{e}");
+    let e = err(&format!(
+        "{}[agent.scope]\ntools = [\"/usr/bin/[\"]\n",
+        agent("a")
+    ));
+    assert!(
+        e.contains("agent[0].scope.tools[0]: invalid glob \"/usr/bin/[\""),
+        "{e}"
+    );
     let e = err(&format!("{}[agent.scope]\ntools = [\"git\"]\n", agent("a")));
     assert!(e.contains("must be an absolute path"), "{e}");
     let e = err("[daemon]\ncgroup_parent = \"/vigil\"\n");
-    assert!(e.contains("daemon.cgroup_parent: cgroup parent \"/vigil\" must be relative"), "{e}");
+    assert!(
+        e.contains("daemon.cgroup_parent: cgroup parent \"/vigil\" must be relative"),
+        "{e}"
+    );
     let e = err("[daemon]\ncgroup_parent = \"a/../b\"\n");
     assert!(e.contains("not allowed"), "{e}");
     let e = err("[daemon]\nsocket = \"vigil.sock\"\n");
-    assert!(e.contains("test.toml:2:10: daemon.socket: vigil.sock must be an absolute path"), "{e}");
+    assert!(
+        e.contains("test.toml:2:10: daemon.socket: vigil.sock must be an absolute path"),
+        "{e}"
+    );
     let e = err("[daemon]\nring_buffer_bytes = 5000\n");
-    assert!(e.contains("daemon.ring_buffer_bytes: 5000 must be a power of two"), "{e}");
+    assert!(
+        e.contains("daemon.ring_buffer_bytes: 5000 must be a power of two"),
+        "{e}"
+    );
     let e = err("[daemon]\nring_buffer_bytes = 2048\n");
     assert!(e.contains("power of two"), "{e}");
     let e = err("[output]\nevents = \"events.log\"\n");
-    assert!(e.contains("output.events: events output \"events.log\""), "{e}");
+    assert!(
+        e.contains("output.events: events output \"events.log\""),
+        "{e}"
+    );
     let e = err("[scope]\ndns_refresh_seconds = 0\n");
     assert!(e.contains("scope.dns_refresh_seconds"), "{e}");
     let e = err("[agent]\nname = \"x\"\n");
@@ -261,24 +336,40 @@ fn bad_globs_and_paths() {
 #[test]
 fn classes_and_identities_need_content_and_own_names() {
     let e = err("[data.empty]\n");
-    assert!(e.contains("data.empty: data class \"empty\" has neither read nor write globs"), "{e}");
+    assert!(
+        e.contains("data.empty: data class \"empty\" has neither read nor write globs"),
+        "{e}"
+    );
     let e = err("[identity.empty]\n");
     assert!(e.contains("has neither files nor endpoints"), "{e}");
     let e = err("[identity.ssh-keys]\nfiles = [\"/k\"]\n");
     assert!(e.contains("built-in catalog identity"), "{e}");
     let e = err("[identity.x]\nendpoints = [\"10.0.0.0/40\"]\n");
-    assert!(e.contains("identity.x.endpoints[0]: invalid CIDR \"10.0.0.0/40\""), "{e}");
+    assert!(
+        e.contains("identity.x.endpoints[0]: invalid CIDR \"10.0.0.0/40\""),
+        "{e}"
+    );
 }
 
 #[test]
 fn on_violation_values() {
-    for (v, want) in [("alert", OnViolation::Alert), ("kill", OnViolation::Kill), ("revoke", OnViolation::Revoke)] {
-        let text = format!("[[agent]]\nname = \"a\"\non_violation = \"{v}\"\n[agent.match]\nsessions = true\n");
+    for (v, want) in [
+        ("alert", OnViolation::Alert),
+        ("kill", OnViolation::Kill),
+        ("revoke", OnViolation::Revoke),
+    ] {
+        let text = format!(
+            "[[agent]]\nname = \"a\"\non_violation = \"{v}\"\n[agent.match]\nsessions = true\n"
+        );
         let c = Config::from_toml_str(&text, "t").unwrap();
         assert_eq!(c.agents[0].on_violation, want);
     }
-    let e = err("[[agent]]\nname = \"a\"\non_violation = \"panic\"\n[agent.match]\nsessions = true\n");
-    assert!(e.contains("agent[0].on_violation: unknown variant `panic`"), "{e}");
+    let e =
+        err("[[agent]]\nname = \"a\"\non_violation = \"panic\"\n[agent.match]\nsessions = true\n");
+    assert!(
+        e.contains("agent[0].on_violation: unknown variant `panic`"),
+        "{e}"
+    );
 }
 
 fn entry(s: &str) -> SystemEntry {
@@ -296,15 +387,24 @@ fn net(s: &str) -> Target {
 #[test]
 fn systems_entry_forms() {
     let e = entry("127.0.0.1:8080");
-    assert_eq!((e.target.clone(), e.ports, e.protocol), (net("127.0.0.1/32"), PortRange { lo: 8080, hi: 8080 }, None));
+    assert_eq!(
+        (e.target.clone(), e.ports, e.protocol),
+        (net("127.0.0.1/32"), PortRange { lo: 8080, hi: 8080 }, None)
+    );
     assert_eq!(entry("10.0.0.0/8").ports, PortRange::ANY);
-    assert_eq!(entry("10.0.0.0/8:1000-2000").ports, PortRange { lo: 1000, hi: 2000 });
+    assert_eq!(
+        entry("10.0.0.0/8:1000-2000").ports,
+        PortRange { lo: 1000, hi: 2000 }
+    );
     assert_eq!(entry("10.0.0.0/8:*").ports, PortRange::ANY);
     assert_eq!(entry("[::1]").target, net("::1/128"));
     assert_eq!(entry("::1").target, net("::1/128"));
     assert_eq!(entry("fd00::/8").target, net("fd00::/8"));
     assert_eq!(entry("[fd00::/8]:443").ports.lo, 443);
-    assert_eq!(entry("TCP://[2001:db8::1]:22").protocol, Some(Protocol::Tcp));
+    assert_eq!(
+        entry("TCP://[2001:db8::1]:22").protocol,
+        Some(Protocol::Tcp)
+    );
     assert_eq!(entry("udp://127.0.0.53:53").protocol, Some(Protocol::Udp));
     // v4-mapped forms fold into IPv4.
     assert_eq!(entry("[::ffff:10.1.2.3]:80").target, net("10.1.2.3/32"));
@@ -318,7 +418,10 @@ fn systems_entry_forms() {
         entry("*.corp.example").target,
         Target::Host(HostPattern::Subdomains(".corp.example".into()))
     );
-    assert_eq!(entry("localhost:5432").target, Target::Host(HostPattern::Exact("localhost".into())));
+    assert_eq!(
+        entry("localhost:5432").target,
+        Target::Host(HostPattern::Exact("localhost".into()))
+    );
     assert_eq!(entry(" 10.0.0.1 ").as_str(), "10.0.0.1");
     assert_eq!(entry("0.0.0.0/0").target, net("0.0.0.0/0"));
     assert_eq!(entry("::/0").target, net("::/0"));
@@ -329,7 +432,10 @@ fn systems_entry_errors() {
     assert_eq!(entry_err("10.0.0.0/33"), r#"invalid CIDR "10.0.0.0/33""#);
     assert_eq!(entry_err("[fd00::/129]"), r#"invalid CIDR "fd00::/129""#);
     assert!(entry_err("10.0.0.1/8").contains("host bits are set (did you mean 10.0.0.0/8?)"));
-    assert_eq!(entry_err("10.0.0.300"), r#"invalid IPv4 address "10.0.0.300""#);
+    assert_eq!(
+        entry_err("10.0.0.300"),
+        r#"invalid IPv4 address "10.0.0.300""#
+    );
     assert_eq!(entry_err("10.0.0"), r#"invalid IPv4 address "10.0.0""#);
     assert_eq!(entry_err("1.2.3.4:0"), r#"invalid port "0""#);
     assert_eq!(entry_err("1.2.3.4:65536"), r#"invalid port "65536""#);
@@ -404,8 +510,16 @@ fn check_file_summarises() {
     );
     std::fs::write(&path, "[daemon]\nbogus = 1\n").unwrap();
     let e = check_file(&path).unwrap_err().to_string();
-    assert!(e.starts_with(&format!("{}:2:1: daemon.bogus: unknown field `bogus`", path.display())), "{e}");
-    let e = check_file(&dir.path().join("missing.toml")).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:2:1: daemon.bogus: unknown field `bogus`",
+            path.display()
+        )),
+        "{e}"
+    );
+    let e = check_file(&dir.path().join("missing.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.toml: cannot read config"), "{e}");
 }
 

@@ -245,7 +245,10 @@ pub struct PortRange {
 
 impl PortRange {
     /// Every port, including 0.
-    pub const ANY: Self = Self { lo: 0, hi: u16::MAX };
+    pub const ANY: Self = Self {
+        lo: 0,
+        hi: u16::MAX,
+    };
 
     #[must_use]
     pub const fn contains(self, port: u16) -> bool {
@@ -286,9 +289,7 @@ impl FromStr for PortRange {
         if let Some((lo, hi)) = s.split_once('-') {
             let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
             if lo > hi {
-                return Err(format!(
-                    "invalid port range {s:?}: start is above end"
-                ));
+                return Err(format!("invalid port range {s:?}: start is above end"));
             }
             return Ok(Self { lo, hi });
         }
@@ -312,7 +313,9 @@ impl HostPattern {
     pub fn matches(&self, name: &str) -> bool {
         match self {
             Self::Exact(n) => n == name,
-            Self::Subdomains(suffix) => name.len() > suffix.len() && name.ends_with(suffix.as_str()),
+            Self::Subdomains(suffix) => {
+                name.len() > suffix.len() && name.ends_with(suffix.as_str())
+            }
         }
     }
 }
@@ -415,9 +418,9 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 fn canonical_net(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => IpNet::V4(
-                Ipv4Net::new(v4, v6.prefix_len() - 96).unwrap_or(Ipv4Net::from(v4)),
-            ),
+            Some(v4) => {
+                IpNet::V4(Ipv4Net::new(v4, v6.prefix_len() - 96).unwrap_or(Ipv4Net::from(v4)))
+            }
             None => net,
         },
         other => other,
@@ -453,7 +456,8 @@ fn parse_net(s: &str, v6_only: bool) -> Result<IpNet, String> {
 }
 
 fn looks_numeric(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'/')
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'/')
 }
 
 impl FromStr for SystemEntry {

@@ -16,6 +16,7 @@ fn root(key: &str) -> FieldPath {
 pub fn check(config: &Config) -> Problems {
     let mut out = Vec::new();
     check_daemon(config, &mut out);
+    super::server::check(&config.journal, &config.api, &mut out);
     check_scope(config, &mut out);
     check_classes(config, &mut out);
     check_agents(config, &mut out);

@@ -1,6 +1,7 @@
 //! `vigil run`: wires sensors, identity, scope, outputs and the API together.
 
 pub mod pipeline;
+pub mod publisher;
 
 use std::{
     path::PathBuf,
@@ -15,13 +16,23 @@ use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::{
+    api::agents::AgentCounters,
     config::{EventsOutput, live::LiveConfig},
+    enforcement::state::Revocations,
     event::{Event, Identity, Loss, Payload},
     identity::cgroup::CgroupFs,
+    journal::{Hub, HubConfig, Journal},
     output::JsonLines,
     sensors::{SensorOptions, Sensors},
     session::SessionManager,
 };
+use publisher::Publisher;
+
+/// Most records read from the ring buffer before the batch is handed on,
+/// so a flood still reaches subscribers in steady steps.
+const MAX_DRAIN: usize = 4096;
+/// How often retention is applied when nothing is published.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -39,6 +50,10 @@ pub enum DaemonError {
     Api(String),
     #[error("event ring buffer: {0}")]
     Ring(#[source] std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("event publisher: {0}")]
+    Publisher(String),
 }
 
 /// Counters the daemon keeps and exposes (status API, loss events).
@@ -81,14 +96,25 @@ pub struct Shared {
     pub sessions: SessionManager,
     pub sensors: Sensors,
     pub stats: Stats,
-    /// Events made by the daemon (session start, loss, …) for the pipeline's outputs.
+    /// Events made by the daemon (session start, loss, …) for the publisher.
     pub side_events: mpsc::UnboundedSender<Event>,
     /// New cgroups the pipeline should know by id without a rescan.
     pub new_cgroups: mpsc::UnboundedSender<(u64, String)>,
+    /// The journal and its subscribers.
+    pub hub: Hub,
+    /// The journal file.
+    pub journal_path: PathBuf,
+    /// Journals events and writes them to the outputs.
+    pub publisher: Publisher,
+    /// What is revoked.
+    pub revocations: Revocations,
+    /// Per-agent counters of what was journaled.
+    pub counters: AgentCounters,
 }
 
 impl Shared {
-    /// Hands a daemon-made event to the outputs.
+    /// Hands a daemon-made event to the publisher; it is journaled with the
+    /// next batch.
     pub fn emit(&self, event: Event) {
         let _ = self.side_events.send(event);
     }
@@ -146,15 +172,28 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         sessions.parent(),
         sessions.parent_id_level().0
     );
-    let mut output = match &cfg.output.events {
+    let output = match &cfg.output.events {
         EventsOutput::Stdout => JsonLines::stdout(cfg.output.anomalies_only),
         EventsOutput::None => JsonLines::none(),
         EventsOutput::File(p) => JsonLines::file(p.as_path(), cfg.output.anomalies_only)?,
     };
-    let (side_tx, mut side_rx) = mpsc::unbounded_channel();
+    let node = node_name(cfg.daemon.node_name.as_deref());
+    let journal_path = cfg.journal.path_in(&cfg.daemon.state_dir);
+    let journal = Journal::open(&journal_path, &node, cfg.journal.retention())?;
+    let journal_stats = journal.stats();
+    tracing::info!(
+        "journal {}: {} bytes, sequences {}..={}",
+        journal_path.display(),
+        journal_stats.size_bytes,
+        journal_stats.oldest_seq.unwrap_or(0),
+        journal_stats.last_seq
+    );
+    let hub = Hub::new(journal, HubConfig::default());
+    let (publisher, queue) = Publisher::channel(publisher::QUEUE_BATCHES);
+    let (side_tx, side_rx) = mpsc::unbounded_channel();
     let (cg_tx, mut cg_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        node: node_name(cfg.daemon.node_name.as_deref()),
+        node,
         started: SystemTime::now(),
         live: Arc::clone(&live),
         sessions,
@@ -162,15 +201,44 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         stats: Stats::default(),
         side_events: side_tx,
         new_cgroups: cg_tx,
+        hub,
+        journal_path,
+        publisher: publisher.clone(),
+        revocations: Revocations::default(),
+        counters: AgentCounters::default(),
     });
     let socket = cfg.daemon.socket.clone();
     let socket_group = cfg.daemon.socket_group.clone();
+    let api_config = cfg.api.clone();
     drop(loaded);
+    let mut publishing = tokio::spawn(publisher::run(queue, side_rx, Arc::clone(&shared), output));
 
     let api = crate::api::server::serve_unix(Arc::clone(&shared), socket.clone(), socket_group)
         .await
         .map_err(|e| DaemonError::Api(e.to_string()))?;
     tracing::info!("API listening on {}", socket.display());
+    let tcp_api = match api_config.listen {
+        Some(addr) => {
+            let files = match (&api_config.cert, &api_config.key, &api_config.client_ca) {
+                (Some(cert), Some(key), Some(client_ca)) if !api_config.insecure => {
+                    Some(crate::api::tls::TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        client_ca: client_ca.clone(),
+                    })
+                }
+                _ => None,
+            };
+            Some(
+                crate::api::tls::serve_tcp(Arc::clone(&shared), addr, files)
+                    .await
+                    .map_err(|e| DaemonError::Api(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    tokio::spawn(follow_config(Arc::clone(&shared)));
+    tokio::spawn(prune(Arc::clone(&shared)));
     // Reload on file change and SIGHUP; the watcher stops when dropped.
     let _watcher = match &config_path {
         Some(path) => match crate::config::live::spawn_watcher(Arc::clone(&live), path.clone()) {
@@ -191,52 +259,134 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Ring)?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut batch = Vec::new();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(DaemonError::Ring)?;
-                drain(guard.get_inner_mut(), &mut pipeline, &mut output)?;
-                guard.clear_ready();
-            }
-            Some(event) = side_rx.recv() => {
-                output.write(&event)?;
-                while let Ok(event) = side_rx.try_recv() {
-                    output.write(&event)?;
+                let emptied = drain(guard.get_inner_mut(), &mut pipeline, &mut batch);
+                // A capped drain keeps the readiness, so the rest is read next.
+                if emptied {
+                    guard.clear_ready();
                 }
-                output.flush()?;
+                drop(guard);
+                send(&publisher, &mut batch).await?;
             }
             Some((id, path)) = cg_rx.recv() => pipeline.learn_cgroup(id, &path),
             _ = tick.tick() => pipeline.tick(),
+            stopped = &mut publishing => return Err(publisher_stopped(stopped)),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
     }
     tracing::info!("shutting down");
     // Whatever the kernel delivered before the signal still goes out.
-    drain(ring.get_mut(), &mut pipeline, &mut output)?;
+    while !drain(ring.get_mut(), &mut pipeline, &mut batch) {
+        send(&publisher, &mut batch).await?;
+    }
+    send(&publisher, &mut batch).await?;
+    publisher.stop().await;
+    let published = publishing.await;
     api.abort();
+    if let Some(tcp) = tcp_api {
+        tcp.abort();
+    }
     let _ = std::fs::remove_file(&socket);
-    Ok(())
+    match published {
+        Ok(Ok(())) => Ok(()),
+        other => Err(publisher_stopped(other)),
+    }
 }
 
-/// Reads every record available now, then flushes the outputs once.
+fn publisher_stopped(
+    outcome: Result<Result<(), crate::output::OutputError>, tokio::task::JoinError>,
+) -> DaemonError {
+    match outcome {
+        Ok(Err(e)) => DaemonError::Output(e),
+        Ok(Ok(())) => DaemonError::Publisher("stopped unexpectedly".into()),
+        Err(e) => DaemonError::Publisher(e.to_string()),
+    }
+}
+
+/// Reads up to [`MAX_DRAIN`] records into `batch`: each event followed by
+/// the anomalies it raised. True when the ring buffer was emptied.
 fn drain(
     ring: &mut RingBuf<MapData>,
     pipeline: &mut pipeline::Pipeline,
-    output: &mut JsonLines,
-) -> Result<(), DaemonError> {
-    while let Some(item) = ring.next() {
+    batch: &mut Vec<Event>,
+) -> bool {
+    for _ in 0..MAX_DRAIN {
+        let Some(item) = ring.next() else {
+            return true;
+        };
         let result = pipeline.process_bytes(&item);
         drop(item);
         if let Some(out) = result {
-            output.write(&out.event)?;
-            for a in &out.anomalies {
-                output.write(a)?;
-            }
+            batch.push(out.event);
+            batch.extend(out.anomalies);
         }
     }
-    output.flush()?;
-    Ok(())
+    false
+}
+
+/// Hands the batch to the publisher, waiting while its queue is full.
+async fn send(publisher: &Publisher, batch: &mut Vec<Event>) -> Result<(), DaemonError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    publisher
+        .batch(std::mem::take(batch))
+        .await
+        .map_err(|e| DaemonError::Publisher(e.to_string()))
+}
+
+/// Applies journal retention from reloaded configs; says which changes
+/// need a restart.
+async fn follow_config(shared: Arc<Shared>) {
+    let mut versions = shared.live.subscribe();
+    let mut applied = shared.live.current().config.clone();
+    while versions.changed().await.is_ok() {
+        let loaded = shared.live.current();
+        let new = &loaded.config;
+        if new.journal.retention() != applied.journal.retention() {
+            shared.hub.set_retention(new.journal.retention());
+            tracing::info!(
+                "journal retention now {} bytes, {}",
+                new.journal.max_bytes,
+                new.journal.max_age
+            );
+        }
+        if new.journal.path_in(&new.daemon.state_dir) != shared.journal_path {
+            tracing::warn!("journal.path changed: takes effect at the next restart");
+        }
+        let api_changed = |a: &crate::config::ApiConfig, b: &crate::config::ApiConfig| {
+            (&a.listen, &a.cert, &a.key, &a.client_ca, a.insecure)
+                != (&b.listen, &b.cert, &b.key, &b.client_ca, b.insecure)
+        };
+        if api_changed(&new.api, &applied.api) {
+            tracing::warn!(
+                "api listener settings changed: take effect at the next restart (api.roles and certificate files reload live)"
+            );
+        }
+        applied = new.clone();
+    }
+}
+
+/// Applies retention periodically, so age limits hold while nothing is published.
+async fn prune(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        match shared.hub.prune().await {
+            Ok(p) if p.total() > 0 => tracing::debug!(
+                "journal retention pruned {} events by size, {} by age",
+                p.by_size,
+                p.by_age
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("journal retention: {e}"),
+        }
+    }
 }
 
 /// Periodic work off the hot path: loss counters, session reaping.

@@ -163,11 +163,14 @@ impl Pipeline {
             {
                 exec.filename = abs;
             }
-            self.procs.on_exec(tgid, &exec.filename, &process.comm);
+            let exe = process.exe.clone().unwrap_or_else(|| exec.filename.clone());
+            self.procs.on_exec(tgid, &exe, &process.comm);
             process.argv.clone_from(&exec.argv);
         }
         if let Some(info) = self.procs.get_or_load(tgid) {
-            process.exe = info.exe.as_deref().map(str::to_owned);
+            if process.exe.is_none() {
+                process.exe = info.exe.as_deref().map(str::to_owned);
+            }
             if process.ppid == 0 {
                 process.ppid = info.ppid;
             }

@@ -123,7 +123,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Identity, Payload, Severity, Exit};
+    use crate::event::{Event, Exit, Identity, Payload, Severity};
 
     fn anomaly(agent: &str, session: &str, reason: &str, seq: u64) -> Anomaly {
         Anomaly {
@@ -143,7 +143,10 @@ mod tests {
                     ..Identity::default()
                 },
                 process: None,
-                payload: Payload::Exit(Exit { code: Some(0), signal: None }),
+                payload: Payload::Exit(Exit {
+                    code: Some(0),
+                    signal: None,
+                }),
             }),
         }
     }
@@ -157,9 +160,15 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].count, 1);
         for i in 2..=5 {
-            assert!(agg.observe(anomaly("a", "s", "r", i), t0 + Duration::from_secs(1)).is_empty());
+            assert!(
+                agg.observe(anomaly("a", "s", "r", i), t0 + Duration::from_secs(1))
+                    .is_empty()
+            );
         }
-        assert!(agg.flush(t0 + Duration::from_secs(9)).is_empty(), "window still open");
+        assert!(
+            agg.flush(t0 + Duration::from_secs(9)).is_empty(),
+            "window still open"
+        );
         assert_eq!(agg.next_deadline(), Some(t0 + w));
         let folded = agg.flush(t0 + w);
         assert_eq!(folded.len(), 1);
@@ -181,7 +190,10 @@ mod tests {
         let mut tool = anomaly("a", "s", "r", 5);
         tool.anomaly = AnomalyKind::UnapprovedTool;
         assert_eq!(agg.observe(tool, t0).len(), 1);
-        assert!(agg.flush(t0 + Duration::from_secs(10)).is_empty(), "no repeats, nothing more");
+        assert!(
+            agg.flush(t0 + Duration::from_secs(10)).is_empty(),
+            "no repeats, nothing more"
+        );
     }
 
     #[test]
@@ -191,7 +203,12 @@ mod tests {
         agg.observe(anomaly("a", "s", "r", 1), t0);
         agg.observe(anomaly("a", "s", "r", 2), t0);
         let out = agg.observe(anomaly("a", "s", "r", 3), t0 + Duration::from_secs(11));
-        assert_eq!(out.iter().map(|a| (a.count, a.offending.seq)).collect::<Vec<_>>(), vec![(1, 2), (1, 3)]);
+        assert_eq!(
+            out.iter()
+                .map(|a| (a.count, a.offending.seq))
+                .collect::<Vec<_>>(),
+            vec![(1, 2), (1, 3)]
+        );
     }
 
     #[test]

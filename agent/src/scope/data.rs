@@ -24,7 +24,9 @@ impl Grants {
     #[inline]
     #[must_use]
     pub fn contains(&self, id: usize) -> bool {
-        self.0.get(id / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
+        self.0
+            .get(id / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 }
 
@@ -201,7 +203,11 @@ mod tests {
         assert_eq!(normalize("a/../../b"), "../b");
         assert_eq!(normalize("./a"), "a");
         assert_eq!(normalize(""), ".");
-        assert_eq!(normalize("/srv/w/..."), "/srv/w/...", "'...' is a plain name");
+        assert_eq!(
+            normalize("/srv/w/..."),
+            "/srv/w/...",
+            "'...' is a plain name"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::Scope;
 /// a 0 s TTL expired.
 pub const MIN_TTL: Duration = Duration::from_secs(30);
 /// Longer TTLs are cut to this, so a stale mapping cannot live for weeks.
-pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_TTL: Duration = Duration::from_hours(24);
 /// Addresses kept per table (one per agent, one node-wide).
 pub const MAX_ADDRESSES: usize = 65_536;
 /// Time allowed for one resolution in the periodic resolver.
@@ -383,7 +383,11 @@ where
             drop(scope);
             if !names.is_empty() {
                 let ok = resolve_once(&dns, &names, every * 2).await;
-                tracing::debug!(resolved = ok, of = names.len(), "refreshed configured host names");
+                tracing::debug!(
+                    resolved = ok,
+                    of = names.len(),
+                    "refreshed configured host names"
+                );
             }
             dns.purge(Instant::now());
             tokio::time::sleep(every).await;
@@ -447,7 +451,24 @@ mod tests {
         b.extend_from_slice(&[0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 10, 0, 4]);
         b.extend_from_slice(b"\x01y\xC0\x10");
         let cname_target = 12 + 7 + 4 + 12; // offset of "\x01y" in the CNAME data
-        b.extend_from_slice(&[0xC0, cname_target as u8, 0, 1, 0, 1, 0, 0, 0, 20, 0, 4, 10, 0, 0, 7]);
+        b.extend_from_slice(&[
+            0xC0,
+            cname_target as u8,
+            0,
+            1,
+            0,
+            1,
+            0,
+            0,
+            0,
+            20,
+            0,
+            4,
+            10,
+            0,
+            0,
+            7,
+        ]);
         let r = parse_response(&b).unwrap();
         assert_eq!(r.name, "www.x");
         assert_eq!(r.addresses, vec!["10.0.0.7".parse::<IpAddr>().unwrap()]);
@@ -547,15 +568,24 @@ mod tests {
         let now = Instant::now();
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
         dns.record("a", "API.example.com.", &[ip], 120, now);
-        let has = |agent: &str, at: Instant| dns.any_name(agent, ip, at, |n| n == "api.example.com");
+        let has =
+            |agent: &str, at: Instant| dns.any_name(agent, ip, at, |n| n == "api.example.com");
         assert!(has("a", now));
         assert!(!has("b", now), "another agent's answers do not count");
         assert!(has("a", now + Duration::from_secs(119)));
-        assert!(!has("a", now + Duration::from_secs(120)));
+        assert!(!has("a", now + Duration::from_mins(2)));
         // Short TTLs are raised to MIN_TTL.
         dns.record("a", "short.example", &[ip], 0, now);
-        assert!(dns.any_name("a", ip, now + MIN_TTL - Duration::from_secs(1), |n| n == "short.example"));
-        assert_eq!(dns.names_for("a", ip, now), vec!["api.example.com", "short.example"]);
+        assert!(dns.any_name(
+            "a",
+            ip,
+            now + MIN_TTL.saturating_sub(Duration::from_secs(1)),
+            |n| n == "short.example"
+        ));
+        assert_eq!(
+            dns.names_for("a", ip, now),
+            vec!["api.example.com", "short.example"]
+        );
         dns.purge(now + MAX_TTL);
         assert!(dns.is_empty());
     }
@@ -564,7 +594,12 @@ mod tests {
     fn mapped_addresses_and_node_table() {
         let dns = DnsCache::new();
         let now = Instant::now();
-        dns.record_resolved("db.internal", &["10.1.1.1".parse().unwrap()], Duration::from_secs(10), now);
+        dns.record_resolved(
+            "db.internal",
+            &["10.1.1.1".parse().unwrap()],
+            Duration::from_secs(10),
+            now,
+        );
         let mapped: IpAddr = "::ffff:10.1.1.1".parse().unwrap();
         assert!(dns.any_name("any-agent", mapped, now, |n| n == "db.internal"));
         assert!(!dns.any_name("any-agent", mapped, now + Duration::from_secs(10), |_| true));
@@ -573,13 +608,14 @@ mod tests {
     #[tokio::test]
     async fn resolver_resolves_localhost() {
         let dns = DnsCache::new();
-        let ok = resolve_once(&dns, &["localhost".to_owned()], Duration::from_secs(60)).await;
+        let ok = resolve_once(&dns, &["localhost".to_owned()], Duration::from_mins(1)).await;
         assert_eq!(ok, 1);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let lo6: IpAddr = "::1".parse().unwrap();
         let now = Instant::now();
         assert!(
-            dns.any_name("x", lo, now, |n| n == "localhost") || dns.any_name("x", lo6, now, |n| n == "localhost")
+            dns.any_name("x", lo, now, |n| n == "localhost")
+                || dns.any_name("x", lo6, now, |n| n == "localhost")
         );
     }
 }

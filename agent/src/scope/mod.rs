@@ -21,7 +21,6 @@ mod identities;
 mod systems;
 mod tools;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -119,6 +118,9 @@ impl Violation {
     }
 }
 
+// The large variant is the rare one; boxing it would add an allocation to
+// every violation while the in-scope verdict is already just a tag.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     InScope,
@@ -193,8 +195,8 @@ impl Scope {
         let mut host_names: Vec<String> = identities.host_names().map(str::to_owned).collect();
         for (i, a) in config.agents.iter().enumerate() {
             let at = || FieldPath::default().key("agent").index(i);
-            let index = u32::try_from(i)
-                .map_err(|_| compile_error(at(), "too many agents".into()))?;
+            let index =
+                u32::try_from(i).map_err(|_| compile_error(at(), "too many agents".into()))?;
             if by_name.insert(a.name.as_str().to_owned(), index).is_some() {
                 return Err(compile_error(
                     at().key("name"),
@@ -235,7 +237,11 @@ impl Scope {
                     description: a.description.clone(),
                     on_violation: a.on_violation,
                     sessions: matcher.sessions,
-                    cgroups: matcher.cgroups.iter().map(|g| g.as_str().to_owned()).collect(),
+                    cgroups: matcher
+                        .cgroups
+                        .iter()
+                        .map(|g| g.as_str().to_owned())
+                        .collect(),
                     scope: a.scope.clone(),
                 },
                 tools: glob_set(&a.scope.tools, || at().key("scope").key("tools"))?,
@@ -373,7 +379,13 @@ impl Scope {
         })
     }
 
-    fn eval_exec(&self, a: &CompiledAgent, e: &Exec, process: Option<&Process>, now: Instant) -> Verdict {
+    fn eval_exec(
+        &self,
+        a: &CompiledAgent,
+        e: &Exec,
+        process: Option<&Process>,
+        now: Instant,
+    ) -> Verdict {
         let path = normalize(&e.filename);
         let cand = Candidate::from_bytes(path.as_bytes());
         if let Touch::Denied(id) = self.identities.touch_file(&cand, &a.identities) {
@@ -382,7 +394,9 @@ impl Scope {
         if a.tools.is_match_candidate(&cand) {
             return Verdict::InScope;
         }
-        let exe = process.and_then(|p| p.exe.as_deref()).filter(|x| **x != *path);
+        let exe = process
+            .and_then(|p| p.exe.as_deref())
+            .filter(|x| **x != *path);
         if exe.is_some_and(|x| a.tools.is_match(x)) {
             return Verdict::InScope;
         }
@@ -413,7 +427,13 @@ impl Scope {
         })
     }
 
-    fn eval_connect(&self, a: &CompiledAgent, c: &Connect, dns: &DnsCache, now: Instant) -> Verdict {
+    fn eval_connect(
+        &self,
+        a: &CompiledAgent,
+        c: &Connect,
+        dns: &DnsCache,
+        now: Instant,
+    ) -> Verdict {
         let ip = canonical_ip(c.address);
         let (port, proto) = (c.port, c.protocol);
         let granted = |id: usize| a.identities.contains(id);
@@ -488,7 +508,11 @@ impl Scope {
             return Verdict::Violation(Violation {
                 kind: AnomalyKind::DataOutsideScope,
                 severity: Severity::High,
-                reason: format!("{} is outside the writable data of {}", words(), a.info.name),
+                reason: format!(
+                    "{} is outside the writable data of {}",
+                    words(),
+                    a.info.name
+                ),
                 identity: None,
             });
         }
@@ -496,8 +520,8 @@ impl Scope {
     }
 }
 
-/// "read of /x", "write to /x", "read-write open of /x", plus a failure.
-fn open_words(f: &FileOpen, path: &Cow<'_, str>) -> String {
+/// `read of /x`, `write to /x`, `read-write open of /x`, plus a failure.
+fn open_words(f: &FileOpen, path: &str) -> String {
     let mut s = match f.access {
         Access::Read => format!("read of {path}"),
         Access::Write => format!("write to {path}"),
@@ -509,7 +533,7 @@ fn open_words(f: &FileOpen, path: &Cow<'_, str>) -> String {
     s
 }
 
-/// "connect to 10.9.9.9:22", "udp send to [::1]:53 (dns.example)".
+/// `connect to 10.9.9.9:22`, `udp send to [::1]:53 (dns.example)`.
 fn connect_words(c: &Connect, ip: IpAddr, dns: &DnsCache, agent: &str, now: Instant) -> String {
     let verb = match (c.protocol, c.op.as_str()) {
         (Protocol::Tcp, _) => "connect to",

@@ -75,7 +75,11 @@ const fn mask_v4(len: u8) -> u32 {
 }
 
 const fn mask_v6(len: u8) -> u128 {
-    if len == 0 { 0 } else { u128::MAX << (128 - len) }
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    }
 }
 
 /// Rules keyed by IP prefix. A lookup costs one hash probe per distinct
@@ -307,7 +311,11 @@ mod tests {
         assert_eq!(hit(&s, "10.1.2.3", 444, Protocol::Tcp), None);
         let all = set(&["0.0.0.0/0"]);
         assert_eq!(hit(&all, "255.255.255.255", 1, Protocol::Udp), Some(0));
-        assert_eq!(hit(&all, "::1", 1, Protocol::Udp), None, "v4 /0 must not cover IPv6");
+        assert_eq!(
+            hit(&all, "::1", 1, Protocol::Udp),
+            None,
+            "v4 /0 must not cover IPv6"
+        );
         let host = set(&["192.168.1.7/32:22"]);
         assert_eq!(hit(&host, "192.168.1.7", 22, Protocol::Tcp), Some(0));
         assert_eq!(hit(&host, "192.168.1.6", 22, Protocol::Tcp), None);
@@ -317,7 +325,10 @@ mod tests {
     #[test]
     fn cidr_edges_v6_and_mapped() {
         let s = set(&["[2001:db8::/32]:443", "::1", "fe80::/10"]);
-        assert_eq!(hit(&s, "2001:db8:ffff:ffff::1", 443, Protocol::Tcp), Some(0));
+        assert_eq!(
+            hit(&s, "2001:db8:ffff:ffff::1", 443, Protocol::Tcp),
+            Some(0)
+        );
         assert_eq!(hit(&s, "2001:db9::", 443, Protocol::Tcp), None);
         assert_eq!(hit(&s, "::1", 9, Protocol::Tcp), Some(1));
         assert_eq!(hit(&s, "::2", 9, Protocol::Tcp), None);
@@ -358,14 +369,22 @@ mod tests {
 
     #[test]
     fn host_names_exact_and_subdomains() {
-        let s = set(&["api.example.com:443", "*.corp.example:*", "udp://dns.example:53"]);
+        let s = set(&[
+            "api.example.com:443",
+            "*.corp.example:*",
+            "udp://dns.example:53",
+        ]);
         let h = |n: &str, p, pr| s.hosts.find(n, p, pr, |_| true);
         assert_eq!(h("api.example.com", 443, Protocol::Tcp), Some(0));
         assert_eq!(h("api.example.com", 80, Protocol::Tcp), None);
         assert_eq!(h("example.com", 443, Protocol::Tcp), None);
         assert_eq!(h("git.corp.example", 22, Protocol::Tcp), Some(1));
         assert_eq!(h("a.b.corp.example", 22, Protocol::Tcp), Some(1));
-        assert_eq!(h("corp.example", 22, Protocol::Tcp), None, "apex is not a subdomain");
+        assert_eq!(
+            h("corp.example", 22, Protocol::Tcp),
+            None,
+            "apex is not a subdomain"
+        );
         assert_eq!(h("evilcorp.example", 22, Protocol::Tcp), None);
         assert_eq!(h("dns.example", 53, Protocol::Udp), Some(2));
         assert_eq!(h("dns.example", 53, Protocol::Tcp), None);

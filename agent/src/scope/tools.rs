@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Re-resolve after this long: package upgrades and `update-alternatives`
 /// re-point links.
-const TTL: Duration = Duration::from_secs(60);
+const TTL: Duration = Duration::from_mins(1);
 /// Bound on cached paths; the cache is cleared when it is full.
 const CAPACITY: usize = 4096;
 
@@ -26,7 +26,12 @@ pub struct ExeCache {
 impl ExeCache {
     /// Calls `f` with the canonical form of the absolute `path` (`None` when
     /// it cannot be resolved, for example because the file is gone).
-    pub fn with_canonical<R>(&self, path: &str, now: Instant, f: impl FnOnce(Option<&str>) -> R) -> R {
+    pub fn with_canonical<R>(
+        &self,
+        path: &str,
+        now: Instant,
+        f: impl FnOnce(Option<&str>) -> R,
+    ) -> R {
         {
             let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(r) = map.get(path)
@@ -76,7 +81,9 @@ mod tests {
         std::fs::write(&other, b"").unwrap();
         std::fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(&other, &link).unwrap();
-        let cached = cache.with_canonical(link_s, now + Duration::from_secs(1), |c| c.map(str::to_owned));
+        let cached = cache.with_canonical(link_s, now + Duration::from_secs(1), |c| {
+            c.map(str::to_owned)
+        });
         assert_eq!(cached.as_deref(), canon.to_str());
         let fresh = cache.with_canonical(link_s, now + TTL, |c| c.map(str::to_owned));
         assert_eq!(

@@ -12,7 +12,7 @@ use std::{
 use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
     ExecRecord, ExitRecord, ForkRecord, Header, OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN,
-    RecordKind, open_syscall, sock_op,
+    PathComponents, RecordKind, open_syscall, path_flags, sock_op,
 };
 
 use crate::event::{
@@ -160,6 +160,34 @@ fn split_argv(buf: &[u8], argc: usize) -> Vec<String> {
         .collect()
 }
 
+/// Text of a kernel-resolved path (components leaf first), or `None` when
+/// the walk did not reach the root (the caller then falls back to `/proc`).
+#[must_use]
+pub fn components_to_path(pc: &PathComponents) -> Option<String> {
+    let len = usize::from(pc.len).min(pc.buf.len());
+    if len == 0 || pc.flags & path_flags::COMPLETE == 0 {
+        return None;
+    }
+    let parts: Vec<&[u8]> = pc.buf[..len]
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut out = String::with_capacity(len + 1);
+    for part in parts.iter().rev() {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(part));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some(out)
+}
+
+/// Joins a relative path to its base and normalises `.` and `..` lexically.
+fn join(base: &str, rel: &str) -> String {
+    crate::identity::procs::normalize(&format!("{base}/{rel}"))
+}
+
 pub(crate) fn ip(family: u16, addr: &[u8; 16]) -> IpAddr {
     if family == libc::AF_INET as u16 {
         IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
@@ -270,7 +298,11 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             remote_port: r.remote_port,
         }),
         Record::Open(r) => {
-            let path = cstr(&r.path[..r.path_len as usize]);
+            let raw = cstr(&r.path[..r.path_len as usize]);
+            let (path, raw_path) = match components_to_path(&r.base) {
+                Some(base) if !raw.starts_with('/') => (join(&base, &raw), Some(raw)),
+                _ => (raw, None),
+            };
             let (fd, error) = if r.ret >= 0 {
                 (Some(r.ret as i32), None)
             } else {
@@ -278,7 +310,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             };
             Payload::FileOpen(FileOpen {
                 path,
-                raw_path: None,
+                raw_path,
                 flags: r.flags,
                 access: Access::from_flags(r.flags),
                 syscall: match r.syscall {
@@ -299,6 +331,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             ttl: 0,
         }),
     };
+    let process = (h.tgid != 0).then(|| process(h));
     Event {
         seq: 0,
         time: crate::event::format_time(clock.wall(h.ts_ns)),
@@ -307,7 +340,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             cgroup_id: h.cgroup_id,
             ..Identity::default()
         },
-        process: (h.tgid != 0).then(|| process(h)),
+        process,
         payload,
     }
 }
@@ -356,6 +389,65 @@ mod tests {
             filename,
             argv,
         }
+    }
+
+    fn empty_components() -> PathComponents {
+        PathComponents {
+            len: 0,
+            flags: 0,
+            _pad: 0,
+            buf: [0; vigil_common::DIR_LEN + vigil_common::NAME_READ],
+        }
+    }
+
+    fn components(parts_leaf_first: &[&str], complete: bool) -> PathComponents {
+        let mut pc = empty_components();
+        let mut n = 0;
+        for p in parts_leaf_first {
+            pc.buf[n..n + p.len()].copy_from_slice(p.as_bytes());
+            n += p.len() + 1;
+        }
+        pc.len = n as u16;
+        pc.flags = if complete { path_flags::COMPLETE } else { path_flags::TRUNCATED };
+        pc
+    }
+
+    #[test]
+    fn kernel_paths_are_reversed_and_joined() {
+        assert_eq!(
+            components_to_path(&components(&["git", "bin", "usr"], true)).as_deref(),
+            Some("/usr/bin/git")
+        );
+        assert_eq!(components_to_path(&components(&[], true)).as_deref(), None);
+        assert_eq!(components_to_path(&components(&["a", "b"], false)), None);
+        let mut root = empty_components();
+        root.len = 1;
+        root.flags = path_flags::COMPLETE;
+        assert_eq!(components_to_path(&root).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn relative_opens_join_the_kernel_base() {
+        let mut path = [0u8; PATH_LEN];
+        path[..12].copy_from_slice(b"../etc/x.txt");
+        let r = OpenRecord {
+            header: header(RecordKind::Open),
+            ret: 3,
+            flags: 0,
+            mode: 0,
+            dfd: -100,
+            syscall: open_syscall::OPENAT,
+            _pad: 0,
+            path_len: 12,
+            path,
+            base: components(&["work", "srv"], true),
+        };
+        let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
+        else {
+            panic!()
+        };
+        assert_eq!(f.path, "/srv/etc/x.txt");
+        assert_eq!(f.raw_path.as_deref(), Some("../etc/x.txt"));
     }
 
     #[test]
@@ -484,6 +576,7 @@ mod tests {
             _pad: 0,
             path_len: 4,
             path,
+            base: empty_components(),
         };
         let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
         else {

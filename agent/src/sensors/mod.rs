@@ -202,6 +202,10 @@ fn load_error(program: &'static str, e: ProgramError) -> SensorError {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            // For kernel developers: the whole log, which is too long for an error.
+            if let Some(path) = std::env::var_os("VIGIL_VERIFIER_LOG") {
+                let _ = std::fs::write(path, &log);
+            }
             let tail: Vec<&str> = log.lines().rev().take(8).collect();
             let verifier = if tail.is_empty() {
                 String::new()

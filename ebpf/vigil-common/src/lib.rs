@@ -17,6 +17,13 @@ pub const PATH_LEN: usize = 256;
 pub const ARGV_LEN: usize = 1024;
 /// Arguments read at most; more set [`EXEC_ARGV_TRUNCATED`].
 pub const MAX_ARGS: usize = 32;
+/// Bytes of a kernel-resolved directory or executable path kept. The path
+/// is stored as its components leaf first, each NUL-terminated (see
+/// [`PathComponents`]).
+pub const DIR_LEN: usize = 512;
+/// Bytes read of one path component; room past [`DIR_LEN`] for the last one.
+pub const NAME_READ: usize = 128;
+
 /// Bytes of a DNS payload kept.
 pub const DNS_LEN: usize = 512;
 
@@ -125,6 +132,27 @@ pub struct ExecRecord {
     pub argv: [u8; ARGV_LEN],
 }
 
+/// A path the kernel resolved by walking dentries and mounts up to the
+/// task's root: components leaf first, each NUL-terminated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PathComponents {
+    /// Bytes used in `buf`.
+    pub len: u16,
+    /// [`path_flags`] bits.
+    pub flags: u16,
+    pub _pad: u32,
+    pub buf: [u8; DIR_LEN + NAME_READ],
+}
+
+/// [`PathComponents::flags`].
+pub mod path_flags {
+    /// The walk reached the task's root: the path is complete.
+    pub const COMPLETE: u16 = 1;
+    /// Components were dropped (too deep or too long).
+    pub const TRUNCATED: u16 = 2;
+}
+
 /// A new task (from `sched_process_fork`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -211,6 +239,8 @@ pub struct OpenRecord {
     /// Bytes used in `path`, without the NUL.
     pub path_len: u16,
     pub path: [u8; PATH_LEN],
+    /// For a relative path: the directory it is relative to (cwd or `dfd`).
+    pub base: PathComponents,
 }
 
 /// A DNS answer delivered to a watched process (UDP source port 53).
@@ -262,6 +292,42 @@ pub struct Offsets {
     pub cgroup_ancestors: u32,
     /// `kernfs_node.id`.
     pub kernfs_node_id: u32,
+    /// `task_struct.fs`.
+    pub task_fs: u32,
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `task_struct.mm`.
+    pub task_mm: u32,
+    /// `fs_struct.pwd`.
+    pub fs_pwd: u32,
+    /// `fs_struct.root`.
+    pub fs_root: u32,
+    /// `path.mnt`.
+    pub path_mnt: u32,
+    /// `path.dentry`.
+    pub path_dentry: u32,
+    /// `dentry.d_parent`.
+    pub dentry_parent: u32,
+    /// `dentry.d_name` + `qstr.name`.
+    pub dentry_name: u32,
+    /// `vfsmount.mnt_root`.
+    pub vfsmount_root: u32,
+    /// `mount.mnt` (the embedded `vfsmount`).
+    pub mount_mnt: u32,
+    /// `mount.mnt_parent`.
+    pub mount_parent: u32,
+    /// `mount.mnt_mountpoint`.
+    pub mount_mountpoint: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.fd`.
+    pub fdtable_fd: u32,
+    /// `fdtable.max_fds`.
+    pub fdtable_max_fds: u32,
+    /// `file.f_path`.
+    pub file_path: u32,
+    /// `mm_struct.exe_file`.
+    pub mm_exe_file: u32,
     pub _pad2: u32,
 }
 
@@ -302,6 +368,24 @@ impl Offsets {
             cgroup_level: 0,
             cgroup_ancestors: 0,
             kernfs_node_id: 0,
+            task_fs: 0,
+            task_files: 0,
+            task_mm: 0,
+            fs_pwd: 0,
+            fs_root: 0,
+            path_mnt: 0,
+            path_dentry: 0,
+            dentry_parent: 0,
+            dentry_name: 0,
+            vfsmount_root: 0,
+            mount_mnt: 0,
+            mount_parent: 0,
+            mount_mountpoint: 0,
+            files_fdt: 0,
+            fdtable_fd: 0,
+            fdtable_max_fds: 0,
+            file_path: 0,
+            mm_exe_file: 0,
             _pad2: 0,
         }
     }
@@ -347,15 +431,19 @@ mod tests {
     #[test]
     fn record_sizes_are_stable() {
         assert_eq!(size_of::<Header>(), 64);
+        assert_eq!(size_of::<PathComponents>(), 8 + DIR_LEN + NAME_READ);
         assert_eq!(size_of::<ExecRecord>(), 64 + 16 + PATH_LEN + ARGV_LEN);
         assert_eq!(size_of::<ForkRecord>(), 72);
         assert_eq!(size_of::<ExitRecord>(), 72);
         assert_eq!(size_of::<ConnectRecord>(), 64 + 8 + 16);
         assert_eq!(size_of::<AcceptRecord>(), 64 + 8 + 32);
-        assert_eq!(size_of::<OpenRecord>(), 64 + 24 + PATH_LEN);
+        assert_eq!(
+            size_of::<OpenRecord>(),
+            64 + 24 + PATH_LEN + size_of::<PathComponents>()
+        );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
-        assert_eq!(size_of::<Offsets>(), 16 + 40);
-        assert_eq!(size_of::<KernelConfig>(), 24 + 56);
+        assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 4);
+        assert_eq!(size_of::<KernelConfig>(), 24 + size_of::<Offsets>());
     }
 
     #[test]

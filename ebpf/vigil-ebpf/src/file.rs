@@ -12,6 +12,7 @@ use vigil_common::{OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN, RecordKind, Sensor
 
 use crate::{
     maps::{EVENTS, OPEN_ARGS, OpenArgs, config, count_loss},
+    path,
     task::{fill_header, watched_current},
 };
 
@@ -123,6 +124,20 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     } else {
         rec.path_len = 0;
         rec.path[0] = 0;
+    }
+    // A relative path means nothing once the opener has moved or exited:
+    // resolve its base directory now.
+    rec.base.len = 0;
+    rec.base.flags = 0;
+    if n > 0 && rec.path[0] != b'/' {
+        let base = if args.dfd == AT_FDCWD {
+            path::cwd(&cfg)
+        } else {
+            path::fd_path(&cfg, args.dfd)
+        };
+        if let Some(base) = base {
+            path::resolve(&cfg, base, &mut rec.base);
+        }
     }
     entry.submit(0);
     Some(0)

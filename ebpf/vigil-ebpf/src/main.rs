@@ -10,6 +10,7 @@
 mod file;
 mod maps;
 mod network;
+mod path;
 mod process;
 mod task;
 

@@ -143,6 +143,16 @@ pub fn read_field<T>(base: *const u8, offset: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.add(offset as usize).cast::<T>()) }.ok()
 }
 
+/// Reads a field at a known offset (which may be 0); `None` if unreadable.
+#[inline(always)]
+pub fn read_raw<T>(base: *const u8, offset: u32) -> Option<T> {
+    if base.is_null() {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }.ok()
+}
+
 /// `current->real_parent->tgid`, 0 when the offsets are unknown.
 #[inline(always)]
 fn current_ppid(cfg: &KernelConfig) -> u32 {

@@ -1,0 +1,230 @@
+//! What `ListAgents` and `GetAgent` report: each configured agent's declared
+//! scope, state, counters and sessions.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use super::node::timestamp;
+use super::pb;
+use crate::config::OnViolation;
+use crate::enforcement::state::{Revocations, Target};
+use crate::event::{Event, Payload};
+use crate::scope::AgentInfo;
+use crate::session::SessionManager;
+
+/// Per-agent counters, kept from the events as they are journaled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub events: u64,
+    pub anomalies: u64,
+    pub blocked: u64,
+    pub revocations: u64,
+    pub sessions_started: u64,
+}
+
+/// Counters of every agent seen since the daemon started.
+#[derive(Debug, Default)]
+pub struct AgentCounters {
+    map: Mutex<HashMap<String, Counters>>,
+}
+
+impl AgentCounters {
+    /// Counts a journaled batch.
+    pub fn count(&self, events: &[Event]) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in events {
+            let agent = match &e.payload {
+                Payload::Revocation(r) => Some(r.agent.as_str()),
+                _ => e.identity.agent.as_deref(),
+            };
+            let Some(agent) = agent else { continue };
+            let c = map.entry(agent.to_owned()).or_default();
+            match &e.payload {
+                Payload::Anomaly(a) => {
+                    c.anomalies += 1;
+                    if a.action == "blocked" {
+                        c.blocked += 1;
+                    }
+                }
+                Payload::Revocation(_) => c.revocations += 1,
+                Payload::SessionStart(_) => c.sessions_started += 1,
+                Payload::Connect(x) => {
+                    c.events += 1;
+                    if x.blocked {
+                        c.blocked += 1;
+                    }
+                }
+                Payload::Restore(_)
+                | Payload::TaskApproved(_)
+                | Payload::TaskEnded(_)
+                | Payload::ConfigChange(_)
+                | Payload::Loss(_)
+                | Payload::Gap(_) => {}
+                _ => c.events += 1,
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn get(&self, agent: &str) -> Counters {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(agent)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl From<Counters> for pb::AgentCounters {
+    fn from(c: Counters) -> Self {
+        Self {
+            events: c.events,
+            anomalies: c.anomalies,
+            blocked: c.blocked,
+            revocations: c.revocations,
+            sessions_started: c.sessions_started,
+        }
+    }
+}
+
+const fn violation_action(v: OnViolation) -> pb::ViolationAction {
+    match v {
+        OnViolation::Alert => pb::ViolationAction::Observe,
+        OnViolation::Revoke => pb::ViolationAction::Revoke,
+        // vigil.v1 has no value for killing the process yet; clients must
+        // treat UNSPECIFIED as "not one of observe or revoke".
+        OnViolation::Kill => pb::ViolationAction::Unspecified,
+    }
+}
+
+/// The declared scope as configured: system entries, tool globs, data
+/// class names and identity names, exactly as written in the config.
+fn scope(info: &AgentInfo) -> pb::AgentScope {
+    let s = &info.scope;
+    pb::AgentScope {
+        systems: s.systems.iter().map(ToString::to_string).collect(),
+        tools: s.tools.iter().map(ToString::to_string).collect(),
+        data: s.data.clone(),
+        identities: s.identities.clone(),
+        enforce: false,
+        on_violation: violation_action(info.on_violation).into(),
+        require_approval: false,
+    }
+}
+
+/// Where the daemon's view of agents comes from.
+pub struct Sources<'a> {
+    pub sessions: &'a SessionManager,
+    pub revocations: &'a Revocations,
+    pub counters: &'a AgentCounters,
+}
+
+impl Sources<'_> {
+    /// One agent as the API reports it.
+    #[must_use]
+    pub fn agent(&self, info: &AgentInfo) -> pb::Agent {
+        let name = info.name.as_str();
+        let revoked = self.revocations.get(&Target::new(name, ""));
+        let cgroups = self.sessions.cgroups();
+        let sessions = self
+            .sessions
+            .list(Some(name))
+            .iter()
+            .map(|s| pb::Session {
+                id: s.session.clone(),
+                cgroup_path: s.cgroup.clone(),
+                started_at: Some(timestamp(s.started)),
+                process_count: cgroups.procs(&s.cgroup).map_or(0, |p| p.len() as u32),
+                revoked: self.revocations.is_revoked(name, Some(&s.session)),
+                task: String::new(),
+            })
+            .collect();
+        pb::Agent {
+            name: name.to_owned(),
+            state: if revoked.is_some() {
+                pb::AgentState::Revoked
+            } else {
+                pb::AgentState::Active
+            }
+            .into(),
+            scope: Some(scope(info)),
+            counters: Some(self.counters.get(name).into()),
+            sessions,
+            tasks: Vec::new(),
+            revoked_reason: revoked.map(|r| r.reason).unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::daemon_event;
+    use crate::event::{Anomaly, AnomalyKind, Connect, Identity, Protocol, Revocation, Severity};
+
+    fn of(agent: &str, payload: Payload) -> Event {
+        daemon_event(
+            Identity {
+                agent: Some(agent.into()),
+                ..Identity::default()
+            },
+            payload,
+        )
+    }
+
+    fn connect(blocked: bool) -> Payload {
+        Payload::Connect(Connect {
+            protocol: Protocol::Tcp,
+            address: "10.0.0.1".parse().unwrap(),
+            port: 443,
+            op: "connect".into(),
+            blocked,
+        })
+    }
+
+    #[test]
+    fn counts_per_agent() {
+        let c = AgentCounters::default();
+        let anomaly = |action: &str| {
+            Payload::Anomaly(Anomaly {
+                anomaly: AnomalyKind::UnapprovedSystem,
+                severity: Severity::High,
+                reason: "r".into(),
+                identity_name: None,
+                count: 1,
+                action: action.into(),
+                offending: Box::new(of("a", connect(false))),
+            })
+        };
+        c.count(&[
+            of("a", connect(false)),
+            of("a", connect(true)),
+            of("b", connect(false)),
+            of("a", anomaly("observed")),
+            of("a", anomaly("blocked")),
+            daemon_event(
+                Identity::default(),
+                Payload::Revocation(Revocation {
+                    agent: "a".into(),
+                    session: None,
+                    reason: "r".into(),
+                    by: "x".into(),
+                    latency_ns: None,
+                }),
+            ),
+        ]);
+        assert_eq!(
+            c.get("a"),
+            Counters {
+                events: 2,
+                anomalies: 2,
+                blocked: 2,
+                revocations: 1,
+                sessions_started: 0
+            }
+        );
+        assert_eq!(c.get("b").events, 1);
+        assert_eq!(c.get("nobody"), Counters::default());
+    }
+}

@@ -1,0 +1,195 @@
+//! The publisher: the one place events leave the daemon. It journals them
+//! through the [`Hub`](crate::journal::Hub) (which assigns their sequences
+//! and feeds the subscribers), then writes them, sequenced, to the JSON-lines
+//! output and counts them per agent.
+//!
+//! The ring-buffer loop hands it one batch per drain over a bounded queue
+//! and waits only when the queue is full, so a slow disk slows the loop
+//! instead of losing events, while a commit never runs on the loop itself.
+//! Queued batches are merged into one journal commit.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use crate::event::Event;
+use crate::output::{JsonLines, OutputError};
+
+/// Batches waiting for the publisher before the ring-buffer loop waits.
+pub const QUEUE_BATCHES: usize = 64;
+/// Most events merged into one journal commit.
+const MAX_COMMIT_EVENTS: usize = 16_384;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the journal refused the events: {0}")]
+    Journal(String),
+    #[error("the daemon is shutting down")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Event>, PublishError>>;
+
+enum Request {
+    /// Events from the ring buffer or the daemon; nobody waits for them.
+    Batch(Vec<Event>),
+    /// Events whose sequences the caller needs (governance calls).
+    Wait(Vec<Event>, Reply),
+    /// Publish what is queued, flush, and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle to the publisher queue. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    tx: mpsc::Sender<Request>,
+}
+
+/// The publisher's end of the queue, for [`run`].
+pub struct Queue {
+    rx: mpsc::Receiver<Request>,
+}
+
+impl Publisher {
+    #[must_use]
+    pub fn channel(batches: usize) -> (Self, Queue) {
+        let (tx, rx) = mpsc::channel(batches.max(1));
+        (Self { tx }, Queue { rx })
+    }
+
+    /// Queues a batch; waits while the queue is full, never drops.
+    pub async fn batch(&self, events: Vec<Event>) -> Result<(), PublishError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Request::Batch(events))
+            .await
+            .map_err(|_| PublishError::Stopped)
+    }
+
+    /// Journals `events` and returns them with their sequences.
+    pub async fn publish(&self, events: Vec<Event>) -> Result<Vec<Event>, PublishError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Request::Wait(events, reply))
+            .await
+            .map_err(|_| PublishError::Stopped)?;
+        done.await.map_err(|_| PublishError::Stopped)?
+    }
+
+    /// Publishes everything queued before this call, then ends [`run`].
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Request::Stop(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+/// One commit's worth of work.
+#[derive(Default)]
+struct Round {
+    events: Vec<Event>,
+    /// Waiters and the range of `events` that is theirs.
+    replies: Vec<(std::ops::Range<usize>, Reply)>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Round {
+    fn add(&mut self, request: Request) {
+        match request {
+            Request::Batch(mut events) => self.events.append(&mut events),
+            Request::Wait(mut events, reply) => {
+                let start = self.events.len();
+                self.events.append(&mut events);
+                self.replies.push((start..self.events.len(), reply));
+            }
+            Request::Stop(done) => self.stop = Some(done),
+        }
+    }
+}
+
+/// Publishes until [`Publisher::stop`]; daemon-made events come in on
+/// `side`. Returns the output's error if writing it fails, which stops the
+/// daemon as it always has.
+pub async fn run(
+    mut queue: Queue,
+    mut side: mpsc::UnboundedReceiver<Event>,
+    shared: Arc<Shared>,
+    mut output: JsonLines,
+) -> Result<(), OutputError> {
+    loop {
+        let mut round = Round::default();
+        tokio::select! {
+            Some(r) = queue.rx.recv() => round.add(r),
+            Some(e) = side.recv() => round.events.push(e),
+            else => return Ok(()),
+        }
+        while round.stop.is_none() && round.events.len() < MAX_COMMIT_EVENTS {
+            if let Ok(r) = queue.rx.try_recv() {
+                round.add(r);
+            } else if let Ok(e) = side.try_recv() {
+                round.events.push(e);
+            } else {
+                break;
+            }
+        }
+        if round.stop.is_some() {
+            while let Ok(e) = side.try_recv() {
+                round.events.push(e);
+            }
+        }
+        let Round {
+            events,
+            replies,
+            stop,
+        } = round;
+        let s = Arc::clone(&shared);
+        let (out, written) =
+            tokio::task::spawn_blocking(move || commit(&s, output, events, replies))
+                .await
+                .map_err(|e| OutputError::Write(std::io::Error::other(e)))?;
+        output = out;
+        written?;
+        if let Some(done) = stop {
+            let _ = done.send(());
+            return Ok(());
+        }
+    }
+}
+
+/// Journals, writes and counts one round; answers its waiters.
+fn commit(
+    shared: &Shared,
+    mut output: JsonLines,
+    events: Vec<Event>,
+    replies: Vec<(std::ops::Range<usize>, Reply)>,
+) -> (JsonLines, Result<(), OutputError>) {
+    if events.is_empty() {
+        let flushed = output.flush();
+        return (output, flushed);
+    }
+    let count = events.len();
+    let events = match shared.hub.publish_blocking(events) {
+        Ok(sequenced) => sequenced,
+        Err(e) => {
+            tracing::error!("journaling {count} events failed, they are lost: {e}");
+            let refused = PublishError::Journal(e.to_string());
+            for (_, reply) in replies {
+                let _ = reply.send(Err(refused.clone()));
+            }
+            return (output, Ok(()));
+        }
+    };
+    shared.counters.count(&events);
+    let written = events
+        .iter()
+        .try_for_each(|e| output.write(e))
+        .and_then(|()| output.flush());
+    for (range, reply) in replies {
+        let _ = reply.send(Ok(events[range].to_vec()));
+    }
+    (output, written)
+}
