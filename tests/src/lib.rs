@@ -71,6 +71,7 @@ pub struct Daemon {
     pub config_path: PathBuf,
     pub cgroup_parent: String,
     stderr_path: PathBuf,
+    daemon_extra: String,
 }
 
 /// The default agent of test configs: sessions allowed, a loose scope.
@@ -100,19 +101,19 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra lines in the `[daemon]` section.
     pub fn start_with(extra: &str, daemon_extra: &str) -> Self {
+        Self::start_fn(|_| extra.to_owned(), daemon_extra)
+    }
+
+    /// Starts a daemon whose extra config is made from its private directory
+    /// (for configs that name paths inside it).
+    pub fn start_fn(extra: impl FnOnce(&Path) -> String, daemon_extra: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("vigil.sock");
         let events_path = dir.path().join("events.jsonl");
         let cgroup_parent = format!("vigil-test-{}-{n}", std::process::id());
-        let config = format!(
-            "[daemon]\nsocket = {socket:?}\ncgroup_parent = {cgroup_parent:?}\nstate_dir = {state:?}\npin_dir = {pin:?}\n{daemon_extra}\n\
-             [output]\nevents = {events_path:?}\n{extra}",
-            state = dir.path().join("state"),
-            pin = format!("/sys/fs/bpf/{cgroup_parent}"),
-        );
         let config_path = dir.path().join("vigil.toml");
-        std::fs::write(&config_path, config).expect("write config");
+        let extra = extra(dir.path());
         let mut d = Self {
             child: None,
             stderr_path: dir.path().join("daemon.log"),
@@ -121,9 +122,27 @@ impl Daemon {
             events_path,
             config_path,
             cgroup_parent,
+            daemon_extra: daemon_extra.to_owned(),
         };
+        std::fs::write(&d.config_path, d.full_config(&extra)).expect("write config");
         d.spawn();
         d
+    }
+
+    /// The whole config file for `extra` (agents, data classes, …) with this
+    /// daemon's private `[daemon]` and `[output]` sections.
+    #[must_use]
+    pub fn full_config(&self, extra: &str) -> String {
+        format!(
+            "[daemon]\nsocket = {socket:?}\ncgroup_parent = {parent:?}\nstate_dir = {state:?}\npin_dir = {pin:?}\n{daemon_extra}\n\
+             [output]\nevents = {events:?}\n{extra}",
+            socket = self.socket,
+            parent = self.cgroup_parent,
+            state = self.dir.path().join("state"),
+            pin = format!("/sys/fs/bpf/{}", self.cgroup_parent),
+            daemon_extra = self.daemon_extra,
+            events = self.events_path,
+        )
     }
 
     /// Starts (or restarts) the daemon process on the same config.
@@ -334,4 +353,51 @@ pub fn of(events: &[Value], kind: &str, session: &str) -> Vec<Value> {
         .filter(|e| e["kind"] == kind && e["identity"]["session"] == session)
         .cloned()
         .collect()
+}
+
+/// A one-shot DNS responder on `127.0.0.1:53` answering every A query with
+/// `answer` (TTL 60), as the agent's resolver would see it. Runs until the
+/// returned guard is dropped.
+pub struct DnsServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    #[must_use]
+    pub fn start(answer: std::net::Ipv4Addr) -> Self {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let mut r = buf[..n].to_vec();
+                r[2] = 0x81;
+                r[3] = 0x80;
+                r[6] = 0;
+                r[7] = 1;
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                r.extend_from_slice(&answer.octets());
+                let _ = sock.send_to(&r, peer);
+            }
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }

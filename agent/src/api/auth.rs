@@ -337,6 +337,41 @@ mod tests {
     }
 
     #[test]
+    fn certificate_names_are_its_common_name_and_dns_and_uri_sans() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["siem.example.com".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "siem-reader");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example");
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://example.org/ns/sec/sa/siem".try_into().unwrap(),
+        ));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("10.0.0.1".parse().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let names = cert_names(cert.der()).unwrap();
+        assert_eq!(
+            names.names,
+            [
+                "siem-reader",
+                "siem.example.com",
+                "spiffe://example.org/ns/sec/sa/siem"
+            ]
+        );
+        assert!(
+            names.subject.contains("CN=siem-reader"),
+            "{}",
+            names.subject
+        );
+        assert!(names.subject.contains("O=Example"), "{}", names.subject);
+    }
+
+    #[test]
     fn garbage_is_not_a_certificate() {
         let e = cert_names(b"not a certificate").unwrap_err();
         assert!(e.contains("cannot be parsed"), "{e}");

@@ -9,7 +9,13 @@ use std::{
 };
 
 use crate::{
-    event::{Anomaly, Event, Payload, Workload},
+    config::OnViolation,
+    event::{Anomaly, AnomalyKind, Event, Payload, Severity, Workload},
+    scope::{
+        Verdict, Violation,
+        aggregate::Aggregator,
+        dns::{DnsCache, parse_response},
+    },
     identity::{
         attribute::{Attribution, Attributor},
         cgroup::{CgroupFs, CgroupResolver},
@@ -38,6 +44,8 @@ pub struct Pipeline {
     resolver: CgroupResolver,
     attributor: Attributor,
     config_version: u64,
+    dns: Arc<DnsCache>,
+    aggregator: Aggregator,
 }
 
 impl Pipeline {
@@ -49,7 +57,12 @@ impl Pipeline {
         for s in shared.sessions.list(None) {
             resolver.insert(s.cgroup_id, &s.cgroup);
         }
-        let config_version = shared.live.current().version;
+        let loaded = shared.live.current();
+        let config_version = loaded.version;
+        let aggregator = Aggregator::new(loaded.scope.aggregate_window());
+        let dns = Arc::new(DnsCache::new());
+        let live = Arc::clone(&shared.live);
+        crate::scope::dns::spawn_resolver(Arc::clone(&dns), move || live.scope());
         Self {
             shared,
             clock: Clock::now(),
@@ -58,6 +71,8 @@ impl Pipeline {
             resolver,
             attributor: Attributor::new(&parent),
             config_version,
+            dns,
+            aggregator,
         }
     }
 
@@ -72,10 +87,20 @@ impl Pipeline {
             self.clock = Clock::now();
             self.clock_sampled = Instant::now();
         }
-        let version = self.shared.live.current().version;
-        if version != self.config_version {
-            self.config_version = version;
+        let loaded = self.shared.live.current();
+        if loaded.version != self.config_version {
+            self.config_version = loaded.version;
             self.attributor.clear();
+            // Report what the old window held before taking the new one.
+            let pending = self.aggregator.drain();
+            for a in pending {
+                let e = self.anomaly_event(a);
+                self.shared.emit(e);
+            }
+            self.aggregator = Aggregator::new(loaded.scope.aggregate_window());
+        }
+        for e in self.flush_anomalies() {
+            self.shared.emit(e);
         }
         self.procs.sweep();
     }
@@ -123,6 +148,16 @@ impl Pipeline {
             self.procs.on_fork(h.tgid, r.child_tgid, &comm, h.cgroup_id);
         }
         let mut event = decode::to_event(record, &self.clock);
+        if let (Record::Dns(r), Payload::DnsAnswer(answer)) = (record, &mut event.payload) {
+            match parse_response(&r.payload[..usize::from(r.len).min(r.payload.len())]) {
+                Ok(resp) => {
+                    answer.name = resp.name;
+                    answer.addresses = resp.addresses;
+                    answer.ttl = resp.ttl;
+                }
+                Err(e) => tracing::debug!("ignoring DNS payload: {e}"),
+            }
+        }
         let attribution = self.attribution(h.cgroup_id);
         self.enrich(&mut event, &attribution);
         if let Record::Open(r) = record {
@@ -195,9 +230,110 @@ impl Pipeline {
         }
     }
 
+    /// Compares an attributed event with its agent's scope; acts on a
+    /// violation (`on_violation`) and returns the anomalies to report now.
     fn evaluate(&mut self, event: &Event) -> Vec<Event> {
-        let _ = event;
-        let _: Option<Anomaly> = None;
-        Vec::new()
+        let now = Instant::now();
+        let loaded = self.shared.live.current();
+        let scope = &loaded.scope;
+        let violation = match event.identity.agent.as_deref() {
+            Some(agent) => {
+                if let Payload::DnsAnswer(d) = &event.payload {
+                    self.dns.record(agent, &d.name, &d.addresses, d.ttl, now);
+                }
+                let Some(id) = scope.agent_id(agent) else {
+                    // A session of an agent that a reload removed.
+                    return self.aggregate(
+                        event,
+                        Violation {
+                            kind: AnomalyKind::Unattributed,
+                            severity: Severity::Medium,
+                            reason: format!("agent {agent} is no longer declared in the node config"),
+                            identity: None,
+                        },
+                        OnViolation::Alert,
+                        now,
+                    );
+                };
+                match scope.evaluate(id, event, &self.dns, now) {
+                    Verdict::InScope => return Vec::new(),
+                    Verdict::Violation(v) => (v, scope.agent(id).on_violation),
+                }
+            }
+            None if event.process.is_some() => (
+                Violation {
+                    kind: AnomalyKind::Unattributed,
+                    severity: Severity::Low,
+                    reason: format!(
+                        "activity in watched cgroup {} matches no agent",
+                        event.identity.cgroup.as_deref().unwrap_or("(unknown)")
+                    ),
+                    identity: None,
+                },
+                OnViolation::Alert,
+            ),
+            None => return Vec::new(),
+        };
+        let (v, on_violation) = violation;
+        self.aggregate(event, v, on_violation, now)
+    }
+
+    /// Acts on a violation and folds it into the aggregator.
+    fn aggregate(
+        &mut self,
+        event: &Event,
+        v: Violation,
+        on_violation: OnViolation,
+        now: Instant,
+    ) -> Vec<Event> {
+        let action = match on_violation {
+            OnViolation::Alert => "observed",
+            OnViolation::Kill | OnViolation::Revoke => {
+                if on_violation == OnViolation::Revoke {
+                    tracing::warn!(
+                        "on_violation = \"revoke\" acts as \"kill\" until kernel revocation is enabled"
+                    );
+                }
+                match event.process.as_ref().map(|p| p.pid) {
+                    Some(pid) if pid > 1 => {
+                        match nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        ) {
+                            Ok(()) => "killed",
+                            Err(e) => {
+                                tracing::warn!("killing pid {pid} after {}: {e}", v.reason);
+                                "kill_failed"
+                            }
+                        }
+                    }
+                    _ => "observed",
+                }
+            }
+        };
+        let anomaly = v.into_anomaly(event.clone(), action);
+        self.aggregator
+            .observe(anomaly, now)
+            .into_iter()
+            .map(|a| self.anomaly_event(a))
+            .collect()
+    }
+
+    fn anomaly_event(&self, a: Anomaly) -> Event {
+        self.shared.stats.anomalies.fetch_add(1, Ordering::Relaxed);
+        Event {
+            seq: 0,
+            time: crate::event::format_time(std::time::SystemTime::now()),
+            kernel_ts_ns: a.offending.kernel_ts_ns,
+            identity: a.offending.identity.clone(),
+            process: a.offending.process.clone(),
+            payload: Payload::Anomaly(a),
+        }
+    }
+
+    /// Anomalies whose aggregation window closed (repeats with their count).
+    fn flush_anomalies(&mut self) -> Vec<Event> {
+        let folded = self.aggregator.flush(Instant::now());
+        folded.into_iter().map(|a| self.anomaly_event(a)).collect()
     }
 }

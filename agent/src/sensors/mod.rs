@@ -13,7 +13,10 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint, SockOps, TracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        RawTracePoint, SockOps, TracePoint,
+    },
 };
 use vigil_common::{KernelConfig, Offsets, SENSOR_COUNT, SENSOR_NAMES};
 
@@ -123,6 +126,7 @@ const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ("vigil_sendmsg4", "network", &[Hook::CgroupRoot]),
     ("vigil_sendmsg6", "network", &[Hook::CgroupRoot]),
     ("vigil_sock_ops", "network", &[Hook::CgroupRoot]),
+    ("vigil_dns_ingress", "network", &[Hook::CgroupRoot]),
     ("vigil_open_enter", "file", &[tp_opt("syscalls", "sys_enter_open")]),
     ("vigil_openat_enter", "file", &[tp("syscalls", "sys_enter_openat")]),
     ("vigil_openat2_enter", "file", &[tp_opt("syscalls", "sys_enter_openat2")]),
@@ -404,6 +408,10 @@ fn attach(
             if let Ok(p) = <&mut CgroupSockAddr>::try_from(&mut *program) {
                 p.load().map_err(|e| load_error(name, e))?;
                 p.attach(root, CgroupAttachMode::Single)
+                    .map_err(attach_err(label.clone()))?;
+            } else if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
+                p.load().map_err(|e| load_error(name, e))?;
+                p.attach(root, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
                     .map_err(attach_err(label.clone()))?;
             } else {
                 let p: &mut SockOps = program

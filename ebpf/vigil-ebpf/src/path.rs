@@ -81,18 +81,6 @@ pub fn fd_path(cfg: &KernelConfig, fd: i32) -> Option<KPath> {
     read_path(cfg, file.wrapping_add(off.file_path as usize))
 }
 
-/// The current task's executable (`current->mm->exe_file->f_path`).
-#[inline(always)]
-pub fn exe_path(cfg: &KernelConfig) -> Option<KPath> {
-    let off = &cfg.offsets;
-    let mm: *const u8 = read_field(current_task(), off.task_mm)?;
-    let file: *const u8 = read_field(mm, off.mm_exe_file)?;
-    if file.is_null() {
-        return None;
-    }
-    read_path(cfg, file.wrapping_add(off.file_path as usize))
-}
-
 /// Reads a kernel word; 0 when unreadable (the helper zeroes its output on
 /// failure, so no branch is needed: branches multiply verifier states).
 #[inline(always)]

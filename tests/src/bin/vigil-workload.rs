@@ -7,6 +7,31 @@ use std::{
     process::{Command, ExitCode},
 };
 
+/// Resolves `name` (A record) at `server` with a hand-made query, as a
+/// resolver library would, then connects to the first address on `port`.
+fn dns_connect(server: &str, name: &str, port: &str) -> std::io::Result<()> {
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    sock.send_to(&q, server)?;
+    let mut buf = [0u8; 512];
+    let (n, _) = sock.recv_from(&mut buf)?;
+    // The answer follows the echoed question: name pointer, type, class,
+    // ttl, rdlength, then the 4-byte address.
+    let at = q.len() + 2 + 2 + 2 + 4 + 2;
+    if n < at + 4 {
+        return Err(std::io::Error::other("short DNS answer"));
+    }
+    let ip = std::net::Ipv4Addr::new(buf[at], buf[at + 1], buf[at + 2], buf[at + 3]);
+    println!("{ip}");
+    TcpStream::connect((ip, port.parse::<u16>().expect("port"))).map(|_| ())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -36,6 +61,7 @@ fn main() -> ExitCode {
             .args(&rest[1..])
             .status()
             .map(|_| ()),
+        ["dns-connect", server, name, port] => dns_connect(server, name, port),
         ["sleep", ms] => {
             std::thread::sleep(std::time::Duration::from_millis(ms.parse().expect("ms")));
             Ok(())

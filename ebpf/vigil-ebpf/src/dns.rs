@@ -1,0 +1,126 @@
+//! DNS sensor: UDP answers (source port 53) delivered to watched processes,
+//! so the daemon can match connects against host names the agent itself
+//! resolved. A `cgroup_skb` ingress program at the cgroup v2 root sees every
+//! packet a socket receives; only port-53 datagrams to watched cgroups are
+//! copied. It never drops anything.
+
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
+use vigil_common::{DNS_LEN, DnsRecord, KernelConfig, RecordKind, Sensor};
+
+use crate::{
+    maps::{EVENTS, WATCHED, config, count_loss},
+    task::fill_header_no_task,
+};
+
+const ETH_P_IP: u32 = 0x0800;
+const ETH_P_IPV6: u32 = 0x86DD;
+const IPPROTO_UDP: u8 = 17;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+/// Let the packet through (cgroup_skb: 1 = allow).
+const PASS: i32 = 1;
+
+#[cgroup_skb(ingress)]
+pub fn vigil_dns_ingress(ctx: SkBuffContext) -> i32 {
+    let _ = try_dns(&ctx);
+    PASS
+}
+
+fn load<T: Copy + Default>(ctx: &SkBuffContext, offset: u32) -> Option<T> {
+    let mut v = T::default();
+    // SAFETY: the helper copies at most size_of::<T>() bytes into v.
+    let ret = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            offset,
+            (&raw mut v).cast(),
+            core::mem::size_of::<T>() as u32,
+        )
+    };
+    (ret == 0).then_some(v)
+}
+
+/// The receiving socket's cgroup when it is watched.
+fn watched(cfg: &KernelConfig, skb: *mut __sk_buff) -> Option<u64> {
+    // SAFETY: helpers on the program's own skb.
+    let id = unsafe { bpf_skb_cgroup_id(skb) };
+    if id == 0 {
+        return None;
+    }
+    if cfg.watch_all != 0 {
+        return Some(id);
+    }
+    if cfg.session_parent_level != 0 {
+        // SAFETY: as above; an out-of-range level returns 0.
+        let a = unsafe { bpf_skb_ancestor_cgroup_id(skb, cfg.session_parent_level as i32) };
+        if a == cfg.session_parent_id {
+            return Some(id);
+        }
+    }
+    // SAFETY: presence test only.
+    unsafe { WATCHED.get(&id) }.map(|_| id)
+}
+
+fn try_dns(ctx: &SkBuffContext) -> Option<()> {
+    let skb = ctx.skb.skb;
+    // SAFETY: reading fields of the program's own context.
+    let (proto, len) = unsafe { (u32::from(u16::from_be((*skb).protocol as u16)), (*skb).len) };
+    let (family, udp_off, src_off, src_len) = if proto == ETH_P_IP {
+        // cgroup_skb data starts at the network header.
+        let vihl: u8 = load(ctx, 0)?;
+        if load::<u8>(ctx, 9)? != IPPROTO_UDP {
+            return None;
+        }
+        (AF_INET, u32::from(vihl & 0x0f) * 4, 12u32, 4usize)
+    } else if proto == ETH_P_IPV6 {
+        // Extension headers are not followed: DNS answers do not carry them.
+        if load::<u8>(ctx, 6)? != IPPROTO_UDP {
+            return None;
+        }
+        (AF_INET6, 40, 8, 16)
+    } else {
+        return None;
+    };
+    let sport: u16 = load(ctx, udp_off)?;
+    if u16::from_be(sport) != 53 {
+        return None;
+    }
+    let cfg = config();
+    let cgroup_id = watched(&cfg, skb)?;
+    let payload_off = udp_off + 8;
+    if len <= payload_off {
+        return None;
+    }
+    let n = (len - payload_off) as usize;
+    let Some(mut entry) = EVENTS.reserve::<DnsRecord>(0) else {
+        count_loss(Sensor::Network);
+        return None;
+    };
+    // SAFETY: the reservation is sizeof(DnsRecord); fields are written below.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header_no_task(&mut rec.header, RecordKind::Dns as u16, cgroup_id);
+    rec.family = family;
+    rec._pad = 0;
+    rec.server = [0; 16];
+    // Constant bound for the verifier: 1..=DNS_LEN bytes.
+    let take = ((n.min(DNS_LEN) - 1) & (DNS_LEN - 1)) + 1;
+    // SAFETY: at most DNS_LEN bytes into a DNS_LEN buffer; the server
+    // address (4 or 16 bytes) into a 16-byte array.
+    let ok = unsafe {
+        bpf_skb_load_bytes(skb.cast(), payload_off, rec.payload.as_mut_ptr().cast(), take as u32) == 0
+            && bpf_skb_load_bytes(skb.cast(), src_off, rec.server.as_mut_ptr().cast(), src_len as u32)
+                == 0
+    };
+    if !ok {
+        entry.discard(0);
+        return None;
+    }
+    rec.len = take as u16;
+    entry.submit(0);
+    Some(())
+}
