@@ -164,6 +164,10 @@ pub enum Command {
         /// Node config file; without it the embedded default config is used.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Remove everything pinned under the config's `pin_dir` (programs
+        /// detach, revocations end) and exit.
+        #[arg(long)]
+        cleanup: bool,
     },
     /// Validate a node config file without running.
     CheckConfig {
@@ -230,6 +234,42 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Approve a task: an agent with `require_approval = true` may act
+    /// until the approval expires (enforced in the kernel).
+    Approve {
+        /// The agent.
+        agent: String,
+        /// Task id, carried by every event of the task.
+        #[arg(long)]
+        task: String,
+        /// Why the task is approved.
+        #[arg(long)]
+        purpose: String,
+        /// How long the approval lasts (`90s`, `15m`, `2h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Narrow the task to these systems (repeatable).
+        #[arg(long = "system")]
+        systems: Vec<String>,
+        /// Narrow the task to these tools (repeatable).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        /// Narrow the task to these data classes (repeatable).
+        #[arg(long = "data")]
+        data: Vec<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// End a task approval before its expiry.
+    EndTask {
+        /// The agent.
+        agent: String,
+        /// The task to end (the active one when omitted).
+        #[arg(long, default_value = "")]
+        task: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Show the daemon's status: sensors, loss, coverage, config, journal.
     Status {
         #[command(flatten)]
@@ -240,7 +280,47 @@ pub enum Command {
 /// Runs a parsed command line.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config } => Ok(crate::daemon::run(config).await?),
+        Command::Run {
+            config,
+            cleanup: true,
+        } => cleanup(config.as_deref()),
+        Command::Run {
+            config,
+            cleanup: false,
+        } => Ok(crate::daemon::run(config).await?),
+        Command::Approve {
+            agent,
+            task,
+            purpose,
+            ttl,
+            systems,
+            tools,
+            data,
+            connection,
+        } => {
+            let scope = (!(systems.is_empty() && tools.is_empty() && data.is_empty()))
+                .then_some(pb::TaskScope {
+                    systems,
+                    tools,
+                    data,
+                });
+            approve(
+                pb::ApproveTaskRequest {
+                    agent,
+                    task,
+                    purpose,
+                    ttl: prost_types::Duration::try_from(ttl).ok(),
+                    scope,
+                },
+                &connection,
+            )
+            .await
+        }
+        Command::EndTask {
+            agent,
+            task,
+            connection,
+        } => end_task(agent, task, &connection).await,
         Command::CheckConfig { file } => {
             let summary = crate::config::check_file(&file)?;
             println!("{summary}");
@@ -439,31 +519,31 @@ async fn agent(name: &str, connection: &Connection) -> anyhow::Result<()> {
         .into_inner()
         .agent
         .unwrap_or_default();
-    println!("agent       {}", a.name);
-    print!("state       {}", state_name(a.state));
+    println!("agent         {}", a.name);
+    print!("state         {}", state_name(a.state));
     if a.revoked_reason.is_empty() {
         println!();
     } else {
         println!(" ({})", a.revoked_reason);
     }
     if let Some(s) = &a.scope {
-        println!("on violation {}", violation_name(s.on_violation));
-        println!("systems     {}", list(&s.systems));
-        println!("tools       {}", list(&s.tools));
-        println!("data        {}", list(&s.data));
-        println!("identities  {}", list(&s.identities));
+        println!("on violation  {}", violation_name(s.on_violation));
+        println!("systems       {}", list(&s.systems));
+        println!("tools         {}", list(&s.tools));
+        println!("data          {}", list(&s.data));
+        println!("identities    {}", list(&s.identities));
     }
     let c = a.counters.unwrap_or_default();
     println!(
-        "counters    {} events, {} anomalies, {} blocked, {} revocations, {} sessions started",
+        "counters      {} events, {} anomalies, {} blocked, {} revocations, {} sessions started",
         c.events, c.anomalies, c.blocked, c.revocations, c.sessions_started
     );
     if a.sessions.is_empty() {
-        println!("sessions    (none active)");
+        println!("sessions      (none active)");
     }
     for s in &a.sessions {
         println!(
-            "session     {} {} processes in {}{}",
+            "session       {} {} processes in {}{}",
             s.id,
             s.process_count,
             s.cgroup_path,
@@ -499,6 +579,55 @@ async fn revoke(
         .map_err(|s| call_error(&format!("revoking {what}"), &s))?
         .into_inner();
     println!("revoked {what} (event {})", r.sequence);
+    Ok(())
+}
+
+/// `vigil run --cleanup`: unpin programs and maps.
+fn cleanup(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cfg = match config {
+        Some(p) => crate::config::Config::load(p)?,
+        None => crate::config::Config::embedded()?,
+    };
+    let dir = &cfg.daemon.pin_dir;
+    if crate::sensors::cleanup(dir).with_context(|| format!("removing {}", dir.display()))? {
+        println!("removed {} (programs detached, revocations and approvals cleared)", dir.display());
+    } else {
+        println!("nothing pinned at {}", dir.display());
+    }
+    Ok(())
+}
+
+async fn approve(req: pb::ApproveTaskRequest, connection: &Connection) -> anyhow::Result<()> {
+    let mut client =
+        pb::governance_service_client::GovernanceServiceClient::new(connection.channel().await?);
+    let what = format!("task {:?} of agent {:?}", req.task, req.agent);
+    let r = client
+        .approve_task(req)
+        .await
+        .map_err(|s| call_error(&format!("approving {what}"), &s))?
+        .into_inner();
+    let g = r.grant.unwrap_or_default();
+    let expires = g
+        .expires_at
+        .and_then(|t| std::time::SystemTime::try_from(t).ok())
+        .map_or_else(|| "?".to_owned(), crate::event::format_time);
+    println!(
+        "approved task {} of agent {} until {expires} (event {})",
+        g.task, g.agent, r.sequence
+    );
+    Ok(())
+}
+
+async fn end_task(agent: String, task: String, connection: &Connection) -> anyhow::Result<()> {
+    let mut client =
+        pb::governance_service_client::GovernanceServiceClient::new(connection.channel().await?);
+    let what = format!("the task of agent {agent:?}");
+    let r = client
+        .end_task(pb::EndTaskRequest { agent, task })
+        .await
+        .map_err(|s| call_error(&format!("ending {what}"), &s))?
+        .into_inner();
+    println!("ended {what} (event {})", r.sequence);
     Ok(())
 }
 

@@ -8,6 +8,8 @@
 //! - [`config`] and [`scope`]: the declared boundary of each agent and the
 //!   engine that compares runtime actions with it;
 //! - [`journal`]: the durable, sequenced event store;
+//! - [`kube`]: pod identity from the Kubernetes API server;
+//! - [`metrics`]: the Prometheus endpoint;
 //! - [`api`]: the gRPC services and the CLI client;
 //! - [`enforcement`]: what is revoked, and (later) its kernel side;
 //! - [`daemon`]: wires them into `vigil run`.
@@ -20,6 +22,8 @@ pub mod enforcement;
 pub mod event;
 pub mod identity;
 pub mod journal;
+pub mod kube;
+pub mod metrics;
 pub mod output;
 pub mod paths;
 pub mod scope;

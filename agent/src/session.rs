@@ -191,6 +191,23 @@ impl SessionManager {
         Ok(info)
     }
 
+    /// The cgroup holding every session of `agent` (created when missing),
+    /// as `(id, path)`: policy set on it covers present and future sessions.
+    pub fn agent_dir(&self, agent: &str) -> Result<(u64, String), SessionError> {
+        validate_name("agent name", agent)?;
+        let path = format!("{}/{agent}", self.parent);
+        let id = self.cgroups.create(&path)?;
+        Ok((id, path))
+    }
+
+    /// Like [`SessionManager::agent_dir`], without creating it.
+    pub fn existing_agent_dir(&self, agent: &str) -> Result<(u64, String), SessionError> {
+        validate_name("agent name", agent)?;
+        let path = format!("{}/{agent}", self.parent);
+        let id = self.cgroups.id_of(&path)?;
+        Ok((id, path))
+    }
+
     pub fn get(&self, session: &str) -> Option<Arc<SessionInfo>> {
         self.lock().get(session).cloned()
     }
@@ -221,11 +238,8 @@ impl SessionManager {
                 if let Err(e) = self.cgroups.remove_tree(&info.cgroup) {
                     tracing::debug!("removing session cgroup {}: {e}", info.cgroup);
                 }
-                let agent_dir = format!("{}/{}", self.parent, info.agent);
-                // Only succeeds once the agent has no session left.
-                if let Ok(p) = self.cgroups.abs(&agent_dir) {
-                    let _ = std::fs::remove_dir(p);
-                }
+                // The agent directory stays: revocations and approvals of the
+                // agent are kept on it, by cgroup id.
                 out.push(info);
             }
         }

@@ -401,3 +401,248 @@ impl Drop for DnsServer {
         }
     }
 }
+
+// ---- gRPC clients of the daemon under test (issue 4) ----------------------
+
+pub use vigil::api::pb;
+
+/// How long a test waits for an expected event on a stream.
+pub const STREAM_WAIT: Duration = Duration::from_secs(30);
+
+/// A client of a daemon's public API. It owns a runtime, so tests stay
+/// synchronous and the connection makes progress while they do other work.
+pub struct Api {
+    pub rt: tokio::runtime::Runtime,
+    pub channel: tonic::transport::Channel,
+}
+
+impl Api {
+    /// Connects to `target`, or says why it could not.
+    pub fn connect(target: &vigil::api::client::Target) -> Result<Self, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("client runtime");
+        let channel = rt
+            .block_on(vigil::api::client::connect(target))
+            .map_err(|e| e.to_string())?;
+        Ok(Self { rt, channel })
+    }
+
+    #[must_use]
+    pub fn events(&self) -> pb::event_service_client::EventServiceClient<tonic::transport::Channel> {
+        pb::event_service_client::EventServiceClient::new(self.channel.clone())
+    }
+
+    #[must_use]
+    pub fn governance(
+        &self,
+    ) -> pb::governance_service_client::GovernanceServiceClient<tonic::transport::Channel> {
+        pb::governance_service_client::GovernanceServiceClient::new(self.channel.clone())
+    }
+
+    #[must_use]
+    pub fn node(&self) -> pb::node_service_client::NodeServiceClient<tonic::transport::Channel> {
+        pb::node_service_client::NodeServiceClient::new(self.channel.clone())
+    }
+
+    /// Runs a future on the client's runtime.
+    pub fn call<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub fn status(&self) -> Result<pb::StatusResponse, tonic::Status> {
+        self.call(self.node().status(pb::StatusRequest {}))
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The newest journaled sequence.
+    #[must_use]
+    pub fn newest(&self) -> u64 {
+        self.status()
+            .expect("status")
+            .journal
+            .expect("journal status")
+            .newest_sequence
+    }
+
+    pub fn subscribe(&self, req: pb::SubscribeRequest) -> Result<Stream, tonic::Status> {
+        let inner = self
+            .call(self.events().subscribe(req))?
+            .into_inner();
+        Ok(Stream {
+            inner,
+            rt: self.rt.handle().clone(),
+        })
+    }
+}
+
+impl Daemon {
+    /// A client on the daemon's local socket.
+    #[must_use]
+    pub fn api(&self) -> Api {
+        Api::connect(&vigil::api::client::Target::Unix(self.socket.clone()))
+            .unwrap_or_else(|e| panic!("connecting to the test daemon: {e}\n{}", self.log()))
+    }
+}
+
+/// A subscription's stream of events.
+pub struct Stream {
+    pub inner: tonic::Streaming<pb::SubscribeResponse>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Stream {
+    /// The next event, `None` when none came within `wait`; panics when the
+    /// stream fails or ends.
+    pub fn next_within(&mut self, wait: Duration) -> Option<pb::Event> {
+        let inner = &mut self.inner;
+        // The timer must be made inside the runtime.
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(wait, inner.message()).await })
+        {
+            Err(_) => None,
+            Ok(Ok(Some(resp))) => Some(resp.event.expect("a response carries an event")),
+            Ok(Ok(None)) => panic!("the stream ended"),
+            Ok(Err(status)) => panic!("the stream failed: {status:?}"),
+        }
+    }
+
+    /// Reads until an event satisfies `done` (included in the result);
+    /// panics after [`STREAM_WAIT`] without one.
+    pub fn until(&mut self, what: &str, done: impl Fn(&pb::Event) -> bool) -> Vec<pb::Event> {
+        let deadline = Instant::now() + STREAM_WAIT;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(e) = self.next_within(left) else {
+                panic!(
+                    "no event for {what} within {STREAM_WAIT:?}; received {} events, last {:?}",
+                    out.len(),
+                    out.last()
+                );
+            };
+            let stop = done(&e);
+            out.push(e);
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    /// Reads until the event with sequence `seq` (or a later one) arrives.
+    pub fn through(&mut self, seq: u64) -> Vec<pb::Event> {
+        self.until(&format!("sequence {seq}"), |e| e.sequence >= seq)
+    }
+
+    /// Everything that arrives until nothing has for `quiet`.
+    pub fn drain_quiet(&mut self, quiet: Duration) -> Vec<pb::Event> {
+        let mut out = Vec::new();
+        while let Some(e) = self.next_within(quiet) {
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// The payload kind of a wire event (`exec`, `file_open`, `gap`, …).
+#[must_use]
+pub fn kind(e: &pb::Event) -> String {
+    e.payload.as_ref().map_or_else(
+        || "none".to_owned(),
+        |p| vigil::api::convert::kind_name(vigil::api::convert::kind_of(p)),
+    )
+}
+
+/// Whether a wire exec event's argv contains `needle`.
+#[must_use]
+pub fn exec_has(e: &pb::Event, needle: &str) -> bool {
+    matches!(&e.payload, Some(pb::event::Payload::Exec(x)) if x.argv.iter().any(|a| a == needle))
+}
+
+/// Panics unless `events` are exactly the sequences `first..=last`, in order.
+pub fn assert_contiguous(events: &[pb::Event], first: u64, last: u64) {
+    let got: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+    let want: Vec<u64> = (first..=last).collect();
+    if got != want {
+        let missing: Vec<u64> = want.iter().filter(|s| !got.contains(s)).copied().take(20).collect();
+        panic!(
+            "expected sequences {first}..={last} exactly once in order; got {} events ({:?} .. {:?}), missing (first 20) {missing:?}, gaps {:?}",
+            got.len(),
+            got.first(),
+            got.last(),
+            events.iter().filter(|e| kind(e) == "gap").collect::<Vec<_>>()
+        );
+    }
+}
+
+/// A `vigil-workload serve` process in an agent session: the test sends
+/// it actions one at a time and reads each answer (`ok`, `err ERRNO`,
+/// `exit N`, `signal N`).
+pub struct Served {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Served {
+    /// Starts the server as session `session` of `agent` and waits for it.
+    pub fn start(d: &Daemon, agent: &str, session: &str) -> Self {
+        let mut child = Command::new(vigil_bin())
+            .args(["exec", "--agent", agent, "--session", session, "--"])
+            .arg(workload_bin())
+            .arg("serve")
+            .env("VIGIL_SOCKET", &d.socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vigil exec");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut s = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = s.read_line();
+        assert_eq!(ready.as_deref(), Some("ready"), "session did not start");
+        s
+    }
+
+    fn read_line(&mut self) -> Option<String> {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim().to_owned()),
+        }
+    }
+
+    /// Sends one action; `None` when the process died instead of answering.
+    pub fn ask(&mut self, action: &str) -> Option<String> {
+        use std::io::Write as _;
+        if writeln!(self.stdin, "{action}").is_err() || self.stdin.flush().is_err() {
+            return None;
+        }
+        self.read_line()
+    }
+
+    /// Waits for the process and returns the signal that ended it, if any.
+    pub fn wait_signal(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt as _;
+        self.child.wait().ok().and_then(|s| s.signal())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- a simulated Kubernetes node and metrics scraping (issue 6) -----------
+
+pub mod kube;

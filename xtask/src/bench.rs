@@ -5,7 +5,12 @@
 //! bench targets report figures by printing lines in the [`Figure::parse`]
 //! format; benchmarks measured by xtask itself build them directly.
 
+mod daemon;
+mod overhead;
+
+use std::ffi::OsStr;
 use std::fmt;
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -30,15 +35,69 @@ struct Bench {
 }
 
 /// Every benchmark, in the order they run. Add one here.
-const BENCHES: &[Bench] = &[Bench {
-    name: "scope",
-    about: "scope decisions (agent/benches/scope.rs)",
-    kernel: false,
-    run: scope,
-}];
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "overhead",
+        about: "exec, connect and open loops: watched and unwatched vs no daemon (xtask/src/bench/overhead.rs)",
+        kernel: true,
+        run: overhead,
+    },
+    Bench {
+        name: "decode",
+        about: "ring-buffer record decoding on one core (agent/benches/decode.rs)",
+        kernel: false,
+        run: decode,
+    },
+    Bench {
+        name: "scope",
+        about: "scope evaluations on one core (agent/benches/scope.rs)",
+        kernel: false,
+        run: scope,
+    },
+    Bench {
+        name: "e2e",
+        about: "kernel record to gRPC subscriber: events/s and latency (agent/benches/e2e.rs)",
+        kernel: true,
+        run: e2e,
+    },
+];
+
+fn overhead(ctx: &Context) -> Result<Vec<Figure>> {
+    overhead::run(&ctx.meta.target_dir()?)
+}
+
+fn decode(ctx: &Context) -> Result<Vec<Figure>> {
+    ctx.cargo_bench("vigil", "decode")
+}
 
 fn scope(ctx: &Context) -> Result<Vec<Figure>> {
     ctx.cargo_bench("vigil", "scope")
+}
+
+/// The e2e bench binary is the subscriber and drives the workload; xtask
+/// owns the daemon, as it does for `overhead`.
+fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
+    let bins = daemon::Binaries::build(&ctx.meta.target_dir()?)?;
+    // Built before the daemon starts, so the compiler does not compete
+    // with it for the CPU.
+    cmd::run(cmd::new("cargo").args(["bench", "-p", "vigil", "--bench", "e2e", "--no-run"]))?;
+    let daemon = daemon::Daemon::start(&bins.vigil)?;
+    let agent = PathBuf::from(daemon::AGENT);
+    let figures = ctx.cargo_bench_with(
+        "vigil",
+        "e2e",
+        &[
+            ("VIGIL_BENCH_SOCKET", daemon.socket().as_os_str()),
+            ("VIGIL_BENCH_AGENT", agent.as_os_str()),
+            ("VIGIL_BENCH_VIGIL", bins.vigil.as_os_str()),
+            ("VIGIL_BENCH_WORKLOAD", bins.workload.as_os_str()),
+        ],
+    );
+    if figures.is_err() {
+        eprintln!("bench: e2e: daemon log:\n{}", daemon.log());
+    }
+    daemon.stop()?;
+    figures
 }
 
 /// What benchmarks get to work with.
@@ -51,13 +110,25 @@ impl Context {
     /// it prints. A missing target, a failed run or a run without figures is
     /// an error: a benchmark that measured nothing must not pass.
     fn cargo_bench(&self, package: &str, target: &str) -> Result<Vec<Figure>> {
+        self.cargo_bench_with(package, target, &[])
+    }
+
+    /// [`Context::cargo_bench`] with extra environment variables.
+    fn cargo_bench_with(
+        &self,
+        package: &str,
+        target: &str,
+        env: &[(&str, &OsStr)],
+    ) -> Result<Vec<Figure>> {
         if !self.meta.has_target(package, "bench", target) {
             bail!("bench target `{target}` of package `{package}` is missing");
         }
         let mut figures = Vec::new();
         let mut bad_lines = Vec::new();
         let mut cargo = cmd::new("cargo");
-        cargo.args(["bench", "-p", package, "--bench", target]);
+        cargo
+            .args(["bench", "-p", package, "--bench", target])
+            .envs(env.iter().copied());
         let status = cmd::stream(&mut cargo, |line| match Figure::parse(line) {
             Some(Ok(figure)) => figures.push(figure),
             Some(Err(e)) => bad_lines.push(format!("{line:?}: {e:#}")),

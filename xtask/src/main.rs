@@ -3,7 +3,9 @@
 
 mod bench;
 mod cmd;
+mod helm;
 mod lint;
+mod manifests;
 mod run;
 mod setup;
 mod test;
@@ -47,6 +49,8 @@ enum Task {
     Bench(bench::Args),
     /// rustfmt and clippy with -D warnings, for userspace and the eBPF crate
     Lint,
+    /// Render the Helm chart into deploy/manifests (--check: compare only)
+    Manifests(manifests::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Test(args) => test::test(&args)?,
         Task::Bench(args) => bench::bench(&args)?,
         Task::Lint => lint::lint()?,
+        Task::Manifests(args) => manifests::manifests(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

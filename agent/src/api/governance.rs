@@ -4,6 +4,11 @@ use std::{sync::Arc, time::SystemTime};
 
 use tonic::{Request, Response, Status};
 
+use crate::{
+    enforcement::enforcer::Grant,
+    event::{TaskApproved, TaskEnded, TaskScope},
+};
+
 use super::{agents::Sources, auth::Caller, pb, server::local_peer};
 use crate::{
     config::Role,
@@ -28,7 +33,7 @@ impl Governance {
     fn sources(&self) -> Sources<'_> {
         Sources {
             sessions: &self.shared.sessions,
-            revocations: &self.shared.revocations,
+            revocations: &self.shared.enforcer.revocations,
             counters: &self.shared.counters,
         }
     }
@@ -56,6 +61,7 @@ impl Governance {
                 // A session that ended may still be revoked, so it can be restored.
                 None if self
                     .shared
+                    .enforcer
                     .revocations
                     .get(&Target::new(agent, session))
                     .is_some() => {}
@@ -165,10 +171,27 @@ impl pb::governance_service_server::GovernanceService for Governance {
             by: caller.by(),
             since: SystemTime::now(),
         };
+        let kill = {
+            let loaded = self.shared.live.current();
+            loaded
+                .scope
+                .agent_id(target.agent())
+                .is_some_and(|id| loaded.scope.agent(id).revoke_kills)
+        };
+        // The kernel maps are updated before this returns: the first syscall
+        // after the response is already refused.
+        let started = std::time::Instant::now();
         self.shared
-            .revocations
-            .revoke(target.clone(), record.clone())
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .enforcer
+            .revoke(
+                self.shared.sensors.policy(),
+                &self.shared.sessions,
+                target.clone(),
+                record.clone(),
+                kill,
+            )
+            .map_err(enforce_status)?;
+        let latency_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let event = audit_event(
             &target,
             Payload::Revocation(Revocation {
@@ -183,7 +206,11 @@ impl pb::governance_service_server::GovernanceService for Governance {
             Ok(seq) => seq,
             Err(status) => {
                 // Without its audit event the revocation must not stand.
-                let _ = self.shared.revocations.restore(&target);
+                let _ = self.shared.enforcer.restore(
+                    self.shared.sensors.policy(),
+                    &self.shared.sessions,
+                    &target,
+                );
                 return Err(status);
             }
         };
@@ -193,9 +220,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
         );
         Ok(Response::new(pb::RevokeResponse {
             sequence,
-            // The kernel side of revocation comes with the enforcement work;
-            // until then no map is updated and there is no latency to report.
-            latency_ns: 0,
+            latency_ns,
         }))
     }
 
@@ -208,9 +233,9 @@ impl pb::governance_service_server::GovernanceService for Governance {
         let target = self.target(&r.agent, &r.session, &r.reason)?;
         let lifted = self
             .shared
-            .revocations
-            .restore(&target)
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            .enforcer
+            .restore(self.shared.sensors.policy(), &self.shared.sessions, &target)
+            .map_err(enforce_status)?;
         let reason = r.reason.trim().to_owned();
         let event = audit_event(
             &target,
@@ -224,7 +249,13 @@ impl pb::governance_service_server::GovernanceService for Governance {
         let sequence = match self.journal(event).await {
             Ok(seq) => seq,
             Err(status) => {
-                let _ = self.shared.revocations.revoke(target.clone(), lifted);
+                let _ = self.shared.enforcer.revoke(
+                    self.shared.sensors.policy(),
+                    &self.shared.sessions,
+                    target.clone(),
+                    lifted,
+                    false,
+                );
                 return Err(status);
             }
         };
@@ -234,20 +265,129 @@ impl pb::governance_service_server::GovernanceService for Governance {
 
     async fn approve_task(
         &self,
-        _req: Request<pb::ApproveTaskRequest>,
+        req: Request<pb::ApproveTaskRequest>,
     ) -> Result<Response<pb::ApproveTaskResponse>, Status> {
-        Err(Status::unimplemented(
-            "ApproveTask: task approvals come with the enforcement work and are not available in this version",
-        ))
+        let caller = operator(&req)?;
+        let r = req.into_inner();
+        if r.agent.is_empty() {
+            return Err(Status::invalid_argument("agent: required"));
+        }
+        if r.task.trim().is_empty() {
+            return Err(Status::invalid_argument("task: required"));
+        }
+        if r.purpose.trim().is_empty() {
+            return Err(Status::invalid_argument("purpose: required"));
+        }
+        let ttl = r
+            .ttl
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| Status::invalid_argument("ttl: required and positive"))?;
+        let scope = r.scope.map(|s| TaskScope {
+            systems: s.systems,
+            tools: s.tools,
+            data: s.data,
+        });
+        let loaded = self.shared.live.current();
+        find_agent(&loaded.scope, &r.agent)?;
+        let grant = Grant {
+            task: r.task.trim().to_owned(),
+            purpose: r.purpose.trim().to_owned(),
+            by: caller.by(),
+            expires: SystemTime::now(),
+            expires_boot_ns: 0,
+            systems: scope.as_ref().map(|s| s.systems.clone()).unwrap_or_default(),
+            tools: scope.as_ref().map(|s| s.tools.clone()).unwrap_or_default(),
+            data: scope.as_ref().map(|s| s.data.clone()).unwrap_or_default(),
+        };
+        let grant = self
+            .shared
+            .enforcer
+            .approve(
+                self.shared.sensors.policy(),
+                &self.shared.sessions,
+                &loaded.scope,
+                &r.agent,
+                grant,
+                ttl,
+            )
+            .map_err(enforce_status)?;
+        let expires = crate::event::format_time(grant.expires);
+        let event = daemon_event(
+            Identity {
+                agent: Some(r.agent.clone()),
+                task: Some(grant.task.clone()),
+                ..Identity::default()
+            },
+            Payload::TaskApproved(TaskApproved {
+                agent: r.agent.clone(),
+                task: grant.task.clone(),
+                purpose: grant.purpose.clone(),
+                expires,
+                scope: scope.clone(),
+                by: grant.by.clone(),
+            }),
+        );
+        let sequence = self.journal(event).await?;
+        tracing::info!(
+            "task {} of agent {} approved by {caller} for {ttl:?}: {:?}",
+            grant.task,
+            r.agent,
+            grant.purpose
+        );
+        Ok(Response::new(pb::ApproveTaskResponse {
+            grant: Some(pb::TaskGrant {
+                agent: r.agent,
+                task: grant.task,
+                purpose: grant.purpose,
+                expires_at: Some(super::node::timestamp(grant.expires)),
+                scope: scope.map(|s| pb::TaskScope {
+                    systems: s.systems,
+                    tools: s.tools,
+                    data: s.data,
+                }),
+                approved_by: grant.by,
+            }),
+            sequence,
+        }))
     }
 
     async fn end_task(
         &self,
-        _req: Request<pb::EndTaskRequest>,
+        req: Request<pb::EndTaskRequest>,
     ) -> Result<Response<pb::EndTaskResponse>, Status> {
-        Err(Status::unimplemented(
-            "EndTask: task approvals come with the enforcement work and are not available in this version",
-        ))
+        let caller = operator(&req)?;
+        let r = req.into_inner();
+        if r.agent.is_empty() {
+            return Err(Status::invalid_argument("agent: required"));
+        }
+        find_agent(&self.shared.live.current().scope, &r.agent)?;
+        let grant = self
+            .shared
+            .enforcer
+            .end_task(
+                self.shared.sensors.policy(),
+                &self.shared.sessions,
+                &r.agent,
+                r.task.trim(),
+            )
+            .map_err(enforce_status)?;
+        let event = daemon_event(
+            Identity {
+                agent: Some(r.agent.clone()),
+                task: Some(grant.task.clone()),
+                ..Identity::default()
+            },
+            Payload::TaskEnded(TaskEnded {
+                agent: r.agent.clone(),
+                task: grant.task.clone(),
+                reason: "ended".to_owned(),
+                by: caller.by(),
+            }),
+        );
+        let sequence = self.journal(event).await?;
+        tracing::info!("task {} of agent {} ended by {caller}", grant.task, r.agent);
+        Ok(Response::new(pb::EndTaskResponse { sequence }))
     }
 
     async fn start_session(
@@ -322,6 +462,20 @@ impl pb::governance_service_server::GovernanceService for Governance {
             session: info.session.clone(),
             cgroup_path: info.cgroup.clone(),
         }))
+    }
+}
+
+/// Status codes for enforcement errors: what the caller asked cannot apply
+/// (`FailedPrecondition`), names nothing that exists (`NotFound`), or the
+/// kernel refused (`Internal`).
+fn enforce_status(e: crate::enforcement::enforcer::EnforceError) -> Status {
+    use crate::enforcement::enforcer::EnforceError as E;
+    match e {
+        E::State(_) | E::NoTask(_) | E::OtherTask { .. } | E::NoApprovalNeeded(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        E::UnknownAgent(_) | E::UnknownSession { .. } => Status::not_found(e.to_string()),
+        E::Kernel(_) | E::Cgroup(_) | E::Session(_) => Status::internal(e.to_string()),
     }
 }
 

@@ -50,7 +50,8 @@ impl pb::node_service_server::NodeService for Node {
                 records: 0,
             });
         }
-        let (live_status, warnings) = s.live.status();
+        let (live_status, mut warnings) = s.live.status();
+        warnings.extend(s.kube.warnings());
         let kernel_features = s
             .sensors
             .attached()
@@ -78,7 +79,7 @@ impl pb::node_service_server::NodeService for Node {
             attribution: Some(pb::AttributionCoverage {
                 attributed: s.stats.attributed.load(Ordering::Relaxed),
                 unattributed: s.stats.unattributed.load(Ordering::Relaxed),
-                without_pod_identity: 0,
+                without_pod_identity: s.stats.without_pod_identity.load(Ordering::Relaxed),
             }),
             journal: Some(journal_status(s, &loaded.config.journal)),
             subscribers: u32::try_from(s.hub.stats().subscribers).unwrap_or(u32::MAX),

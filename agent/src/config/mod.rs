@@ -7,6 +7,7 @@
 //! "10.0.0.0/33"`). Array indices in field paths start at 0.
 
 mod diag;
+mod kube;
 pub mod live;
 mod server;
 mod types;
@@ -19,6 +20,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, FieldPath, Seg};
+pub use kube::{
+    DEFAULT_TRUST_DOMAIN, KubeEnabled, KubeSelector, KubernetesConfig, MetricsConfig,
+};
 pub use server::{
     ApiConfig, DEFAULT_JOURNAL_MAX_AGE, DEFAULT_JOURNAL_MAX_BYTES, HumanDuration, JOURNAL_FILE,
     JournalConfig, MIN_JOURNAL_MAX_BYTES, Role,
@@ -103,6 +107,12 @@ pub struct Config {
     /// `[api]`: the optional TCP listener and its client roles.
     #[serde(default)]
     pub api: ApiConfig,
+    /// `[kubernetes]`: pod identity from the API server.
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// `[[agent]]` tables, in file order.
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentConfig>,
@@ -238,6 +248,16 @@ pub struct AgentConfig {
     pub description: Option<String>,
     #[serde(default)]
     pub on_violation: OnViolation,
+    /// Load `scope.systems` into the kernel: an out-of-scope connect fails
+    /// with EPERM before any packet leaves (host names follow DNS answers).
+    #[serde(default)]
+    pub enforce: bool,
+    /// The agent may act only while a task approval is active.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// A revocation also kills every process of the target (`cgroup.kill`).
+    #[serde(default)]
+    pub revoke_kills: bool,
     /// How processes are recognised as this agent; required.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub matcher: Option<MatchConfig>,
@@ -252,6 +272,9 @@ pub struct MatchConfig {
     pub sessions: bool,
     /// Globs on the cgroup v2 path (relative to the mount, starting with `/`).
     pub cgroups: Vec<PathGlob>,
+    /// Pods of this node chosen by namespace, labels and service account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeSelector>,
 }
 
 /// The declared boundary of an agent.

@@ -17,6 +17,7 @@ pub fn check(config: &Config) -> Problems {
     let mut out = Vec::new();
     check_daemon(config, &mut out);
     super::server::check(&config.journal, &config.api, &mut out);
+    super::kube::check(config, &mut out);
     check_scope(config, &mut out);
     check_classes(config, &mut out);
     check_agents(config, &mut out);
@@ -118,12 +119,12 @@ fn check_agents(config: &Config, out: &mut Problems) {
         let matched = agent
             .matcher
             .as_ref()
-            .is_some_and(|m| m.sessions || !m.cgroups.is_empty());
+            .is_some_and(|m| m.sessions || !m.cgroups.is_empty() || m.kubernetes.is_some());
         if !matched {
             out.push((
                 path.clone(),
                 format!(
-                    "agent \"{name}\" has no match: set match.sessions = true or list match.cgroups"
+                    "agent \"{name}\" has no match: set match.sessions = true, list match.cgroups or set match.kubernetes"
                 ),
             ));
         }

@@ -18,7 +18,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use crate::{
     api::agents::AgentCounters,
     config::{EventsOutput, live::LiveConfig},
-    enforcement::state::Revocations,
+    enforcement::enforcer::Enforcer,
     event::{Event, Identity, Loss, Payload},
     identity::cgroup::CgroupFs,
     journal::{Hub, HubConfig, Journal},
@@ -30,7 +30,7 @@ use publisher::Publisher;
 
 /// Most records read from the ring buffer before the batch is handed on,
 /// so a flood still reaches subscribers in steady steps.
-const MAX_DRAIN: usize = 4096;
+const MAX_DRAIN: usize = publisher::MAX_COMMIT_EVENTS;
 /// How often retention is applied when nothing is published.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -46,6 +46,8 @@ pub enum DaemonError {
     Session(#[from] crate::session::SessionError),
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
+    #[error("enforcement: {0}")]
+    Enforcement(#[source] crate::enforcement::enforcer::EnforceError),
     #[error("API: {0}")]
     Api(String),
     #[error("event ring buffer: {0}")]
@@ -54,6 +56,8 @@ pub enum DaemonError {
     Journal(#[from] crate::journal::JournalError),
     #[error("event publisher: {0}")]
     Publisher(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Counters the daemon keeps and exposes (status API, loss events).
@@ -69,6 +73,8 @@ pub struct Stats {
     pub attributed: AtomicU64,
     /// Events from watched processes that no agent matched.
     pub unattributed: AtomicU64,
+    /// Events of pod containers that went out without pod metadata.
+    pub without_pod_identity: AtomicU64,
     /// Anomalies reported (after aggregation).
     pub anomalies: AtomicU64,
     /// Kernel records lost, per sensor, as last read.
@@ -106,10 +112,14 @@ pub struct Shared {
     pub journal_path: PathBuf,
     /// Journals events and writes them to the outputs.
     pub publisher: Publisher,
-    /// What is revoked.
-    pub revocations: Revocations,
+    /// Revocations, task approvals and enforced systems (kernel maps + registry).
+    pub enforcer: Enforcer,
     /// Per-agent counters of what was journaled.
     pub counters: AgentCounters,
+    /// Pod identity from the Kubernetes API server.
+    pub kube: crate::kube::Kube,
+    /// Counters and histograms for the Prometheus endpoint.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
@@ -160,6 +170,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         session_parent: Some(sessions.parent_id_level()),
         watch_all: cfg.daemon.watch_all,
         ring_buffer_bytes: cfg.daemon.ring_buffer_bytes as u32,
+        pin_dir: cfg.daemon.pin_dir.clone(),
     })?;
     let mut sensors = sensors;
     let ring = sensors.take_events()?;
@@ -188,10 +199,17 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         journal_stats.oldest_seq.unwrap_or(0),
         journal_stats.last_seq
     );
-    let hub = Hub::new(journal, HubConfig::default());
+    let hub = Hub::new(
+        journal,
+        HubConfig {
+            live_batches: publisher::LIVE_BATCHES,
+            ..HubConfig::default()
+        },
+    );
     let (publisher, queue) = Publisher::channel(publisher::QUEUE_BATCHES);
     let (side_tx, side_rx) = mpsc::unbounded_channel();
     let (cg_tx, mut cg_rx) = mpsc::unbounded_channel();
+    let kube = crate::kube::Kube::start(&cfg.kubernetes, &node);
     let shared = Arc::new(Shared {
         node,
         started: SystemTime::now(),
@@ -204,12 +222,24 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         hub,
         journal_path,
         publisher: publisher.clone(),
-        revocations: Revocations::default(),
+        enforcer: Enforcer::load(&cfg.daemon.state_dir),
         counters: AgentCounters::default(),
+        kube,
+        metrics: crate::metrics::Metrics::default(),
     });
+    // Kernel enforcement state: what a previous daemon left pinned is kept;
+    // the registry is re-applied and every agent's settings loaded.
+    shared
+        .enforcer
+        .reapply(shared.sensors.policy(), &shared.sessions);
+    shared
+        .enforcer
+        .configure(shared.sensors.policy(), &shared.sessions, &loaded.scope)
+        .map_err(DaemonError::Enforcement)?;
     let socket = cfg.daemon.socket.clone();
     let socket_group = cfg.daemon.socket_group.clone();
     let api_config = cfg.api.clone();
+    let metrics_listen = cfg.metrics.listen;
     drop(loaded);
     let mut publishing = tokio::spawn(publisher::run(queue, side_rx, Arc::clone(&shared), output));
 
@@ -251,6 +281,15 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         None => None,
     };
     tokio::spawn(housekeeping(Arc::clone(&shared)));
+    tokio::spawn(crate::identity::watch::run(Arc::clone(&shared), cgroups.mount.clone()));
+    let metrics = match metrics_listen {
+        Some(addr) => {
+            let task = crate::metrics::serve(Arc::clone(&shared), addr).await?;
+            tracing::info!("metrics on http://{addr}/metrics");
+            Some(task)
+        }
+        None => None,
+    };
 
     let mut pipeline = pipeline::Pipeline::new(Arc::clone(&shared), &cgroups);
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
@@ -285,9 +324,13 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         send(&publisher, &mut batch).await?;
     }
     send(&publisher, &mut batch).await?;
+    pipeline.release_held(true);
     publisher.stop().await;
     let published = publishing.await;
     api.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     if let Some(tcp) = tcp_api {
         tcp.abort();
     }

@@ -8,8 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use vigil_common::verdict;
+
 use crate::{
     config::OnViolation,
+    enforcement::{
+        enforcer::boot_now_ns,
+        state::{Record as Revocation, Target},
+    },
     event::{Anomaly, AnomalyKind, Event, Payload, Severity, Workload},
     scope::{
         Verdict, Violation,
@@ -43,6 +49,7 @@ pub struct Pipeline {
     procs: ProcessTable,
     resolver: CgroupResolver,
     attributor: Attributor,
+    pods: crate::kube::hold::PodAttributor,
     config_version: u64,
     dns: Arc<DnsCache>,
     aggregator: Aggregator,
@@ -63,6 +70,8 @@ impl Pipeline {
         let dns = Arc::new(DnsCache::new());
         let live = Arc::clone(&shared.live);
         crate::scope::dns::spawn_resolver(Arc::clone(&dns), move || live.scope());
+        let pods =
+            crate::kube::hold::PodAttributor::new(shared.kube.clone(), loaded.config.daemon.watch_all);
         Self {
             shared,
             clock: Clock::now(),
@@ -70,6 +79,7 @@ impl Pipeline {
             procs: ProcessTable::new().with_cgroup_fs(cgroups.clone()),
             resolver,
             attributor: Attributor::new(&parent),
+            pods,
             config_version,
             dns,
             aggregator,
@@ -98,11 +108,39 @@ impl Pipeline {
                 self.shared.emit(e);
             }
             self.aggregator = Aggregator::new(loaded.scope.aggregate_window());
+            if let Err(e) = self.shared.enforcer.configure(
+                self.shared.sensors.policy(),
+                &self.shared.sessions,
+                &loaded.scope,
+            ) {
+                tracing::error!("loading the new config's enforcement into the kernel: {e}");
+            }
+        }
+        for (agent, grant) in self.shared.enforcer.expired() {
+            tracing::info!("task {} of agent {agent} expired", grant.task);
+            self.shared.emit(Event {
+                seq: 0,
+                time: crate::event::format_time(std::time::SystemTime::now()),
+                kernel_ts_ns: 0,
+                identity: crate::event::Identity {
+                    agent: Some(agent.clone()),
+                    task: Some(grant.task.clone()),
+                    ..crate::event::Identity::default()
+                },
+                process: None,
+                payload: Payload::TaskEnded(crate::event::TaskEnded {
+                    agent,
+                    task: grant.task,
+                    reason: "expired".to_owned(),
+                    by: grant.by,
+                }),
+            });
         }
         for e in self.flush_anomalies() {
             self.shared.emit(e);
         }
         self.procs.sweep();
+        self.release_held(false);
     }
 
     /// Decodes and processes one ring-buffer record. A malformed record is
@@ -110,7 +148,7 @@ impl Pipeline {
     pub fn process_bytes(&mut self, bytes: &[u8]) -> Option<Output> {
         self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
         match decode::decode(bytes) {
-            Ok(record) => Some(self.process(&record)),
+            Ok(record) => self.process(&record),
             Err(e) => {
                 let n = self.shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 // The first few are logged; all are counted.
@@ -125,7 +163,7 @@ impl Pipeline {
     fn attribution(&mut self, cgroup_id: u64) -> Arc<Attribution> {
         let loaded = self.shared.live.current();
         let resolver = &mut self.resolver;
-        self.attributor.attribute(
+        let base = self.attributor.attribute(
             cgroup_id,
             || resolver.resolve(cgroup_id),
             |path| {
@@ -134,11 +172,29 @@ impl Pipeline {
                     .match_cgroup(path)
                     .map(|id| Arc::from(loaded.scope.agent(id).name.as_str()))
             },
-        )
+        );
+        self.pods.attribute(cgroup_id, base, &loaded)
     }
 
-    /// Processes one decoded record.
-    pub fn process(&mut self, record: &Record) -> Output {
+    /// Events held for their pod's metadata that may go now (all of them
+    /// when `all`, at shutdown): attributed again, checked and emitted.
+    pub fn release_held(&mut self, all: bool) {
+        for (cgroup_id, event) in self.pods.release(all) {
+            let a = self.attribution(cgroup_id);
+            let Some(event) = self.pods.settle(event, &a, &self.shared.stats) else {
+                continue;
+            };
+            let anomalies = self.check(&event, verdict::ALLOWED);
+            self.shared.emit(event);
+            for e in anomalies {
+                self.shared.emit(e);
+            }
+        }
+    }
+
+    /// Processes one decoded record; `None` while the event waits for its
+    /// pod's metadata (it is emitted later) or when it is dropped.
+    pub fn process(&mut self, record: &Record) -> Option<Output> {
         let h = *record.header();
         if let Record::Fork(r) = record {
                 let comm = String::from_utf8_lossy(
@@ -166,6 +222,17 @@ impl Pipeline {
         if let Record::Exit(_) = record {
             self.procs.on_exit(h.tgid);
         }
+        // The kernel decided a blocked event with its attribution already.
+        if h.verdict == verdict::ALLOWED {
+            event = self.pods.admit(event, &attribution, &self.shared.stats)?;
+        }
+        let anomalies = self.check(&event, h.verdict);
+        Some(Output { event, anomalies })
+    }
+
+    /// Counts an event and checks it: against its agent's scope, or as
+    /// refused by the kernel.
+    fn check(&mut self, event: &Event, kernel_verdict: u32) -> Vec<Event> {
         let stats = &self.shared.stats;
         stats.events.fetch_add(1, Ordering::Relaxed);
         if event.identity.agent.is_some() {
@@ -173,8 +240,16 @@ impl Pipeline {
         } else {
             stats.unattributed.fetch_add(1, Ordering::Relaxed);
         }
-        let anomalies = self.evaluate(&event);
-        Output { event, anomalies }
+        if kernel_verdict == verdict::ALLOWED {
+            let started = Instant::now();
+            let anomalies = self.evaluate(event);
+            self.shared
+                .metrics
+                .observe_scope_evaluation(started.elapsed());
+            anomalies
+        } else {
+            self.blocked(event, kernel_verdict)
+        }
     }
 
     fn enrich(&mut self, event: &mut Event, a: &Attribution) {
@@ -182,6 +257,9 @@ impl Pipeline {
         event.identity.session = a.session.as_deref().map(str::to_owned);
         event.identity.cgroup = a.cgroup.as_deref().map(str::to_owned);
         event.identity.workload.clone_from(&a.workload.as_ref().map(Workload::clone));
+        if let Some(agent) = &a.agent {
+            event.identity.task = self.shared.enforcer.active_task(agent);
+        }
         let session_root = a
             .session
             .as_deref()
@@ -240,6 +318,16 @@ impl Pipeline {
             Some(agent) => {
                 if let Payload::DnsAnswer(d) = &event.payload {
                     self.dns.record(agent, &d.name, &d.addresses, d.ttl, now);
+                    if let Err(e) = self.shared.enforcer.learn_dns(
+                        self.shared.sensors.policy(),
+                        scope,
+                        agent,
+                        &d.name,
+                        &d.addresses,
+                        d.ttl,
+                    ) {
+                        tracing::warn!("loading a DNS answer of {agent} into the kernel: {e}");
+                    }
                 }
                 let Some(id) = scope.agent_id(agent) else {
                     // A session of an agent that a reload removed.
@@ -278,6 +366,124 @@ impl Pipeline {
         self.aggregate(event, v, on_violation, now)
     }
 
+    /// An action the kernel refused: reported as an anomaly whose reason
+    /// names the standing decision, not the action, so repeated attempts fold
+    /// into one report with a count instead of flooding the stream.
+    fn blocked(&mut self, event: &Event, verdict: u32) -> Vec<Event> {
+        let agent = event.identity.agent.as_deref().unwrap_or("(unknown)");
+        let who = match event.identity.session.as_deref() {
+            Some(s) => format!("session {s} of agent {agent}"),
+            None => format!("agent {agent}"),
+        };
+        let v = match verdict {
+            verdict::BLOCKED_REVOKED => Violation {
+                kind: AnomalyKind::RevokedActivity,
+                severity: Severity::High,
+                reason: format!("activity of revoked {who} blocked in the kernel"),
+                identity: None,
+            },
+            verdict::BLOCKED_NO_TASK => Violation {
+                kind: AnomalyKind::UnapprovedTask,
+                severity: Severity::High,
+                reason: format!("activity of {who} without an active task approval blocked in the kernel"),
+                identity: None,
+            },
+            _ => {
+                let what = match &event.payload {
+                    Payload::Connect(c) => format!("connect to {}", std::net::SocketAddr::new(c.address, c.port)),
+                    _ => "activity".to_owned(),
+                };
+                Violation {
+                    kind: AnomalyKind::UnapprovedSystem,
+                    severity: Severity::High,
+                    reason: format!("{what} is outside systems of {agent} (blocked in the kernel)"),
+                    identity: None,
+                }
+            }
+        };
+        // A refused out-of-scope connect is still a violation: with
+        // on_violation = "revoke" it revokes like any other.
+        let revoke = verdict == verdict::BLOCKED_SCOPE && {
+            let loaded = self.shared.live.current();
+            loaded
+                .scope
+                .agent_id(agent)
+                .is_some_and(|id| loaded.scope.agent(id).on_violation == OnViolation::Revoke)
+        };
+        let action = if revoke {
+            self.revoke_for(event, &v.reason)
+        } else {
+            "blocked"
+        };
+        let anomaly = v.into_anomaly(event.clone(), action);
+        self.aggregator
+            .observe(anomaly, Instant::now())
+            .into_iter()
+            .map(|a| self.anomaly_event(a))
+            .collect()
+    }
+
+    /// `on_violation = "revoke"`: revokes the session (or the agent, outside
+    /// sessions) in the kernel at once, and reports it with the latency from
+    /// the offending kernel event to the map update.
+    fn revoke_for(&self, event: &Event, reason: &str) -> &'static str {
+        let Some(agent) = event.identity.agent.as_deref() else {
+            return "observed";
+        };
+        let target = Target::new(agent, event.identity.session.as_deref().unwrap_or(""));
+        if self.shared.enforcer.revocations.get(&target).is_some() {
+            return "revoked";
+        }
+        let kill = {
+            let loaded = self.shared.live.current();
+            loaded
+                .scope
+                .agent_id(agent)
+                .is_some_and(|id| loaded.scope.agent(id).revoke_kills)
+        };
+        let by = format!("on_violation of agent {agent}");
+        let result = self.shared.enforcer.revoke(
+            self.shared.sensors.policy(),
+            &self.shared.sessions,
+            target.clone(),
+            Revocation {
+                reason: reason.to_owned(),
+                by: by.clone(),
+                since: std::time::SystemTime::now(),
+            },
+            kill,
+        );
+        let latency = boot_now_ns().saturating_sub(event.kernel_ts_ns);
+        match result {
+            Ok(_) => {
+                tracing::warn!("revoked {target} ({reason}); {latency} ns after the kernel event");
+                self.shared.emit(Event {
+                    seq: 0,
+                    time: crate::event::format_time(std::time::SystemTime::now()),
+                    kernel_ts_ns: 0,
+                    identity: crate::event::Identity {
+                        agent: Some(agent.to_owned()),
+                        session: target.session().map(str::to_owned),
+                        ..crate::event::Identity::default()
+                    },
+                    process: None,
+                    payload: Payload::Revocation(crate::event::Revocation {
+                        agent: agent.to_owned(),
+                        session: target.session().map(str::to_owned),
+                        reason: reason.to_owned(),
+                        by,
+                        latency_ns: Some(latency),
+                    }),
+                });
+                "revoked"
+            }
+            Err(e) => {
+                tracing::error!("revoking {target} after {reason}: {e}");
+                "revoke_failed"
+            }
+        }
+    }
+
     /// Acts on a violation and folds it into the aggregator.
     fn aggregate(
         &mut self,
@@ -288,12 +494,8 @@ impl Pipeline {
     ) -> Vec<Event> {
         let action = match on_violation {
             OnViolation::Alert => "observed",
-            OnViolation::Kill | OnViolation::Revoke => {
-                if on_violation == OnViolation::Revoke {
-                    tracing::warn!(
-                        "on_violation = \"revoke\" acts as \"kill\" until kernel revocation is enabled"
-                    );
-                }
+            OnViolation::Revoke => self.revoke_for(event, &v.reason),
+            OnViolation::Kill => {
                 match event.process.as_ref().map(|p| p.pid) {
                     Some(pid) if pid > 1 => {
                         match nix::sys::signal::kill(

@@ -18,8 +18,14 @@ use crate::output::{JsonLines, OutputError};
 
 /// Batches waiting for the publisher before the ring-buffer loop waits.
 pub const QUEUE_BATCHES: usize = 64;
-/// Most events merged into one journal commit.
-const MAX_COMMIT_EVENTS: usize = 16_384;
+/// Most events merged into one journal commit. Subscribers hold up to
+/// [`LIVE_BATCHES`] published batches in memory, so this also bounds what a
+/// stalled subscriber can pin before it is moved to catching up from the
+/// journal.
+pub const MAX_COMMIT_EVENTS: usize = 2048;
+/// Published batches a subscriber may fall behind before it catches up
+/// from the journal instead.
+pub const LIVE_BATCHES: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -184,6 +190,7 @@ fn commit(
         }
     };
     shared.counters.count(&events);
+    shared.metrics.observe_published(&events);
     let written = events
         .iter()
         .try_for_each(|e| output.write(e))

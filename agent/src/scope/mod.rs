@@ -74,12 +74,21 @@ pub struct AgentInfo {
     pub cgroups: Vec<String>,
     /// The declared scope, as written.
     pub scope: AgentScope,
+    /// `systems` enforced in the kernel.
+    pub enforce: bool,
+    /// Acts only under an active task approval.
+    pub require_approval: bool,
+    /// Revocation kills every process (`cgroup.kill`).
+    pub revoke_kills: bool,
 }
 
 static STALE: AgentInfo = AgentInfo {
     name: String::new(),
     owner: None,
     description: None,
+    enforce: false,
+    require_approval: false,
+    revoke_kills: false,
     on_violation: OnViolation::Alert,
     sessions: false,
     cgroups: Vec::new(),
@@ -151,6 +160,7 @@ pub struct Scope {
     by_name: HashMap<String, u32>,
     cgroups: GlobSet,
     cgroup_owner: Vec<u32>,
+    pods: crate::kube::select::PodSelectors,
     identities: IdentityIndex,
     data: DataIndex,
     host_names: Vec<String>,
@@ -243,6 +253,9 @@ impl Scope {
                         .map(|g| g.as_str().to_owned())
                         .collect(),
                     scope: a.scope.clone(),
+                    enforce: a.enforce || a.on_violation == OnViolation::Revoke,
+                    require_approval: a.require_approval,
+                    revoke_kills: a.revoke_kills,
                 },
                 tools: glob_set(&a.scope.tools, || at().key("scope").key("tools"))?,
                 systems,
@@ -260,6 +273,7 @@ impl Scope {
                 .build()
                 .map_err(|e| compile_error(FieldPath::default().key("agent"), e.to_string()))?,
             cgroup_owner,
+            pods: crate::kube::select::PodSelectors::compile(config),
             identities,
             data,
             host_names,
@@ -323,6 +337,22 @@ impl Scope {
             hits.iter().map(|&g| self.cgroup_owner[g]).min()
         })
         .map(|i| self.id(i))
+    }
+
+    /// The agent of a container: by `match.cgroups` on its cgroup path or,
+    /// once its pod metadata is known, by `match.kubernetes`; the first in
+    /// config order wins.
+    #[must_use]
+    pub fn match_container(&self, path: &str, workload: &crate::event::Workload) -> Option<AgentId> {
+        let by_path = self.match_cgroup(path).map(AgentId::index);
+        let by_pod = self.pods.first_match(workload);
+        by_path.into_iter().chain(by_pod).min().map(|i| self.id(i as u32))
+    }
+
+    /// The agents' `match.kubernetes` selectors.
+    #[must_use]
+    pub const fn pod_selectors(&self) -> &crate::kube::select::PodSelectors {
+        &self.pods
     }
 
     /// Configured host names (systems and identity endpoints), for the resolver.

@@ -18,6 +18,7 @@ use aya::{
         RawTracePoint, SockOps, TracePoint,
     },
 };
+use aya::programs::links::FdLink;
 use vigil_common::{KernelConfig, Offsets, SENSOR_COUNT, SENSOR_NAMES};
 
 use crate::paths;
@@ -64,6 +65,8 @@ pub enum SensorError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("pinning under {path}: {message}")]
+    Pin { path: PathBuf, message: String },
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,
@@ -82,6 +85,8 @@ pub struct SensorOptions {
     pub watch_all: bool,
     /// Ring buffer size, a power of two of at least one page.
     pub ring_buffer_bytes: u32,
+    /// bpffs directory for the pinned enforcement maps and program links.
+    pub pin_dir: PathBuf,
 }
 
 /// Where a program hooks in.
@@ -149,6 +154,7 @@ pub struct Sensors {
     offsets: Offsets,
     watched: Mutex<HashMap<MapData, u64, u32>>,
     loss: PerCpuArray<MapData, u64>,
+    policy: crate::enforcement::kernel::KernelPolicy,
 }
 
 /// Mounts tracefs and bpffs when they are missing (a fresh node has neither).
@@ -252,9 +258,16 @@ impl Sensors {
             _pad: 0,
             offsets,
         };
+        std::fs::create_dir_all(&opts.pin_dir).map_err(|e| SensorError::Pin {
+            path: opts.pin_dir.clone(),
+            message: e.to_string(),
+        })?;
+        // Pinned maps (POLICY, SYSTEMS, WATCHED) are reused when a previous
+        // daemon left them: that is how revocations survive a restart.
         let mut ebpf = EbpfLoader::new()
             .override_global("VIGIL_CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+            .default_map_pin_directory(&opts.pin_dir)
             .load(EBPF_OBJECT)
             .map_err(SensorError::Object)?;
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_reader) {
@@ -264,12 +277,15 @@ impl Sensors {
             path: opts.cgroup_mount.clone(),
             source,
         })?;
+        let links = Links::new(&opts.pin_dir)?;
         let mut attached = Vec::new();
         for &(name, sensor, hooks) in PROGRAMS {
-            for hook in attach(&mut ebpf, name, hooks, &root, &tracefs)? {
+            for hook in attach(&mut ebpf, name, hooks, &root, &tracefs, &links)? {
                 attached.push(format!("{sensor}: {name} -> {hook}"));
             }
         }
+        // Our links are in place: only now let go of a previous daemon's.
+        links.remove_others();
         let watched = HashMap::try_from(
             ebpf.take_map("WATCHED")
                 .ok_or(SensorError::MissingMap("WATCHED"))?,
@@ -282,13 +298,25 @@ impl Sensors {
             ebpf.take_map("LOSS").ok_or(SensorError::MissingMap("LOSS"))?,
         )
         .map_err(|source| SensorError::Map { map: "LOSS", source })?;
+        let policy = crate::enforcement::kernel::KernelPolicy::new(
+            ebpf.take_map("POLICY")
+                .ok_or(SensorError::MissingMap("POLICY"))?,
+            ebpf.take_map("SYSTEMS")
+                .ok_or(SensorError::MissingMap("SYSTEMS"))?,
+        )?;
         Ok(Self {
             ebpf,
             attached,
             offsets,
             watched: Mutex::new(watched),
             loss,
+            policy,
         })
+    }
+
+    /// The pinned enforcement maps.
+    pub const fn policy(&self) -> &crate::enforcement::kernel::KernelPolicy {
+        &self.policy
     }
 
     /// Each attached hook, as `sensor: program -> hook`.
@@ -339,13 +367,13 @@ impl Sensors {
     /// Stops reporting a cgroup added with [`Sensors::watch`].
     pub fn unwatch(&self, cgroup_id: u64) -> Result<(), SensorError> {
         let mut map = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.remove(&cgroup_id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(SensorError::Map {
-                map: "WATCHED",
-                source,
-            }),
+        if map.get(&cgroup_id, 0).is_err() {
+            return Ok(());
         }
+        map.remove(&cgroup_id).map_err(|source| SensorError::Map {
+            map: "WATCHED",
+            source,
+        })
     }
 }
 
@@ -356,6 +384,7 @@ fn attach(
     hooks: &[Hook],
     root: &File,
     tracefs: &Path,
+    links: &Links,
 ) -> Result<Vec<String>, SensorError> {
     let program = ebpf
         .program_mut(name)
@@ -386,8 +415,10 @@ fn attach(
                     continue;
                 }
                 let label = format!("tracepoint/{category}/{tp_name}");
-                p.attach(category, tp_name)
+                let id = p.attach(category, tp_name)
                     .map_err(attach_err(label.clone()))?;
+                let link = p.take_link(id).map_err(attach_err(label.clone()))?;
+                links.pin(name, FdLink::try_from(link))?;
                 done.push(label);
             }
         }
@@ -407,25 +438,106 @@ fn attach(
             let label = "cgroup v2 root".to_owned();
             if let Ok(p) = <&mut CgroupSockAddr>::try_from(&mut *program) {
                 p.load().map_err(|e| load_error(name, e))?;
-                p.attach(root, CgroupAttachMode::Single)
+                let id = p.attach(root, CgroupAttachMode::Single)
                     .map_err(attach_err(label.clone()))?;
+                let link = p.take_link(id).map_err(attach_err(label.clone()))?;
+                links.pin(name, FdLink::try_from(link))?;
             } else if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
                 p.load().map_err(|e| load_error(name, e))?;
-                p.attach(root, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
+                let id = p
+                    .attach(root, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
                     .map_err(attach_err(label.clone()))?;
+                let link = p.take_link(id).map_err(attach_err(label.clone()))?;
+                links.pin(name, FdLink::try_from(link))?;
             } else {
                 let p: &mut SockOps = program
                     .try_into()
                     .map_err(|e| load_error(name, e))?;
                 p.load().map_err(|e| load_error(name, e))?;
-                p.attach(root, CgroupAttachMode::Single)
+                let id = p.attach(root, CgroupAttachMode::Single)
                     .map_err(attach_err(label.clone()))?;
+                let link = p.take_link(id).map_err(attach_err(label.clone()))?;
+                links.pin(name, FdLink::try_from(link))?;
             }
             done.push(label);
         }
         None => {}
     }
     Ok(done)
+}
+
+/// Pins this daemon's program links under `<pin_dir>/links/<generation>`,
+/// so programs (and with them revocations) stay attached when the daemon
+/// exits or crashes; the next daemon removes older generations once its own
+/// links are in place.
+struct Links {
+    root: PathBuf,
+    dir: PathBuf,
+    count: std::sync::atomic::AtomicU32,
+}
+
+impl Links {
+    fn new(pin_dir: &Path) -> Result<Self, SensorError> {
+        let root = pin_dir.join("links");
+        let generation = format!(
+            "{}-{}",
+            crate::sensors::decode::clock_ns(libc::CLOCK_BOOTTIME),
+            std::process::id()
+        );
+        let dir = root.join(generation);
+        std::fs::create_dir_all(&dir).map_err(|e| SensorError::Pin {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            root,
+            dir,
+            count: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    fn pin(
+        &self,
+        program: &str,
+        link: Result<FdLink, aya::programs::links::LinkError>,
+    ) -> Result<(), SensorError> {
+        let n = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.join(format!("{program}-{n}"));
+        let err = |message: String| SensorError::Pin {
+            path: path.clone(),
+            message,
+        };
+        let link = link.map_err(|e| err(e.to_string()))?;
+        // The pinned link outlives this handle; dropping it keeps the pin.
+        link.pin(&path).map_err(|e| err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Unpins (and so detaches) links of earlier daemons.
+    fn remove_others(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            if e.path() != self.dir {
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!("removing old links {}: {err}", e.path().display());
+                } else {
+                    tracing::info!("replaced the links of a previous daemon ({})", e.path().display());
+                }
+            }
+        }
+    }
+}
+
+/// Removes everything pinned under `pin_dir` (programs detach, maps and
+/// revocations go): `vigil run --cleanup`.
+pub fn cleanup(pin_dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Forwards aya-log diagnostics from the programs to `tracing` (via `log`).

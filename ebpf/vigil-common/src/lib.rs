@@ -97,12 +97,71 @@ pub struct Header {
     pub comm: [u8; COMM_LEN],
 }
 
-/// What the kernel did with the action a record reports.
+/// What the kernel did with the action a record reports, and why.
 pub mod verdict {
     /// Observed and let through.
     pub const ALLOWED: u32 = 0;
-    /// Denied in the kernel (EPERM or SIGKILL).
-    pub const BLOCKED: u32 = 1;
+    /// Denied (EPERM or SIGKILL): the agent or session is revoked.
+    pub const BLOCKED_REVOKED: u32 = 1;
+    /// Denied: the agent requires a task approval and none is active.
+    pub const BLOCKED_NO_TASK: u32 = 2;
+    /// Denied: the destination is outside the agent's enforced `systems`.
+    pub const BLOCKED_SCOPE: u32 = 3;
+}
+
+/// Value of the pinned `POLICY` map, keyed by cgroup id: a session cgroup,
+/// an agent's directory (covering all its sessions) or a matched container.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// [`policy`] bits.
+    pub flags: u32,
+    /// Key of the agent's rows in the `SYSTEMS` trie.
+    pub agent_key: u32,
+    /// `CLOCK_BOOTTIME` deadline of the active task approval (0: none).
+    pub grant_expires_ns: u64,
+}
+
+/// [`Policy::flags`].
+pub mod policy {
+    pub const REVOKED: u32 = 1;
+    pub const REQUIRE_APPROVAL: u32 = 2;
+    pub const ENFORCE_SYSTEMS: u32 = 4;
+}
+
+/// Key data of the `SYSTEMS` LPM trie: agent, then an IPv6 (or v4-mapped)
+/// address. The prefix length counts the 32 agent bits too.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemKey {
+    /// Agent key, big-endian so the trie matches it bit by bit.
+    pub agent_be: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Rules per trie entry.
+pub const PORT_RULES: usize = 8;
+
+/// One allowed port range on a prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRule {
+    pub lo: u16,
+    pub hi: u16,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, or 0 for any.
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+    /// `CLOCK_BOOTTIME` expiry (DNS TTL); 0 never expires.
+    pub expires_ns: u64,
+}
+
+/// Value of the `SYSTEMS` trie: what a prefix allows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SystemRules {
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [PortRule; PORT_RULES],
 }
 
 /// `Header::flags` of an exec: argv did not fit.
@@ -419,6 +478,9 @@ mod user {
     unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Header {}
+    unsafe impl aya::Pod for super::Policy {}
+    unsafe impl aya::Pod for super::SystemKey {}
+    unsafe impl aya::Pod for super::SystemRules {}
 }
 
 #[cfg(test)]
@@ -444,6 +506,14 @@ mod tests {
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
         assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 4);
         assert_eq!(size_of::<KernelConfig>(), 24 + size_of::<Offsets>());
+    }
+
+    #[test]
+    fn policy_layouts_are_stable() {
+        assert_eq!(size_of::<Policy>(), 16);
+        assert_eq!(size_of::<SystemKey>(), 20);
+        assert_eq!(size_of::<PortRule>(), 16);
+        assert_eq!(size_of::<SystemRules>(), 8 + 16 * PORT_RULES);
     }
 
     #[test]

@@ -4,13 +4,19 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_probe_read_user_str, bpf_send_signal},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
-use vigil_common::{OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN, RecordKind, Sensor, open_syscall};
+use vigil_common::{
+    OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN, RecordKind, Sensor, open_syscall, verdict,
+};
 
 use crate::{
+    enforce::{self, current_policy},
     maps::{EVENTS, OPEN_ARGS, OpenArgs, config, count_loss},
     path,
     task::{fill_header, watched_current},
@@ -18,6 +24,7 @@ use crate::{
 
 /// `AT_FDCWD`: plain `open` resolves relative to the working directory.
 const AT_FDCWD: i32 = -100;
+const SIGKILL: u32 = 9;
 
 #[tracepoint]
 pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {
@@ -44,7 +51,17 @@ fn arg(ctx: &TracePointContext, base: usize, n: usize) -> Option<u64> {
 
 fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
     let cfg = config();
-    watched_current(&cfg)?;
+    let cgroup_id = watched_current(&cfg)?;
+    let verdict = current_policy(&cfg, cgroup_id)
+        .and_then(|p| enforce::blocked(&p))
+        .unwrap_or(verdict::ALLOWED);
+    if verdict != verdict::ALLOWED {
+        // The process dies before it can use the file. The open itself still
+        // completes (an O_TRUNC open truncates): only an LSM hook could
+        // refuse it, and LSM programs do not load on every node.
+        // SAFETY: helper without memory arguments.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
     let base = cfg.offsets.sys_enter_args as usize & 0xff;
     let args = match syscall {
         open_syscall::OPEN => OpenArgs {
@@ -53,7 +70,8 @@ fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
             mode: arg(ctx, base, 2)? as u32,
             dfd: AT_FDCWD,
             syscall,
-            _pad: [0; 3],
+            verdict: verdict as u8,
+            _pad: [0; 2],
         },
         open_syscall::OPENAT => OpenArgs {
             path: arg(ctx, base, 1)?,
@@ -61,7 +79,8 @@ fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
             mode: arg(ctx, base, 3)? as u32,
             dfd: arg(ctx, base, 0)? as i32,
             syscall,
-            _pad: [0; 3],
+            verdict: verdict as u8,
+            _pad: [0; 2],
         },
         _ => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
@@ -76,7 +95,8 @@ fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
                 mode: mode as u32,
                 dfd: arg(ctx, base, 0)? as i32,
                 syscall,
-                _pad: [0; 3],
+                verdict: verdict as u8,
+                _pad: [0; 2],
             }
         }
     };
@@ -106,6 +126,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     // SAFETY: the reservation is sizeof(OpenRecord); all fields are written.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(&mut rec.header, RecordKind::Open as u16, cgroup_id, &cfg);
+    rec.header.verdict = u32::from(args.verdict);
     rec.ret = ret;
     rec.flags = args.flags;
     rec.mode = args.mode;

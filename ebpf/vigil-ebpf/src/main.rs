@@ -8,6 +8,7 @@
 #![no_main]
 
 mod dns;
+mod enforce;
 mod file;
 mod maps;
 mod network;

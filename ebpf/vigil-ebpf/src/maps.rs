@@ -30,7 +30,7 @@ pub static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SENSOR_COUNT, 
 
 /// cgroup ids watched because the config matched them (value: `watch::*`).
 #[map]
-pub static WATCHED: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+pub static WATCHED: HashMap<u64, u32> = HashMap::pinned(16384, 0);
 
 /// Room for one argument past `ARGV_LEN`, so each copy has a constant bound.
 pub const ARG_MAX_READ: usize = 256;
@@ -64,7 +64,9 @@ pub struct OpenArgs {
     pub mode: u32,
     pub dfd: i32,
     pub syscall: u8,
-    pub _pad: [u8; 3],
+    /// A `verdict` code: non-zero when the opener was killed at entry.
+    pub verdict: u8,
+    pub _pad: [u8; 2],
 }
 
 #[map]

@@ -10,9 +10,10 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, sock_ops},
     programs::{SockAddrContext, SockOpsContext},
 };
-use vigil_common::{AcceptRecord, ConnectRecord, RecordKind, Sensor, sock_op};
+use vigil_common::{AcceptRecord, ConnectRecord, RecordKind, Sensor, sock_op, verdict};
 
 use crate::{
+    enforce::{self, current_policy},
     maps::{EVENTS, config, count_loss},
     task::{fill_header, fill_header_no_task, read_field, watched_cgroup, watched_current},
 };
@@ -23,63 +24,96 @@ const AF_INET6: u16 = 10;
 const PASSIVE_ESTABLISHED: u32 = 5;
 /// Return value of a cgroup sock_addr program that lets the call proceed.
 const ALLOW: i32 = 1;
+/// Return value that fails the call with EPERM.
+const DENY: i32 = 0;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 
 #[cgroup_sock_addr(connect4)]
 pub fn vigil_connect4(ctx: SockAddrContext) -> i32 {
-    try_sock_addr(&ctx, AF_INET, sock_op::CONNECT);
-    ALLOW
+    try_sock_addr(&ctx, AF_INET, sock_op::CONNECT)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn vigil_connect6(ctx: SockAddrContext) -> i32 {
-    try_sock_addr(&ctx, AF_INET6, sock_op::CONNECT);
-    ALLOW
+    try_sock_addr(&ctx, AF_INET6, sock_op::CONNECT)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn vigil_sendmsg4(ctx: SockAddrContext) -> i32 {
-    try_sock_addr(&ctx, AF_INET, sock_op::SENDMSG);
-    ALLOW
+    try_sock_addr(&ctx, AF_INET, sock_op::SENDMSG)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn vigil_sendmsg6(ctx: SockAddrContext) -> i32 {
-    try_sock_addr(&ctx, AF_INET6, sock_op::SENDMSG);
-    ALLOW
+    try_sock_addr(&ctx, AF_INET6, sock_op::SENDMSG)
 }
 
-fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> Option<()> {
+/// Reports the attempt and decides it: `ALLOW`, or `DENY` (the syscall
+/// fails with EPERM before any packet leaves).
+fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
     let cfg = config();
-    let cgroup_id = watched_current(&cfg)?;
+    let Some(cgroup_id) = watched_current(&cfg) else {
+        return ALLOW;
+    };
     // SAFETY: the context is the kernel's bpf_sock_addr for this call.
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
-    let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) else {
-        count_loss(Sensor::Network);
-        return None;
-    };
-    // SAFETY: the reservation is sizeof(ConnectRecord); all fields are written.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut rec.header, RecordKind::Connect as u16, cgroup_id, &cfg);
-    rec.family = family;
-    // user_port holds the port in network byte order in its low 16 bits.
-    rec.port = u16::from_be(sa.user_port as u16);
-    rec.protocol = sa.protocol as u8;
-    rec.sock_type = sa.type_ as u8;
-    rec.op = op;
-    rec._pad = 0;
-    rec.addr = [0; 16];
+    let mut addr = [0u8; 16];
     if family == AF_INET {
-        rec.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+        addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     } else {
         for i in 0..4 {
             // One 4-byte load per word: the verifier rejects wider ctx loads.
             // SAFETY: in-bounds field of the context.
             let w = unsafe { core::ptr::read_volatile(&raw const sa.user_ip6[i]) };
-            rec.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+            addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
     }
-    entry.submit(0);
-    Some(())
+    // user_port holds the port in network byte order in its low 16 bits.
+    let port = u16::from_be(sa.user_port as u16);
+    let sock_type = sa.type_ as u8;
+    let protocol = match sa.protocol as u8 {
+        0 if u32::from(sock_type) == SOCK_STREAM => IPPROTO_TCP,
+        0 if u32::from(sock_type) == SOCK_DGRAM => IPPROTO_UDP,
+        p => p,
+    };
+    let verdict = current_policy(&cfg, cgroup_id).map_or(verdict::ALLOWED, |p| {
+        enforce::blocked(&p).unwrap_or_else(|| {
+            let mapped = if family == AF_INET {
+                let mut m = [0u8; 16];
+                m[10] = 0xff;
+                m[11] = 0xff;
+                m[12..].copy_from_slice(&addr[..4]);
+                m
+            } else {
+                addr
+            };
+            if enforce::system_allowed(&p, &mapped, port, protocol) {
+                verdict::ALLOWED
+            } else {
+                verdict::BLOCKED_SCOPE
+            }
+        })
+    });
+    if let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) {
+        // SAFETY: the reservation is sizeof(ConnectRecord); all fields are written.
+        let rec = unsafe { &mut *entry.as_mut_ptr() };
+        fill_header(&mut rec.header, RecordKind::Connect as u16, cgroup_id, &cfg);
+        rec.header.verdict = verdict;
+        rec.family = family;
+        rec.port = port;
+        rec.protocol = protocol;
+        rec.sock_type = sock_type;
+        rec.op = op;
+        rec._pad = 0;
+        rec.addr = addr;
+        entry.submit(0);
+    } else {
+        count_loss(Sensor::Network);
+    }
+    if verdict == verdict::ALLOWED { ALLOW } else { DENY }
 }
 
 #[sock_ops]

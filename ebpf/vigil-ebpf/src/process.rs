@@ -7,7 +7,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel_buf, bpf_probe_read_user,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str, bpf_send_signal},
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
@@ -20,9 +20,12 @@ use vigil_common::{
 };
 
 use crate::{
+    enforce::{self, current_policy},
     maps::{ARG_MAX_READ, ARGV_SCRATCH, EVENTS, EXEC_ARGS, config, count_loss},
     task::{current_task, fill_header, read_field, watched_current},
 };
+
+const SIGKILL: u32 = 9;
 
 #[tracepoint]
 pub fn vigil_execve(ctx: TracePointContext) -> u32 {
@@ -38,7 +41,8 @@ pub fn vigil_execveat(ctx: TracePointContext) -> u32 {
 
 fn try_exec_enter(ctx: &TracePointContext, argv_arg: usize) -> Option<u32> {
     let cfg = config();
-    watched_current(&cfg)?;
+    let cgroup_id = watched_current(&cfg)?;
+    let verdict = current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p));
     let off = cfg.offsets.sys_enter_args as usize & 0xff;
     // SAFETY: reads a syscall argument from the tracepoint record.
     let argv: u64 = unsafe { ctx.read_at(off + argv_arg * 8) }.ok()?;
@@ -90,9 +94,55 @@ fn try_exec_enter(ctx: &TracePointContext, argv_arg: usize) -> Option<u32> {
         buf.flags |= u32::from(EXEC_ARGV_TRUNCATED);
     }
     buf.len = used as u32;
+    if let Some(verdict) = verdict {
+        // Killed before the new image runs any code: report the attempt now,
+        // since sched_process_exec will not (see try_sched_exec).
+        // SAFETY: helper without memory arguments.
+        unsafe { bpf_send_signal(SIGKILL) };
+        let file_arg = argv_arg - 1;
+        // SAFETY: reads a syscall argument from the tracepoint record.
+        let filename: u64 = unsafe { ctx.read_at(off + file_arg * 8) }.ok()?;
+        report_blocked_exec(&cfg, cgroup_id, verdict, filename, buf);
+        return Some(0);
+    }
     let tid = ctx.pid();
     EXEC_ARGS.insert(&tid, &*buf, 0).ok()?;
     Some(0)
+}
+
+fn report_blocked_exec(
+    cfg: &vigil_common::KernelConfig,
+    cgroup_id: u64,
+    verdict: u32,
+    filename: u64,
+    args: &crate::maps::ArgvBuf,
+) {
+    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
+        count_loss(Sensor::Process);
+        return;
+    };
+    // SAFETY: the reservation is sizeof(ExecRecord); every field is written.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(&mut rec.header, RecordKind::Exec as u16, cgroup_id, cfg);
+    rec.header.verdict = verdict;
+    rec.old_pid = rec.header.pid;
+    rec._pad = [0; 6];
+    // SAFETY: user string read through the helper, bounded by PATH_LEN.
+    let n = unsafe {
+        bpf_probe_read_user_str(rec.filename.as_mut_ptr().cast(), PATH_LEN as u32, filename as *const _)
+    };
+    rec.filename_len = if n > 0 { (n - 1) as u16 } else { 0 };
+    // SAFETY: copy between two buffers of at least ARGV_LEN bytes.
+    if unsafe { bpf_probe_read_kernel_buf(args.data.as_ptr(), &mut rec.argv[..ARGV_LEN]) }.is_ok() {
+        rec.argv_len = (args.len as usize).min(ARGV_LEN) as u16;
+        rec.argc = args.argc as u16;
+        rec.header.flags |= (args.flags & 0xffff) as u16;
+    } else {
+        rec.argv_len = 0;
+        rec.argc = 0;
+        rec.header.flags |= EXEC_ARGV_MISSING;
+    }
+    entry.submit(0);
 }
 
 #[tracepoint]
@@ -103,6 +153,10 @@ pub fn vigil_sched_exec(ctx: TracePointContext) -> u32 {
 fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let cfg = config();
     let cgroup_id = watched_current(&cfg)?;
+    if current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p)).is_some() {
+        // Killed at exec entry and already reported; it dies before user code.
+        return Some(0);
+    }
     let off = &cfg.offsets;
     // SAFETY: fields of the tracepoint record at offsets from its format file.
     let loc: u32 = unsafe { ctx.read_at(off.exec_filename as usize & 0xff) }.ok()?;

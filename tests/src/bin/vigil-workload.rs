@@ -10,6 +10,13 @@ use std::{
 /// Resolves `name` (A record) at `server` with a hand-made query, as a
 /// resolver library would, then connects to the first address on `port`.
 fn dns_connect(server: &str, name: &str, port: &str) -> std::io::Result<()> {
+    let ip = resolve(server, name)?;
+    println!("{ip}");
+    TcpStream::connect((ip, port.parse::<u16>().expect("port"))).map(|_| ())
+}
+
+/// Sends an A query for `name` to `server` and returns the first address.
+fn resolve(server: &str, name: &str) -> std::io::Result<std::net::Ipv4Addr> {
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -27,9 +34,55 @@ fn dns_connect(server: &str, name: &str, port: &str) -> std::io::Result<()> {
     if n < at + 4 {
         return Err(std::io::Error::other("short DNS answer"));
     }
-    let ip = std::net::Ipv4Addr::new(buf[at], buf[at + 1], buf[at + 2], buf[at + 3]);
-    println!("{ip}");
-    TcpStream::connect((ip, port.parse::<u16>().expect("port"))).map(|_| ())
+    Ok(std::net::Ipv4Addr::new(buf[at], buf[at + 1], buf[at + 2], buf[at + 3]))
+}
+
+/// Performs actions read from stdin, one per line, and answers each on
+/// stdout, so a test can act inside a session at chosen moments (before and
+/// after a revocation): `connect ADDR`, `udp ADDR`, `open PATH`,
+/// `exec PATH [ARGS]`, `dns SERVER NAME`.
+fn serve() -> std::io::Result<()> {
+    use std::io::BufRead as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut out = std::io::stdout();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let answer = match words.as_slice() {
+            ["connect", addr] => result(TcpStream::connect(addr).map(|_| ())),
+            ["udp", addr] => result(
+                UdpSocket::bind(if addr.starts_with('[') { "[::1]:0" } else { "127.0.0.1:0" })
+                    .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
+            ),
+            ["open", path] => result(std::fs::File::open(path).map(|_| ())),
+            ["exec", prog, args @ ..] => match Command::new(prog).args(args).status() {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(c), _) => format!("exit {c}"),
+                    (None, Some(sig)) => format!("signal {sig}"),
+                    _ => "exit ?".to_owned(),
+                },
+                Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+            },
+            ["dns", server, name] => match resolve(server, name) {
+                Ok(ip) => format!("ok {ip}"),
+                Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+            },
+            _ => "err usage".to_owned(),
+        };
+        writeln!(out, "{answer}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// `ok`, or `err ERRNO` (1 is EPERM).
+fn result(r: std::io::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+    }
 }
 
 fn main() -> ExitCode {
@@ -62,9 +115,52 @@ fn main() -> ExitCode {
             .status()
             .map(|_| ()),
         ["dns-connect", server, name, port] => dns_connect(server, name, port),
+        ["serve"] => serve(),
         ["sleep", ms] => {
             std::thread::sleep(std::time::Duration::from_millis(ms.parse().expect("ms")));
             Ok(())
+        }
+        // Benchmark loops (`cargo xtask bench`). Each prints the nanoseconds
+        // its loop took, so that process start-up (and `vigil exec`) is not
+        // part of the figure.
+        ["bench-exec", n] => {
+            let start = std::time::Instant::now();
+            (0..n.parse::<u64>().expect("count"))
+                .try_for_each(|_| match Command::new("/bin/true").status()? {
+                    s if s.success() => Ok(()),
+                    s => Err(std::io::Error::other(format!("/bin/true: {s}"))),
+                })
+                .map(|()| println!("{}", start.elapsed().as_nanos()))
+        }
+        ["bench-connect", n] => TcpListener::bind("127.0.0.1:0").and_then(|listener| {
+            let addr = listener.local_addr()?;
+            // Accepting keeps the backlog from filling; accepted sockets are
+            // closed at once.
+            std::thread::spawn(move || listener.incoming().for_each(drop));
+            let start = std::time::Instant::now();
+            (0..n.parse::<u64>().expect("count"))
+                .try_for_each(|_| TcpStream::connect(addr).map(drop))
+                .map(|()| println!("{}", start.elapsed().as_nanos()))
+        }),
+        ["bench-open", path, n] => {
+            let start = std::time::Instant::now();
+            (0..n.parse::<u64>().expect("count"))
+                .try_for_each(|_| std::fs::File::open(path).map(drop))
+                .map(|()| println!("{}", start.elapsed().as_nanos()))
+        }
+        // Opens at a steady RATE per second: an open that is ahead of the
+        // clock waits for it.
+        ["bench-open-rate", path, n, rate] => {
+            let rate: f64 = rate.parse().expect("rate per second");
+            let start = std::time::Instant::now();
+            (0..n.parse::<u64>().expect("count"))
+                .try_for_each(|i| {
+                    while i as f64 > start.elapsed().as_secs_f64() * rate {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                    std::fs::File::open(path).map(drop)
+                })
+                .map(|()| println!("{}", start.elapsed().as_nanos()))
         }
         _ => {
             eprintln!("usage: vigil-workload connect|udp|open|create|flood-open|accept-once|spawn|sleep ...");

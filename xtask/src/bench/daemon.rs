@@ -1,0 +1,384 @@
+//! A private daemon for the kernel benchmarks: the release build, with its
+//! own socket, cgroup parent, state and bpffs pin directories, event output
+//! off, and one agent, [`AGENT`], that matches `vigil exec` sessions and
+//! allows everything (so the figures measure observation, not anomaly
+//! handling).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::cmd;
+
+/// The agent the benchmark workloads run as.
+pub const AGENT: &str = "bench";
+
+/// How long the daemon may take to load its programs and open its socket.
+const START_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long SIGTERM may take before the daemon is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The release binaries the kernel benchmarks run.
+pub struct Binaries {
+    pub vigil: PathBuf,
+    pub workload: PathBuf,
+}
+
+impl Binaries {
+    /// Builds `vigil` (with its eBPF object) and `vigil-workload` in release
+    /// mode: a debug daemon would overstate its own cost several times.
+    pub fn build(target_dir: &Path) -> Result<Self> {
+        cmd::run(cmd::new("cargo").args(["build", "--release", "-p", "vigil", "--bin", "vigil"]))?;
+        cmd::run(cmd::new("cargo").args([
+            "build",
+            "--release",
+            "-p",
+            "vigil-tests",
+            "--bin",
+            "vigil-workload",
+        ]))?;
+        let release = target_dir.join("release");
+        let bins = Self {
+            vigil: release.join("vigil"),
+            workload: release.join("vigil-workload"),
+        };
+        for bin in [&bins.vigil, &bins.workload] {
+            if !cmd::exists(bin)? {
+                bail!("{} is missing after the build", bin.display());
+            }
+        }
+        Ok(bins)
+    }
+}
+
+static STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// A running daemon; stopped and cleaned up on [`Daemon::stop`] or drop.
+pub struct Daemon {
+    child: Option<Child>,
+    vigil: PathBuf,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    cgroup_parent: String,
+    pin_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `vigil run` on a private config and waits until it answers
+    /// `vigil status`.
+    pub fn start(vigil: &Path) -> Result<Self> {
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let name = format!("vigil-bench-{}-{n}", std::process::id());
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-bench-")
+            .tempdir()
+            .context("creating the daemon's directory")?;
+        let socket = dir.path().join("vigil.sock");
+        let config = dir.path().join("vigil.toml");
+        let pin_dir = Path::new("/sys/fs/bpf").join(&name);
+        fs::write(
+            &config,
+            config_text(&socket, &name, &dir.path().join("state"), &pin_dir),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
+        let log = fs::File::create(dir.path().join("daemon.log")).context("daemon log")?;
+
+        let mut run = Command::new(vigil);
+        run.args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        eprintln!("$ {}", cmd::display(&run));
+        let child = run
+            .spawn()
+            .with_context(|| format!("starting {}", vigil.display()))?;
+        let mut daemon = Self {
+            child: Some(child),
+            vigil: vigil.to_owned(),
+            dir,
+            socket,
+            cgroup_parent: name,
+            pin_dir,
+        };
+        daemon.wait_ready()?;
+        Ok(daemon)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("the daemon exited during start ({status}):\n{}", self.log());
+            }
+            if self.socket.exists() && self.status().is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the daemon did not answer within {START_TIMEOUT:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `vigil` as a client of this daemon.
+    fn client(&self) -> Command {
+        let mut c = Command::new(&self.vigil);
+        c.env("VIGIL_SOCKET", &self.socket).stdin(Stdio::null());
+        c
+    }
+
+    /// `vigil exec --agent bench --session SESSION -- PROGRAM`: the caller
+    /// adds the program's arguments.
+    pub fn exec(&self, session: &str, program: impl AsRef<OsStr>) -> Command {
+        let mut c = self.client();
+        c.args(["exec", "--agent", AGENT, "--session", session, "--"])
+            .arg(program);
+        c
+    }
+
+    /// `vigil status` output.
+    pub fn status(&self) -> Result<String> {
+        cmd::probe(self.client().arg("status"))
+    }
+
+    /// Records the kernel could not deliver so far, over all sensors (from
+    /// the `sensor NAME STATE lost N` lines of `vigil status`).
+    pub fn lost(&self) -> Result<u64> {
+        let status = self.status()?;
+        let counts: Vec<u64> = status
+            .lines()
+            .filter(|l| l.starts_with("sensor "))
+            .map(|l| {
+                l.rsplit_once(" lost ")
+                    .and_then(|(_, n)| n.trim().parse().ok())
+                    .with_context(|| format!("no loss counter in `vigil status` line {l:?}"))
+            })
+            .collect::<Result<_>>()?;
+        if counts.is_empty() {
+            bail!("`vigil status` lists no sensors:\n{status}");
+        }
+        Ok(counts.iter().sum())
+    }
+
+    /// CPU time the daemon used so far, in clock ticks.
+    fn cpu_ticks(&self) -> Result<u64> {
+        let pid = self.pid().context("the daemon is not running")?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| -> Result<u64> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("/proc/{pid}/stat has no field {}", i + 3))
+        };
+        Ok(tick(11)? + tick(12)?)
+    }
+
+    /// Waits until the daemon has worked off what earlier runs left it (at
+    /// most one tick of CPU time in 300 ms), so that a run does not pay for
+    /// the previous one's events.
+    pub fn wait_idle(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        let mut before = self.cpu_ticks()?;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = self.cpu_ticks()?;
+            if now <= before + 1 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                eprintln!("bench: the daemon is still busy after 60 s; measuring anyway");
+                return Ok(());
+            }
+            before = now;
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Stops the daemon with SIGTERM and removes its cgroups and pins.
+    pub fn stop(mut self) -> Result<()> {
+        let result = self.terminate();
+        self.clean_up();
+        result
+    }
+
+    fn terminate(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(i32::try_from(child.id()).context("daemon pid")?);
+        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the daemon")?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                if status.success() {
+                    return Ok(());
+                }
+                bail!(
+                    "the daemon exited with {status} on SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the daemon did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
+    }
+
+    /// Kills what is left in the sessions, then removes the session cgroups
+    /// (innermost first; a cgroup is removable once its tasks are gone) and
+    /// the pinned programs and maps.
+    fn clean_up(&self) {
+        if let Some(mount) = cgroup2_mount() {
+            let parent = mount.join(&self.cgroup_parent);
+            if parent.exists() {
+                let _ = fs::write(parent.join("cgroup.kill"), "1");
+                for _ in 0..100 {
+                    if remove_cgroups(&parent).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.terminate();
+            self.clean_up();
+        }
+    }
+}
+
+fn config_text(socket: &Path, cgroup_parent: &str, state: &Path, pin_dir: &Path) -> String {
+    // A JSON string is a valid TOML basic string.
+    let quote = |p: &Path| serde_json::Value::from(p.to_string_lossy()).to_string();
+    let (socket, state, pin_dir) = (quote(socket), quote(state), quote(pin_dir));
+    format!(
+        r#"[daemon]
+socket = {socket}
+cgroup_parent = "{cgroup_parent}"
+state_dir = {state}
+pin_dir = {pin_dir}
+
+[output]
+events = "none"
+
+[[agent]]
+name = "{AGENT}"
+owner = "bench@localhost"
+description = "cargo xtask bench workloads"
+on_violation = "alert"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.0/8", "[::1]"]
+  tools = ["/**"]
+  data = ["everything"]
+
+[data.everything]
+read = ["/**"]
+write = ["/**"]
+"#
+    )
+}
+
+fn remove_cgroups(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_cgroups(&entry.path())?;
+        }
+    }
+    fs::remove_dir(dir)
+}
+
+/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`.
+fn cgroup2_mount() -> Option<PathBuf> {
+    parse_cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+}
+
+fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        (fs.split_whitespace().next() == Some("cgroup2"))
+            .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+/// Other `vigil run` processes on this machine: their programs would run in
+/// every measurement, including the no-daemon baseline.
+pub fn other_daemons(ours: &[u32]) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| !ours.contains(pid))
+        .filter(|pid| {
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.first().is_some_and(|a| {
+                Path::new(OsStr::from_bytes(a)).file_name() == Some(OsStr::new("vigil"))
+            }) && args.get(1) == Some(&b"run".as_slice())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_after_the_separator() {
+        let mountinfo = "\
+24 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
+36 24 0:31 / /sys/fs/bpf rw,relatime shared:10 - bpf bpf rw
+";
+        assert_eq!(
+            parse_cgroup2_mount(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("24 1 253:0 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
+    }
+}
