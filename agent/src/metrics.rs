@@ -1,5 +1,5 @@
 //! The Prometheus endpoint (`[metrics] listen`): `GET /metrics` in the
-//! OpenMetrics text format.
+//! `OpenMetrics` text format.
 //!
 //! Counters of what was published (events by kind, anomalies by kind and
 //! agent) and the latency histograms are kept here and updated on the hot
@@ -143,11 +143,7 @@ pub fn render(shared: &Shared) -> String {
     let stats = &shared.stats;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut r = Registry::with_prefix("vigil");
-    r.register(
-        "events",
-        "Events journaled, by kind",
-        m.events.clone(),
-    );
+    r.register("events", "Events journaled, by kind", m.events.clone());
     r.register(
         "anomalies",
         "Anomalies reported, by kind and agent (empty: no agent)",
@@ -381,13 +377,22 @@ mod tests {
             event(anomaly, Some("coder"), now),
         ]);
         let text = encode(&m);
-        assert!(text.contains("vigil_events_total{kind=\"exit\"} 2"), "{text}");
-        assert!(text.contains("vigil_events_total{kind=\"anomaly\"} 1"), "{text}");
+        assert!(
+            text.contains("vigil_events_total{kind=\"exit\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_events_total{kind=\"anomaly\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("vigil_anomalies_total{kind=\"unapproved_tool\",agent=\"coder\"} 1"),
             "{text}"
         );
         // Only the kernel event (not the daemon's, not the anomaly) has a latency.
-        assert!(text.contains("vigil_delivery_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("vigil_delivery_latency_seconds_count 1"),
+            "{text}"
+        );
     }
 }

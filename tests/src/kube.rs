@@ -85,9 +85,8 @@ impl ContainerCgroup {
             Runtime::Containerd => format!("cri-containerd-{container_id}.scope"),
             Runtime::Crio => format!("crio-{container_id}.scope"),
         };
-        let rel = format!(
-            "/{top_name}/kubepods.slice/kubepods-besteffort.slice/{pod_slice}/{scope}"
-        );
+        let rel =
+            format!("/{top_name}/kubepods.slice/kubepods-besteffort.slice/{pod_slice}/{scope}");
         let dir = mount.join(rel.trim_start_matches('/'));
         std::fs::create_dir_all(&dir).expect("create container cgroup");
         Self {
@@ -113,8 +112,13 @@ impl ContainerCgroup {
     /// before it executes, so everything it does is the container's.
     #[must_use]
     pub fn run(&self, argv: &[&str]) -> Output {
-        let procs = CString::new(self.dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
-            .expect("path without NUL");
+        let procs = CString::new(
+            self.dir
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("path without NUL");
         let mut cmd = Command::new(argv[0]);
         cmd.args(&argv[1..]).stdin(Stdio::null());
         // SAFETY: between fork and exec only async-signal-safe calls (open,
@@ -403,12 +407,11 @@ async fn pods(
     Query(q): Query<BTreeMap<String, String>>,
     uri: axum::http::Uri,
 ) -> Response {
-    shared
-        .state
-        .lock()
-        .unwrap()
-        .requests
-        .push(uri.path_and_query().map(ToString::to_string).unwrap_or_default());
+    shared.state.lock().unwrap().requests.push(
+        uri.path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
     let Some(node) = node_of_selector(q.get("fieldSelector")) else {
         let status = json!({
             "kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -431,11 +434,7 @@ async fn pods(
             "metadata": {"resourceVersion": st.resource_version.to_string()},
             "items": items,
         });
-        return (
-            [(header::CONNECTION, "close")],
-            axum::Json(list),
-        )
-            .into_response();
+        return ([(header::CONNECTION, "close")], axum::Json(list)).into_response();
     }
     let since: u64 = q
         .get("resourceVersion")
@@ -475,35 +474,39 @@ fn watch_stream(
     stopping: watch::Receiver<bool>,
 ) -> impl futures_util::Stream<Item = Line> + Send {
     let state = (node, backlog.into_iter(), live, stopping);
-    futures_util::stream::unfold(state, |(node, mut backlog, mut live, mut stopping)| async move {
-        for c in backlog.by_ref() {
-            if c.pod.node == node {
-                let l = line(&c);
-                return Some((l, (node, backlog, live, stopping)));
+    futures_util::stream::unfold(
+        state,
+        |(node, mut backlog, mut live, mut stopping)| async move {
+            for c in backlog.by_ref() {
+                if c.pod.node == node {
+                    let l = line(&c);
+                    return Some((l, (node, backlog, live, stopping)));
+                }
             }
-        }
-        loop {
-            if *stopping.borrow() {
-                return None;
+            loop {
+                if *stopping.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    _ = stopping.changed() => return None,
+                    c = live.recv() => match c {
+                        Ok(c) if c.pod.node == node => {
+                            let l = line(&c);
+                            return Some((l, (node, backlog, live, stopping)));
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                }
             }
-            tokio::select! {
-                _ = stopping.changed() => return None,
-                c = live.recv() => match c {
-                    Ok(c) if c.pod.node == node => {
-                        let l = line(&c);
-                        return Some((l, (node, backlog, live, stopping)));
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-            }
-        }
-    })
+        },
+    )
 }
 
 /// `GET /metrics` of a daemon; the body, or why it could not be read.
 pub fn scrape(addr: SocketAddr) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     write!(
@@ -519,7 +522,10 @@ pub fn scrape(addr: SocketAddr) -> Result<String, String> {
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("metrics answered {head}"));
     }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return Ok(dechunk(body));
     }
     Ok(body.to_owned())

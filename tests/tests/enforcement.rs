@@ -254,3 +254,47 @@ fn a_revocation_survives_kill_9_and_the_restarted_daemon_restores_it() {
     ok(&d, &["restore", "coder", "--session", "s-crash", "--reason", "after crash"]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
 }
+
+#[test]
+fn a_task_approved_for_less_reports_what_goes_beyond_it() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(&agents(
+        r#"
+[[agent]]
+name = "tasked"
+require_approval = true
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.0/8"]
+  tools = ["/**"]
+"#,
+    ));
+    let wl = workload_bin();
+    ok(
+        &d,
+        &[
+            "approve", "tasked", "--task", "T-narrow", "--purpose", "only the workload",
+            "--ttl", "60s", "--tool", wl.to_str().unwrap(),
+        ],
+    );
+    let mut s = Served::start(&d, "tasked", "s-narrow");
+    assert_eq!(s.ask("exec /bin/true").as_deref(), Some("exit 0"));
+    let a = d.wait_for("task-scope anomaly", |e| {
+        e["kind"] == "anomaly" && e["identity"]["session"] == "s-narrow"
+    });
+    assert_eq!(a["anomaly"], "unapproved_tool");
+    assert_eq!(a["identity"]["task"], "T-narrow");
+    assert!(
+        a["reason"].as_str().unwrap().ends_with("(the scope approved for task T-narrow)"),
+        "{a}"
+    );
+    // A narrower scope that widens the agent's is refused.
+    let out = d.vigil(&[
+        "approve", "tasked", "--task", "T-bad", "--purpose", "x", "--ttl", "1m", "--data", "secrets",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the scope"), "{out:?}");
+}

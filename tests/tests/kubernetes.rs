@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::kube::{ContainerCgroup, FakeApiServer, PodSpec, Runtime, free_port, sample, scrape};
+use vigil_tests::kube::{
+    ContainerCgroup, FakeApiServer, PodSpec, Runtime, free_port, sample, scrape,
+};
 use vigil_tests::{CODER_AGENT, Daemon, kernel_available};
 
 const NODE: &str = "node-a";
@@ -74,9 +76,10 @@ fn exec_seen(d: &Daemon, cg: &ContainerCgroup, marker: &str) -> Value {
         while Instant::now() < until {
             if let Some(e) = d.events().into_iter().find(|e| {
                 e["kind"] == "exec"
-                    && e["argv"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with(marker))))
+                    && e["argv"].as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|x| x.as_str().is_some_and(|s| s.starts_with(marker)))
+                    })
             }) {
                 return e;
             }
@@ -165,7 +168,10 @@ name = "globbed"
     assert_eq!(w["runtime"], "containerd", "{e}");
     assert_eq!(w["container_id"], cg.container_id.as_str(), "{e}");
     assert_eq!(w["pod_uid"], cg.pod_uid.as_str(), "{e}");
-    assert!(w.get("pod_name").is_none(), "no API server, no pod name: {e}");
+    assert!(
+        w.get("pod_name").is_none(),
+        "no API server, no pod name: {e}"
+    );
     metric_until(port, "vigil_watched_cgroups", |v| v == 1.0, &d);
 
     // A CRI-O container, which the glob does not cover, is not watched.
@@ -174,7 +180,8 @@ name = "globbed"
     d.settle();
     let events = d.events();
     assert!(
-        of_container(&events, &crio).is_empty() && !events.iter().any(|e| has_arg(e, "crio-unwatched")),
+        of_container(&events, &crio).is_empty()
+            && !events.iter().any(|e| has_arg(e, "crio-unwatched")),
         "the CRI-O container was reported:\n{}",
         d.dump()
     );
@@ -194,12 +201,44 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
     let c = ContainerCgroup::create(Runtime::Containerd);
     let other_node = ContainerCgroup::create(Runtime::Containerd);
     let labels = [("app", "code-assistant"), ("team", "dev")];
-    api.apply(PodSpec::for_cgroup(&a, NODE, "assistant-0", "agents", "default", &labels, true));
+    api.apply(PodSpec::for_cgroup(
+        &a,
+        NODE,
+        "assistant-0",
+        "agents",
+        "default",
+        &labels,
+        true,
+    ));
     // The kubelet has not reported B's container yet: found by pod UID.
-    api.apply(PodSpec::for_cgroup(&b, NODE, "analyst-0", "data", "analyst", &[], false));
-    api.apply(PodSpec::for_cgroup(&c, NODE, "web-0", "web", "default", &[], true));
+    api.apply(PodSpec::for_cgroup(
+        &b,
+        NODE,
+        "analyst-0",
+        "data",
+        "analyst",
+        &[],
+        false,
+    ));
+    api.apply(PodSpec::for_cgroup(
+        &c,
+        NODE,
+        "web-0",
+        "web",
+        "default",
+        &[],
+        true,
+    ));
     // Would be selected, but runs on another node: never listed for this one.
-    api.apply(PodSpec::for_cgroup(&other_node, "node-b", "assistant-b", "agents", "default", &labels, true));
+    api.apply(PodSpec::for_cgroup(
+        &other_node,
+        "node-b",
+        "assistant-b",
+        "agents",
+        "default",
+        &labels,
+        true,
+    ));
     let port = free_port();
     let d = Daemon::start(&format!(
         "{}{POD_AGENTS}{CODER_AGENT}",
@@ -232,14 +271,26 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
     assert_eq!(w["runtime"], "crio", "{e}");
     assert_eq!(w["pod_name"], "analyst-0", "{e}");
     assert_eq!(w["namespace"], "data", "{e}");
-    assert_eq!(w["spiffe_id"], "spiffe://test.example/ns/data/sa/analyst", "{e}");
+    assert_eq!(
+        w["spiffe_id"], "spiffe://test.example/ns/data/sa/analyst",
+        "{e}"
+    );
     assert!(w.get("container_name").is_none(), "not reported yet: {e}");
 
     // A pod no agent selects is not reported, and neither is the other
     // node's pod attributed to anyone.
     for n in 0..3 {
-        assert!(c.run(&["/bin/echo", &format!("pod-c-{n}")]).status.success());
-        assert!(other_node.run(&["/bin/echo", &format!("pod-other-{n}")]).status.success());
+        assert!(
+            c.run(&["/bin/echo", &format!("pod-c-{n}")])
+                .status
+                .success()
+        );
+        assert!(
+            other_node
+                .run(&["/bin/echo", &format!("pod-other-{n}")])
+                .status
+                .success()
+        );
     }
     std::thread::sleep(Duration::from_millis(2500));
     d.settle();
@@ -301,14 +352,16 @@ fn a_pod_that_appears_after_its_first_events_is_attributed() {
     assert_eq!(e["identity"]["agent"], "assistant", "{e}");
     assert_eq!(e["identity"]["workload"]["pod_name"], "late-0", "{e}");
     assert_eq!(
-        e["identity"]["workload"]["spiffe_id"],
-        "spiffe://test.example/ns/agents/sa/coder",
+        e["identity"]["workload"]["spiffe_id"], "spiffe://test.example/ns/agents/sa/coder",
         "{e}"
     );
     metric_until(port, "vigil_kubernetes_held_events", |v| v == 0.0, &d);
     let status = d.api().status().expect("status");
     assert_eq!(
-        status.attribution.expect("attribution").without_pod_identity,
+        status
+            .attribution
+            .expect("attribution")
+            .without_pod_identity,
         0
     );
 }
@@ -349,9 +402,13 @@ name = "globbed"
 
     api.stop();
     let w = wait_warnings(&d, "the outage", |w| {
-        w.iter().any(|w| w.contains("kubernetes: API server unreachable"))
+        w.iter()
+            .any(|w| w.contains("kubernetes: API server unreachable"))
     });
-    assert!(w.iter().any(|w| w.contains("cgroup-level identity")), "{w:?}");
+    assert!(
+        w.iter().any(|w| w.contains("cgroup-level identity")),
+        "{w:?}"
+    );
     metric_until(port, "vigil_kubernetes_api_up", |v| v == 0.0, &d);
     // The sensors never stopped, and known pods keep their identity.
     d.settle();
@@ -359,13 +416,31 @@ name = "globbed"
     assert_eq!(e["identity"]["workload"]["pod_name"], "assistant-0", "{e}");
     assert_eq!(e["identity"]["agent"], "assistant", "{e}");
     // A pod created during the outage: cgroup-level identity only.
-    api.apply(PodSpec::for_cgroup(&late, NODE, "batch-0", "batch", "runner", &[], true));
+    api.apply(PodSpec::for_cgroup(
+        &late,
+        NODE,
+        "batch-0",
+        "batch",
+        "runner",
+        &[],
+        true,
+    ));
     let e = exec_seen(&d, &late, "down-new");
     assert_eq!(e["identity"]["agent"], "globbed", "{e}");
-    assert_eq!(e["identity"]["workload"]["container_id"], late.container_id.as_str(), "{e}");
+    assert_eq!(
+        e["identity"]["workload"]["container_id"],
+        late.container_id.as_str(),
+        "{e}"
+    );
     assert!(e["identity"]["workload"].get("pod_name").is_none(), "{e}");
     let status = d.api().status().expect("status");
-    assert!(status.attribution.expect("attribution").without_pod_identity >= 1);
+    assert!(
+        status
+            .attribution
+            .expect("attribution")
+            .without_pod_identity
+            >= 1
+    );
 
     api.restart();
     wait_warnings(&d, "the recovery", |w| {
@@ -375,8 +450,7 @@ name = "globbed"
     let e = exec_seen(&d, &late, "recovered");
     assert_eq!(e["identity"]["workload"]["pod_name"], "batch-0", "{e}");
     assert_eq!(
-        e["identity"]["workload"]["spiffe_id"],
-        "spiffe://test.example/ns/batch/sa/runner",
+        e["identity"]["workload"]["spiffe_id"], "spiffe://test.example/ns/batch/sa/runner",
         "{e}"
     );
     assert_eq!(e["identity"]["agent"], "globbed", "{e}");

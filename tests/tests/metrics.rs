@@ -50,7 +50,10 @@ fn counts(events: &[Value]) -> (BTreeMap<String, u64>, BTreeMap<(String, String)
         if kind == "anomaly" {
             let key = (
                 e["anomaly"].as_str().unwrap_or_default().to_owned(),
-                e["identity"]["agent"].as_str().unwrap_or_default().to_owned(),
+                e["identity"]["agent"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             );
             *anomalies.entry(key).or_insert(0) += 1;
         }
@@ -100,29 +103,47 @@ fn metrics_expose_the_listed_series_with_correct_values() {
     let port = free_port();
     let d = Daemon::start(&config(port, 1));
     for n in 0..3 {
-        let out = d.exec("coder", &format!("m-{n}"), &["/bin/true", &format!("m-{n}")]);
+        let out = d.exec(
+            "coder",
+            &format!("m-{n}"),
+            &["/bin/true", &format!("m-{n}")],
+        );
         assert!(out.status.success(), "{out:?}");
     }
     // One unapproved tool: `env` (which then runs `true`, in scope).
     let out = d.exec("coder", "m-env", &["/usr/bin/env", "true"]);
     assert!(out.status.success(), "{out:?}");
-    d.wait_for("the anomaly", |e| e["kind"] == "anomaly" && e["identity"]["session"] == "m-env");
+    d.wait_for("the anomaly", |e| {
+        e["kind"] == "anomaly" && e["identity"]["session"] == "m-env"
+    });
     d.settle();
 
     let (text, events) = agreeing(&d, port);
-    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
     assert!(value(&text, "vigil_events_total{kind=\"exec\"}") >= 5.0);
     assert_eq!(
-        value(&text, "vigil_anomalies_total{kind=\"unapproved_tool\",agent=\"coder\"}"),
+        value(
+            &text,
+            "vigil_anomalies_total{kind=\"unapproved_tool\",agent=\"coder\"}"
+        ),
         1.0
     );
-    let kernel_events = events.iter().filter(|e| e["kernel_ts_ns"].as_u64().unwrap_or(0) != 0).count();
+    let kernel_events = events
+        .iter()
+        .filter(|e| e["kernel_ts_ns"].as_u64().unwrap_or(0) != 0)
+        .count();
     assert!(value(&text, "vigil_ring_records_read_total") >= kernel_events as f64);
     assert_eq!(value(&text, "vigil_ring_decode_errors_total"), 0.0);
     assert_eq!(value(&text, "vigil_ring_buffer_size_bytes"), 8_388_608.0);
     for sensor in ["process", "network", "file"] {
         assert_eq!(
-            value(&text, &format!("vigil_lost_records_total{{sensor=\"{sensor}\"}}")),
+            value(
+                &text,
+                &format!("vigil_lost_records_total{{sensor=\"{sensor}\"}}")
+            ),
             0.0
         );
     }
@@ -133,7 +154,11 @@ fn metrics_expose_the_listed_series_with_correct_values() {
     assert_eq!(value(&text, "vigil_events_without_pod_identity_total"), 0.0);
     assert!(value(&text, "vigil_scope_evaluation_seconds_count") >= kernel_events as f64);
     assert!(value(&text, "vigil_delivery_latency_seconds_count") >= kernel_events as f64);
-    let newest = events.iter().filter_map(|e| e["seq"].as_u64()).max().unwrap();
+    let newest = events
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap();
     assert_eq!(value(&text, "vigil_journal_newest_sequence"), newest as f64);
     assert!(value(&text, "vigil_journal_size_bytes") > 0.0);
     assert_eq!(value(&text, "vigil_subscribers"), 0.0);

@@ -306,6 +306,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
             .approve(
                 self.shared.sensors.policy(),
                 &self.shared.sessions,
+                &loaded.config,
                 &loaded.scope,
                 &r.agent,
                 grant,
@@ -474,6 +475,7 @@ fn enforce_status(e: crate::enforcement::enforcer::EnforceError) -> Status {
         E::State(_) | E::NoTask(_) | E::OtherTask { .. } | E::NoApprovalNeeded(_) => {
             Status::failed_precondition(e.to_string())
         }
+        E::TaskScope(_) => Status::invalid_argument(e.to_string()),
         E::UnknownAgent(_) | E::UnknownSession { .. } => Status::not_found(e.to_string()),
         E::Kernel(_) | E::Cgroup(_) | E::Session(_) => Status::internal(e.to_string()),
     }

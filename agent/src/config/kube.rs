@@ -21,8 +21,8 @@ pub const DEFAULT_METADATA_WAIT: Duration = Duration::from_secs(2);
 /// waiting for pod metadata.
 pub const DEFAULT_METADATA_WAIT_EVENTS: usize = 10_000;
 /// Longest allowed `kubernetes.metadata_wait`.
-pub const MAX_METADATA_WAIT: Duration = Duration::from_secs(60);
-/// Environment variable the DaemonSet sets from the downward API.
+pub const MAX_METADATA_WAIT: Duration = Duration::from_mins(1);
+/// Environment variable the `DaemonSet` sets from the downward API.
 pub const NODE_NAME_ENV: &str = "NODE_NAME";
 /// Set by the kubelet in every pod; its presence means "running in a pod".
 pub const IN_CLUSTER_ENV: &str = "KUBERNETES_SERVICE_HOST";
@@ -140,6 +140,15 @@ impl KubernetesConfig {
     pub fn is_enabled(&self) -> bool {
         self.enabled
             .resolve(std::env::var(IN_CLUSTER_ENV).ok().as_deref())
+    }
+
+    /// The node name events carry when `daemon.node_name` is unset: in a
+    /// pod the host name is the pod's, so pod identity names the node.
+    #[must_use]
+    pub fn event_node_name(&self) -> Option<String> {
+        self.is_enabled()
+            .then(|| self.node(""))
+            .filter(|n| !n.is_empty())
     }
 
     /// The node whose pods are watched: the configured name, `$NODE_NAME`,
@@ -279,10 +288,7 @@ pub(super) fn check(config: &Config, out: &mut Problems) {
     if !(1..=1_000_000).contains(&k.metadata_wait_events) {
         out.push((
             at.key("metadata_wait_events"),
-            format!(
-                "{} must be between 1 and 1000000",
-                k.metadata_wait_events
-            ),
+            format!("{} must be between 1 and 1000000", k.metadata_wait_events),
         ));
     }
     for (i, agent) in config.agents.iter().enumerate() {
@@ -351,8 +357,8 @@ mod tests {
             ("false", KubeEnabled::Off),
             ("\"auto\"", KubeEnabled::Auto),
         ] {
-            let c = Config::from_toml_str(&format!("[kubernetes]\nenabled = {text}\n"), "t")
-                .unwrap();
+            let c =
+                Config::from_toml_str(&format!("[kubernetes]\nenabled = {text}\n"), "t").unwrap();
             assert_eq!(c.kubernetes.enabled, want);
         }
         let e = err("[kubernetes]\nenabled = \"yes\"\n");
@@ -417,9 +423,15 @@ name = "coder"
         let e = err("[kubernetes]\napi_server = \"127.0.0.1:8001\"\n");
         assert!(e.contains("kubernetes.api_server"), "{e}");
         let e = err("[kubernetes]\nkubeconfig = \"kube.yaml\"\n");
-        assert!(e.contains("kubernetes.kubeconfig: kube.yaml must be an absolute path"), "{e}");
+        assert!(
+            e.contains("kubernetes.kubeconfig: kube.yaml must be an absolute path"),
+            "{e}"
+        );
         let e = err("[kubernetes]\nmetadata_wait = \"5m\"\n");
-        assert!(e.contains("kubernetes.metadata_wait: 5m must be at most 1m"), "{e}");
+        assert!(
+            e.contains("kubernetes.metadata_wait: 5m must be at most 1m"),
+            "{e}"
+        );
         let e = err("[kubernetes]\nmetadata_wait_events = 0\n");
         assert!(e.contains("kubernetes.metadata_wait_events"), "{e}");
         let e = err("[metrics]\nlisten = \"localhost\"\n");
@@ -433,7 +445,9 @@ name = "coder"
             "[[agent]]\nname = \"a\"\n[agent.match]\nkubernetes = { namespace = \"Agents\" }\n",
         );
         assert!(
-            e.contains("agent[0].match.kubernetes.namespace: \"Agents\" is not a valid namespace name"),
+            e.contains(
+                "agent[0].match.kubernetes.namespace: \"Agents\" is not a valid namespace name"
+            ),
             "{e}"
         );
         let e = err("[[agent]]\nname = \"a\"\n[agent.match]\nkubernetes = { pod = \"x\" }\n");

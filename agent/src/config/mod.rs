@@ -425,6 +425,13 @@ fn summary(source: &str, config: &Config, scope: &crate::scope::Scope) -> String
         if !info.cgroups.is_empty() {
             how.push(plural(info.cgroups.len(), "cgroup glob", "cgroup globs"));
         }
+        if config
+            .agent(&info.name)
+            .and_then(|a| a.matcher.as_ref())
+            .is_some_and(|m| m.kubernetes.is_some())
+        {
+            how.push("a kubernetes selector".to_owned());
+        }
         let _ = writeln!(
             out,
             "  agent {} (on violation: {}; matched by {}): {}, {}, {}, {}",

@@ -188,7 +188,13 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         EventsOutput::None => JsonLines::none(),
         EventsOutput::File(p) => JsonLines::file(p.as_path(), cfg.output.anomalies_only)?,
     };
-    let node = node_name(cfg.daemon.node_name.as_deref());
+    let node = node_name(
+        cfg.daemon
+            .node_name
+            .clone()
+            .or_else(|| cfg.kubernetes.event_node_name())
+            .as_deref(),
+    );
     let journal_path = cfg.journal.path_in(&cfg.daemon.state_dir);
     let journal = Journal::open(&journal_path, &node, cfg.journal.retention())?;
     let journal_stats = journal.stats();

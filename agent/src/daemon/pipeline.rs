@@ -344,8 +344,24 @@ impl Pipeline {
                     );
                 };
                 match scope.evaluate(id, event, &self.dns, now) {
-                    Verdict::InScope => return Vec::new(),
                     Verdict::Violation(v) => (v, scope.agent(id).on_violation),
+                    Verdict::InScope => {
+                        // Inside the agent's scope; an active task approved
+                        // for less must also cover it.
+                        let Some((task, narrowed)) = self.shared.enforcer.task_scope(agent) else {
+                            return Vec::new();
+                        };
+                        let Some(nid) = narrowed.agent_id(agent) else {
+                            return Vec::new();
+                        };
+                        match narrowed.evaluate(nid, event, &self.dns, now) {
+                            Verdict::InScope => return Vec::new(),
+                            Verdict::Violation(mut v) => {
+                                v.reason = format!("{} (the scope approved for task {task})", v.reason);
+                                (v, scope.agent(id).on_violation)
+                            }
+                        }
+                    }
                 }
             }
             None if event.process.is_some() => (

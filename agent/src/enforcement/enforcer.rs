@@ -51,6 +51,52 @@ pub enum EnforceError {
     Cgroup(#[from] CgroupError),
     #[error("agent directory cgroup: {0}")]
     Session(#[from] crate::session::SessionError),
+    #[error("task scope: {0}")]
+    TaskScope(String),
+}
+
+/// The agent's scope narrowed to what one task was approved for: the
+/// agent's config with `systems`, `tools` and `data` replaced where the
+/// approval names them, compiled by the same engine.
+pub fn narrowed_scope(
+    config: &crate::config::Config,
+    agent: &str,
+    grant: &Grant,
+) -> Result<Option<std::sync::Arc<Scope>>, EnforceError> {
+    if grant.systems.is_empty() && grant.tools.is_empty() && grant.data.is_empty() {
+        return Ok(None);
+    }
+    let mut cfg = config.clone();
+    let a = cfg
+        .agents
+        .iter_mut()
+        .find(|a| a.name.as_str() == agent)
+        .ok_or_else(|| EnforceError::UnknownAgent(agent.to_owned()))?;
+    if !grant.systems.is_empty() {
+        a.scope.systems = grant
+            .systems
+            .iter()
+            .map(|s| s.parse().map_err(|e| EnforceError::TaskScope(format!("systems: {e}"))))
+            .collect::<Result<_, _>>()?;
+    }
+    if !grant.tools.is_empty() {
+        a.scope.tools = grant
+            .tools
+            .iter()
+            .map(|s| s.parse().map_err(|e| EnforceError::TaskScope(format!("tools: {e}"))))
+            .collect::<Result<_, _>>()?;
+    }
+    if !grant.data.is_empty() {
+        if let Some(d) = grant.data.iter().find(|d| !a.scope.data.contains(d)) {
+            return Err(EnforceError::TaskScope(format!(
+                "data class {d:?} is not in the scope of agent {agent:?}"
+            )));
+        }
+        a.scope.data.clone_from(&grant.data);
+    }
+    Scope::compile(&cfg)
+        .map(|s| Some(std::sync::Arc::new(s)))
+        .map_err(|e| EnforceError::TaskScope(e.to_string()))
 }
 
 /// An active task approval.
@@ -100,6 +146,8 @@ struct PersistedRevocation {
 pub struct Enforcer {
     pub revocations: Revocations,
     grants: Mutex<HashMap<String, Grant>>,
+    /// Compiled narrowed scopes of active grants that have one.
+    narrowed: Mutex<HashMap<String, (String, std::sync::Arc<Scope>)>>,
     /// Addresses learnt from DNS for enforced agents, with their expiry.
     learnt: Mutex<HashMap<String, Vec<SystemRule>>>,
     state_file: PathBuf,
@@ -144,6 +192,7 @@ impl Enforcer {
         Self {
             revocations,
             grants: Mutex::new(persisted.grants),
+            narrowed: Mutex::new(HashMap::new()),
             learnt: Mutex::new(HashMap::new()),
             state_file,
         }
@@ -384,12 +433,25 @@ impl Enforcer {
         self.grant(agent).map(|g| g.task)
     }
 
+    /// The active task's narrowed scope of an agent, when the approval named one.
+    #[must_use]
+    pub fn task_scope(&self, agent: &str) -> Option<(String, std::sync::Arc<Scope>)> {
+        let active = self.grant(agent)?;
+        lock(&self.narrowed)
+            .get(agent)
+            .filter(|(task, _)| *task == active.task)
+            .cloned()
+    }
+
     /// Approves a task: the agent may act until `ttl` passes (in the kernel,
-    /// on its own clock, even with the daemon down).
+    /// on its own clock, even with the daemon down). An approval with a
+    /// narrower scope is checked against it by the daemon as well.
+    #[allow(clippy::too_many_arguments)]
     pub fn approve(
         &self,
         kernel: &KernelPolicy,
         sessions: &SessionManager,
+        config: &crate::config::Config,
         scope: &Scope,
         agent: &str,
         mut grant: Grant,
@@ -400,6 +462,14 @@ impl Enforcer {
             .ok_or_else(|| EnforceError::UnknownAgent(agent.to_owned()))?;
         if !scope.agent(id).require_approval {
             return Err(EnforceError::NoApprovalNeeded(agent.to_owned()));
+        }
+        match narrowed_scope(config, agent, &grant)? {
+            Some(s) => {
+                lock(&self.narrowed).insert(agent.to_owned(), (grant.task.clone(), s));
+            }
+            None => {
+                lock(&self.narrowed).remove(agent);
+            }
         }
         let ttl_ns = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
         grant.expires_boot_ns = boot_now_ns().saturating_add(ttl_ns);

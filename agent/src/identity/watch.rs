@@ -220,7 +220,12 @@ mod tests {
         let paths: HashSet<&str> = found.iter().map(|(_, p)| p.as_str()).collect();
         assert_eq!(
             paths,
-            HashSet::from(["/", "/a.slice", "/a.slice/b.slice", "/a.slice/b.slice/c.scope"])
+            HashSet::from([
+                "/",
+                "/a.slice",
+                "/a.slice/b.slice",
+                "/a.slice/b.slice/c.scope"
+            ])
         );
         let ino = std::fs::metadata(&deep).unwrap().ino();
         assert!(found.contains(&(ino, "/a.slice/b.slice/c.scope".to_owned())));

@@ -274,8 +274,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::live::LiveConfig;
     use crate::config::KubernetesConfig;
+    use crate::config::live::LiveConfig;
     use crate::event::{Identity, Payload};
     use crate::identity::attribute::Attributor;
     use crate::kube::{Health, PodMeta};
@@ -360,7 +360,7 @@ name = "coder"
 
     fn config() -> KubernetesConfig {
         KubernetesConfig {
-            metadata_wait: crate::config::HumanDuration(Duration::from_secs(3600)),
+            metadata_wait: crate::config::HumanDuration(Duration::from_hours(1)),
             metadata_wait_events: 3,
             ..KubernetesConfig::default()
         }
@@ -413,7 +413,10 @@ name = "coder"
         kube.set_pods(vec![pod(OTHER_UID, "agents", &[("app", "code-assistant")])]);
         let released = pods.release(false);
         assert_eq!(
-            released.iter().map(|(_, e)| e.kernel_ts_ns).collect::<Vec<_>>(),
+            released
+                .iter()
+                .map(|(_, e)| e.kernel_ts_ns)
+                .collect::<Vec<_>>(),
             [1, 2]
         );
         for (id, e) in released {
@@ -440,7 +443,10 @@ name = "coder"
             let a = pods.attribute(6, base(&mut at, 6, &path(OTHER_UID), &l), &l);
             assert_eq!(pods.admit(event(6, 1), &a, &stats).is_some(), kept);
         }
-        assert_eq!(kube.counters().speculative_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            kube.counters().speculative_dropped.load(Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]

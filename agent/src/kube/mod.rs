@@ -107,7 +107,11 @@ impl Kube {
     /// Pod identity off: an empty index that never changes.
     #[must_use]
     pub fn disabled() -> Self {
-        Self::new(&KubernetesConfig::default(), String::new(), Health::Disabled)
+        Self::new(
+            &KubernetesConfig::default(),
+            String::new(),
+            Health::Disabled,
+        )
     }
 
     /// Starts watching the pods of this node when `[kubernetes]` is on

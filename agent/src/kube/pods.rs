@@ -43,7 +43,11 @@ impl PodMeta {
         // field is only there on very old objects.
         #[allow(deprecated)]
         let service_account = spec
-            .and_then(|s| s.service_account_name.clone().or_else(|| s.service_account.clone()))
+            .and_then(|s| {
+                s.service_account_name
+                    .clone()
+                    .or_else(|| s.service_account.clone())
+            })
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".to_owned());
         let mut containers = Vec::new();
@@ -256,7 +260,10 @@ mod tests {
         assert!(index.find(&workload(&"cd".repeat(32), None)).is_none());
         assert!(
             index
-                .find(&workload(&"cd".repeat(32), Some("00000000-0000-0000-0000-000000000000")))
+                .find(&workload(
+                    &"cd".repeat(32),
+                    Some("00000000-0000-0000-0000-000000000000")
+                ))
                 .is_none()
         );
     }

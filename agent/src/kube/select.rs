@@ -94,7 +94,10 @@ name = "by-account"
             s.first_match(&pod("agents", "default", &[("app", "code-assistant")])),
             Some(1)
         );
-        assert_eq!(s.first_match(&pod("agents", "default", &[("app", "other")])), Some(2));
+        assert_eq!(
+            s.first_match(&pod("agents", "default", &[("app", "other")])),
+            Some(2)
+        );
         assert_eq!(s.first_match(&pod("data", "analyst", &[])), Some(3));
         assert_eq!(s.first_match(&pod("data", "default", &[])), None);
         // Pod metadata not known yet: nothing matches.

@@ -32,12 +32,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// authentication, a kubeconfig file, or the in-cluster service account.
 async fn client(config: &KubernetesConfig) -> Result<kube::Client, KubeError> {
     let mut kc = if let Some(url) = &config.api_server {
-        let uri = url.parse::<http::Uri>().map_err(|e| {
-            KubeError::ApiServerUrl {
+        let uri = url
+            .parse::<http::Uri>()
+            .map_err(|e| KubeError::ApiServerUrl {
                 url: url.clone(),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         kube::Config::new(uri)
     } else if let Some(path) = &config.kubeconfig {
         let err = |detail: String| KubeError::Kubeconfig {
@@ -84,7 +84,11 @@ impl Store {
         self.deleted.retain(|(at, _)| at.elapsed() < DELETED_GRACE);
         let deleted = self.deleted.iter().map(|(_, p)| Arc::clone(p));
         // Live pods win over a deleted one with the same UID: inserted last.
-        kube.publish(deleted.chain(self.live.values().cloned()).collect::<Vec<_>>());
+        kube.publish(
+            deleted
+                .chain(self.live.values().cloned())
+                .collect::<Vec<_>>(),
+        );
     }
 }
 
