@@ -136,6 +136,7 @@ fn open(path: String, access: Access) -> Payload {
         fd: Some(3),
         error: None,
         path_truncated: false,
+        blocked: false,
     })
 }
 
@@ -154,6 +155,7 @@ fn exec(path: &str) -> Payload {
         filename: path.into(),
         argv: vec![path.into()],
         argv_truncated: false,
+        blocked: false,
     })
 }
 

@@ -167,6 +167,10 @@ pub struct Exec {
     /// True when arguments were cut to fit the kernel record.
     #[serde(default)]
     pub argv_truncated: bool,
+    /// True when the kernel killed the caller at exec entry (revoked, or no
+    /// active task approval): the new program never ran.
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +285,9 @@ pub struct FileOpen {
     /// True when the path was cut to fit the kernel record.
     #[serde(default)]
     pub path_truncated: bool,
+    /// True when the kernel killed the opener at entry: it never used the file.
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -487,6 +494,7 @@ mod tests {
                 filename: "/usr/bin/git".into(),
                 argv: vec!["git".into(), "status".into()],
                 argv_truncated: false,
+                blocked: false,
             }),
         }
     }

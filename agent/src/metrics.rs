@@ -88,12 +88,14 @@ impl Metrics {
     /// Counts journaled events; called once per commit.
     pub fn observe_published(&self, events: &[Event]) {
         let now = boottime_ns();
+        // One label lookup per kind and batch, not per event.
+        let mut kinds: Vec<(&'static str, u64)> = Vec::new();
         for e in events {
-            self.events
-                .get_or_create(&KindLabel {
-                    kind: e.payload.kind().to_owned(),
-                })
-                .inc();
+            let kind = e.payload.kind();
+            match kinds.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((kind, 1)),
+            }
             match &e.payload {
                 Payload::Anomaly(a) => {
                     self.anomalies
@@ -115,6 +117,13 @@ impl Metrics {
                 let ns = now.saturating_sub(e.kernel_ts_ns);
                 self.delivery.observe(ns as f64 / 1e9);
             }
+        }
+        for (kind, n) in kinds {
+            self.events
+                .get_or_create(&KindLabel {
+                    kind: kind.to_owned(),
+                })
+                .inc_by(n);
         }
     }
 

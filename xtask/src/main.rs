@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod demo;
 mod helm;
 mod lint;
 mod manifests;
@@ -47,6 +48,9 @@ enum Task {
     Test(test::Args),
     /// Run named benchmarks and check each figure against its target
     Bench(bench::Args),
+    /// Tell the story of Vigil against a real daemon: an agent steps out of
+    /// scope and is revoked in the kernel, a task approval runs out (root)
+    Demo,
     /// rustfmt and clippy with -D warnings, for userspace and the eBPF crate
     Lint,
     /// Render the Helm chart into deploy/manifests (--check: compare only)
@@ -71,6 +75,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Run { args } => return run::run(&args),
         Task::Test(args) => test::test(&args)?,
         Task::Bench(args) => bench::bench(&args)?,
+        Task::Demo => demo::demo()?,
         Task::Lint => lint::lint()?,
         Task::Manifests(args) => manifests::manifests(&args)?,
     }

@@ -208,6 +208,7 @@ impl TryFrom<Payload> for pb::event::Payload {
                 filename: x.filename,
                 argv: x.argv,
                 argv_truncated: x.argv_truncated,
+                blocked: x.blocked,
             }),
             Payload::Fork(x) => W::Fork(pb::Fork {
                 child_pid: x.child_pid,
@@ -238,6 +239,7 @@ impl TryFrom<Payload> for pb::event::Payload {
                 fd: x.fd,
                 error: opt(x.error),
                 path_truncated: x.path_truncated,
+                blocked: x.blocked,
             }),
             Payload::DnsAnswer(x) => W::DnsAnswer(pb::DnsAnswer {
                 server: x.server.to_string(),
@@ -484,6 +486,7 @@ impl TryFrom<pb::event::Payload> for Payload {
                 filename: x.filename,
                 argv: x.argv,
                 argv_truncated: x.argv_truncated,
+                blocked: x.blocked,
             }),
             W::Fork(x) => Self::Fork(Fork {
                 child_pid: x.child_pid,
@@ -522,6 +525,7 @@ impl TryFrom<pb::event::Payload> for Payload {
                     fd: x.fd,
                     error: non_empty(x.error),
                     path_truncated: x.path_truncated,
+                    blocked: x.blocked,
                 })
             }
             W::DnsAnswer(x) => Self::DnsAnswer(DnsAnswer {
@@ -701,12 +705,14 @@ mod tests {
             fd: Some(3),
             error: None,
             path_truncated: false,
+            blocked: false,
         }));
         vec![
             Payload::Exec(Exec {
                 filename: "/usr/bin/git".into(),
                 argv: vec!["git".into(), "status".into()],
                 argv_truncated: true,
+                blocked: false,
             }),
             Payload::Fork(Fork { child_pid: 12 }),
             Payload::Exit(Exit {
@@ -739,6 +745,7 @@ mod tests {
                 fd: None,
                 error: Some("EACCES".into()),
                 path_truncated: true,
+                blocked: false,
             }),
             Payload::DnsAnswer(DnsAnswer {
                 server: "127.0.0.53".parse().unwrap(),

@@ -80,9 +80,10 @@ fn target(agent: &str, session: &str) -> String {
 fn what(payload: &P) -> String {
     match payload {
         P::Exec(x) => format!(
-            "exec {}{}",
+            "exec {}{}{}",
             x.argv.join(" "),
-            if x.argv_truncated { " …" } else { "" }
+            if x.argv_truncated { " …" } else { "" },
+            if x.blocked { " BLOCKED" } else { "" }
         ),
         P::Fork(x) => format!("fork child {}", x.child_pid),
         P::Exit(x) => match (x.code, x.signal) {
@@ -106,6 +107,9 @@ fn what(payload: &P) -> String {
             let mut s = format!("open {} {}", access(x.access), x.path);
             if !x.error.is_empty() {
                 let _ = write!(s, " {}", x.error);
+            }
+            if x.blocked {
+                s.push_str(" BLOCKED");
             }
             s
         }
@@ -228,7 +232,7 @@ mod tests {
         let exec = event(P::Exec(pb::Exec {
             filename: "/usr/bin/git".into(),
             argv: vec!["git".into(), "push".into()],
-            argv_truncated: false,
+            ..pb::Exec::default()
         }));
         assert_eq!(
             line(&exec),

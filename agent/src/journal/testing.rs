@@ -35,6 +35,7 @@ pub fn exec(agent: &str, session: &str) -> Event {
             filename: "/usr/bin/true".into(),
             argv: vec!["true".into()],
             argv_truncated: false,
+            blocked: false,
         }),
     }
 }

@@ -137,6 +137,7 @@ fn exec_as(path: &str, exe: Option<&str>) -> Event {
             filename: path.into(),
             argv: vec![path.into()],
             argv_truncated: false,
+            blocked: false,
         }),
         exe,
     )
@@ -170,6 +171,7 @@ fn open(path: &str, access: Access) -> Event {
             fd: Some(3),
             error: None,
             path_truncated: false,
+            blocked: false,
         }),
         None,
     )

@@ -263,6 +263,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             filename: cstr(&r.filename[..r.filename_len as usize]),
             argv: split_argv(&r.argv[..r.argv_len as usize], r.argc as usize),
             argv_truncated: h.flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED) != 0,
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
         }),
         Record::Fork(r) => Payload::Fork(Fork {
             child_pid: r.child_tgid,
@@ -322,6 +323,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
                 fd,
                 error,
                 path_truncated: h.flags & OPEN_PATH_TRUNCATED != 0,
+                blocked: h.verdict != vigil_common::verdict::ALLOWED,
             })
         }
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {

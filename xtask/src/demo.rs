@@ -1,0 +1,984 @@
+//! `cargo xtask demo`: a scripted story against a real daemon, for a
+//! newcomer. An agent session works inside its scope, reads a credential it
+//! was not given and is revoked in the kernel; an operator restores it; a
+//! second agent acts under a task approval that runs out.
+//!
+//! Everything runs for real: the debug daemon on a private config (socket,
+//! state and events in a temp dir, cgroup parent and bpffs pins under fixed
+//! `vigil-demo` names), and `vigil-workload serve` processes as the agents,
+//! driven one action at a time over their stdin. Each step checks that what
+//! it narrates happened; the first that does not ends the demo with an
+//! error, keeping the temp dir (daemon log, events) for a look.
+//!
+//! The fixed names let a run clean up what an interrupted run (Ctrl-C kills
+//! xtask, the daemon and the sessions alike) left behind.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::{cmd, setup, workspace};
+
+const CGROUP_PARENT: &str = "vigil-demo";
+const PIN_DIR: &str = "/sys/fs/bpf/vigil-demo";
+const CODER: &str = "code-assistant";
+const RELEASE_BOT: &str = "release-bot";
+const CODER_SESSION: &str = "refactor-1";
+const RELEASE_SESSION: &str = "release-1";
+const TASK: &str = "REL-42";
+const TASK_TTL: Duration = Duration::from_secs(2);
+
+/// How long the daemon may take to load its programs and open its socket.
+const START_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long an expected event may take to reach the events file.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long SIGTERM may take before the daemon is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn demo() -> Result<()> {
+    setup::ensure(setup::Scope::Kernel, setup::Report::Changes)?;
+    cmd::run(cmd::new("cargo").args(["build", "-p", "vigil", "-p", "vigil-tests", "--bins"]))?;
+    let debug = workspace::Metadata::load()?.target_dir()?.join("debug");
+    let vigil = built(&debug.join("vigil"))?;
+    let workload = built(&debug.join("vigil-workload"))?;
+
+    // The service the agents may reach. Accepted connections are dropped at
+    // once: the story is about whether the connect is allowed.
+    let service = TcpListener::bind("127.0.0.1:0").context("opening the demo's local service")?;
+    let service_addr = service.local_addr()?;
+    std::thread::spawn(move || service.incoming().for_each(drop));
+
+    let stage = Stage::create(&workload, service_addr)?;
+    let cgroup2 = cgroup2_mount().context("no cgroup v2 hierarchy is mounted")?;
+    let mut demo = Demo {
+        vigil,
+        workload,
+        service: service_addr,
+        cgroup_parent: cgroup2.join(CGROUP_PARENT),
+        stage,
+        daemon: None,
+        sessions: Vec::new(),
+    };
+    let told = demo.remove_leftovers().and_then(|()| demo.tell());
+    let cleaned = demo.clean_up();
+    match (told, cleaned) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), cleaned) => {
+            eprintln!("\n{}", demo.daemon_log_tail());
+            if let Err(c) = cleaned {
+                eprintln!("xtask: demo: cleaning up also failed: {c:#}");
+            }
+            let kept = demo.stage.dir.keep();
+            Err(e.context(format!(
+                "the demo failed; its config, daemon log and events are kept in {}",
+                kept.display()
+            )))
+        }
+        (Ok(()), Err(c)) => Err(c.context("the demo ran, but cleaning up failed")),
+    }
+}
+
+fn built(bin: &Path) -> Result<PathBuf> {
+    if !cmd::exists(bin)? {
+        bail!("{} is missing after the build", bin.display());
+    }
+    bin.canonicalize()
+        .with_context(|| format!("resolving {}", bin.display()))
+}
+
+/// The demo's temp dir: config, workspace, events file and daemon log.
+struct Stage {
+    dir: tempfile::TempDir,
+    /// The temp dir with symlinks resolved, as the kernel reports paths.
+    root: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    events: PathBuf,
+    log: PathBuf,
+    notes: PathBuf,
+    dotenv: PathBuf,
+}
+
+impl Stage {
+    fn create(workload: &Path, service: SocketAddr) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-demo-")
+            .tempdir()
+            .context("creating the demo's temp dir")?;
+        let root = dir
+            .path()
+            .canonicalize()
+            .context("resolving the temp dir")?;
+        let workspace = root.join("workspace");
+        fs::create_dir(&workspace).context("creating the demo workspace")?;
+        let stage = Self {
+            config: root.join("vigil.toml"),
+            socket: root.join("vigil.sock"),
+            events: root.join("events.jsonl"),
+            log: root.join("daemon.log"),
+            notes: workspace.join("NOTES.md"),
+            dotenv: workspace.join(".env"),
+            root,
+            dir,
+        };
+        fs::write(
+            &stage.notes,
+            "# Refactor notes\n- split the parser module\n",
+        )
+        .context("writing the workspace notes")?;
+        fs::write(
+            &stage.dotenv,
+            "DATABASE_URL=postgres://app:hunter2@db.internal/app\n",
+        )
+        .context("writing the workspace .env")?;
+        fs::write(&stage.config, stage.config_text(workload, service))
+            .with_context(|| format!("writing {}", stage.config.display()))?;
+        Ok(stage)
+    }
+
+    fn config_text(&self, workload: &Path, service: SocketAddr) -> String {
+        // A JSON string is a valid TOML basic string.
+        let quote = |p: &Path| Value::from(p.to_string_lossy()).to_string();
+        let workspace = quote(&self.root.join("workspace/**"));
+        let (socket, state, events) = (
+            quote(&self.socket),
+            quote(&self.root.join("state")),
+            quote(&self.events),
+        );
+        let workload = quote(workload);
+        format!(
+            r#"# `cargo xtask demo`: a private daemon for the story.
+[daemon]
+socket = {socket}
+cgroup_parent = "{CGROUP_PARENT}"
+state_dir = {state}
+pin_dir = "{PIN_DIR}"
+
+[output]
+events = {events}
+
+[[agent]]
+name = "{CODER}"
+owner = "platform-team@example.com"
+description = "a coding agent working in the demo workspace"
+on_violation = "revoke"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  # Loopback only; the demo's local service is {service}.
+  systems = ["127.0.0.0/8", "[::1]"]
+  tools = [{workload}, "/bin/sh"]
+  data = ["workspace"]
+  # No identities: not even the .env in its own workspace.
+
+[[agent]]
+name = "{RELEASE_BOT}"
+owner = "release-team@example.com"
+description = "publishes releases, one approved task at a time"
+require_approval = true
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.0/8", "[::1]"]
+  tools = [{workload}, "/bin/sh"]
+  data = ["workspace"]
+
+[data.workspace]
+description = "the project checkout the agents work in"
+read = [{workspace}]
+write = [{workspace}]
+"#
+        )
+    }
+}
+
+struct Demo {
+    vigil: PathBuf,
+    workload: PathBuf,
+    service: SocketAddr,
+    /// `<cgroup v2 mount>/vigil-demo`: every session of the demo lives below.
+    cgroup_parent: PathBuf,
+    stage: Stage,
+    daemon: Option<Child>,
+    sessions: Vec<Session>,
+}
+
+impl Demo {
+    /// The story. Every step checks what it narrates.
+    fn tell(&mut self) -> Result<()> {
+        println!();
+        println!("Vigil demo: an AI agent steps outside its boundary and loses its access,");
+        println!("in the kernel, at once; an approval granted for a task ends with the task.");
+        self.start_daemon()?;
+        self.within_scope()?;
+        let latency_ns = self.credential_read()?;
+        self.operator_restores()?;
+        self.task_approval()?;
+
+        heading("Measured");
+        println!(
+            "  revocation latency: {:.1} µs",
+            Duration::from_nanos(latency_ns).as_secs_f64() * 1e6
+        );
+        println!("  from the kernel timestamp of the offending open to the update of the");
+        println!("  kernel map that cut the session off (`latency_ns` of the revocation");
+        println!("  event; one trial, debug build of the daemon).");
+        Ok(())
+    }
+
+    fn start_daemon(&mut self) -> Result<()> {
+        heading("Setting the stage");
+        println!("  a private daemon on {}", self.stage.config.display());
+        println!(
+            "  {CODER}: may read and write {}/workspace, connect to loopback",
+            self.stage.root.display()
+        );
+        println!(
+            "      (a local service listens on {}), run vigil-workload and /bin/sh;",
+            self.service
+        );
+        println!("      on_violation = \"revoke\"");
+        println!("  {RELEASE_BOT}: the same scope, but require_approval = true");
+        println!("  events (JSON lines): {}", self.stage.events.display());
+
+        let log = fs::File::create(&self.stage.log).context("creating the daemon log")?;
+        let mut run = Command::new(&self.vigil);
+        run.args(["run", "--config"])
+            .arg(&self.stage.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let started = Instant::now();
+        self.daemon = Some(
+            run.spawn()
+                .with_context(|| format!("starting `{}`", cmd::display(&run)))?,
+        );
+        loop {
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("the daemon exited during start ({status})");
+            }
+            if self.stage.socket.exists() && self.client(&["status"])?.status.success() {
+                break;
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!("the daemon did not answer `vigil status` within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!(
+            "  daemon ready in {:.1} s: sensors attached, programs pinned under {PIN_DIR}",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn within_scope(&mut self) -> Result<()> {
+        heading(&format!("1. {CODER} works inside its scope"));
+        println!(
+            "  The agent runs as a session: `vigil exec --agent {CODER} -- vigil-workload serve`"
+        );
+        println!("  puts it and all its descendants in a cgroup Vigil watches.");
+        let notes = self.stage.notes.clone();
+        let service = self.service;
+        let s = CODER_SESSION;
+        self.start_session(CODER, s)?;
+        self.show(CODER_SESSION, "exec", |e| {
+            e["kind"] == "exec"
+                && e["argv"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "serve"))
+        })?;
+        self.act(s, &format!("open {}", notes.display()), Expect::Ok)?;
+        self.show(CODER_SESSION, "file_open", |e| {
+            e["kind"] == "file_open" && e["path"] == notes.to_string_lossy().as_ref()
+        })?;
+        self.act(s, "exec /bin/sh -c :", Expect::Exit(0))?;
+        self.show(CODER_SESSION, "exec", |e| {
+            e["kind"] == "exec" && e["filename"] == "/bin/sh"
+        })?;
+        self.act(s, &format!("connect {service}"), Expect::Ok)?;
+        self.show(CODER_SESSION, "connect", |e| is_connect(e, service, false))?;
+        println!("  All in scope: reported with who did it, and let be.");
+        Ok(())
+    }
+
+    /// Returns the revocation's `latency_ns`.
+    fn credential_read(&mut self) -> Result<u64> {
+        heading(&format!("2. {CODER} reads a credential it was not given"));
+        println!("  workspace/.env lies in the workspace it may read, but .env files are");
+        println!("  credentials (built-in identity `dotenv`), and it was given none.");
+        let dotenv = self.stage.dotenv.clone();
+        let service = self.service;
+        self.act(
+            CODER_SESSION,
+            &format!("open {}", dotenv.display()),
+            Expect::Ok,
+        )?;
+        let anomaly = self.show(CODER_SESSION, "identity_outside_scope anomaly", |e| {
+            is_anomaly(e, "identity_outside_scope")
+        })?;
+        if anomaly["action"] != "revoked" {
+            bail!("the anomaly should say the session was revoked: {anomaly}");
+        }
+        let revocation = self.show(CODER_SESSION, "revocation", |e| {
+            e["kind"] == "revocation" && e["session"] == CODER_SESSION
+        })?;
+        let latency_ns = revocation["latency_ns"].as_u64().with_context(|| {
+            format!("the automatic revocation carries no latency_ns: {revocation}")
+        })?;
+        println!("  The open itself went through: Vigil saw it as it happened, and revoked");
+        println!("  the session before the agent's next step. From now on the kernel refuses:");
+        self.act(
+            CODER_SESSION,
+            &format!("connect {service}"),
+            Expect::Errno(Errno::EPERM),
+        )?;
+        self.show(CODER_SESSION, "blocked connect", |e| {
+            is_connect(e, service, true)
+        })?;
+        self.show(CODER_SESSION, "revoked_activity anomaly", |e| {
+            is_anomaly(e, "revoked_activity")
+        })?;
+        Ok(latency_ns)
+    }
+
+    fn operator_restores(&mut self) -> Result<()> {
+        heading("3. An operator reviews it and restores the session");
+        let service = self.service;
+        self.operator(&[
+            "restore",
+            CODER,
+            "--session",
+            CODER_SESSION,
+            "--reason",
+            "reviewed: the .env holds no production secret",
+        ])?;
+        let restore = self.show(CODER_SESSION, "restore", |e| {
+            e["kind"] == "restore" && e["session"] == CODER_SESSION
+        })?;
+        let restored_at = seq(&restore);
+        self.act(CODER_SESSION, &format!("connect {service}"), Expect::Ok)?;
+        self.show(CODER_SESSION, "connect", |e| {
+            is_connect(e, service, false) && seq(e) > restored_at
+        })?;
+        Ok(())
+    }
+
+    fn task_approval(&mut self) -> Result<()> {
+        heading(&format!(
+            "4. {RELEASE_BOT} may act only while a task is approved"
+        ));
+        println!("  Its processes are refused everything unless an approval is active; the");
+        println!("  approval's expiry lives in a kernel map, checked on the kernel clock.");
+        let service = self.service;
+        let notes = self.stage.notes.clone();
+        self.operator(&[
+            "approve",
+            RELEASE_BOT,
+            "--task",
+            TASK,
+            "--purpose",
+            "tag and publish release 1.4",
+            "--ttl",
+            &format!("{}s", TASK_TTL.as_secs()),
+        ])?;
+        let approved = Instant::now();
+        let s = RELEASE_SESSION;
+        self.start_session(RELEASE_BOT, s)?;
+        self.act(s, &format!("connect {service}"), Expect::Ok)?;
+        let e = self.show(RELEASE_SESSION, "connect", |e| {
+            is_connect(e, service, false)
+        })?;
+        if e["identity"]["task"] != TASK {
+            bail!("the connect during the task should carry task {TASK}: {e}");
+        }
+        println!("  Inside the task: allowed, and every event names the task it belongs to.");
+        println!("  … waiting for the approval to run out");
+        // The grant's deadline is at most TTL after `approve` returned.
+        std::thread::sleep(
+            (approved + TASK_TTL + Duration::from_millis(200))
+                .saturating_duration_since(Instant::now()),
+        );
+        self.show_any("task_ended", |e| {
+            e["kind"] == "task_ended" && e["task"] == TASK && e["reason"] == "expired"
+        })?;
+        self.act(
+            s,
+            &format!("connect {service}"),
+            Expect::Errno(Errno::EPERM),
+        )?;
+        self.show(RELEASE_SESSION, "unapproved_task anomaly", |e| {
+            is_anomaly(e, "unapproved_task")
+        })?;
+        self.act(s, &format!("open {}", notes.display()), Expect::Killed)?;
+        println!("  Killed in the open syscall, before it could read a byte of the file.");
+        Ok(())
+    }
+
+    /// Starts `vigil-workload serve` as session `name` of `agent`.
+    fn start_session(&mut self, agent: &str, name: &str) -> Result<()> {
+        let log = self.stage.root.join(format!("session-{name}.log"));
+        let session = Session::start(
+            &self.vigil,
+            &self.workload,
+            &self.stage.socket,
+            agent,
+            name,
+            &log,
+        )?;
+        self.sessions.push(session);
+        Ok(())
+    }
+
+    /// One action of session `name`, printed with its outcome, which must be
+    /// `expect`.
+    fn act(&mut self, name: &str, action: &str, expect: Expect) -> Result<()> {
+        let Some(session) = self.sessions.iter_mut().find(|s| s.name == name) else {
+            bail!("no session {name} was started");
+        };
+        let answer = session.ask(action)?;
+        let got = Outcome::parse(answer.as_deref(), || session.wait_signal())?;
+        println!("  {name} $ {action}");
+        println!("      → {got}");
+        if !expect.matches(&got) {
+            bail!(
+                "in session {name}, `{action}` should have ended with {expect}, but it ended with {got}"
+            );
+        }
+        Ok(())
+    }
+
+    /// A `vigil` command of the operator, printed with its output.
+    fn operator(&self, args: &[&str]) -> Result<()> {
+        println!("  operator $ vigil {}", shell_words(args));
+        let out = self.client(args)?;
+        if !out.status.success() {
+            bail!(
+                "`vigil {}` failed ({}): {}",
+                shell_words(args),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("      → {line}");
+        }
+        Ok(())
+    }
+
+    fn client(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.vigil)
+            .args(args)
+            .env("VIGIL_SOCKET", &self.stage.socket)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", self.vigil.display()))
+    }
+
+    /// Waits for the first event of `session` that satisfies `pred`, prints
+    /// it and returns it.
+    fn show(&self, session: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let e = self.wait_for(what, |e| {
+            (e["identity"]["session"] == session
+                || e["offending"]["identity"]["session"] == session
+                || e["session"] == session)
+                && pred(e)
+        })?;
+        print_event(&e);
+        Ok(e)
+    }
+
+    /// [`Demo::show`] for events that belong to no session.
+    fn show_any(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let e = self.wait_for(what, pred)?;
+        print_event(&e);
+        Ok(e)
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        loop {
+            if let Some(e) = self.events()?.into_iter().find(|e| pred(e)) {
+                return Ok(e);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no {what} event reached {} within {EVENT_TIMEOUT:?}",
+                    self.stage.events.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every complete line of the events file so far.
+    fn events(&self) -> Result<Vec<Value>> {
+        let text = match fs::read_to_string(&self.stage.events) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", self.stage.events.display()));
+            }
+        };
+        // The daemon may be half-way through the last line.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("bad JSON line in the events file: {l}"))
+            })
+            .collect()
+    }
+
+    fn daemon_log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.stage.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(30)..];
+        format!(
+            "daemon log (last {} lines):\n{}",
+            tail.len(),
+            tail.join("\n")
+        )
+    }
+
+    /// An earlier run stopped half-way (Ctrl-C) leaves the cgroup parent and
+    /// the pins; a run in progress has processes in its sessions.
+    fn remove_leftovers(&mut self) -> Result<()> {
+        let cgroups = cmd::exists(&self.cgroup_parent)?;
+        let pins = cmd::exists(Path::new(PIN_DIR))?;
+        if !cgroups && !pins {
+            return Ok(());
+        }
+        if cgroups && populated(&self.cgroup_parent)? {
+            bail!(
+                "{} has processes: is another `cargo xtask demo` running?",
+                self.cgroup_parent.display()
+            );
+        }
+        println!("demo: removing what an interrupted run left behind");
+        self.remove_cgroups_and_pins()
+    }
+
+    /// Stops the daemon, kills what is left in the sessions and removes the
+    /// session cgroups and the pins. Tries every step even when one fails.
+    fn clean_up(&mut self) -> Result<()> {
+        heading("Cleaning up");
+        for mut s in self.sessions.drain(..) {
+            s.stop();
+        }
+        let stopped = self.stop_daemon();
+        let removed = self.remove_cgroups_and_pins();
+        if stopped.is_ok() && removed.is_ok() {
+            println!(
+                "  daemon stopped (SIGTERM), sessions killed, {} and {PIN_DIR} removed",
+                self.cgroup_parent.display()
+            );
+        }
+        stopped.and(removed)
+    }
+
+    fn stop_daemon(&mut self) -> Result<()> {
+        let Some(mut child) = self.daemon.take() else {
+            return Ok(());
+        };
+        let pid = Pid::from_raw(i32::try_from(child.id()).context("daemon pid")?);
+        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the daemon")?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().context("waiting for the daemon")? {
+                if !status.success() {
+                    bail!("the daemon exited with {status} on SIGTERM");
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the daemon did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
+    }
+
+    fn remove_cgroups_and_pins(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if cmd::exists(&self.cgroup_parent)? {
+            // cgroup.kill covers the whole subtree, and a cgroup can be
+            // removed once its last task has gone.
+            if let Err(e) = fs::write(self.cgroup_parent.join("cgroup.kill"), "1") {
+                problems.push(format!(
+                    "killing the processes in {}: {e}",
+                    self.cgroup_parent.display()
+                ));
+            }
+            let mut removed = remove_cgroups(&self.cgroup_parent);
+            for _ in 0..100 {
+                if removed.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                removed = remove_cgroups(&self.cgroup_parent);
+            }
+            if let Err(e) = removed {
+                problems.push(format!("removing {}: {e}", self.cgroup_parent.display()));
+            }
+        }
+        // `vigil run --cleanup` knows what the daemon pins; it reads pin_dir
+        // from the config.
+        let mut cleanup = Command::new(&self.vigil);
+        cleanup
+            .args(["run", "--cleanup", "--config"])
+            .arg(&self.stage.config);
+        match cleanup.output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => problems.push(format!(
+                "`{}` failed ({}): {}",
+                cmd::display(&cleanup),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => problems.push(format!("running `{}`: {e}", cmd::display(&cleanup))),
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", problems.join("; "))
+        }
+    }
+}
+
+/// A `vigil-workload serve` process in an agent session: it performs one
+/// action per line on its stdin and answers each on its stdout (`ok`,
+/// `err ERRNO`, `exit N`, `signal N`).
+struct Session {
+    name: String,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    log: PathBuf,
+}
+
+impl Session {
+    fn start(
+        vigil: &Path,
+        workload: &Path,
+        socket: &Path,
+        agent: &str,
+        name: &str,
+        log: &Path,
+    ) -> Result<Self> {
+        let stderr =
+            fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut exec = Command::new(vigil);
+        exec.args(["exec", "--agent", agent, "--session", name, "--"])
+            .arg(workload)
+            .arg("serve")
+            .env("VIGIL_SOCKET", socket)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = exec
+            .spawn()
+            .with_context(|| format!("starting `{}`", cmd::display(&exec)))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("session {name}: stdin and stdout were not piped");
+        };
+        let mut session = Self {
+            name: name.to_owned(),
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            log: log.to_owned(),
+        };
+        match session.read_line()? {
+            Some(line) if line == "ready" => Ok(session),
+            other => bail!(
+                "session {name} of agent {agent} did not start (it said {other:?}): {}",
+                fs::read_to_string(&session.log).unwrap_or_default().trim()
+            ),
+        }
+    }
+
+    fn read_line(&mut self) -> Result<Option<String>> {
+        let mut line = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .with_context(|| format!("reading from session {}", self.name))?;
+        Ok((n > 0).then(|| line.trim().to_owned()))
+    }
+
+    /// Sends one action; `None` when the process died instead of answering.
+    fn ask(&mut self, action: &str) -> Result<Option<String>> {
+        let sent = writeln!(self.stdin, "{action}").and_then(|()| self.stdin.flush());
+        if sent.is_err() {
+            return Ok(None);
+        }
+        self.read_line()
+    }
+
+    /// The signal that ended the process, once it has ended.
+    fn wait_signal(&mut self) -> Result<Option<i32>> {
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("waiting for session {}", self.name))?;
+        Ok(status.signal())
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What an action of a session came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Errno(Errno),
+    Exit(i32),
+    /// The session process itself was killed by this signal.
+    Killed(i32),
+    /// A child it started was killed by this signal.
+    ChildKilled(i32),
+    Other(String),
+}
+
+impl Outcome {
+    fn parse(answer: Option<&str>, died: impl FnOnce() -> Result<Option<i32>>) -> Result<Self> {
+        let Some(answer) = answer else {
+            return Ok(
+                died()?.map_or_else(|| Self::Other("the process exited".into()), Self::Killed)
+            );
+        };
+        let parsed = match answer.split_once(' ') {
+            None if answer == "ok" => Some(Self::Ok),
+            Some(("err", n)) => n.parse().ok().map(|n| Self::Errno(Errno::from_raw(n))),
+            Some(("exit", n)) => n.parse().ok().map(Self::Exit),
+            Some(("signal", n)) => n.parse().ok().map(Self::ChildKilled),
+            _ => None,
+        };
+        Ok(parsed.unwrap_or_else(|| Self::Other(answer.to_owned())))
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ok => f.write_str("ok"),
+            Self::Errno(e) => write!(f, "{e}"),
+            Self::Exit(n) => write!(f, "exit {n}"),
+            Self::Killed(n) => write!(f, "the agent process was killed by {}", signal_name(*n)),
+            Self::ChildKilled(n) => write!(f, "the program was killed by {}", signal_name(*n)),
+            Self::Other(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+fn signal_name(n: i32) -> String {
+    Signal::try_from(n).map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_owned())
+}
+
+/// The outcome a step narrates.
+#[derive(Clone, Copy)]
+enum Expect {
+    Ok,
+    Errno(Errno),
+    Exit(i32),
+    /// The session process is killed (SIGKILL) by the action.
+    Killed,
+}
+
+impl Expect {
+    fn matches(self, got: &Outcome) -> bool {
+        match (self, got) {
+            (Self::Ok, Outcome::Ok) => true,
+            (Self::Errno(want), Outcome::Errno(e)) => want == *e,
+            (Self::Exit(want), Outcome::Exit(n)) => want == *n,
+            (Self::Killed, Outcome::Killed(n)) => *n == Signal::SIGKILL as i32,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ok => f.write_str("ok"),
+            Self::Errno(e) => write!(f, "{e}"),
+            Self::Exit(n) => write!(f, "exit {n}"),
+            Self::Killed => f.write_str("the process killed by SIGKILL"),
+        }
+    }
+}
+
+fn is_connect(e: &Value, to: SocketAddr, blocked: bool) -> bool {
+    e["kind"] == "connect"
+        && e["address"] == to.ip().to_string()
+        && e["port"] == to.port()
+        && e["blocked"].as_bool().unwrap_or(false) == blocked
+}
+
+fn is_anomaly(e: &Value, kind: &str) -> bool {
+    e["kind"] == "anomaly" && e["anomaly"] == kind
+}
+
+fn heading(title: &str) {
+    println!();
+    println!(
+        "── {title} {}",
+        "─".repeat(70usize.saturating_sub(title.chars().count()))
+    );
+}
+
+fn print_event(e: &Value) {
+    let mut lines = summary(e).into_iter();
+    if let Some(first) = lines.next() {
+        println!("    vigil ▸ {first}");
+    }
+    for line in lines {
+        println!("            {line}");
+    }
+}
+
+/// An event in a line or two, with the JSON field names a SIEM would see.
+fn summary(e: &Value) -> Vec<String> {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    let who = {
+        let id = &e["identity"];
+        let mut who = format!("{}/{}", s(&id["agent"]), s(&id["session"]));
+        if let Some(task) = id["task"].as_str() {
+            let _ = write!(who, " task {task}");
+        }
+        if let Some(pid) = e["process"]["pid"].as_u64() {
+            let _ = write!(who, " pid {pid}");
+        }
+        who
+    };
+    match e["kind"].as_str().unwrap_or("?") {
+        "exec" => {
+            let argv: Vec<String> = e["argv"]
+                .as_array()
+                .map_or_else(Vec::new, |a| a.iter().map(s).collect());
+            vec![format!("exec {}  [{who}]", argv.join(" "))]
+        }
+        "file_open" => vec![format!(
+            "file_open {} {}  [{who}]",
+            s(&e["access"]),
+            s(&e["path"])
+        )],
+        "connect" => {
+            let blocked = if e["blocked"] == true {
+                "  blocked: true"
+            } else {
+                ""
+            };
+            vec![format!(
+                "connect {} {}:{}{blocked}  [{who}]",
+                s(&e["protocol"]),
+                s(&e["address"]),
+                e["port"]
+            )]
+        }
+        "anomaly" => vec![
+            format!(
+                "anomaly {}  severity {}  action {}",
+                s(&e["anomaly"]),
+                s(&e["severity"]),
+                s(&e["action"])
+            ),
+            s(&e["reason"]),
+        ],
+        "revocation" => vec![
+            format!(
+                "revocation of session {} of {}  by \"{}\"",
+                s(&e["session"]),
+                s(&e["agent"]),
+                s(&e["by"])
+            ),
+            format!("latency_ns {}", e["latency_ns"]),
+        ],
+        "restore" => vec![format!(
+            "restore of session {} of {}  by \"{}\"",
+            s(&e["session"]),
+            s(&e["agent"]),
+            s(&e["by"])
+        )],
+        "task_ended" => vec![format!(
+            "task_ended {} of {}: {}",
+            s(&e["task"]),
+            s(&e["agent"]),
+            s(&e["reason"])
+        )],
+        other => vec![format!("{other} {e}")],
+    }
+}
+
+fn seq(e: &Value) -> u64 {
+    e["seq"].as_u64().unwrap_or(0)
+}
+
+/// Arguments as the operator would type them.
+fn shell_words(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$".contains(c)) {
+                format!("\"{a}\"")
+            } else {
+                (*a).to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether a cgroup (or one below it) holds processes.
+fn populated(cgroup: &Path) -> Result<bool> {
+    let events = fs::read_to_string(cgroup.join("cgroup.events"))
+        .with_context(|| format!("reading {}/cgroup.events", cgroup.display()))?;
+    Ok(events.lines().any(|l| l == "populated 1"))
+}
+
+/// Removes a cgroup and those below it, innermost first.
+fn remove_cgroups(dir: &Path) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_cgroups(&entry.path())?;
+        }
+    }
+    fs::remove_dir(dir)
+}
+
+/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        (fs.split_whitespace().next() == Some("cgroup2"))
+            .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
