@@ -22,7 +22,7 @@ const ETH_P_IPV6: u32 = 0x86DD;
 const IPPROTO_UDP: u8 = 17;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-/// Let the packet through (cgroup_skb: 1 = allow).
+/// Let the packet through (`cgroup_skb`: 1 = allow).
 const PASS: i32 = 1;
 
 #[cgroup_skb(ingress)]
@@ -63,7 +63,7 @@ fn watched(cfg: &KernelConfig, skb: *mut __sk_buff) -> Option<u64> {
         }
     }
     // SAFETY: presence test only.
-    unsafe { WATCHED.get(&id) }.map(|_| id)
+    unsafe { WATCHED.get(id) }.map(|_| id)
 }
 
 fn try_dns(ctx: &SkBuffContext) -> Option<()> {
@@ -112,9 +112,18 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     // SAFETY: at most DNS_LEN bytes into a DNS_LEN buffer; the server
     // address (4 or 16 bytes) into a 16-byte array.
     let ok = unsafe {
-        bpf_skb_load_bytes(skb.cast(), payload_off, rec.payload.as_mut_ptr().cast(), take as u32) == 0
-            && bpf_skb_load_bytes(skb.cast(), src_off, rec.server.as_mut_ptr().cast(), src_len as u32)
-                == 0
+        bpf_skb_load_bytes(
+            skb.cast(),
+            payload_off,
+            rec.payload.as_mut_ptr().cast(),
+            take as u32,
+        ) == 0
+            && bpf_skb_load_bytes(
+                skb.cast(),
+                src_off,
+                rec.server.as_mut_ptr().cast(),
+                src_len as u32,
+            ) == 0
     };
     if !ok {
         entry.discard(0);

@@ -8,9 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, lpm_trie::Key},
 };
-use vigil_common::{
-    KernelConfig, PORT_RULES, Policy, SystemKey, SystemRules, policy, verdict,
-};
+use vigil_common::{KernelConfig, PORT_RULES, Policy, SystemKey, SystemRules, policy, verdict};
 
 /// Policy by cgroup id (session, agent directory or container cgroup).
 #[map]
@@ -27,7 +25,7 @@ pub fn current_policy(cfg: &KernelConfig, cgroup_id: u64) -> Option<Policy> {
     let mut merged = Policy::default();
     let mut found = false;
     // SAFETY: map lookups by value; entries are copied out.
-    if let Some(p) = unsafe { POLICY.get(&cgroup_id) } {
+    if let Some(p) = unsafe { POLICY.get(cgroup_id) } {
         merge(&mut merged, p);
         found = true;
     }
@@ -38,7 +36,7 @@ pub fn current_policy(cfg: &KernelConfig, cgroup_id: u64) -> Option<Policy> {
             let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
             if id != 0
                 && id != cgroup_id
-                && let Some(p) = unsafe { POLICY.get(&id) }
+                && let Some(p) = unsafe { POLICY.get(id) }
             {
                 merge(&mut merged, p);
                 found = true;

@@ -101,7 +101,7 @@ fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
         }
     };
     let tid = ctx.pid();
-    OPEN_ARGS.insert(&tid, &args, 0).ok()?;
+    OPEN_ARGS.insert(tid, args, 0).ok()?;
     Some(0)
 }
 
@@ -115,8 +115,8 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     let cgroup_id = watched_current(&cfg)?;
     let tid = ctx.pid();
     // SAFETY: map value read by key, copied out before removal.
-    let args = *unsafe { OPEN_ARGS.get(&tid) }?;
-    let _ = OPEN_ARGS.remove(&tid);
+    let args = *unsafe { OPEN_ARGS.get(tid) }?;
+    let _ = OPEN_ARGS.remove(tid);
     // SAFETY: the return value field of the tracepoint record.
     let ret: i64 = unsafe { ctx.read_at(cfg.offsets.sys_exit_ret as usize & 0xff) }.ok()?;
     let Some(mut entry) = EVENTS.reserve::<OpenRecord>(0) else {
@@ -135,7 +135,11 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     rec._pad = 0;
     // SAFETY: user string read through the helper, bounded by PATH_LEN.
     let n = unsafe {
-        bpf_probe_read_user_str(rec.path.as_mut_ptr().cast(), PATH_LEN as u32, args.path as *const _)
+        bpf_probe_read_user_str(
+            rec.path.as_mut_ptr().cast(),
+            PATH_LEN as u32,
+            args.path as *const _,
+        )
     };
     if n > 0 {
         rec.path_len = (n - 1) as u16;

@@ -22,7 +22,7 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 /// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`.
 const PASSIVE_ESTABLISHED: u32 = 5;
-/// Return value of a cgroup sock_addr program that lets the call proceed.
+/// Return value of a cgroup `sock_addr` program that lets the call proceed.
 const ALLOW: i32 = 1;
 /// Return value that fails the call with EPERM.
 const DENY: i32 = 0;
@@ -113,7 +113,11 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
     } else {
         count_loss(Sensor::Network);
     }
-    if verdict == verdict::ALLOWED { ALLOW } else { DENY }
+    if verdict == verdict::ALLOWED {
+        ALLOW
+    } else {
+        DENY
+    }
 }
 
 #[sock_ops]

@@ -21,8 +21,6 @@ const MAX_STEPS: usize = 24;
 /// Path components named at most (a power of two, for masking).
 const MAX_NAMES: usize = 16;
 
-
-
 /// A `struct path`: the mount and dentry.
 #[derive(Clone, Copy)]
 pub struct KPath {
@@ -184,7 +182,8 @@ pub fn resolve(cfg: &KernelConfig, path: KPath, out: &mut PathComponents) {
     let Some(w) = WALK.get_ptr_mut(0) else {
         return;
     };
-    let (root_dentry, root_mnt) = task_root(cfg).map_or((0, 0), |r| (r.dentry as u64, r.mnt as u64));
+    let (root_dentry, root_mnt) =
+        task_root(cfg).map_or((0, 0), |r| (r.dentry as u64, r.mnt as u64));
     let vfsmnt = path.mnt as u64;
     set!(w.dentry = path.dentry as u64);
     set!(w.vfsmnt = vfsmnt);
@@ -216,10 +215,17 @@ pub fn resolve(cfg: &KernelConfig, path: KPath, out: &mut PathComponents) {
         // SAFETY: i < MAX_NAMES.
         let d = unsafe { core::ptr::read_volatile(&raw const (*w).slots[i]) };
         let name = rd(d + u64::from(off.dentry_name));
-        let dst = out.buf.as_mut_ptr().wrapping_add((len as usize) & (DIR_LEN - 1));
+        let dst = out
+            .buf
+            .as_mut_ptr()
+            .wrapping_add((len as usize) & (DIR_LEN - 1));
         // SAFETY: dst has NAME_READ bytes of room (buf is DIR_LEN + NAME_READ).
         let n = unsafe {
-            bpf_probe_read_kernel_str(dst.cast(), NAME_READ as u32, name as *const core::ffi::c_void)
+            bpf_probe_read_kernel_str(
+                dst.cast(),
+                NAME_READ as u32,
+                name as *const core::ffi::c_void,
+            )
         };
         if n <= 0 {
             set!(w.flags = u64::from(path_flags::TRUNCATED));

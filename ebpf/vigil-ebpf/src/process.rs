@@ -5,13 +5,13 @@
 //! reports at `sched_process_exec`, so only successful execs are emitted.
 
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{
         bpf_probe_read_kernel_buf, bpf_probe_read_user,
         generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str, bpf_send_signal},
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
-    EbpfContext as _,
 };
 use aya_log_ebpf::warn;
 use vigil_common::{
@@ -69,9 +69,8 @@ fn try_exec_enter(ctx: &TracePointContext, argv_arg: usize) -> Option<u32> {
         // The mask gives the verifier a constant bound; `used < ARGV_LEN` already holds.
         let dst = buf.data.as_mut_ptr().wrapping_add(used & (ARGV_LEN - 1));
         // SAFETY: dst has ARG_MAX_READ bytes of room: data is ARGV_LEN + ARG_MAX_READ long.
-        let n = unsafe {
-            bpf_probe_read_user_str(dst.cast(), ARG_MAX_READ as u32, arg as *const _)
-        };
+        let n =
+            unsafe { bpf_probe_read_user_str(dst.cast(), ARG_MAX_READ as u32, arg as *const _) };
         if n <= 0 {
             break;
         }
@@ -106,7 +105,7 @@ fn try_exec_enter(ctx: &TracePointContext, argv_arg: usize) -> Option<u32> {
         return Some(0);
     }
     let tid = ctx.pid();
-    EXEC_ARGS.insert(&tid, &*buf, 0).ok()?;
+    EXEC_ARGS.insert(tid, &*buf, 0).ok()?;
     Some(0)
 }
 
@@ -129,7 +128,11 @@ fn report_blocked_exec(
     rec._pad = [0; 6];
     // SAFETY: user string read through the helper, bounded by PATH_LEN.
     let n = unsafe {
-        bpf_probe_read_user_str(rec.filename.as_mut_ptr().cast(), PATH_LEN as u32, filename as *const _)
+        bpf_probe_read_user_str(
+            rec.filename.as_mut_ptr().cast(),
+            PATH_LEN as u32,
+            filename as *const _,
+        )
     };
     rec.filename_len = if n > 0 { (n - 1) as u16 } else { 0 };
     // SAFETY: copy between two buffers of at least ARGV_LEN bytes.
@@ -153,7 +156,10 @@ pub fn vigil_sched_exec(ctx: TracePointContext) -> u32 {
 fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let cfg = config();
     let cgroup_id = watched_current(&cfg)?;
-    if current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p)).is_some() {
+    if current_policy(&cfg, cgroup_id)
+        .and_then(|p| enforce::blocked(&p))
+        .is_some()
+    {
         // Killed at exec entry and already reported; it dies before user code.
         return Some(0);
     }
@@ -176,7 +182,11 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let name = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xfff) as usize);
     // SAFETY: kernel string inside the tracepoint record; the helper bounds it.
     let n = unsafe {
-        bpf_probe_read_kernel_str(rec.filename.as_mut_ptr().cast(), PATH_LEN as u32, name.cast())
+        bpf_probe_read_kernel_str(
+            rec.filename.as_mut_ptr().cast(),
+            PATH_LEN as u32,
+            name.cast(),
+        )
     };
     if n > 0 {
         rec.filename_len = (n - 1) as u16;
@@ -189,12 +199,11 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
         warn!(ctx, "exec file name unreadable: {}", n);
     }
     // SAFETY: map value read by key.
-    if let Some(args) = unsafe { EXEC_ARGS.get(&old_pid) } {
+    if let Some(args) = unsafe { EXEC_ARGS.get(old_pid) } {
         let len = args.len as usize;
         // SAFETY: copy between two kernel buffers of at least ARGV_LEN bytes.
-        let copied = unsafe {
-            bpf_probe_read_kernel_buf(args.data.as_ptr(), &mut rec.argv[..ARGV_LEN])
-        };
+        let copied =
+            unsafe { bpf_probe_read_kernel_buf(args.data.as_ptr(), &mut rec.argv[..ARGV_LEN]) };
         if copied.is_ok() {
             rec.argv_len = len.min(ARGV_LEN) as u16;
             rec.argc = args.argc as u16;
@@ -204,7 +213,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
             rec.argc = 0;
             rec.header.flags |= EXEC_ARGV_MISSING;
         }
-        let _ = EXEC_ARGS.remove(&old_pid);
+        let _ = EXEC_ARGS.remove(old_pid);
     } else {
         rec.argv_len = 0;
         rec.argc = 0;
@@ -276,4 +285,3 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     entry.submit(0);
     Some(0)
 }
-

@@ -35,7 +35,7 @@ pub fn watched_current(cfg: &KernelConfig) -> Option<u64> {
         }
     }
     // SAFETY: the value is only tested for presence.
-    if unsafe { WATCHED.get(&cgroup_id) }.is_some() {
+    if unsafe { WATCHED.get(cgroup_id) }.is_some() {
         Some(cgroup_id)
     } else {
         None
@@ -67,7 +67,7 @@ pub fn watched_cgroup(cfg: &KernelConfig, cgrp: *const u8) -> Option<u64> {
         }
     }
     // SAFETY: the value is only tested for presence.
-    if unsafe { WATCHED.get(&id) }.is_some() {
+    if unsafe { WATCHED.get(id) }.is_some() {
         Some(id)
     } else {
         None
