@@ -34,7 +34,12 @@ fn resolve(server: &str, name: &str) -> std::io::Result<std::net::Ipv4Addr> {
     if n < at + 4 {
         return Err(std::io::Error::other("short DNS answer"));
     }
-    Ok(std::net::Ipv4Addr::new(buf[at], buf[at + 1], buf[at + 2], buf[at + 3]))
+    Ok(std::net::Ipv4Addr::new(
+        buf[at],
+        buf[at + 1],
+        buf[at + 2],
+        buf[at + 3],
+    ))
 }
 
 /// Performs actions read from stdin, one per line, and answers each on
@@ -53,11 +58,20 @@ fn serve() -> std::io::Result<()> {
         let answer = match words.as_slice() {
             ["connect", addr] => result(TcpStream::connect(addr).map(|_| ())),
             ["udp", addr] => result(
-                UdpSocket::bind(if addr.starts_with('[') { "[::1]:0" } else { "127.0.0.1:0" })
-                    .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
+                UdpSocket::bind(if addr.starts_with('[') {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                })
+                .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
             ),
             ["open", path] => result(std::fs::File::open(path).map(|_| ())),
-            ["exec", prog, args @ ..] => match Command::new(prog).args(args).status() {
+            // The child's output must not mix with the answers on stdout.
+            ["exec", prog, args @ ..] => match Command::new(prog)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+            {
                 Ok(s) => match (s.code(), s.signal()) {
                     (Some(c), _) => format!("exit {c}"),
                     (None, Some(sig)) => format!("signal {sig}"),
@@ -90,8 +104,12 @@ fn main() -> ExitCode {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match a.as_slice() {
         ["connect", addr] => TcpStream::connect(addr).map(|_| ()),
-        ["udp", addr] => UdpSocket::bind(if addr.starts_with('[') { "[::1]:0" } else { "127.0.0.1:0" })
-            .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
+        ["udp", addr] => UdpSocket::bind(if addr.starts_with('[') {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        })
+        .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
         ["open", path] => std::fs::File::open(path).map(|_| ()),
         ["create", path] => std::fs::File::create(path).map(|_| ()),
         ["flood-open", path, n] => {
@@ -110,10 +128,9 @@ fn main() -> ExitCode {
             let _ = s.read(&mut buf);
             Ok(())
         }),
-        ["spawn", rest @ ..] if !rest.is_empty() => Command::new(rest[0])
-            .args(&rest[1..])
-            .status()
-            .map(|_| ()),
+        ["spawn", rest @ ..] if !rest.is_empty() => {
+            Command::new(rest[0]).args(&rest[1..]).status().map(|_| ())
+        }
         ["dns-connect", server, name, port] => dns_connect(server, name, port),
         ["serve"] => serve(),
         ["sleep", ms] => {
@@ -137,9 +154,20 @@ fn main() -> ExitCode {
             // Accepting keeps the backlog from filling; accepted sockets are
             // closed at once.
             std::thread::spawn(move || listener.incoming().for_each(drop));
+            // Closing with a reset leaves no TIME_WAIT socket behind: tens of
+            // thousands of them would make finding a free local port, not the
+            // connect, what the loop measures.
+            let abort = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
             let start = std::time::Instant::now();
             (0..n.parse::<u64>().expect("count"))
-                .try_for_each(|_| TcpStream::connect(addr).map(drop))
+                .try_for_each(|_| {
+                    let stream = TcpStream::connect(addr)?;
+                    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &abort)
+                        .map_err(std::io::Error::from)
+                })
                 .map(|()| println!("{}", start.elapsed().as_nanos()))
         }),
         ["bench-open", path, n] => {
@@ -163,7 +191,9 @@ fn main() -> ExitCode {
                 .map(|()| println!("{}", start.elapsed().as_nanos()))
         }
         _ => {
-            eprintln!("usage: vigil-workload connect|udp|open|create|flood-open|accept-once|spawn|sleep ...");
+            eprintln!(
+                "usage: vigil-workload connect|udp|open|create|flood-open|accept-once|spawn|sleep ..."
+            );
             return ExitCode::from(2);
         }
     };
