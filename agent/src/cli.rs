@@ -298,12 +298,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             data,
             connection,
         } => {
-            let scope = (!(systems.is_empty() && tools.is_empty() && data.is_empty()))
-                .then_some(pb::TaskScope {
+            let scope = (!(systems.is_empty() && tools.is_empty() && data.is_empty())).then_some(
+                pb::TaskScope {
                     systems,
                     tools,
                     data,
-                });
+                },
+            );
             approve(
                 pb::ApproveTaskRequest {
                     agent,
@@ -590,7 +591,10 @@ fn cleanup(config: Option<&std::path::Path>) -> anyhow::Result<()> {
     };
     let dir = &cfg.daemon.pin_dir;
     if crate::sensors::cleanup(dir).with_context(|| format!("removing {}", dir.display()))? {
-        println!("removed {} (programs detached, revocations and approvals cleared)", dir.display());
+        println!(
+            "removed {} (programs detached, revocations and approvals cleared)",
+            dir.display()
+        );
     } else {
         println!("nothing pinned at {}", dir.display());
     }

@@ -49,10 +49,12 @@ pub fn new_session_id() -> Result<String, SessionError> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
         .map_err(SessionError::Random)?;
-    Ok(format!(
-        "s-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    ))
+    let mut id = String::from("s-");
+    for x in b {
+        use std::fmt::Write as _;
+        let _ = write!(id, "{x:02x}");
+    }
+    Ok(id)
 }
 
 /// A running session.
@@ -127,7 +129,10 @@ impl SessionManager {
             let Ok(sessions) = std::fs::read_dir(agent.path()) else {
                 continue;
             };
-            for s in sessions.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+            for s in sessions
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+            {
                 let session = s.file_name().to_string_lossy().into_owned();
                 let cgroup = format!("{}/{agent_name}/{session}", self.parent);
                 let Ok(cgroup_id) = self.cgroups.id_of(&cgroup) else {
@@ -256,7 +261,10 @@ mod tests {
         assert!(validate_name("agent name", "code-assistant").is_ok());
         assert!(validate_name("agent name", "a.b_c-1").is_ok());
         for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(65), "ü"] {
-            assert!(validate_name("agent name", bad).is_err(), "{bad:?} accepted");
+            assert!(
+                validate_name("agent name", bad).is_err(),
+                "{bad:?} accepted"
+            );
         }
         let id = new_session_id().unwrap();
         assert!(id.starts_with("s-") && id.len() == 14);
@@ -276,7 +284,10 @@ mod tests {
         let fs = CgroupFs::discover().unwrap();
         let parent = format!("vigil-unit-{}", std::process::id());
         let mgr = SessionManager::new(fs, &parent).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let info = mgr.start("coder", Some("s-test"), child.id()).unwrap();
         assert_eq!(info.cgroup, format!("/{parent}/coder/s-test"));
         assert!(matches!(

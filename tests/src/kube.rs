@@ -47,29 +47,39 @@ pub enum Runtime {
     Crio,
 }
 
-/// A container's cgroup in kubelet's layout (systemd driver), under a
-/// private top directory so tests running side by side do not meet:
-/// `/vigil-k8s-<pid>-<n>/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`.
-pub struct ContainerCgroup {
-    /// The private top directory (absolute).
-    top: PathBuf,
-    /// The container cgroup, relative to the cgroup v2 mount.
-    pub rel: String,
-    /// Absolute directory of the container cgroup.
-    pub dir: PathBuf,
-    pub container_id: String,
-    /// Canonical (dashed) pod UID.
-    pub pod_uid: String,
-    pub runtime: Runtime,
+/// Serializes the tests that create pod cgroups: the daemon of one would
+/// otherwise see the containers of another (they share the cgroup tree).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl ContainerCgroup {
-    /// Creates a container cgroup of a fresh pod.
+/// A simulated node's kubelet cgroups, under a private top directory:
+/// `/vigil-k8s-<pid>-<n>/kubepods.slice/...`. Removed (after killing what
+/// runs in it) when dropped.
+pub struct SimNode {
+    top: PathBuf,
+    /// The top directory relative to the cgroup v2 mount (`/vigil-k8s-...`).
+    pub top_rel: String,
+}
+
+impl SimNode {
     #[must_use]
-    pub fn create(runtime: Runtime) -> Self {
+    pub fn new() -> Self {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let mount = crate::cgroup2_mount().expect("cgroup v2 mount");
-        let top_name = format!("vigil-k8s-{}-{n}", std::process::id());
+        let top_rel = format!("/vigil-k8s-{}-{n}", std::process::id());
+        let top = mount.join(top_rel.trim_start_matches('/'));
+        std::fs::create_dir_all(&top).expect("create the node's cgroup");
+        Self { top, top_rel }
+    }
+
+    /// A container cgroup of a fresh pod (besteffort QoS, systemd driver):
+    /// `.../kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`.
+    #[must_use]
+    pub fn container(&self, runtime: Runtime) -> ContainerCgroup {
+        let n = N.fetch_add(1, Ordering::Relaxed);
         let hex = unique_hex(n, 32);
         let pod_uid = format!(
             "{}-{}-{}-{}-{}",
@@ -85,12 +95,16 @@ impl ContainerCgroup {
             Runtime::Containerd => format!("cri-containerd-{container_id}.scope"),
             Runtime::Crio => format!("crio-{container_id}.scope"),
         };
-        let rel =
-            format!("/{top_name}/kubepods.slice/kubepods-besteffort.slice/{pod_slice}/{scope}");
+        let pod_rel = format!(
+            "{}/kubepods.slice/kubepods-besteffort.slice/{pod_slice}",
+            self.top_rel
+        );
+        let rel = format!("{pod_rel}/{scope}");
+        let mount = crate::cgroup2_mount().expect("cgroup v2 mount");
         let dir = mount.join(rel.trim_start_matches('/'));
         std::fs::create_dir_all(&dir).expect("create container cgroup");
-        Self {
-            top: mount.join(&top_name),
+        ContainerCgroup {
+            pod_dir: mount.join(pod_rel.trim_start_matches('/')),
             rel,
             dir,
             container_id,
@@ -98,7 +112,46 @@ impl ContainerCgroup {
             runtime,
         }
     }
+}
 
+impl Default for SimNode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        remove_cgroup(&self.top);
+    }
+}
+
+/// Kills everything in a cgroup tree and removes it.
+fn remove_cgroup(dir: &std::path::Path) {
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        if remove_dirs(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A container's cgroup in kubelet's layout; its pod's cgroup is removed
+/// when it is dropped.
+pub struct ContainerCgroup {
+    pod_dir: PathBuf,
+    /// The container cgroup, relative to the cgroup v2 mount.
+    pub rel: String,
+    /// Absolute directory of the container cgroup.
+    pub dir: PathBuf,
+    pub container_id: String,
+    /// Canonical (dashed) pod UID.
+    pub pod_uid: String,
+    pub runtime: Runtime,
+}
+
+impl ContainerCgroup {
     /// The `containerID` the kubelet reports for this container.
     #[must_use]
     pub fn status_id(&self) -> String {
@@ -143,13 +196,7 @@ impl ContainerCgroup {
 
 impl Drop for ContainerCgroup {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.top.join("cgroup.kill"), "1");
-        for _ in 0..100 {
-            if remove_dirs(&self.top).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        remove_cgroup(&self.pod_dir);
     }
 }
 
@@ -461,10 +508,10 @@ async fn pods(
 
 type Line = Result<Bytes, std::io::Error>;
 
-fn line(c: &Change) -> Line {
+fn line(c: &Change) -> Bytes {
     let mut text = json!({"type": c.kind, "object": c.pod.to_json(c.resource_version)}).to_string();
     text.push('\n');
-    Ok(Bytes::from(text))
+    Bytes::from(text)
 }
 
 fn watch_stream(
@@ -479,7 +526,7 @@ fn watch_stream(
         |(node, mut backlog, mut live, mut stopping)| async move {
             for c in backlog.by_ref() {
                 if c.pod.node == node {
-                    let l = line(&c);
+                    let l = Ok(line(&c));
                     return Some((l, (node, backlog, live, stopping)));
                 }
             }
@@ -491,7 +538,7 @@ fn watch_stream(
                     _ = stopping.changed() => return None,
                     c = live.recv() => match c {
                         Ok(c) if c.pod.node == node => {
-                            let l = line(&c);
+                            let l = Ok(line(&c));
                             return Some((l, (node, backlog, live, stopping)));
                         }
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -554,6 +601,14 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok()).flatten()
     })
+}
+
+/// The value of a sample that counts something (a counter, or a gauge of
+/// a quantity): `None` when absent or not a whole number.
+#[must_use]
+pub fn count(text: &str, series: &str) -> Option<u64> {
+    let v = sample(text, series)?;
+    (v >= 0.0 && v.fract() == 0.0 && v < 9.0e15).then_some(v as u64)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).

@@ -54,7 +54,10 @@ pub fn workload_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // Test binaries live in target/<profile>/deps, binaries one level up.
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let p = dir.join("vigil-workload");
     assert!(p.exists(), "{} not built", p.display());
     p
@@ -168,7 +171,11 @@ impl Daemon {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("daemon exited during start ({status}):\n{}", self.log());
             }
             if self.socket.exists() && self.vigil(&["status"]).status.success() {
@@ -249,7 +256,10 @@ impl Daemon {
         let out = self.exec("coder", &session, &["/bin/true", &marker]);
         assert!(out.status.success(), "settle exec failed: {out:?}");
         self.wait_for("settle marker", |e| {
-            e["kind"] == "exec" && e["argv"].as_array().is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
+            e["kind"] == "exec"
+                && e["argv"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == marker.as_str()))
         });
     }
 
@@ -367,7 +377,8 @@ impl DnsServer {
     #[must_use]
     pub fn start(answer: std::net::Ipv4Addr) -> Self {
         let sock = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = std::sync::Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
@@ -431,7 +442,9 @@ impl Api {
     }
 
     #[must_use]
-    pub fn events(&self) -> pb::event_service_client::EventServiceClient<tonic::transport::Channel> {
+    pub fn events(
+        &self,
+    ) -> pb::event_service_client::EventServiceClient<tonic::transport::Channel> {
         pb::event_service_client::EventServiceClient::new(self.channel.clone())
     }
 
@@ -468,9 +481,7 @@ impl Api {
     }
 
     pub fn subscribe(&self, req: pb::SubscribeRequest) -> Result<Stream, tonic::Status> {
-        let inner = self
-            .call(self.events().subscribe(req))?
-            .into_inner();
+        let inner = self.call(self.events().subscribe(req))?.into_inner();
         Ok(Stream {
             inner,
             rt: self.rt.handle().clone(),
@@ -567,13 +578,21 @@ pub fn assert_contiguous(events: &[pb::Event], first: u64, last: u64) {
     let got: Vec<u64> = events.iter().map(|e| e.sequence).collect();
     let want: Vec<u64> = (first..=last).collect();
     if got != want {
-        let missing: Vec<u64> = want.iter().filter(|s| !got.contains(s)).copied().take(20).collect();
+        let missing: Vec<u64> = want
+            .iter()
+            .filter(|s| !got.contains(s))
+            .copied()
+            .take(20)
+            .collect();
         panic!(
             "expected sequences {first}..={last} exactly once in order; got {} events ({:?} .. {:?}), missing (first 20) {missing:?}, gaps {:?}",
             got.len(),
             got.first(),
             got.last(),
-            events.iter().filter(|e| kind(e) == "gap").collect::<Vec<_>>()
+            events
+                .iter()
+                .filter(|e| kind(e) == "gap")
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -61,7 +61,17 @@ fn revoke_blocks_connect_exec_and_open_until_restored() {
     let mut other = Served::start(&d, "other", "s-other");
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
 
-    ok(&d, &["revoke", "coder", "--session", "s-rv", "--reason", "test revocation"]);
+    ok(
+        &d,
+        &[
+            "revoke",
+            "coder",
+            "--session",
+            "s-rv",
+            "--reason",
+            "test revocation",
+        ],
+    );
     // Revoke returned: the very next syscall is refused.
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
     assert_eq!(s.ask(&format!("udp {addr}")).as_deref(), Some(EPERM));
@@ -70,7 +80,10 @@ fn revoke_blocks_connect_exec_and_open_until_restored() {
     assert_eq!(other.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
     assert_eq!(other.ask("exec /bin/true").as_deref(), Some("exit 0"));
 
-    ok(&d, &["restore", "coder", "--session", "s-rv", "--reason", "fixed"]);
+    ok(
+        &d,
+        &["restore", "coder", "--session", "s-rv", "--reason", "fixed"],
+    );
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
     assert_eq!(s.ask("exec /bin/true").as_deref(), Some("exit 0"));
     assert_eq!(s.ask("open /etc/hostname").as_deref(), Some("ok"));
@@ -79,7 +92,9 @@ fn revoke_blocks_connect_exec_and_open_until_restored() {
     assert_eq!(s.ask("open /etc/hostname"), None, "the opener is killed");
     assert_eq!(s.wait_signal(), Some(9));
 
-    let rev = d.wait_for("revocation event", |e| e["kind"] == "revocation" && e["session"] == "s-rv");
+    let rev = d.wait_for("revocation event", |e| {
+        e["kind"] == "revocation" && e["session"] == "s-rv"
+    });
     assert_eq!(rev["reason"], "test revocation");
     assert!(rev["by"].as_str().unwrap().contains("uid 0"), "{rev}");
     d.wait_for("restore event", |e| e["kind"] == "restore");
@@ -112,21 +127,26 @@ on_violation = "revoke"
 "#
     )));
     let mut s = Served::start(&d, "strict", "s-strict");
-    assert_eq!(s.ask(&format!("connect 127.0.0.1:{port}")).as_deref(), Some("ok"));
+    assert_eq!(
+        s.ask(&format!("connect 127.0.0.1:{port}")).as_deref(),
+        Some("ok")
+    );
     // An out-of-scope tool: the anomaly revokes the session. The revocation
     // often lands before `id` has even loaded its libraries, killing it.
     let r = s.ask("exec /usr/bin/id");
-    assert!(
-        matches!(r.as_deref(), Some("exit 0" | "signal 9")),
-        "{r:?}"
-    );
+    assert!(matches!(r.as_deref(), Some("exit 0" | "signal 9")), "{r:?}");
     let rev = d.wait_for("automatic revocation", |e| e["kind"] == "revocation");
     assert_eq!(rev["session"], "s-strict");
     assert!(rev["latency_ns"].as_u64().is_some(), "{rev}");
     assert!(rev["by"].as_str().unwrap().contains("on_violation"));
-    let a = d.wait_for("anomaly", |e| e["kind"] == "anomaly" && e["anomaly"] == "unapproved_tool");
+    let a = d.wait_for("anomaly", |e| {
+        e["kind"] == "anomaly" && e["anomaly"] == "unapproved_tool"
+    });
     assert_eq!(a["action"], "revoked");
-    assert_eq!(s.ask(&format!("connect 127.0.0.1:{port}")).as_deref(), Some(EPERM));
+    assert_eq!(
+        s.ask(&format!("connect 127.0.0.1:{port}")).as_deref(),
+        Some(EPERM)
+    );
 }
 
 #[test]
@@ -158,17 +178,37 @@ enforce = true
     )));
     let _dns = DnsServer::start("127.0.0.9".parse().unwrap());
     let mut s = Served::start(&d, "fenced", "s-fence");
-    assert_eq!(s.ask(&format!("connect 127.0.0.1:{}", port(&p1))).as_deref(), Some("ok"));
-    assert_eq!(s.ask(&format!("connect 127.0.0.1:{}", port(&p2))).as_deref(), Some(EPERM));
-    assert_eq!(s.ask(&format!("connect [::1]:{}", port(&v6))).as_deref(), Some("ok"));
-    assert_eq!(s.ask(&format!("connect [::1]:{}", port(&v6b))).as_deref(), Some(EPERM));
-    // Before any answer, the name allows nothing.
     assert_eq!(
-        s.ask(&format!("connect 127.0.0.9:{}", port(&named))).as_deref(),
+        s.ask(&format!("connect 127.0.0.1:{}", port(&p1)))
+            .as_deref(),
+        Some("ok")
+    );
+    assert_eq!(
+        s.ask(&format!("connect 127.0.0.1:{}", port(&p2)))
+            .as_deref(),
         Some(EPERM)
     );
-    assert_eq!(s.ask("dns 127.0.0.1:53 api.test.internal").as_deref(), Some("ok 127.0.0.9"));
-    d.wait_for("dns answer", |e| e["kind"] == "dns_answer" && e["identity"]["session"] == "s-fence");
+    assert_eq!(
+        s.ask(&format!("connect [::1]:{}", port(&v6))).as_deref(),
+        Some("ok")
+    );
+    assert_eq!(
+        s.ask(&format!("connect [::1]:{}", port(&v6b))).as_deref(),
+        Some(EPERM)
+    );
+    // Before any answer, the name allows nothing.
+    assert_eq!(
+        s.ask(&format!("connect 127.0.0.9:{}", port(&named)))
+            .as_deref(),
+        Some(EPERM)
+    );
+    assert_eq!(
+        s.ask("dns 127.0.0.1:53 api.test.internal").as_deref(),
+        Some("ok 127.0.0.9")
+    );
+    d.wait_for("dns answer", |e| {
+        e["kind"] == "dns_answer" && e["identity"]["session"] == "s-fence"
+    });
     // The daemon loads the answer into the kernel; allow it a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -176,18 +216,28 @@ enforce = true
         if r.as_deref() == Some("ok") {
             break;
         }
-        assert!(Instant::now() < deadline, "learnt address never allowed: {r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "learnt address never allowed: {r:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The name does not cover an address it did not resolve to.
     assert_eq!(
-        s.ask(&format!("connect 127.0.0.10:{}", port(&unnamed))).as_deref(),
+        s.ask(&format!("connect 127.0.0.10:{}", port(&unnamed)))
+            .as_deref(),
         Some(EPERM)
     );
     let a = d.wait_for("blocked anomaly", |e| {
         e["kind"] == "anomaly" && e["anomaly"] == "unapproved_system" && e["action"] == "blocked"
     });
-    assert!(a["reason"].as_str().unwrap().contains("blocked in the kernel"), "{a}");
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("blocked in the kernel"),
+        "{a}"
+    );
 }
 
 #[test]
@@ -212,9 +262,23 @@ require_approval = true
     // Without an approval even the session's first exec is stopped.
     let out = d.exec("tasked", "s-none", &["/bin/true"]);
     assert!(!out.status.success());
-    d.wait_for("unapproved task", |e| e["kind"] == "anomaly" && e["anomaly"] == "unapproved_task");
+    d.wait_for("unapproved task", |e| {
+        e["kind"] == "anomaly" && e["anomaly"] == "unapproved_task"
+    });
 
-    let text = ok(&d, &["approve", "tasked", "--task", "T-1", "--purpose", "refactor", "--ttl", "3s"]);
+    let text = ok(
+        &d,
+        &[
+            "approve",
+            "tasked",
+            "--task",
+            "T-1",
+            "--purpose",
+            "refactor",
+            "--ttl",
+            "3s",
+        ],
+    );
     assert!(text.contains("T-1"), "{text}");
     let mut s = Served::start(&d, "tasked", "s-task");
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
@@ -224,9 +288,25 @@ require_approval = true
     assert_eq!(e["identity"]["task"], "T-1");
     d.kill9();
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM), "expired with the daemon down");
+    assert_eq!(
+        s.ask(&format!("connect {addr}")).as_deref(),
+        Some(EPERM),
+        "expired with the daemon down"
+    );
     d.spawn();
-    ok(&d, &["approve", "tasked", "--task", "T-2", "--purpose", "again", "--ttl", "30s"]);
+    ok(
+        &d,
+        &[
+            "approve",
+            "tasked",
+            "--task",
+            "T-2",
+            "--purpose",
+            "again",
+            "--ttl",
+            "30s",
+        ],
+    );
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
     ok(&d, &["end-task", "tasked", "--task", "T-2"]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
@@ -241,17 +321,47 @@ fn a_revocation_survives_kill_9_and_the_restarted_daemon_restores_it() {
     let addr = l.local_addr().unwrap().to_string();
     let mut d = Daemon::start(&agents(""));
     let mut s = Served::start(&d, "coder", "s-crash");
-    ok(&d, &["revoke", "coder", "--session", "s-crash", "--reason", "before crash"]);
+    ok(
+        &d,
+        &[
+            "revoke",
+            "coder",
+            "--session",
+            "s-crash",
+            "--reason",
+            "before crash",
+        ],
+    );
     d.kill9();
-    assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM), "still revoked with no daemon");
+    assert_eq!(
+        s.ask(&format!("connect {addr}")).as_deref(),
+        Some(EPERM),
+        "still revoked with no daemon"
+    );
     d.spawn();
-    assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM), "adopted after restart");
+    assert_eq!(
+        s.ask(&format!("connect {addr}")).as_deref(),
+        Some(EPERM),
+        "adopted after restart"
+    );
     let agents = ok(&d, &["agent", "coder"]);
     assert!(
-        agents.lines().any(|l| l.contains("s-crash") && l.contains("REVOKED")),
+        agents
+            .lines()
+            .any(|l| l.contains("s-crash") && l.contains("REVOKED")),
         "the restarted daemon knows the revocation:\n{agents}"
     );
-    ok(&d, &["restore", "coder", "--session", "s-crash", "--reason", "after crash"]);
+    ok(
+        &d,
+        &[
+            "restore",
+            "coder",
+            "--session",
+            "s-crash",
+            "--reason",
+            "after crash",
+        ],
+    );
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
 }
 
@@ -276,8 +386,16 @@ require_approval = true
     ok(
         &d,
         &[
-            "approve", "tasked", "--task", "T-narrow", "--purpose", "only the workload",
-            "--ttl", "60s", "--tool", wl.to_str().unwrap(),
+            "approve",
+            "tasked",
+            "--task",
+            "T-narrow",
+            "--purpose",
+            "only the workload",
+            "--ttl",
+            "60s",
+            "--tool",
+            wl.to_str().unwrap(),
         ],
     );
     let mut s = Served::start(&d, "tasked", "s-narrow");
@@ -288,13 +406,28 @@ require_approval = true
     assert_eq!(a["anomaly"], "unapproved_tool");
     assert_eq!(a["identity"]["task"], "T-narrow");
     assert!(
-        a["reason"].as_str().unwrap().ends_with("(the scope approved for task T-narrow)"),
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("(the scope approved for task T-narrow)"),
         "{a}"
     );
     // A narrower scope that widens the agent's is refused.
     let out = d.vigil(&[
-        "approve", "tasked", "--task", "T-bad", "--purpose", "x", "--ttl", "1m", "--data", "secrets",
+        "approve",
+        "tasked",
+        "--task",
+        "T-bad",
+        "--purpose",
+        "x",
+        "--ttl",
+        "1m",
+        "--data",
+        "secrets",
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the scope"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in the scope"),
+        "{out:?}"
+    );
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil_tests::kube::{
-    ContainerCgroup, FakeApiServer, PodSpec, Runtime, free_port, sample, scrape,
+    ContainerCgroup, FakeApiServer, PodSpec, Runtime, SimNode, count, free_port, scrape, serial,
 };
 use vigil_tests::{CODER_AGENT, Daemon, kernel_available};
 
@@ -97,12 +97,12 @@ fn exec_seen(d: &Daemon, cg: &ContainerCgroup, marker: &str) -> Value {
 }
 
 /// Polls `/metrics` until `series` satisfies `ok`; returns its value.
-fn metric_until(port: u16, series: &str, ok: impl Fn(f64) -> bool, d: &Daemon) -> f64 {
+fn metric_until(port: u16, series: &str, ok: impl Fn(u64) -> bool, d: &Daemon) -> u64 {
     let addr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = scrape(addr).unwrap_or_default();
-        if let Some(v) = sample(&text, series).filter(|v| ok(*v)) {
+        if let Some(v) = count(&text, series).filter(|v| ok(*v)) {
             return v;
         }
         assert!(
@@ -139,6 +139,8 @@ fn match_cgroups_watches_container_cgroups() {
     if !kernel_available() {
         return;
     }
+    let _serial = serial();
+    let node = SimNode::new();
     let port = free_port();
     let d = Daemon::start(&format!(
         r#"
@@ -151,14 +153,15 @@ listen = "127.0.0.1:{port}"
 [[agent]]
 name = "globbed"
   [agent.match]
-  cgroups = ["/vigil-k8s-*/kubepods.slice/**/cri-containerd-*.scope"]
+  cgroups = ["{top}/kubepods.slice/**/cri-containerd-*.scope"]
   [agent.scope]
   tools = ["/**"]
   data = ["everything"]
-{CODER_AGENT}"#
+{CODER_AGENT}"#,
+        top = node.top_rel
     ));
-    let cg = ContainerCgroup::create(Runtime::Containerd);
-    let crio = ContainerCgroup::create(Runtime::Crio);
+    let cg = node.container(Runtime::Containerd);
+    let crio = node.container(Runtime::Crio);
     let e = exec_seen(&d, &cg, "glob-marker");
     let id = &e["identity"];
     assert_eq!(id["agent"], "globbed", "{e}");
@@ -172,7 +175,7 @@ name = "globbed"
         w.get("pod_name").is_none(),
         "no API server, no pod name: {e}"
     );
-    metric_until(port, "vigil_watched_cgroups", |v| v == 1.0, &d);
+    metric_until(port, "vigil_watched_cgroups", |v| v == 1, &d);
 
     // A CRI-O container, which the glob does not cover, is not watched.
     let out = crio.run(&["/bin/echo", "crio-unwatched"]);
@@ -187,7 +190,7 @@ name = "globbed"
     );
     // A removed container cgroup is unwatched at the next walk.
     drop(cg);
-    metric_until(port, "vigil_watched_cgroups", |v| v == 0.0, &d);
+    metric_until(port, "vigil_watched_cgroups", |v| v == 0, &d);
 }
 
 #[test]
@@ -195,14 +198,16 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
     if !kernel_available() {
         return;
     }
+    let _serial = serial();
+    let node = SimNode::new();
     let api = FakeApiServer::start();
-    let a = ContainerCgroup::create(Runtime::Containerd);
-    let b = ContainerCgroup::create(Runtime::Crio);
-    let c = ContainerCgroup::create(Runtime::Containerd);
-    let other_node = ContainerCgroup::create(Runtime::Containerd);
+    let assistant = node.container(Runtime::Containerd);
+    let analyst = node.container(Runtime::Crio);
+    let web = node.container(Runtime::Containerd);
+    let other_node = node.container(Runtime::Containerd);
     let labels = [("app", "code-assistant"), ("team", "dev")];
     api.apply(PodSpec::for_cgroup(
-        &a,
+        &assistant,
         NODE,
         "assistant-0",
         "agents",
@@ -210,9 +215,9 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
         &labels,
         true,
     ));
-    // The kubelet has not reported B's container yet: found by pod UID.
+    // The kubelet has not reported the analyst's container yet: found by pod UID.
     api.apply(PodSpec::for_cgroup(
-        &b,
+        &analyst,
         NODE,
         "analyst-0",
         "data",
@@ -221,7 +226,7 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
         false,
     ));
     api.apply(PodSpec::for_cgroup(
-        &c,
+        &web,
         NODE,
         "web-0",
         "web",
@@ -244,16 +249,16 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
         "{}{POD_AGENTS}{CODER_AGENT}",
         kube_sections(&api, "2s", port)
     ));
-    metric_until(port, "vigil_kubernetes_api_up", |v| v == 1.0, &d);
-    metric_until(port, "vigil_kubernetes_pods", |v| v == 3.0, &d);
+    metric_until(port, "vigil_kubernetes_api_up", |v| v == 1, &d);
+    metric_until(port, "vigil_kubernetes_pods", |v| v == 3, &d);
 
-    let e = exec_seen(&d, &a, "pod-a");
+    let e = exec_seen(&d, &assistant, "pod-a");
     let id = &e["identity"];
     assert_eq!(id["agent"], "assistant", "{e}");
     let w = &id["workload"];
     assert_eq!(w["runtime"], "containerd", "{e}");
-    assert_eq!(w["container_id"], a.container_id.as_str(), "{e}");
-    assert_eq!(w["pod_uid"], a.pod_uid.as_str(), "{e}");
+    assert_eq!(w["container_id"], assistant.container_id.as_str(), "{e}");
+    assert_eq!(w["pod_uid"], assistant.pod_uid.as_str(), "{e}");
     assert_eq!(w["pod_name"], "assistant-0", "{e}");
     assert_eq!(w["namespace"], "agents", "{e}");
     assert_eq!(w["service_account"], "default", "{e}");
@@ -264,7 +269,7 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
         "{e}"
     );
 
-    let e = exec_seen(&d, &b, "pod-b");
+    let e = exec_seen(&d, &analyst, "pod-b");
     let id = &e["identity"];
     assert_eq!(id["agent"], "analyst", "{e}");
     let w = &id["workload"];
@@ -281,7 +286,7 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
     // node's pod attributed to anyone.
     for n in 0..3 {
         assert!(
-            c.run(&["/bin/echo", &format!("pod-c-{n}")])
+            web.run(&["/bin/echo", &format!("pod-c-{n}")])
                 .status
                 .success()
         );
@@ -296,7 +301,7 @@ fn pods_give_identity_and_selectors_choose_the_agent() {
     d.settle();
     let events = d.events();
     assert!(
-        of_container(&events, &c).is_empty(),
+        of_container(&events, &web).is_empty(),
         "events of an unselected pod:\n{}",
         d.dump()
     );
@@ -320,19 +325,34 @@ fn a_pod_that_appears_after_its_first_events_is_attributed() {
     if !kernel_available() {
         return;
     }
+    let _serial = serial();
+    let node = SimNode::new();
     let api = FakeApiServer::start();
-    let cg = ContainerCgroup::create(Runtime::Containerd);
+    let cg = node.container(Runtime::Containerd);
     let port = free_port();
     let d = Daemon::start(&format!(
         "{}{POD_AGENTS}{CODER_AGENT}",
         kube_sections(&api, "40s", port)
     ));
-    metric_until(port, "vigil_kubernetes_api_up", |v| v == 1.0, &d);
-    // Its pod is unknown, yet the container is watched, waiting for it.
-    metric_until(port, "vigil_watched_cgroups", |v| v == 1.0, &d);
-    let out = cg.run(&["/bin/echo", "before-the-pod"]);
-    assert!(out.status.success());
-    metric_until(port, "vigil_kubernetes_held_events", |v| v >= 1.0, &d);
+    metric_until(port, "vigil_kubernetes_api_up", |v| v == 1, &d);
+    // Its pod is unknown, yet the container is watched (from the daemon's
+    // next walk on) and its events wait for the pod.
+    let addr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = cg.run(&["/bin/echo", "before-the-pod"]);
+        assert!(out.status.success());
+        std::thread::sleep(Duration::from_millis(300));
+        let text = scrape(addr).unwrap_or_default();
+        if count(&text, "vigil_kubernetes_held_events").is_some_and(|n| n >= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing held after 20 s:\n{text}\n{}",
+            d.log()
+        );
+    }
     d.settle();
     assert!(
         !d.events().iter().any(|e| has_arg(e, "before-the-pod")),
@@ -355,7 +375,7 @@ fn a_pod_that_appears_after_its_first_events_is_attributed() {
         e["identity"]["workload"]["spiffe_id"], "spiffe://test.example/ns/agents/sa/coder",
         "{e}"
     );
-    metric_until(port, "vigil_kubernetes_held_events", |v| v == 0.0, &d);
+    metric_until(port, "vigil_kubernetes_held_events", |v| v == 0, &d);
     let status = d.api().status().expect("status");
     assert_eq!(
         status
@@ -371,9 +391,11 @@ fn api_server_outage_degrades_and_recovers() {
     if !kernel_available() {
         return;
     }
+    let _serial = serial();
+    let node = SimNode::new();
     let mut api = FakeApiServer::start();
-    let a = ContainerCgroup::create(Runtime::Containerd);
-    let late = ContainerCgroup::create(Runtime::Crio);
+    let a = node.container(Runtime::Containerd);
+    let late = node.container(Runtime::Crio);
     api.apply(PodSpec::for_cgroup(
         &a,
         NODE,
@@ -389,12 +411,13 @@ fn api_server_outage_degrades_and_recovers() {
 [[agent]]
 name = "globbed"
   [agent.match]
-  cgroups = ["/vigil-k8s-*/kubepods.slice/**/crio-*.scope"]
+  cgroups = ["{top}/kubepods.slice/**/crio-*.scope"]
   [agent.scope]
   tools = ["/**"]
   data = ["everything"]
 "#,
-        kube_sections(&api, "2s", port)
+        kube_sections(&api, "2s", port),
+        top = node.top_rel
     ));
     let e = exec_seen(&d, &a, "up");
     assert_eq!(e["identity"]["workload"]["pod_name"], "assistant-0", "{e}");
@@ -409,7 +432,7 @@ name = "globbed"
         w.iter().any(|w| w.contains("cgroup-level identity")),
         "{w:?}"
     );
-    metric_until(port, "vigil_kubernetes_api_up", |v| v == 0.0, &d);
+    metric_until(port, "vigil_kubernetes_api_up", |v| v == 0, &d);
     // The sensors never stopped, and known pods keep their identity.
     d.settle();
     let e = exec_seen(&d, &a, "down-known");
@@ -446,7 +469,7 @@ name = "globbed"
     wait_warnings(&d, "the recovery", |w| {
         w.iter().all(|w| !w.starts_with("kubernetes:"))
     });
-    metric_until(port, "vigil_kubernetes_api_up", |v| v == 1.0, &d);
+    metric_until(port, "vigil_kubernetes_api_up", |v| v == 1, &d);
     let e = exec_seen(&d, &late, "recovered");
     assert_eq!(e["identity"]["workload"]["pod_name"], "batch-0", "{e}");
     assert_eq!(

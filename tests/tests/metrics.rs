@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil_tests::kube::{free_port, sample, scrape};
+use vigil_tests::kube::{count, free_port, sample, scrape};
 use vigil_tests::{Daemon, kernel_available, pb};
 
 /// `coder` may run only `true` and `echo`: `env` is an unapproved tool.
@@ -37,8 +37,8 @@ fn scrape_port(port: u16) -> String {
     scrape(([127, 0, 0, 1], port).into()).unwrap_or_else(|e| panic!("scraping /metrics: {e}"))
 }
 
-fn value(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+fn value(text: &str, series: &str) -> u64 {
+    count(text, series).unwrap_or_else(|| panic!("no count {series} in:\n{text}"))
 }
 
 /// Events per kind, and anomalies per (kind, agent), in the output file.
@@ -70,21 +70,21 @@ fn agreeing(d: &Daemon, port: u16) -> (String, Vec<Value>) {
         let text = scrape_port(port);
         let events = d.events();
         let (kinds, anomalies) = counts(&events);
-        let by_kind = kinds.iter().all(|(k, n)| {
-            sample(&text, &format!("vigil_events_total{{kind=\"{k}\"}}")) == Some(*n as f64)
-        });
+        let by_kind = kinds
+            .iter()
+            .all(|(k, n)| count(&text, &format!("vigil_events_total{{kind=\"{k}\"}}")) == Some(*n));
         let by_anomaly = anomalies.iter().all(|((k, a), n)| {
-            sample(
+            count(
                 &text,
                 &format!("vigil_anomalies_total{{kind=\"{k}\",agent=\"{a}\"}}"),
-            ) == Some(*n as f64)
+            ) == Some(*n)
         });
-        let total: f64 = text
+        let total: u64 = text
             .lines()
             .filter(|l| l.starts_with("vigil_events_total{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum();
-        if by_kind && by_anomaly && total == events.len() as f64 {
+        if by_kind && by_anomaly && total == events.len() as u64 {
             return (text, events);
         }
         assert!(
@@ -123,52 +123,53 @@ fn metrics_expose_the_listed_series_with_correct_values() {
         text.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
     );
-    assert!(value(&text, "vigil_events_total{kind=\"exec\"}") >= 5.0);
+    assert!(value(&text, "vigil_events_total{kind=\"exec\"}") >= 5);
     assert_eq!(
         value(
             &text,
             "vigil_anomalies_total{kind=\"unapproved_tool\",agent=\"coder\"}"
         ),
-        1.0
+        1
     );
     // Anomalies carry the kernel time of the event that raised them.
     let kernel_events = events
         .iter()
         .filter(|e| e["kind"] != "anomaly" && e["kernel_ts_ns"].as_u64().unwrap_or(0) != 0)
         .count();
-    assert!(value(&text, "vigil_ring_records_read_total") >= kernel_events as f64);
-    assert_eq!(value(&text, "vigil_ring_decode_errors_total"), 0.0);
-    assert_eq!(value(&text, "vigil_ring_buffer_size_bytes"), 8_388_608.0);
+    assert!(value(&text, "vigil_ring_records_read_total") >= kernel_events as u64);
+    assert_eq!(value(&text, "vigil_ring_decode_errors_total"), 0);
+    assert_eq!(value(&text, "vigil_ring_buffer_size_bytes"), 8_388_608);
     for sensor in ["process", "network", "file"] {
         assert_eq!(
             value(
                 &text,
                 &format!("vigil_lost_records_total{{sensor=\"{sensor}\"}}")
             ),
-            0.0
+            0
         );
     }
     // Every kernel event of a session is attributed.
-    assert_eq!(value(&text, "vigil_unattributed_events_total"), 0.0);
-    assert!(value(&text, "vigil_attributed_events_total") >= kernel_events as f64);
-    assert_eq!(value(&text, "vigil_attribution_coverage_ratio"), 1.0);
-    assert_eq!(value(&text, "vigil_events_without_pod_identity_total"), 0.0);
-    assert!(value(&text, "vigil_scope_evaluation_seconds_count") >= kernel_events as f64);
-    assert!(value(&text, "vigil_delivery_latency_seconds_count") >= kernel_events as f64);
+    assert_eq!(value(&text, "vigil_unattributed_events_total"), 0);
+    assert!(value(&text, "vigil_attributed_events_total") >= kernel_events as u64);
+    let coverage = sample(&text, "vigil_attribution_coverage_ratio").expect("coverage");
+    assert!((coverage - 1.0).abs() < 1e-9, "coverage {coverage}");
+    assert_eq!(value(&text, "vigil_events_without_pod_identity_total"), 0);
+    assert!(value(&text, "vigil_scope_evaluation_seconds_count") >= kernel_events as u64);
+    assert!(value(&text, "vigil_delivery_latency_seconds_count") >= kernel_events as u64);
     let newest = events
         .iter()
         .filter_map(|e| e["seq"].as_u64())
         .max()
         .unwrap();
-    assert_eq!(value(&text, "vigil_journal_newest_sequence"), newest as f64);
-    assert!(value(&text, "vigil_journal_size_bytes") > 0.0);
-    assert_eq!(value(&text, "vigil_subscribers"), 0.0);
-    assert_eq!(value(&text, "vigil_config_reloads_total"), 0.0);
-    assert_eq!(value(&text, "vigil_config_reload_failures_total"), 0.0);
-    assert_eq!(value(&text, "vigil_revocations_total"), 0.0);
-    assert_eq!(value(&text, "vigil_revocations_active"), 0.0);
-    assert_eq!(value(&text, "vigil_kubernetes_api_up"), 0.0);
-    assert_eq!(value(&text, "vigil_watched_cgroups"), 0.0);
+    assert_eq!(value(&text, "vigil_journal_newest_sequence"), newest);
+    assert!(value(&text, "vigil_journal_size_bytes") > 0);
+    assert_eq!(value(&text, "vigil_subscribers"), 0);
+    assert_eq!(value(&text, "vigil_config_reloads_total"), 0);
+    assert_eq!(value(&text, "vigil_config_reload_failures_total"), 0);
+    assert_eq!(value(&text, "vigil_revocations_total"), 0);
+    assert_eq!(value(&text, "vigil_revocations_active"), 0);
+    assert_eq!(value(&text, "vigil_kubernetes_api_up"), 0);
+    assert_eq!(value(&text, "vigil_watched_cgroups"), 0);
 
     // A subscriber is counted while connected.
     let api = d.api();
@@ -178,27 +179,27 @@ fn metrics_expose_the_listed_series_with_correct_values() {
             filter: None,
         })
         .expect("subscribe");
-    wait_metric(port, "vigil_subscribers", 1.0);
+    wait_metric(port, "vigil_subscribers", 1);
 
     // A rejected reload, then an accepted one.
     replace_config(&d, &d.full_config("[[agent]]\nname = \"broken\"\n"));
-    wait_metric(port, "vigil_config_reload_failures_total", 1.0);
+    wait_metric(port, "vigil_config_reload_failures_total", 1);
     replace_config(&d, &d.full_config(&config(port, 2)));
-    wait_metric(port, "vigil_config_reloads_total", 1.0);
-    wait_metric(port, "vigil_config_version", 2.0);
+    wait_metric(port, "vigil_config_reloads_total", 1);
+    wait_metric(port, "vigil_config_version", 2);
 
     // A revocation is journaled and active.
     let out = d.vigil(&["revoke", "coder", "--reason", "metrics test"]);
     assert!(out.status.success(), "{out:?}\n{}", d.log());
-    wait_metric(port, "vigil_revocations_total", 1.0);
-    wait_metric(port, "vigil_revocations_active", 1.0);
+    wait_metric(port, "vigil_revocations_total", 1);
+    wait_metric(port, "vigil_revocations_active", 1);
 }
 
-fn wait_metric(port: u16, series: &str, want: f64) {
+fn wait_metric(port: u16, series: &str, want: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = scrape_port(port);
-        if sample(&text, series) == Some(want) {
+        if count(&text, series) == Some(want) {
             return;
         }
         assert!(
@@ -209,7 +210,7 @@ fn wait_metric(port: u16, series: &str, want: f64) {
     }
 }
 
-/// Swaps the config file whole, as a ConfigMap update does, so the reload
+/// Swaps the config file whole, as a `ConfigMap` update does, so the reload
 /// never sees a half-written file.
 fn replace_config(d: &Daemon, text: &str) {
     let tmp = d.config_path.with_extension("toml.new");

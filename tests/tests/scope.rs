@@ -88,7 +88,10 @@ fn in_scope_work_produces_no_anomaly() {
     std::thread::sleep(Duration::from_millis(1200));
     d.settle();
     let found = anomalies(&d, "s-ok");
-    assert!(found.is_empty(), "in-scope work raised anomalies: {found:#?}");
+    assert!(
+        found.is_empty(),
+        "in-scope work raised anomalies: {found:#?}"
+    );
     assert!(
         d.events()
             .iter()
@@ -128,7 +131,12 @@ fn each_anomaly_kind_is_reported_once_with_its_reason() {
             .starts_with("exec of /usr/bin/id"),
         "{a}"
     );
-    assert!(a["reason"].as_str().unwrap().ends_with("is outside tools of coder"));
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("is outside tools of coder")
+    );
     assert_eq!(a["offending"]["kind"], "exec");
     assert_eq!(a["identity"]["agent"], "coder");
 
@@ -138,13 +146,22 @@ fn each_anomaly_kind_is_reported_once_with_its_reason() {
     assert_eq!(a["anomaly"], "unapproved_system");
     assert_eq!(
         a["reason"],
-        format!("connect to 127.0.0.2:{} is outside systems of coder", addr.port())
+        format!(
+            "connect to 127.0.0.2:{} is outside systems of coder",
+            addr.port()
+        )
     );
 
     let target = root.join("elsewhere/x.txt");
     let a = one_anomaly(&d, "s-write", &[&wl(), "create", target.to_str().unwrap()]);
     assert_eq!(a["anomaly"], "data_outside_scope");
-    assert!(a["reason"].as_str().unwrap().contains(target.to_str().unwrap()), "{a}");
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains(target.to_str().unwrap()),
+        "{a}"
+    );
 
     let secret = root.join("secrets/key.txt");
     let a = one_anomaly(&d, "s-read", &[&wl(), "open", secret.to_str().unwrap()]);
@@ -171,7 +188,13 @@ fn connect_to_an_address_learnt_from_an_allowed_name_is_in_scope() {
     let out = d.exec(
         "coder",
         "s-dns",
-        &[&wl(), "dns-connect", "127.0.0.1:53", "api.test.internal", &port.to_string()],
+        &[
+            &wl(),
+            "dns-connect",
+            "127.0.0.1:53",
+            "api.test.internal",
+            &port.to_string(),
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let answer = d.wait_for("dns answer", |e| {
@@ -188,7 +211,11 @@ fn connect_to_an_address_learnt_from_an_allowed_name_is_in_scope() {
 
     // The same name does not cover an address it did not resolve to.
     let other = TcpListener::bind("127.0.0.10:0").unwrap();
-    let a = one_anomaly(&d, "s-dns2", &[&wl(), "connect", &other.local_addr().unwrap().to_string()]);
+    let a = one_anomaly(
+        &d,
+        "s-dns2",
+        &[&wl(), "connect", &other.local_addr().unwrap().to_string()],
+    );
     assert_eq!(a["anomaly"], "unapproved_system");
 }
 
@@ -202,10 +229,17 @@ fn a_broken_config_on_reload_leaves_the_old_one_running() {
     wait_status(&d, "1 failed");
     let _ = d.exec("coder", "s-still", &["/usr/bin/id"]);
     d.settle();
-    assert!(anomalies(&d, "s-still").is_empty(), "old config (id allowed) still applies");
+    assert!(
+        anomalies(&d, "s-still").is_empty(),
+        "old config (id allowed) still applies"
+    );
     // A valid change is picked up.
     let root = d.dir.path().to_owned();
-    std::fs::write(&d.config_path, d.full_config(&config(&root, 1, "alert", ""))).unwrap();
+    std::fs::write(
+        &d.config_path,
+        d.full_config(&config(&root, 1, "alert", "")),
+    )
+    .unwrap();
     wait_status(&d, "1 reloads");
     let a = one_anomaly(&d, "s-new", &["/usr/bin/id"]);
     assert_eq!(a["anomaly"], "unapproved_tool");
@@ -219,7 +253,10 @@ fn wait_status(d: &Daemon, needle: &str) {
         if text.contains(needle) {
             return;
         }
-        assert!(Instant::now() < deadline, "status never showed {needle:?}:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "status never showed {needle:?}:\n{text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -231,7 +268,11 @@ fn on_violation_kill_kills_the_offending_process() {
     }
     let d = start("kill", "", 1);
     let started = Instant::now();
-    let out = d.exec("coder", "s-kill", &["/bin/sh", "-c", "exec /usr/bin/sleep 30"]);
+    let out = d.exec(
+        "coder",
+        "s-kill",
+        &["/bin/sh", "-c", "exec /usr/bin/sleep 30"],
+    );
     assert!(
         started.elapsed() < Duration::from_secs(25),
         "the out-of-scope sleep was not killed"

@@ -26,9 +26,15 @@ fn exec_in_session_is_one_attributed_event_with_argv() {
         return;
     }
     let d = Daemon::start(CODER_AGENT);
-    let out = d.exec("coder", "s-exec", &["/bin/echo", "vigil-marker-exec", "two words"]);
+    let out = d.exec(
+        "coder",
+        "s-exec",
+        &["/bin/echo", "vigil-marker-exec", "two words"],
+    );
     assert!(out.status.success(), "{out:?}\n{}", d.log());
-    let e = d.wait_for("echo exec", |e| e["kind"] == "exec" && argv_has(e, "vigil-marker-exec"));
+    let e = d.wait_for("echo exec", |e| {
+        e["kind"] == "exec" && argv_has(e, "vigil-marker-exec")
+    });
     assert_eq!(e["identity"]["agent"], "coder");
     assert_eq!(e["identity"]["session"], "s-exec");
     assert_eq!(
@@ -38,7 +44,12 @@ fn exec_in_session_is_one_attributed_event_with_argv() {
     assert!(e["filename"].as_str().unwrap().ends_with("/echo"), "{e}");
     assert!(e["process"]["pid"].as_u64().unwrap() > 0);
     assert!(e["process"]["ppid"].as_u64().unwrap() > 0);
-    assert!(e["identity"]["cgroup"].as_str().unwrap().ends_with("/coder/s-exec"));
+    assert!(
+        e["identity"]["cgroup"]
+            .as_str()
+            .unwrap()
+            .ends_with("/coder/s-exec")
+    );
     d.settle();
     let execs: Vec<Value> = of(&d.events(), "exec", "s-exec")
         .into_iter()
@@ -56,7 +67,11 @@ fn children_and_grandchildren_are_attributed_with_lineage() {
     let out = d.exec(
         "coder",
         "s-tree",
-        &["/bin/sh", "-c", "/bin/sh -c '/bin/true vigil-grandchild'; true"],
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/sh -c '/bin/true vigil-grandchild'; true",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let e = d.wait_for("grandchild exec", |e| {
@@ -108,7 +123,11 @@ fn udp_send_is_reported() {
     let d = Daemon::start(CODER_AGENT);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
-    let out = d.exec("coder", "s-udp", &[&wl(), "udp", &format!("127.0.0.1:{port}")]);
+    let out = d.exec(
+        "coder",
+        "s-udp",
+        &[&wl(), "udp", &format!("127.0.0.1:{port}")],
+    );
     assert!(out.status.success(), "{out:?}");
     let e = d.wait_for("udp send", |e| e["kind"] == "connect" && e["port"] == port);
     assert_eq!(e["protocol"], "udp");
@@ -123,7 +142,17 @@ fn accepted_connection_is_attributed_to_the_listening_session() {
     }
     let d = Daemon::start(CODER_AGENT);
     let mut child = Command::new(vigil_tests::vigil_bin())
-        .args(["exec", "--agent", "coder", "--session", "s-accept", "--", &wl(), "accept-once", "127.0.0.1:0"])
+        .args([
+            "exec",
+            "--agent",
+            "coder",
+            "--session",
+            "s-accept",
+            "--",
+            &wl(),
+            "accept-once",
+            "127.0.0.1:0",
+        ])
         .env("VIGIL_SOCKET", &d.socket)
         .stdout(Stdio::piped())
         .spawn()
@@ -137,7 +166,9 @@ fn accepted_connection_is_attributed_to_the_listening_session() {
     let local = client.local_addr().unwrap();
     drop(client);
     child.wait().unwrap();
-    let e = d.wait_for("accept", |e| e["kind"] == "accept" && e["local_port"] == addr.port());
+    let e = d.wait_for("accept", |e| {
+        e["kind"] == "accept" && e["local_port"] == addr.port()
+    });
     assert_eq!(e["identity"]["agent"], "coder");
     assert_eq!(e["identity"]["session"], "s-accept");
     assert_eq!(e["remote_port"], local.port());
@@ -154,14 +185,28 @@ fn file_opens_have_absolute_paths_and_errors() {
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("present.txt"), "x").unwrap();
     let out = Command::new(vigil_tests::vigil_bin())
-        .args(["exec", "--agent", "coder", "--session", "s-file", "--", &wl(), "open", "present.txt"])
+        .args([
+            "exec",
+            "--agent",
+            "coder",
+            "--session",
+            "s-file",
+            "--",
+            &wl(),
+            "open",
+            "present.txt",
+        ])
         .env("VIGIL_SOCKET", &d.socket)
         .current_dir(&work)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let missing = work.join("missing.txt");
-    let out = d.exec("coder", "s-file2", &[&wl(), "open", missing.to_str().unwrap()]);
+    let out = d.exec(
+        "coder",
+        "s-file2",
+        &[&wl(), "open", missing.to_str().unwrap()],
+    );
     assert!(!out.status.success(), "opening a missing file fails");
     let present = work.join("present.txt");
     let e = d.wait_for("relative open", |e| {
@@ -194,8 +239,9 @@ fn processes_outside_sessions_are_not_reported() {
     d.settle();
     let events = d.events();
     assert!(
-        !events.iter().any(|e| argv_has(e, "vigil-marker-outside")
-            || e["path"] == outside.to_str().unwrap()),
+        !events
+            .iter()
+            .any(|e| argv_has(e, "vigil-marker-outside") || e["path"] == outside.to_str().unwrap()),
         "an unwatched process was reported:\n{}",
         d.dump()
     );
@@ -216,15 +262,24 @@ fn ring_buffer_overflow_is_counted_and_the_daemon_survives() {
     }
     // The smallest ring the kernel allows: a flood must overflow it.
     let mut d = Daemon::start_with(CODER_AGENT, "ring_buffer_bytes = 4096");
-    let out = d.exec("coder", "s-flood", &[&wl(), "flood-open", "/dev/null", "200000"]);
+    let out = d.exec(
+        "coder",
+        "s-flood",
+        &[&wl(), "flood-open", "/dev/null", "200000"],
+    );
     assert!(out.status.success(), "{out:?}");
-    let e = d.wait_for("loss event", |e| e["kind"] == "loss" && e["sensor"] == "file");
+    let e = d.wait_for("loss event", |e| {
+        e["kind"] == "loss" && e["sensor"] == "file"
+    });
     assert!(e["lost"].as_u64().unwrap() > 0);
     assert!(d.alive(), "daemon died:\n{}", d.log());
     let status = d.vigil(&["status"]);
     assert!(status.status.success());
     let text = String::from_utf8_lossy(&status.stdout);
-    let line = text.lines().find(|l| l.contains("sensor") && l.contains("file")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("sensor") && l.contains("file"))
+        .unwrap();
     assert!(!line.ends_with("lost 0"), "status shows the loss: {text}");
     d.settle();
 }

@@ -10,8 +10,11 @@
 //! it narrates happened; the first that does not ends the demo with an
 //! error, keeping the temp dir (daemon log, events) for a look.
 //!
-//! The fixed names let a run clean up what an interrupted run (Ctrl-C kills
-//! xtask, the daemon and the sessions alike) left behind.
+//! Ctrl-C reaches the daemon and the sessions too (one process group); xtask
+//! stops the story at its next step and cleans up as at its end. A second
+//! Ctrl-C exits at once, and the fixed names let the next run clean up what
+//! that left behind: pinned programs would otherwise stay attached until
+//! reboot.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -19,11 +22,13 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, kill};
+use nix::libc;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::unistd::Pid;
 use serde_json::Value;
 
@@ -45,12 +50,20 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long SIGTERM may take before the daemon is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Set by the first SIGINT, SIGTERM or SIGHUP; the story stops at its next
+/// step and cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 pub fn demo() -> Result<()> {
     setup::ensure(setup::Scope::Kernel, setup::Report::Changes)?;
     cmd::run(cmd::new("cargo").args(["build", "-p", "vigil", "-p", "vigil-tests", "--bins"]))?;
     let debug = workspace::Metadata::load()?.target_dir()?.join("debug");
     let vigil = built(&debug.join("vigil"))?;
     let workload = built(&debug.join("vigil-workload"))?;
+    // Held until the demo ends: the cgroup parent and pin dir are shared
+    // by every run, so a second one would tear down the first's sessions.
+    let _lock = lock()?;
+    catch_interrupts()?;
 
     // The service the agents may reach. Accepted connections are dropped at
     // once: the story is about whether the connect is allowed.
@@ -73,6 +86,10 @@ pub fn demo() -> Result<()> {
     let cleaned = demo.clean_up();
     match (told, cleaned) {
         (Ok(()), Ok(())) => Ok(()),
+        (Err(_), cleaned) if INTERRUPTED.load(Ordering::SeqCst) => {
+            cleaned.context("interrupted, and cleaning up failed")?;
+            bail!("interrupted; the daemon is stopped and its cgroups and pins removed")
+        }
         (Err(e), cleaned) => {
             eprintln!("\n{}", demo.daemon_log_tail());
             if let Err(c) = cleaned {
@@ -85,6 +102,67 @@ pub fn demo() -> Result<()> {
             )))
         }
         (Ok(()), Err(c)) => Err(c.context("the demo ran, but cleaning up failed")),
+    }
+}
+
+/// Locks `<temp dir>/vigil-demo.lock` for this run.
+fn lock() -> Result<fs::File> {
+    let path = std::env::temp_dir().join("vigil-demo.lock");
+    let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {
+            bail!(
+                "another `cargo xtask demo` is running (it holds {})",
+                path.display()
+            )
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Catches SIGINT, SIGTERM and SIGHUP: the first sets [`INTERRUPTED`], a
+/// second exits at once.
+fn catch_interrupts() -> Result<()> {
+    extern "C" fn on_signal(_: libc::c_int) {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            // SAFETY: _exit(2) is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
+    }
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only touches an atomic and calls _exit(2),
+        // both async-signal-safe.
+        unsafe { sigaction(signal, &action) }
+            .with_context(|| format!("installing a {signal} handler"))?;
+    }
+    Ok(())
+}
+
+fn interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps for `d`, or less when interrupted.
+fn pause(d: Duration) -> Result<()> {
+    let until = Instant::now() + d;
+    loop {
+        interrupted()?;
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
     }
 }
 
@@ -226,10 +304,7 @@ impl Demo {
         self.task_approval()?;
 
         heading("Measured");
-        println!(
-            "  revocation latency: {:.1} µs",
-            Duration::from_nanos(latency_ns).as_secs_f64() * 1e6
-        );
+        println!("  revocation latency: {}", micros(latency_ns));
         println!("  from the kernel timestamp of the offending open to the update of the");
         println!("  kernel map that cut the session off (`latency_ns` of the revocation");
         println!("  event; one trial, debug build of the daemon).");
@@ -256,6 +331,8 @@ impl Demo {
         run.args(["run", "--config"])
             .arg(&self.stage.config)
             .env("RUST_LOG", "info")
+            // Plain text: the log is read in a file or a failure message.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -278,7 +355,7 @@ impl Demo {
             if started.elapsed() > START_TIMEOUT {
                 bail!("the daemon did not answer `vigil status` within {START_TIMEOUT:?}");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            pause(Duration::from_millis(50))?;
         }
         println!(
             "  daemon ready in {:.1} s: sensors attached, programs pinned under {PIN_DIR}",
@@ -341,8 +418,11 @@ impl Demo {
         let latency_ns = revocation["latency_ns"].as_u64().with_context(|| {
             format!("the automatic revocation carries no latency_ns: {revocation}")
         })?;
-        println!("  The open itself went through: Vigil saw it as it happened, and revoked");
-        println!("  the session before the agent's next step. From now on the kernel refuses:");
+        println!("  The open itself went through: Vigil sees it as it happens, and revoked the");
+        println!(
+            "  session {} later. From now on the kernel refuses the session everything:",
+            micros(latency_ns)
+        );
         self.act(
             CODER_SESSION,
             &format!("connect {service}"),
@@ -410,10 +490,10 @@ impl Demo {
         println!("  Inside the task: allowed, and every event names the task it belongs to.");
         println!("  … waiting for the approval to run out");
         // The grant's deadline is at most TTL after `approve` returned.
-        std::thread::sleep(
+        pause(
             (approved + TASK_TTL + Duration::from_millis(200))
                 .saturating_duration_since(Instant::now()),
-        );
+        )?;
         self.show_any("task_ended", |e| {
             e["kind"] == "task_ended" && e["task"] == TASK && e["reason"] == "expired"
         })?;
@@ -448,12 +528,13 @@ impl Demo {
     /// One action of session `name`, printed with its outcome, which must be
     /// `expect`.
     fn act(&mut self, name: &str, action: &str, expect: Expect) -> Result<()> {
+        interrupted()?;
         let Some(session) = self.sessions.iter_mut().find(|s| s.name == name) else {
             bail!("no session {name} was started");
         };
         let answer = session.ask(action)?;
         let got = Outcome::parse(answer.as_deref(), || session.wait_signal())?;
-        println!("  {name} $ {action}");
+        println!("  {} $ {action}", session.agent);
         println!("      → {got}");
         if !expect.matches(&got) {
             bail!(
@@ -522,7 +603,7 @@ impl Demo {
                     self.stage.events.display()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+            pause(Duration::from_millis(20))?;
         }
     }
 
@@ -558,21 +639,15 @@ impl Demo {
         )
     }
 
-    /// An earlier run stopped half-way (Ctrl-C) leaves the cgroup parent and
-    /// the pins; a run in progress has processes in its sessions.
+    /// A run that was killed leaves the cgroup parent (maybe with session
+    /// processes) and the pins; the lock says no run is in progress.
     fn remove_leftovers(&mut self) -> Result<()> {
         let cgroups = cmd::exists(&self.cgroup_parent)?;
         let pins = cmd::exists(Path::new(PIN_DIR))?;
         if !cgroups && !pins {
             return Ok(());
         }
-        if cgroups && populated(&self.cgroup_parent)? {
-            bail!(
-                "{} has processes: is another `cargo xtask demo` running?",
-                self.cgroup_parent.display()
-            );
-        }
-        println!("demo: removing what an interrupted run left behind");
+        println!("demo: removing what a killed run left behind");
         self.remove_cgroups_and_pins()
     }
 
@@ -666,6 +741,7 @@ impl Demo {
 /// action per line on its stdin and answers each on its stdout (`ok`,
 /// `err ERRNO`, `exit N`, `signal N`).
 struct Session {
+    agent: String,
     name: String,
     child: Child,
     stdin: ChildStdin,
@@ -699,6 +775,7 @@ impl Session {
             bail!("session {name}: stdin and stdout were not piped");
         };
         let mut session = Self {
+            agent: agent.to_owned(),
             name: name.to_owned(),
             child,
             stdin,
@@ -937,6 +1014,10 @@ fn summary(e: &Value) -> Vec<String> {
     }
 }
 
+fn micros(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}
+
 fn seq(e: &Value) -> u64 {
     e["seq"].as_u64().unwrap_or(0)
 }
@@ -953,13 +1034,6 @@ fn shell_words(args: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Whether a cgroup (or one below it) holds processes.
-fn populated(cgroup: &Path) -> Result<bool> {
-    let events = fs::read_to_string(cgroup.join("cgroup.events"))
-        .with_context(|| format!("reading {}/cgroup.events", cgroup.display()))?;
-    Ok(events.lines().any(|l| l == "populated 1"))
 }
 
 /// Removes a cgroup and those below it, innermost first.
@@ -981,4 +1055,85 @@ fn cgroup2_mount() -> Option<PathBuf> {
         (fs.split_whitespace().next() == Some("cgroup2"))
             .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn answers_become_outcomes_and_meet_expectations() {
+        let none = || -> Result<Option<i32>> { panic!("the process did not die") };
+        let ok = Outcome::parse(Some("ok"), none).unwrap();
+        assert!(Expect::Ok.matches(&ok));
+        let eperm = Outcome::parse(Some("err 1"), none).unwrap();
+        assert_eq!(eperm, Outcome::Errno(Errno::EPERM));
+        assert!(Expect::Errno(Errno::EPERM).matches(&eperm));
+        assert!(!Expect::Ok.matches(&eperm));
+        assert_eq!(
+            Outcome::parse(Some("exit 0"), none).unwrap(),
+            Outcome::Exit(0)
+        );
+        assert_eq!(
+            Outcome::parse(Some("signal 9"), none).unwrap(),
+            Outcome::ChildKilled(9)
+        );
+        assert_eq!(
+            Outcome::parse(Some("err usage"), none).unwrap(),
+            Outcome::Other("err usage".into())
+        );
+        let killed = Outcome::parse(None, || Ok(Some(9))).unwrap();
+        assert!(Expect::Killed.matches(&killed));
+        assert!(!Expect::Killed.matches(&Outcome::ChildKilled(9)));
+        assert_eq!(
+            killed.to_string(),
+            "the agent process was killed by SIGKILL"
+        );
+    }
+
+    #[test]
+    fn events_are_summarised_with_their_json_names() {
+        let revocation = json!({
+            "kind": "revocation", "agent": "code-assistant", "session": "s1",
+            "by": "on_violation of agent code-assistant", "latency_ns": 700_123,
+            "identity": {"agent": "code-assistant"}
+        });
+        assert_eq!(
+            summary(&revocation),
+            [
+                "revocation of session s1 of code-assistant  by \"on_violation of agent code-assistant\"",
+                "latency_ns 700123"
+            ]
+        );
+        let connect = json!({
+            "kind": "connect", "protocol": "tcp", "address": "127.0.0.1", "port": 8080,
+            "blocked": true,
+            "identity": {"agent": "a", "session": "s", "task": "T-1"},
+            "process": {"pid": 42}
+        });
+        assert_eq!(
+            summary(&connect),
+            ["connect tcp 127.0.0.1:8080  blocked: true  [a/s task T-1 pid 42]"]
+        );
+        assert!(is_connect(
+            &connect,
+            "127.0.0.1:8080".parse().unwrap(),
+            true
+        ));
+        assert!(!is_connect(
+            &connect,
+            "127.0.0.1:8080".parse().unwrap(),
+            false
+        ));
+    }
+
+    #[test]
+    fn operator_commands_are_shown_as_typed() {
+        assert_eq!(
+            shell_words(&["restore", "a", "--reason", "looked at it"]),
+            "restore a --reason \"looked at it\""
+        );
+    }
 }

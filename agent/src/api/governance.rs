@@ -190,7 +190,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 record.clone(),
                 kill,
             )
-            .map_err(enforce_status)?;
+            .map_err(|e| enforce_status(&e))?;
         let latency_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let event = audit_event(
             &target,
@@ -235,7 +235,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
             .shared
             .enforcer
             .restore(self.shared.sensors.policy(), &self.shared.sessions, &target)
-            .map_err(enforce_status)?;
+            .map_err(|e| enforce_status(&e))?;
         let reason = r.reason.trim().to_owned();
         let event = audit_event(
             &target,
@@ -296,7 +296,10 @@ impl pb::governance_service_server::GovernanceService for Governance {
             by: caller.by(),
             expires: SystemTime::now(),
             expires_boot_ns: 0,
-            systems: scope.as_ref().map(|s| s.systems.clone()).unwrap_or_default(),
+            systems: scope
+                .as_ref()
+                .map(|s| s.systems.clone())
+                .unwrap_or_default(),
             tools: scope.as_ref().map(|s| s.tools.clone()).unwrap_or_default(),
             data: scope.as_ref().map(|s| s.data.clone()).unwrap_or_default(),
         };
@@ -312,7 +315,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 grant,
                 ttl,
             )
-            .map_err(enforce_status)?;
+            .map_err(|e| enforce_status(&e))?;
         let expires = crate::event::format_time(grant.expires);
         let event = daemon_event(
             Identity {
@@ -372,7 +375,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 &r.agent,
                 r.task.trim(),
             )
-            .map_err(enforce_status)?;
+            .map_err(|e| enforce_status(&e))?;
         let event = daemon_event(
             Identity {
                 agent: Some(r.agent.clone()),
@@ -469,7 +472,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
 /// Status codes for enforcement errors: what the caller asked cannot apply
 /// (`FailedPrecondition`), names nothing that exists (`NotFound`), or the
 /// kernel refused (`Internal`).
-fn enforce_status(e: crate::enforcement::enforcer::EnforceError) -> Status {
+fn enforce_status(e: &crate::enforcement::enforcer::EnforceError) -> Status {
     use crate::enforcement::enforcer::EnforceError as E;
     match e {
         E::State(_) | E::NoTask(_) | E::OtherTask { .. } | E::NoApprovalNeeded(_) => {

@@ -287,7 +287,10 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         None => None,
     };
     tokio::spawn(housekeeping(Arc::clone(&shared)));
-    tokio::spawn(crate::identity::watch::run(Arc::clone(&shared), cgroups.mount.clone()));
+    tokio::spawn(crate::identity::watch::run(
+        Arc::clone(&shared),
+        cgroups.mount.clone(),
+    ));
     let metrics = match metrics_listen {
         Some(addr) => {
             let task = crate::metrics::serve(Arc::clone(&shared), addr).await?;

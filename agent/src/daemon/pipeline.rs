@@ -16,16 +16,16 @@ use crate::{
         enforcer::boot_now_ns,
         state::{Record as Revocation, Target},
     },
-    event::{Anomaly, AnomalyKind, Event, Payload, Severity, Workload},
-    scope::{
-        Verdict, Violation,
-        aggregate::Aggregator,
-        dns::{DnsCache, parse_response},
-    },
+    event::{Anomaly, AnomalyKind, Event, Payload, Severity},
     identity::{
         attribute::{Attribution, Attributor},
         cgroup::{CgroupFs, CgroupResolver},
         procs::{ProcessTable, resolve_path},
+    },
+    scope::{
+        Verdict, Violation,
+        aggregate::Aggregator,
+        dns::{DnsCache, parse_response},
     },
     sensors::decode::{self, Clock, Record},
 };
@@ -70,8 +70,10 @@ impl Pipeline {
         let dns = Arc::new(DnsCache::new());
         let live = Arc::clone(&shared.live);
         crate::scope::dns::spawn_resolver(Arc::clone(&dns), move || live.scope());
-        let pods =
-            crate::kube::hold::PodAttributor::new(shared.kube.clone(), loaded.config.daemon.watch_all);
+        let pods = crate::kube::hold::PodAttributor::new(
+            shared.kube.clone(),
+            loaded.config.daemon.watch_all,
+        );
         Self {
             shared,
             clock: Clock::now(),
@@ -150,7 +152,11 @@ impl Pipeline {
         match decode::decode(bytes) {
             Ok(record) => self.process(&record),
             Err(e) => {
-                let n = self.shared.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                let n = self
+                    .shared
+                    .stats
+                    .decode_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 // The first few are logged; all are counted.
                 if n < 10 {
                     tracing::warn!("skipping malformed kernel record: {e}");
@@ -197,10 +203,10 @@ impl Pipeline {
     pub fn process(&mut self, record: &Record) -> Option<Output> {
         let h = *record.header();
         if let Record::Fork(r) = record {
-                let comm = String::from_utf8_lossy(
-                    &h.comm[..h.comm.iter().position(|&b| b == 0).unwrap_or(16)],
-                )
-                .into_owned();
+            let comm = String::from_utf8_lossy(
+                &h.comm[..h.comm.iter().position(|&b| b == 0).unwrap_or(16)],
+            )
+            .into_owned();
             self.procs.on_fork(h.tgid, r.child_tgid, &comm, h.cgroup_id);
         }
         let mut event = decode::to_event(record, &self.clock);
@@ -256,7 +262,10 @@ impl Pipeline {
         event.identity.agent = a.agent.as_deref().map(str::to_owned);
         event.identity.session = a.session.as_deref().map(str::to_owned);
         event.identity.cgroup = a.cgroup.as_deref().map(str::to_owned);
-        event.identity.workload.clone_from(&a.workload.as_ref().map(Workload::clone));
+        event
+            .identity
+            .workload
+            .clone_from(&a.workload);
         if let Some(agent) = &a.agent {
             event.identity.task = self.shared.enforcer.active_task(agent);
         }
@@ -288,11 +297,9 @@ impl Pipeline {
                 process.ppid = info.ppid;
             }
         }
-        process.lineage = self.procs.lineage(
-            tgid,
-            |pid| pid == session_root || pid == 1,
-            LINEAGE_MAX,
-        );
+        process.lineage =
+            self.procs
+                .lineage(tgid, |pid| pid == session_root || pid == 1, LINEAGE_MAX);
     }
 
     /// Resolves a relative open path against the opener's cwd or dfd.
@@ -336,7 +343,9 @@ impl Pipeline {
                         Violation {
                             kind: AnomalyKind::Unattributed,
                             severity: Severity::Medium,
-                            reason: format!("agent {agent} is no longer declared in the node config"),
+                            reason: format!(
+                                "agent {agent} is no longer declared in the node config"
+                            ),
                             identity: None,
                         },
                         OnViolation::Alert,
@@ -357,7 +366,8 @@ impl Pipeline {
                         match narrowed.evaluate(nid, event, &self.dns, now) {
                             Verdict::InScope => return Vec::new(),
                             Verdict::Violation(mut v) => {
-                                v.reason = format!("{} (the scope approved for task {task})", v.reason);
+                                v.reason =
+                                    format!("{} (the scope approved for task {task})", v.reason);
                                 (v, scope.agent(id).on_violation)
                             }
                         }
@@ -401,12 +411,17 @@ impl Pipeline {
             verdict::BLOCKED_NO_TASK => Violation {
                 kind: AnomalyKind::UnapprovedTask,
                 severity: Severity::High,
-                reason: format!("activity of {who} without an active task approval blocked in the kernel"),
+                reason: format!(
+                    "activity of {who} without an active task approval blocked in the kernel"
+                ),
                 identity: None,
             },
             _ => {
                 let what = match &event.payload {
-                    Payload::Connect(c) => format!("connect to {}", std::net::SocketAddr::new(c.address, c.port)),
+                    Payload::Connect(c) => format!(
+                        "connect to {}",
+                        std::net::SocketAddr::new(c.address, c.port)
+                    ),
                     _ => "activity".to_owned(),
                 };
                 Violation {
@@ -511,23 +526,21 @@ impl Pipeline {
         let action = match on_violation {
             OnViolation::Alert => "observed",
             OnViolation::Revoke => self.revoke_for(event, &v.reason),
-            OnViolation::Kill => {
-                match event.process.as_ref().map(|p| p.pid) {
-                    Some(pid) if pid > 1 => {
-                        match nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::Signal::SIGKILL,
-                        ) {
-                            Ok(()) => "killed",
-                            Err(e) => {
-                                tracing::warn!("killing pid {pid} after {}: {e}", v.reason);
-                                "kill_failed"
-                            }
+            OnViolation::Kill => match event.process.as_ref().map(|p| p.pid) {
+                Some(pid) if pid > 1 => {
+                    match nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    ) {
+                        Ok(()) => "killed",
+                        Err(e) => {
+                            tracing::warn!("killing pid {pid} after {}: {e}", v.reason);
+                            "kill_failed"
                         }
                     }
-                    _ => "observed",
                 }
-            }
+                _ => "observed",
+            },
         };
         let anomaly = v.into_anomaly(event.clone(), action);
         self.aggregator

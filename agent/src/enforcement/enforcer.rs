@@ -76,14 +76,20 @@ pub fn narrowed_scope(
         a.scope.systems = grant
             .systems
             .iter()
-            .map(|s| s.parse().map_err(|e| EnforceError::TaskScope(format!("systems: {e}"))))
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| EnforceError::TaskScope(format!("systems: {e}")))
+            })
             .collect::<Result<_, _>>()?;
     }
     if !grant.tools.is_empty() {
         a.scope.tools = grant
             .tools
             .iter()
-            .map(|s| s.parse().map_err(|e| EnforceError::TaskScope(format!("tools: {e}"))))
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| EnforceError::TaskScope(format!("tools: {e}")))
+            })
             .collect::<Result<_, _>>()?;
     }
     if !grant.data.is_empty() {
@@ -233,21 +239,18 @@ impl Enforcer {
         target: &Target,
         sessions: &SessionManager,
     ) -> Result<Vec<(u64, String)>, EnforceError> {
-        match target.session() {
-            Some(s) => {
-                let info = sessions
-                    .get(s)
-                    .filter(|i| i.agent == target.agent())
-                    .ok_or_else(|| EnforceError::UnknownSession {
-                        agent: target.agent().to_owned(),
-                        session: s.to_owned(),
-                    })?;
-                Ok(vec![(info.cgroup_id, info.cgroup.clone())])
-            }
-            None => {
-                let (id, path) = sessions.agent_dir(target.agent())?;
-                Ok(vec![(id, path)])
-            }
+        if let Some(s) = target.session() {
+            let info = sessions
+                .get(s)
+                .filter(|i| i.agent == target.agent())
+                .ok_or_else(|| EnforceError::UnknownSession {
+                    agent: target.agent().to_owned(),
+                    session: s.to_owned(),
+                })?;
+            Ok(vec![(info.cgroup_id, info.cgroup.clone())])
+        } else {
+            let (id, path) = sessions.agent_dir(target.agent())?;
+            Ok(vec![(id, path)])
         }
     }
 
@@ -357,7 +360,12 @@ impl Enforcer {
 
     /// Static rules of an enforced agent plus the addresses its DNS answers
     /// taught, into the `SYSTEMS` trie.
-    fn load_systems(&self, kernel: &KernelPolicy, scope: &Scope, agent: &str) -> Result<(), EnforceError> {
+    fn load_systems(
+        &self,
+        kernel: &KernelPolicy,
+        scope: &Scope,
+        agent: &str,
+    ) -> Result<(), EnforceError> {
         let id = scope
             .agent_id(agent)
             .ok_or_else(|| EnforceError::UnknownAgent(agent.to_owned()))?;

@@ -54,16 +54,18 @@ fn mapped(net: ipnet::IpNet) -> ([u8; 16], u32) {
 impl KernelPolicy {
     pub fn new(policy: Map, systems: Map) -> Result<Self, SensorError> {
         Ok(Self {
-            policy: Mutex::new(HashMap::try_from(policy).map_err(|source| SensorError::Map {
-                map: "POLICY",
-                source,
-            })?),
-            systems: Mutex::new(LpmTrie::try_from(systems).map_err(|source| {
-                SensorError::Map {
+            policy: Mutex::new(
+                HashMap::try_from(policy).map_err(|source| SensorError::Map {
+                    map: "POLICY",
+                    source,
+                })?,
+            ),
+            systems: Mutex::new(
+                LpmTrie::try_from(systems).map_err(|source| SensorError::Map {
                     map: "SYSTEMS",
                     source,
-                }
-            })?),
+                })?,
+            ),
         })
     }
 
@@ -74,10 +76,7 @@ impl KernelPolicy {
 
     /// Every cgroup with a policy (adopted from a previous daemon, too).
     pub fn entries(&self) -> Vec<(u64, Policy)> {
-        lock(&self.policy)
-            .iter()
-            .filter_map(Result::ok)
-            .collect()
+        lock(&self.policy).iter().filter_map(Result::ok).collect()
     }
 
     /// Changes one cgroup's policy; an all-default policy removes the entry.
@@ -142,7 +141,11 @@ impl KernelPolicy {
     /// Replaces every row of an agent in the `SYSTEMS` trie. A more specific
     /// prefix shadows a broader one in an LPM lookup, so each row carries the
     /// rules of every broader prefix that covers it too.
-    pub fn set_systems(&self, agent_key: u32, rules: &[SystemRule]) -> Result<usize, KernelPolicyError> {
+    pub fn set_systems(
+        &self,
+        agent_key: u32,
+        rules: &[SystemRule],
+    ) -> Result<usize, KernelPolicyError> {
         let err = |source| KernelPolicyError::Systems { agent_key, source };
         let mut trie = lock(&self.systems);
         let agent_be = agent_key.to_be_bytes();
@@ -188,7 +191,14 @@ impl KernelPolicy {
 
     /// Whether the kernel would let `agent_key` reach `addr:port` (for tests
     /// and diagnostics; the programs do the same lookup).
-    pub fn system_allowed(&self, agent_key: u32, addr: IpAddr, port: u16, protocol: u8, now_ns: u64) -> bool {
+    pub fn system_allowed(
+        &self,
+        agent_key: u32,
+        addr: IpAddr,
+        port: u16,
+        protocol: u8,
+        now_ns: u64,
+    ) -> bool {
         let addr = match addr {
             IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
             IpAddr::V6(a) => a.octets(),
@@ -203,12 +213,14 @@ impl KernelPolicy {
         let Ok(v) = lock(&self.systems).get(&key, 0) else {
             return false;
         };
-        v.rules[..(v.count as usize).min(PORT_RULES)].iter().any(|r| {
-            (r.protocol == 0 || r.protocol == protocol)
-                && r.lo <= port
-                && port <= r.hi
-                && (r.expires_ns == 0 || r.expires_ns > now_ns)
-        })
+        v.rules[..(v.count as usize).min(PORT_RULES)]
+            .iter()
+            .any(|r| {
+                (r.protocol == 0 || r.protocol == protocol)
+                    && r.lo <= port
+                    && port <= r.hi
+                    && (r.expires_ns == 0 || r.expires_ns > now_ns)
+            })
     }
 }
 

@@ -131,7 +131,11 @@ mod tests {
         let w = a.workload.as_ref().expect("container path has a workload");
         assert_eq!(w.runtime, "containerd");
         // Cached: neither closure runs again.
-        let b = at.attribute(5, || panic!("path asked twice"), |_| panic!("matched twice"));
+        let b = at.attribute(
+            5,
+            || panic!("path asked twice"),
+            |_| panic!("matched twice"),
+        );
         assert_eq!(a, b);
         at.clear();
         let c = at.attribute(5, || Some(path.into()), |_| None);

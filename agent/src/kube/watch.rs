@@ -166,3 +166,78 @@ async fn watch_once(
     // The watcher's stream never ends on its own.
     Err("the pod watch ended".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Workload;
+
+    const UID: &str = "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d";
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "agents", "uid": UID.to_uppercase()},
+            "spec": {"containers": [], "serviceAccountName": "coder"}
+        }))
+        .unwrap()
+    }
+
+    fn by_uid() -> Workload {
+        Workload {
+            container_id: "00".repeat(32),
+            pod_uid: Some(UID.into()),
+            ..Workload::default()
+        }
+    }
+
+    #[test]
+    fn deleted_pods_are_found_for_a_while() {
+        let kube = Kube::with_pods(&KubernetesConfig::default(), vec![]);
+        let mut store = Store::default();
+        store.apply(&pod("coder-0"));
+        store.publish(&kube);
+        let generation = kube.index().generation;
+        assert_eq!(kube.index().find(&by_uid()).unwrap().0.name, "coder-0");
+        store.delete(&pod("coder-0"));
+        store.publish(&kube);
+        assert!(kube.index().generation > generation);
+        assert!(store.live.is_empty());
+        assert_eq!(kube.index().find(&by_uid()).unwrap().0.name, "coder-0");
+        // A pod with the same UID listed again wins over the deleted one.
+        store.apply(&pod("coder-1"));
+        store.publish(&kube);
+        assert_eq!(kube.index().find(&by_uid()).unwrap().0.name, "coder-1");
+    }
+
+    #[tokio::test]
+    async fn clients_from_a_url_or_a_kubeconfig() {
+        let mut config = KubernetesConfig {
+            api_server: Some("http://127.0.0.1:1".into()),
+            ..KubernetesConfig::default()
+        };
+        assert!(client(&config).await.is_ok());
+        config.api_server = Some("http://[bad".into());
+        let e = client(&config).await.unwrap_err().to_string();
+        assert!(
+            e.starts_with("kubernetes.api_server \"http://[bad\" is not a valid URL"),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kubeconfig");
+        std::fs::write(
+            &file,
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters:\n- name: test\n  cluster:\n    server: http://127.0.0.1:1\n\
+             contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n\
+             users:\n- name: test\n  user: {}\n",
+        )
+        .unwrap();
+        config.api_server = None;
+        config.kubeconfig = Some(file);
+        assert!(client(&config).await.is_ok());
+        config.kubeconfig = Some(dir.path().join("missing"));
+        let e = client(&config).await.unwrap_err().to_string();
+        assert!(e.starts_with("reading kubeconfig"), "{e}");
+    }
+}

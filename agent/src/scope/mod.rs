@@ -63,6 +63,8 @@ impl AgentId {
 
 /// What the rest of the daemon needs to know about an agent.
 #[derive(Clone, Debug, PartialEq)]
+// Independent switches of the config, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 pub struct AgentInfo {
     pub name: String,
     pub owner: Option<String>,
@@ -343,10 +345,18 @@ impl Scope {
     /// once its pod metadata is known, by `match.kubernetes`; the first in
     /// config order wins.
     #[must_use]
-    pub fn match_container(&self, path: &str, workload: &crate::event::Workload) -> Option<AgentId> {
+    pub fn match_container(
+        &self,
+        path: &str,
+        workload: &crate::event::Workload,
+    ) -> Option<AgentId> {
         let by_path = self.match_cgroup(path).map(AgentId::index);
         let by_pod = self.pods.first_match(workload);
-        by_path.into_iter().chain(by_pod).min().map(|i| self.id(i as u32))
+        by_path
+            .into_iter()
+            .chain(by_pod)
+            .min()
+            .map(|i| self.id(i as u32))
     }
 
     /// The agents' `match.kubernetes` selectors.

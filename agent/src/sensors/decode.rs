@@ -41,6 +41,9 @@ pub enum DecodeError {
 }
 
 /// A record copied out of the ring buffer.
+// Records are copied once out of the ring and consumed at once; boxing the
+// large exec variant would add an allocation per exec for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum Record {
     Exec(ExecRecord),
@@ -115,7 +118,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     Ok(match kind {
         RecordKind::Exec => {
             let r: ExecRecord = read(bytes, kind)?;
-            check(kind, "filename_len", r.filename_len.into(), PATH_LEN as u64 - 1)?;
+            check(
+                kind,
+                "filename_len",
+                r.filename_len.into(),
+                PATH_LEN as u64 - 1,
+            )?;
             check(kind, "argv_len", r.argv_len.into(), ARGV_LEN as u64)?;
             Record::Exec(r)
         }
@@ -134,7 +142,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::Open => {
             let r: OpenRecord = read(bytes, kind)?;
             check(kind, "path_len", r.path_len.into(), PATH_LEN as u64 - 1)?;
-            check(kind, "syscall", r.syscall.into(), u64::from(open_syscall::OPENAT2))?;
+            check(
+                kind,
+                "syscall",
+                r.syscall.into(),
+                u64::from(open_syscall::OPENAT2),
+            )?;
             Record::Open(r)
         }
         RecordKind::Dns => {
@@ -353,8 +366,7 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     fn header(kind: RecordKind) -> Header {
@@ -410,7 +422,11 @@ mod tests {
             n += p.len() + 1;
         }
         pc.len = n as u16;
-        pc.flags = if complete { path_flags::COMPLETE } else { path_flags::TRUNCATED };
+        pc.flags = if complete {
+            path_flags::COMPLETE
+        } else {
+            path_flags::TRUNCATED
+        };
         pc
     }
 
@@ -485,7 +501,10 @@ mod tests {
 
     #[test]
     fn rejects_short_and_unknown_records() {
-        assert!(matches!(decode(&[1, 0, 0]), Err(DecodeError::ShortHeader { .. })));
+        assert!(matches!(
+            decode(&[1, 0, 0]),
+            Err(DecodeError::ShortHeader { .. })
+        ));
         let mut h = bytes_of(&header(RecordKind::Exec));
         assert!(matches!(
             decode(&h),
@@ -529,7 +548,8 @@ mod tests {
         ));
         c.family = libc::AF_INET6 as u16;
         c.addr[15] = 1;
-        let Payload::Connect(conn) = to_event(&decode(&bytes_of(&c)).unwrap(), &Clock::now()).payload
+        let Payload::Connect(conn) =
+            to_event(&decode(&bytes_of(&c)).unwrap(), &Clock::now()).payload
         else {
             panic!()
         };

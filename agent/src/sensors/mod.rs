@@ -10,6 +10,7 @@ use std::{
     sync::Mutex,
 };
 
+use aya::programs::links::FdLink;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
@@ -18,7 +19,6 @@ use aya::{
         RawTracePoint, SockOps, TracePoint,
     },
 };
-use aya::programs::links::FdLink;
 use vigil_common::{KernelConfig, Offsets, SENSOR_COUNT, SENSOR_NAMES};
 
 use crate::paths;
@@ -121,20 +121,48 @@ const fn tp_opt(category: &'static str, name: &'static str) -> Hook {
 
 /// Every program, the sensor it belongs to, and its hooks.
 const PROGRAMS: &[(&str, &str, &[Hook])] = &[
-    ("vigil_execve", "process", &[tp("syscalls", "sys_enter_execve")]),
-    ("vigil_execveat", "process", &[tp("syscalls", "sys_enter_execveat")]),
-    ("vigil_sched_exec", "process", &[tp("sched", "sched_process_exec")]),
+    (
+        "vigil_execve",
+        "process",
+        &[tp("syscalls", "sys_enter_execve")],
+    ),
+    (
+        "vigil_execveat",
+        "process",
+        &[tp("syscalls", "sys_enter_execveat")],
+    ),
+    (
+        "vigil_sched_exec",
+        "process",
+        &[tp("sched", "sched_process_exec")],
+    ),
     ("vigil_fork", "process", &[Hook::Raw("sched_process_fork")]),
-    ("vigil_exit", "process", &[tp("sched", "sched_process_exit")]),
+    (
+        "vigil_exit",
+        "process",
+        &[tp("sched", "sched_process_exit")],
+    ),
     ("vigil_connect4", "network", &[Hook::CgroupRoot]),
     ("vigil_connect6", "network", &[Hook::CgroupRoot]),
     ("vigil_sendmsg4", "network", &[Hook::CgroupRoot]),
     ("vigil_sendmsg6", "network", &[Hook::CgroupRoot]),
     ("vigil_sock_ops", "network", &[Hook::CgroupRoot]),
     ("vigil_dns_ingress", "network", &[Hook::CgroupRoot]),
-    ("vigil_open_enter", "file", &[tp_opt("syscalls", "sys_enter_open")]),
-    ("vigil_openat_enter", "file", &[tp("syscalls", "sys_enter_openat")]),
-    ("vigil_openat2_enter", "file", &[tp_opt("syscalls", "sys_enter_openat2")]),
+    (
+        "vigil_open_enter",
+        "file",
+        &[tp_opt("syscalls", "sys_enter_open")],
+    ),
+    (
+        "vigil_openat_enter",
+        "file",
+        &[tp("syscalls", "sys_enter_openat")],
+    ),
+    (
+        "vigil_openat2_enter",
+        "file",
+        &[tp_opt("syscalls", "sys_enter_openat2")],
+    ),
     (
         "vigil_open_exit",
         "file",
@@ -295,9 +323,13 @@ impl Sensors {
             source,
         })?;
         let loss = PerCpuArray::try_from(
-            ebpf.take_map("LOSS").ok_or(SensorError::MissingMap("LOSS"))?,
+            ebpf.take_map("LOSS")
+                .ok_or(SensorError::MissingMap("LOSS"))?,
         )
-        .map_err(|source| SensorError::Map { map: "LOSS", source })?;
+        .map_err(|source| SensorError::Map {
+            map: "LOSS",
+            source,
+        })?;
         let policy = crate::enforcement::kernel::KernelPolicy::new(
             ebpf.take_map("POLICY")
                 .ok_or(SensorError::MissingMap("POLICY"))?,
@@ -348,7 +380,10 @@ impl Sensors {
             let values = self
                 .loss
                 .get(&(i as u32), 0)
-                .map_err(|source| SensorError::Map { map: "LOSS", source })?;
+                .map_err(|source| SensorError::Map {
+                    map: "LOSS",
+                    source,
+                })?;
             *slot = (SENSOR_NAMES[i], values.iter().sum());
         }
         Ok(out)
@@ -356,7 +391,10 @@ impl Sensors {
 
     /// Starts reporting activity of a cgroup (and only that cgroup, not its children).
     pub fn watch(&self, cgroup_id: u64) -> Result<(), SensorError> {
-        let mut map = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert(cgroup_id, vigil_common::watch::CONFIGURED, 0)
             .map_err(|source| SensorError::Map {
                 map: "WATCHED",
@@ -366,7 +404,10 @@ impl Sensors {
 
     /// Stops reporting a cgroup added with [`Sensors::watch`].
     pub fn unwatch(&self, cgroup_id: u64) -> Result<(), SensorError> {
-        let mut map = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.get(&cgroup_id, 0).is_err() {
             return Ok(());
         }
@@ -390,16 +431,16 @@ fn attach(
         .program_mut(name)
         .ok_or(SensorError::MissingProgram(name))?;
     let mut done = Vec::new();
-    let attach_err = |hook: String| move |source| SensorError::Attach {
-        program: name,
-        hook,
-        source,
+    let attach_err = |hook: String| {
+        move |source| SensorError::Attach {
+            program: name,
+            hook,
+            source,
+        }
     };
     match hooks.first() {
         Some(Hook::Tracepoint { .. }) => {
-            let p: &mut TracePoint = program
-                .try_into()
-                .map_err(|e| load_error(name, e))?;
+            let p: &mut TracePoint = program.try_into().map_err(|e| load_error(name, e))?;
             p.load().map_err(|e| load_error(name, e))?;
             for hook in hooks {
                 let Hook::Tracepoint {
@@ -415,7 +456,8 @@ fn attach(
                     continue;
                 }
                 let label = format!("tracepoint/{category}/{tp_name}");
-                let id = p.attach(category, tp_name)
+                let id = p
+                    .attach(category, tp_name)
                     .map_err(attach_err(label.clone()))?;
                 let link = p.take_link(id).map_err(attach_err(label.clone()))?;
                 links.pin(name, FdLink::try_from(link))?;
@@ -423,9 +465,7 @@ fn attach(
             }
         }
         Some(Hook::Raw(tp_name)) => {
-            let p: &mut RawTracePoint = program
-                .try_into()
-                .map_err(|e| load_error(name, e))?;
+            let p: &mut RawTracePoint = program.try_into().map_err(|e| load_error(name, e))?;
             p.load().map_err(|e| load_error(name, e))?;
             let label = format!("raw_tracepoint/{tp_name}");
             p.attach(tp_name).map_err(attach_err(label.clone()))?;
@@ -438,7 +478,8 @@ fn attach(
             let label = "cgroup v2 root".to_owned();
             if let Ok(p) = <&mut CgroupSockAddr>::try_from(&mut *program) {
                 p.load().map_err(|e| load_error(name, e))?;
-                let id = p.attach(root, CgroupAttachMode::Single)
+                let id = p
+                    .attach(root, CgroupAttachMode::Single)
                     .map_err(attach_err(label.clone()))?;
                 let link = p.take_link(id).map_err(attach_err(label.clone()))?;
                 links.pin(name, FdLink::try_from(link))?;
@@ -450,11 +491,10 @@ fn attach(
                 let link = p.take_link(id).map_err(attach_err(label.clone()))?;
                 links.pin(name, FdLink::try_from(link))?;
             } else {
-                let p: &mut SockOps = program
-                    .try_into()
-                    .map_err(|e| load_error(name, e))?;
+                let p: &mut SockOps = program.try_into().map_err(|e| load_error(name, e))?;
                 p.load().map_err(|e| load_error(name, e))?;
-                let id = p.attach(root, CgroupAttachMode::Single)
+                let id = p
+                    .attach(root, CgroupAttachMode::Single)
                     .map_err(attach_err(label.clone()))?;
                 let link = p.take_link(id).map_err(attach_err(label.clone()))?;
                 links.pin(name, FdLink::try_from(link))?;
@@ -501,7 +541,9 @@ impl Links {
         program: &str,
         link: Result<FdLink, aya::programs::links::LinkError>,
     ) -> Result<(), SensorError> {
-        let n = self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.dir.join(format!("{program}-{n}"));
         let err = |message: String| SensorError::Pin {
             path: path.clone(),
@@ -523,7 +565,10 @@ impl Links {
                 if let Err(err) = std::fs::remove_dir_all(e.path()) {
                     tracing::warn!("removing old links {}: {err}", e.path().display());
                 } else {
-                    tracing::info!("replaced the links of a previous daemon ({})", e.path().display());
+                    tracing::info!(
+                        "replaced the links of a previous daemon ({})",
+                        e.path().display()
+                    );
                 }
             }
         }

@@ -11,7 +11,9 @@ use crate::paths;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetError {
-    #[error("tracefs is not mounted (tried {tried}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
+    #[error(
+        "tracefs is not mounted (tried {tried}); mount it with `mount -t tracefs tracefs /sys/kernel/tracing`"
+    )]
     NoTracefs { tried: String },
     #[error("reading tracepoint format {path}: {source}")]
     ReadFormat {
@@ -105,7 +107,11 @@ impl Formats<'_> {
     }
 
     fn optional(&self, tracepoint: &str, field: &str) -> Result<Option<u16>, OffsetError> {
-        let Some(f) = self.fields(tracepoint)?.into_iter().find(|f| f.name == field) else {
+        let Some(f) = self
+            .fields(tracepoint)?
+            .into_iter()
+            .find(|f| f.name == field)
+        else {
             return Ok(None);
         };
         // The programs mask record offsets with 0xff so the verifier sees a bound.
@@ -163,7 +169,8 @@ impl KernelBtf {
                 return Some(bits / 8);
             }
             if name.is_empty()
-                && let Ok(Type::Struct(inner) | Type::Union(inner)) = self.btf.resolve_chained_type(m)
+                && let Ok(Type::Struct(inner) | Type::Union(inner)) =
+                    self.btf.resolve_chained_type(m)
                 && let Some(off) = self.find_in(&inner, member, bits)
             {
                 return Some(off);
@@ -182,7 +189,9 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
     Ok(Offsets {
         exec_filename: f.offset("sched/sched_process_exec", "filename")?,
         exec_old_pid: f.offset("sched/sched_process_exec", "old_pid")?,
-        exit_group_dead: f.optional("sched/sched_process_exit", "group_dead")?.unwrap_or(0),
+        exit_group_dead: f
+            .optional("sched/sched_process_exit", "group_dead")?
+            .unwrap_or(0),
         sys_enter_args: f.offset("syscalls/sys_enter_openat", "dfd")?,
         sys_exit_ret: f.offset("syscalls/sys_exit_openat", "ret")?,
         _pad: [0; 3],
