@@ -464,6 +464,7 @@ fn violation_name(action: i32) -> &'static str {
     match pb::ViolationAction::try_from(action) {
         Ok(pb::ViolationAction::Observe) => "alert",
         Ok(pb::ViolationAction::Revoke) => "revoke",
+        Ok(pb::ViolationAction::Kill) => "kill",
         _ => "other",
     }
 }

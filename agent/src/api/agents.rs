@@ -92,9 +92,7 @@ const fn violation_action(v: OnViolation) -> pb::ViolationAction {
     match v {
         OnViolation::Alert => pb::ViolationAction::Observe,
         OnViolation::Revoke => pb::ViolationAction::Revoke,
-        // vigil.v1 has no value for killing the process yet; clients must
-        // treat UNSPECIFIED as "not one of observe or revoke".
-        OnViolation::Kill => pb::ViolationAction::Unspecified,
+        OnViolation::Kill => pb::ViolationAction::Kill,
     }
 }
 

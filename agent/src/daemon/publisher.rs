@@ -178,15 +178,23 @@ fn commit(
         return (output, flushed);
     }
     let count = events.len();
-    let events = match shared.hub.publish_blocking(events) {
+    let events = match shared.hub.publish_or_return(events) {
         Ok(sequenced) => sequenced,
-        Err(e) => {
-            tracing::error!("journaling {count} events failed, they are lost: {e}");
+        Err((e, events)) => {
+            // Subscribers cannot get them (they read the journal), but the
+            // JSON output still does, without sequence numbers.
+            tracing::error!(
+                "journaling {count} events failed; they go to the JSON output only (seq 0): {e}"
+            );
             let refused = PublishError::Journal(e.to_string());
             for (_, reply) in replies {
                 let _ = reply.send(Err(refused.clone()));
             }
-            return (output, Ok(()));
+            let written = events
+                .iter()
+                .try_for_each(|ev| output.write(ev))
+                .and_then(|()| output.flush());
+            return (output, written);
         }
     };
     shared.counters.count(&events);

@@ -160,15 +160,31 @@ impl Hub {
 
     /// `publish` for callers on a plain thread; blocks for the commit.
     pub fn publish_blocking(&self, events: Vec<Event>) -> Result<Vec<Event>, HubError> {
-        let wire = events
+        self.publish_or_return(events).map_err(|(e, _)| e)
+    }
+
+    /// Like [`Hub::publish_blocking`], but hands the events back when they
+    /// could not be journaled, so the caller can still deliver them elsewhere.
+    pub fn publish_or_return(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Event>, (HubError, Vec<Event>)> {
+        let wire = match events
             .iter()
             .enumerate()
             .map(|(index, e)| {
                 pb::Event::try_from(e.clone())
                     .map_err(|source| JournalError::Convert { index, source })
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let stored = self.publish_wire_blocking(wire)?;
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(w) => w,
+            Err(e) => return Err((e.into(), events)),
+        };
+        let stored = match self.publish_wire_blocking(wire) {
+            Ok(s) => s,
+            Err(e) => return Err((e, events)),
+        };
         Ok(events
             .into_iter()
             .zip(stored.iter())

@@ -217,7 +217,7 @@ mod tests {
         };
         assert!(client(&config).await.is_ok());
         config.api_server = Some("http://[bad".into());
-        let e = client(&config).await.unwrap_err().to_string();
+        let e = client(&config).await.err().expect("an error").to_string();
         assert!(
             e.starts_with("kubernetes.api_server \"http://[bad\" is not a valid URL"),
             "{e}"
@@ -237,7 +237,7 @@ mod tests {
         config.kubeconfig = Some(file);
         assert!(client(&config).await.is_ok());
         config.kubeconfig = Some(dir.path().join("missing"));
-        let e = client(&config).await.unwrap_err().to_string();
+        let e = client(&config).await.err().expect("an error").to_string();
         assert!(e.starts_with("reading kubeconfig"), "{e}");
     }
 }
