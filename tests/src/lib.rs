@@ -53,14 +53,13 @@ pub fn workload_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // Test binaries live in target/<profile>/deps, binaries one level up.
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let p = dir.join("vigil-workload");
-    assert!(p.exists(), "{} not built", p.display());
-    p
+    // Binaries sit next to each other; test binaries one level down, in deps/.
+    let here = exe.parent().expect("executable directory");
+    [here, here.parent().unwrap_or(here)]
+        .iter()
+        .map(|d| d.join("vigil-workload"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("vigil-workload not built next to {}", exe.display()))
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -81,6 +81,7 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
     // Built before the daemon starts, so the compiler does not compete
     // with it for the CPU.
     cmd::run(cmd::new("cargo").args(["bench", "-p", "vigil", "--bench", "e2e", "--no-run"]))?;
+    daemon::note_machine();
     let daemon = daemon::Daemon::start(&bins.vigil)?;
     let agent = PathBuf::from(daemon::AGENT);
     let figures = ctx.cargo_bench_with(

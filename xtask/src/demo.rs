@@ -372,23 +372,26 @@ impl Demo {
         println!("  puts it and all its descendants in a cgroup Vigil watches.");
         let notes = self.stage.notes.clone();
         let service = self.service;
-        let s = CODER_SESSION;
-        self.start_session(CODER, s)?;
+        self.start_session(CODER, CODER_SESSION)?;
         self.show(CODER_SESSION, "exec", |e| {
             e["kind"] == "exec"
                 && e["argv"]
                     .as_array()
                     .is_some_and(|a| a.iter().any(|x| x == "serve"))
         })?;
-        self.act(s, &format!("open {}", notes.display()), Expect::Ok)?;
+        self.act(
+            CODER_SESSION,
+            &format!("open {}", notes.display()),
+            Expect::Ok,
+        )?;
         self.show(CODER_SESSION, "file_open", |e| {
             e["kind"] == "file_open" && e["path"] == notes.to_string_lossy().as_ref()
         })?;
-        self.act(s, "exec /bin/sh -c :", Expect::Exit(0))?;
+        self.act(CODER_SESSION, "exec /bin/sh -c :", Expect::Exit(0))?;
         self.show(CODER_SESSION, "exec", |e| {
             e["kind"] == "exec" && e["filename"] == "/bin/sh"
         })?;
-        self.act(s, &format!("connect {service}"), Expect::Ok)?;
+        self.act(CODER_SESSION, &format!("connect {service}"), Expect::Ok)?;
         self.show(CODER_SESSION, "connect", |e| is_connect(e, service, false))?;
         println!("  All in scope: reported with who did it, and let be.");
         Ok(())
@@ -420,9 +423,10 @@ impl Demo {
         })?;
         println!("  The open itself went through: Vigil sees it as it happens, and revoked the");
         println!(
-            "  session {} later. From now on the kernel refuses the session everything:",
+            "  session {} later. From then on the kernel refuses its connects (and",
             micros(latency_ns)
         );
+        println!("  kills it at its next exec or open):");
         self.act(
             CODER_SESSION,
             &format!("connect {service}"),
@@ -478,9 +482,8 @@ impl Demo {
             &format!("{}s", TASK_TTL.as_secs()),
         ])?;
         let approved = Instant::now();
-        let s = RELEASE_SESSION;
-        self.start_session(RELEASE_BOT, s)?;
-        self.act(s, &format!("connect {service}"), Expect::Ok)?;
+        self.start_session(RELEASE_BOT, RELEASE_SESSION)?;
+        self.act(RELEASE_SESSION, &format!("connect {service}"), Expect::Ok)?;
         let e = self.show(RELEASE_SESSION, "connect", |e| {
             is_connect(e, service, false)
         })?;
@@ -498,14 +501,18 @@ impl Demo {
             e["kind"] == "task_ended" && e["task"] == TASK && e["reason"] == "expired"
         })?;
         self.act(
-            s,
+            RELEASE_SESSION,
             &format!("connect {service}"),
             Expect::Errno(Errno::EPERM),
         )?;
         self.show(RELEASE_SESSION, "unapproved_task anomaly", |e| {
             is_anomaly(e, "unapproved_task")
         })?;
-        self.act(s, &format!("open {}", notes.display()), Expect::Killed)?;
+        self.act(
+            RELEASE_SESSION,
+            &format!("open {}", notes.display()),
+            Expect::Killed,
+        )?;
         println!("  Killed in the open syscall, before it could read a byte of the file.");
         Ok(())
     }
@@ -907,7 +914,7 @@ impl std::fmt::Display for Expect {
             Self::Ok => f.write_str("ok"),
             Self::Errno(e) => write!(f, "{e}"),
             Self::Exit(n) => write!(f, "exit {n}"),
-            Self::Killed => f.write_str("the process killed by SIGKILL"),
+            Self::Killed => f.write_str("the agent process killed by SIGKILL"),
         }
     }
 }

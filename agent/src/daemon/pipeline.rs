@@ -12,10 +12,7 @@ use vigil_common::verdict;
 
 use crate::{
     config::OnViolation,
-    enforcement::{
-        enforcer::boot_now_ns,
-        state::{Record as Revocation, Target},
-    },
+    enforcement::state::{Record as Revocation, Target},
     event::{Anomaly, AnomalyKind, Event, Payload, Severity},
     identity::{
         attribute::{Attribution, Attributor},
@@ -484,9 +481,9 @@ impl Pipeline {
             },
             kill,
         );
-        let latency = boot_now_ns().saturating_sub(event.kernel_ts_ns);
         match result {
-            Ok(_) => {
+            Ok(done) => {
+                let latency = done.applied_ns.saturating_sub(event.kernel_ts_ns);
                 tracing::warn!("revoked {target} ({reason}); {latency} ns after the kernel event");
                 self.shared.emit(Event {
                     seq: 0,

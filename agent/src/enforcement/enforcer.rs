@@ -128,6 +128,9 @@ pub struct Grant {
 pub struct Revoked {
     /// Kernel cgroups whose policy changed.
     pub cgroups: usize,
+    /// `CLOCK_BOOTTIME` right after the kernel maps were updated (the
+    /// moment the revocation took effect).
+    pub applied_ns: u64,
     /// Processes killed through `cgroup.kill` (when `revoke_kills`).
     pub killed: bool,
 }
@@ -276,6 +279,7 @@ impl Enforcer {
         for (id, _) in &cgroups {
             kernel.revoke(*id)?;
         }
+        let applied_ns = boot_now_ns();
         let mut killed = false;
         if kill {
             for (_, path) in &cgroups {
@@ -289,6 +293,7 @@ impl Enforcer {
         self.persist();
         Ok(Revoked {
             cgroups: cgroups.len(),
+            applied_ns,
             killed,
         })
     }

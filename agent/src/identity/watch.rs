@@ -53,6 +53,13 @@ fn is_under(path: &str, parent: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// Whether any agent is matched by `match.cgroups` or `match.kubernetes`.
+fn matches_outside_sessions(shared: &Shared) -> bool {
+    let scope = shared.live.scope();
+    scope.agents().any(|a| !a.cgroups.is_empty())
+        || (!scope.pod_selectors().is_empty() && shared.kube.enabled())
+}
+
 /// The state kept between walks.
 #[derive(Debug, Default)]
 pub struct WatchSet {
@@ -74,6 +81,7 @@ impl WatchSet {
     }
 
     /// The cgroups that should be watched now, of those in `cgroups`.
+    /// (Globs and selectors are asked again: a reload may have come between.)
     fn wanted(&mut self, shared: &Shared, cgroups: &[(u64, String)]) -> HashSet<u64> {
         let loaded = shared.live.current();
         let scope = &loaded.scope;
@@ -123,12 +131,17 @@ impl WatchSet {
 
     /// One walk: watches what is wanted and not watched, unwatches the rest.
     pub fn scan(&mut self, shared: &Shared, mount: &Path) {
-        let cgroups = match walk(mount) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("walking the cgroup hierarchy at {}: {e}", mount.display());
-                return;
+        // Nothing to walk for when no agent is matched outside sessions.
+        let cgroups = if matches_outside_sessions(shared) {
+            match walk(mount) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("walking the cgroup hierarchy at {}: {e}", mount.display());
+                    return;
+                }
             }
+        } else {
+            Vec::new()
         };
         let want = self.wanted(shared, &cgroups);
         let paths: HashMap<u64, &str> = cgroups

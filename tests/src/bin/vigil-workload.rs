@@ -151,8 +151,10 @@ fn main() -> ExitCode {
         }
         ["bench-connect", n] => TcpListener::bind("127.0.0.1:0").and_then(|listener| {
             let addr = listener.local_addr()?;
-            // Accepting keeps the backlog from filling; accepted sockets are
-            // closed at once.
+            // A full accept queue drops SYNs and costs a 1 s retransmit, so
+            // the queue is as long as the kernel allows (listen again sets
+            // it) and a thread accepts and closes.
+            nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXCONN)?;
             std::thread::spawn(move || listener.incoming().for_each(drop));
             // Closing with a reset leaves no TIME_WAIT socket behind: tens of
             // thousands of them would make finding a free local port, not the

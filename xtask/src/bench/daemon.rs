@@ -341,14 +341,29 @@ fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     })
 }
 
-/// Other `vigil run` processes on this machine: their programs would run in
-/// every measurement, including the no-daemon baseline.
-pub fn other_daemons(ours: &[u32]) -> Vec<u32> {
+/// Says what else loads the machine: on a small shared machine, other work
+/// (and above all another daemon, whose programs run in every measurement,
+/// the no-daemon baseline included) skews the figures.
+pub fn note_machine() {
+    if let Ok(load) = fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        eprintln!("bench: load average {}", load.join(" "));
+    }
+    let others = other_daemons();
+    if !others.is_empty() {
+        eprintln!(
+            "bench: warning: other `vigil run` processes are running (pids {others:?}); \
+             their programs slow every measurement"
+        );
+    }
+}
+
+/// Other `vigil run` processes on this machine.
+fn other_daemons() -> Vec<u32> {
     let Ok(dir) = fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| !ours.contains(pid))
         .filter(|pid| {
             let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
                 return false;

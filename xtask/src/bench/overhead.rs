@@ -78,13 +78,7 @@ type Samples = BTreeMap<(&'static str, Condition), Vec<f64>>;
 
 pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
     let bins = Binaries::build(target_dir)?;
-    let others = super::daemon::other_daemons(&[]);
-    if !others.is_empty() {
-        eprintln!(
-            "bench: warning: other `vigil run` processes are running (pids {others:?}); \
-             their programs slow every condition, the baseline included"
-        );
-    }
+    super::daemon::note_machine();
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let loops = Loop::all(scratch.path());
     std::fs::write(scratch.path().join("open-target.txt"), b"vigil bench\n")
@@ -105,6 +99,7 @@ pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
             }
         }
     }
+    super::daemon::note_machine();
     Ok(figures(&loops, &samples, lost))
 }
 
