@@ -66,10 +66,11 @@ fn serve() -> std::io::Result<()> {
                 .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
             ),
             ["open", path] => result(std::fs::File::open(path).map(|_| ())),
-            // The child's output must not mix with the answers on stdout.
+            // The child's output must not mix with the answers on stdout; it
+            // goes to stderr (a dup, not an open, which a revocation kills).
             ["exec", prog, args @ ..] => match Command::new(prog)
                 .args(args)
-                .stdout(std::process::Stdio::null())
+                .stdout(std::process::Stdio::from(std::io::stderr()))
                 .status()
             {
                 Ok(s) => match (s.code(), s.signal()) {
