@@ -75,7 +75,7 @@ impl SimNode {
         Self { top, top_rel }
     }
 
-    /// A container cgroup of a fresh pod (besteffort QoS, systemd driver):
+    /// A container cgroup of a fresh pod (besteffort `QoS`, systemd driver):
     /// `.../kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice/cri-containerd-<id>.scope`.
     #[must_use]
     pub fn container(&self, runtime: Runtime) -> ContainerCgroup {

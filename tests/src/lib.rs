@@ -73,7 +73,7 @@ pub struct Daemon {
     pub config_path: PathBuf,
     pub cgroup_parent: String,
     stderr_path: PathBuf,
-    daemon_extra: String,
+    extra_daemon_lines: String,
 }
 
 /// The default agent of test configs: sessions allowed, a loose scope.
@@ -124,7 +124,7 @@ impl Daemon {
             events_path,
             config_path,
             cgroup_parent,
-            daemon_extra: daemon_extra.to_owned(),
+            extra_daemon_lines: daemon_extra.to_owned(),
         };
         std::fs::write(&d.config_path, d.full_config(&extra)).expect("write config");
         d.spawn();
@@ -134,6 +134,8 @@ impl Daemon {
     /// The whole config file for `extra` (agents, data classes, …) with this
     /// daemon's private `[daemon]` and `[output]` sections.
     #[must_use]
+    // `{:?}` of a path is a quoted, escaped string: a valid TOML string.
+    #[allow(clippy::unnecessary_debug_formatting)]
     pub fn full_config(&self, extra: &str) -> String {
         format!(
             "[daemon]\nsocket = {socket:?}\ncgroup_parent = {parent:?}\nstate_dir = {state:?}\npin_dir = {pin:?}\n{daemon_extra}\n\
@@ -142,7 +144,7 @@ impl Daemon {
             parent = self.cgroup_parent,
             state = self.dir.path().join("state"),
             pin = format!("/sys/fs/bpf/{}", self.cgroup_parent),
-            daemon_extra = self.daemon_extra,
+            daemon_extra = self.extra_daemon_lines,
             events = self.events_path,
         )
     }
@@ -168,7 +170,7 @@ impl Daemon {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             if let Some(status) = self
                 .child
@@ -314,7 +316,7 @@ impl Drop for Daemon {
         if let Some(mount) = cgroup2_mount() {
             let parent = mount.join(&self.cgroup_parent);
             if parent.exists() {
-                let _ = kill_tree(&parent);
+                kill_tree(&parent);
                 let _ = remove_tree(&parent);
             }
         }
@@ -322,9 +324,8 @@ impl Drop for Daemon {
     }
 }
 
-fn kill_tree(dir: &Path) -> std::io::Result<()> {
+fn kill_tree(dir: &Path) {
     let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    Ok(())
 }
 
 fn remove_tree(dir: &Path) -> std::io::Result<()> {

@@ -2,6 +2,10 @@
 //! cgroups (containerd and CRI-O naming) hold real processes; a test API
 //! server serves the node's pods over the list and watch protocol.
 
+// Paths are written into TOML with `{:?}` (a quoted, escaped string), and
+// small helpers sit next to the steps that use them.
+#![allow(clippy::unnecessary_debug_formatting, clippy::items_after_statements)]
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;

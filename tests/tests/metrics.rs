@@ -1,6 +1,10 @@
 //! Issue 6: the Prometheus endpoint of a real daemon, after a known
 //! workload, agrees with what the daemon journaled and reports.
 
+// Paths are written into TOML with `{:?}` (a quoted, escaped string), and
+// small helpers sit next to the steps that use them.
+#![allow(clippy::unnecessary_debug_formatting, clippy::items_after_statements)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

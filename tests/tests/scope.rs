@@ -1,6 +1,10 @@
 //! Issue 3: agent scope and anomalies, against the real kernel with a real
 //! daemon: each kind of anomaly is triggered by a real action.
 
+// Paths are written into TOML with `{:?}` (a quoted, escaped string), and
+// small helpers sit next to the steps that use them.
+#![allow(clippy::unnecessary_debug_formatting, clippy::items_after_statements)]
+
 use std::{
     net::{Ipv4Addr, TcpListener},
     path::Path,

@@ -20,9 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, FieldPath, Seg};
-pub use kube::{
-    DEFAULT_TRUST_DOMAIN, KubeEnabled, KubeSelector, KubernetesConfig, MetricsConfig,
-};
+pub use kube::{DEFAULT_TRUST_DOMAIN, KubeEnabled, KubeSelector, KubernetesConfig, MetricsConfig};
 pub use server::{
     ApiConfig, DEFAULT_JOURNAL_MAX_AGE, DEFAULT_JOURNAL_MAX_BYTES, HumanDuration, JOURNAL_FILE,
     JournalConfig, MIN_JOURNAL_MAX_BYTES, Role,

@@ -259,10 +259,7 @@ impl Pipeline {
         event.identity.agent = a.agent.as_deref().map(str::to_owned);
         event.identity.session = a.session.as_deref().map(str::to_owned);
         event.identity.cgroup = a.cgroup.as_deref().map(str::to_owned);
-        event
-            .identity
-            .workload
-            .clone_from(&a.workload);
+        event.identity.workload.clone_from(&a.workload);
         if let Some(agent) = &a.agent {
             event.identity.task = self.shared.enforcer.active_task(agent);
         }

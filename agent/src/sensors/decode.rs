@@ -366,7 +366,8 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain repr(C) value.
-        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
     }
 
     fn header(kind: RecordKind) -> Header {

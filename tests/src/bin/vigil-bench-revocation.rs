@@ -19,7 +19,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    assert!(vigil_tests::kernel_available(), "the revocation bench needs root");
+    assert!(
+        vigil_tests::kernel_available(),
+        "the revocation bench needs root"
+    );
     let l = TcpListener::bind("127.0.0.1:0").expect("listener");
     let addr = l.local_addr().expect("addr").to_string();
     let wl = workload_bin();
@@ -53,11 +56,29 @@ on_violation = "revoke"
             e["kind"] == "revocation" && e["session"] == session.as_str()
         });
         latencies.push(ev["latency_ns"].as_u64().expect("latency_ns"));
-        let out = d.vigil(&["restore", "strict", "--session", &session, "--reason", "bench"]);
+        let out = d.vigil(&[
+            "restore",
+            "strict",
+            "--session",
+            &session,
+            "--reason",
+            "bench",
+        ]);
         assert!(out.status.success(), "restore: {out:?}");
-        assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"), "restored");
+        assert_eq!(
+            s.ask(&format!("connect {addr}")).as_deref(),
+            Some("ok"),
+            "restored"
+        );
         // Operator revoke: the next syscall after the call returns must fail.
-        let out = d.vigil(&["revoke", "strict", "--session", &session, "--reason", "bench"]);
+        let out = d.vigil(&[
+            "revoke",
+            "strict",
+            "--session",
+            &session,
+            "--reason",
+            "bench",
+        ]);
         assert!(out.status.success(), "revoke: {out:?}");
         if s.ask(&format!("connect {addr}")).as_deref() == Some("ok") {
             leaked += 1;
@@ -68,7 +89,8 @@ on_violation = "revoke"
         }
     }
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize] as f64 / 1e6;
+    let pct =
+        |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize] as f64 / 1e6;
     println!("BENCH revocation_auto_latency_p50 {:.3} ms -", pct(0.50));
     println!("BENCH revocation_auto_latency_p99 {:.3} ms <=1", pct(0.99));
     println!("BENCH revocation_syscalls_allowed_after_revoke {leaked} count <=0");
