@@ -40,8 +40,10 @@ pub fn test(args: &Args) -> Result<()> {
     let vigil_bin = workspace::vigil_debug_bin(&workspace::Metadata::load()?)?;
 
     let mut unit = cmd::new("cargo");
+    // --no-fail-fast: one failing test binary must not hide the others' results.
     unit.args([
         "test",
+        "--no-fail-fast",
         "--workspace",
         "--exclude",
         "vigil-ebpf",
@@ -49,7 +51,7 @@ pub fn test(args: &Args) -> Result<()> {
         "vigil-tests",
     ]);
     let mut integration = cmd::new("cargo");
-    integration.args(["test", "-p", "vigil-tests"]);
+    integration.args(["test", "--no-fail-fast", "-p", "vigil-tests"]);
     let phases = [
         ("unit", unit, None),
         ("integration", integration, Some(INTEGRATION_THREADS)),

@@ -138,17 +138,17 @@ fn main() -> ExitCode {
             std::thread::sleep(std::time::Duration::from_millis(ms.parse().expect("ms")));
             Ok(())
         }
-        // Benchmark loops (`cargo xtask bench`). Each prints the nanoseconds
-        // its loop took, so that process start-up (and `vigil exec`) is not
-        // part of the figure.
+        // Benchmark loops (`cargo xtask bench`). Each prints the wall-clock
+        // and CPU nanoseconds its loop took (see `Timer`), so that process
+        // start-up (and `vigil exec`) is not part of the figures.
         ["bench-exec", n] => {
-            let start = std::time::Instant::now();
+            let timer = Timer::start();
             (0..n.parse::<u64>().expect("count"))
                 .try_for_each(|_| match Command::new("/bin/true").status()? {
                     s if s.success() => Ok(()),
                     s => Err(std::io::Error::other(format!("/bin/true: {s}"))),
                 })
-                .map(|()| println!("{}", start.elapsed().as_nanos()))
+                .map(|()| timer.report())
         }
         ["bench-connect", n] => TcpListener::bind("127.0.0.1:0").and_then(|listener| {
             let addr = listener.local_addr()?;
@@ -164,20 +164,20 @@ fn main() -> ExitCode {
                 l_onoff: 1,
                 l_linger: 0,
             };
-            let start = std::time::Instant::now();
+            let timer = Timer::start();
             (0..n.parse::<u64>().expect("count"))
                 .try_for_each(|_| {
                     let stream = TcpStream::connect(addr)?;
                     nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &abort)
                         .map_err(std::io::Error::from)
                 })
-                .map(|()| println!("{}", start.elapsed().as_nanos()))
+                .map(|()| timer.report())
         }),
         ["bench-open", path, n] => {
-            let start = std::time::Instant::now();
+            let timer = Timer::start();
             (0..n.parse::<u64>().expect("count"))
                 .try_for_each(|_| std::fs::File::open(path).map(drop))
-                .map(|()| println!("{}", start.elapsed().as_nanos()))
+                .map(|()| timer.report())
         }
         // Opens at a steady RATE per second: an open that is ahead of the
         // clock waits for it.
@@ -207,4 +207,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Wall-clock and CPU time of a benchmark loop. CPU time counts every
+/// thread and every waited-for child (`/bin/true` in the exec loop), so it
+/// shows what the loop itself paid even when other work on the machine
+/// stretches the wall-clock time.
+struct Timer {
+    wall: std::time::Instant,
+    cpu_ns: u64,
+}
+
+impl Timer {
+    fn start() -> Self {
+        Self {
+            wall: std::time::Instant::now(),
+            cpu_ns: cpu_ns(),
+        }
+    }
+
+    /// Prints `WALL_NS CPU_NS`.
+    fn report(&self) {
+        println!(
+            "{} {}",
+            self.wall.elapsed().as_nanos(),
+            cpu_ns().saturating_sub(self.cpu_ns)
+        );
+    }
+}
+
+/// utime + stime + cutime + cstime of this process, from `/proc/self/stat`
+/// (in `USER_HZ` ticks, 100 per second on Linux).
+fn cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    // Fields 14 to 17 of the file; the state (field 3) comes first here.
+    after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse::<u64>().expect("CPU time field"))
+        .sum::<u64>()
+        * 10_000_000
 }
