@@ -55,6 +55,12 @@ const BENCHES: &[Bench] = &[
         run: scope,
     },
     Bench {
+        name: "revocation",
+        about: "automatic revocation latency and syscalls after Revoke returns (tests/src/bin/vigil-bench-revocation.rs)",
+        kernel: true,
+        run: revocation,
+    },
+    Bench {
         name: "e2e",
         about: "kernel record to gRPC subscriber: events/s and latency (agent/benches/e2e.rs)",
         kernel: true,
@@ -99,6 +105,43 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
     }
     daemon.stop()?;
     figures
+}
+
+/// Automatic revocation latency (offending kernel event → map update) over
+/// 1,000 trials, and syscalls that got through after `Revoke` returned. The
+/// bench binary drives its own daemon through the integration harness.
+fn revocation(ctx: &Context) -> Result<Vec<Figure>> {
+    let bins = daemon::Binaries::build(&ctx.meta.target_dir()?)?;
+    cmd::run(cmd::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "vigil-tests",
+        "--bin",
+        "vigil-bench-revocation",
+    ]))?;
+    let bench = ctx.meta.target_dir()?.join("release/vigil-bench-revocation");
+    let mut run = cmd::new(&bench);
+    run.env("VIGIL_BIN", &bins.vigil)
+        .env("VIGIL_WORKLOAD", &bins.workload)
+        .env("VIGIL_REQUIRE_KERNEL", "1");
+    let mut figures = Vec::new();
+    let mut bad = Vec::new();
+    let status = cmd::stream(&mut run, |line| match Figure::parse(line) {
+        Some(Ok(f)) => figures.push(f),
+        Some(Err(e)) => bad.push(format!("{line:?}: {e:#}")),
+        None => {}
+    })?;
+    if !status.success() {
+        bail!("`{}` failed: {status}", cmd::display(&run));
+    }
+    if !bad.is_empty() {
+        bail!("malformed BENCH lines: {}", bad.join("; "));
+    }
+    if figures.is_empty() {
+        bail!("the revocation bench printed no figures");
+    }
+    Ok(figures)
 }
 
 /// What benchmarks get to work with.
