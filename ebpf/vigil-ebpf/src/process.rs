@@ -135,17 +135,26 @@ fn report_blocked_exec(
         )
     };
     rec.filename_len = if n > 0 { (n - 1) as u16 } else { 0 };
-    // SAFETY: copy between two buffers of at least ARGV_LEN bytes.
-    if unsafe { bpf_probe_read_kernel_buf(args.data.as_ptr(), &mut rec.argv[..ARGV_LEN]) }.is_ok() {
-        rec.argv_len = (args.len as usize).min(ARGV_LEN) as u16;
-        rec.argc = args.argc as u16;
-        rec.header.flags |= (args.flags & 0xffff) as u16;
+    copy_argv(rec, Some(args));
+    entry.submit(0);
+}
+
+/// Copies captured arguments into an exec record (or marks them missing).
+#[inline(always)]
+fn copy_argv(rec: &mut ExecRecord, args: Option<&crate::maps::ArgvBuf>) {
+    // SAFETY: copy between two kernel buffers of at least ARGV_LEN bytes.
+    let copied = args.filter(|a| {
+        unsafe { bpf_probe_read_kernel_buf(a.data.as_ptr(), &mut rec.argv[..ARGV_LEN]) }.is_ok()
+    });
+    if let Some(a) = copied {
+        rec.argv_len = (a.len as usize).min(ARGV_LEN) as u16;
+        rec.argc = a.argc as u16;
+        rec.header.flags |= (a.flags & 0xffff) as u16;
     } else {
         rec.argv_len = 0;
         rec.argc = 0;
         rec.header.flags |= EXEC_ARGV_MISSING;
     }
-    entry.submit(0);
 }
 
 #[tracepoint]
@@ -199,25 +208,10 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
         warn!(ctx, "exec file name unreadable: {}", n);
     }
     // SAFETY: map value read by key.
-    if let Some(args) = unsafe { EXEC_ARGS.get(old_pid) } {
-        let len = args.len as usize;
-        // SAFETY: copy between two kernel buffers of at least ARGV_LEN bytes.
-        let copied =
-            unsafe { bpf_probe_read_kernel_buf(args.data.as_ptr(), &mut rec.argv[..ARGV_LEN]) };
-        if copied.is_ok() {
-            rec.argv_len = len.min(ARGV_LEN) as u16;
-            rec.argc = args.argc as u16;
-            rec.header.flags |= (args.flags & 0xffff) as u16;
-        } else {
-            rec.argv_len = 0;
-            rec.argc = 0;
-            rec.header.flags |= EXEC_ARGV_MISSING;
-        }
+    let args = unsafe { EXEC_ARGS.get(old_pid) };
+    copy_argv(rec, args);
+    if args.is_some() {
         let _ = EXEC_ARGS.remove(old_pid);
-    } else {
-        rec.argv_len = 0;
-        rec.argc = 0;
-        rec.header.flags |= EXEC_ARGV_MISSING;
     }
     entry.submit(0);
     Some(0)
