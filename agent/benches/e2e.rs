@@ -20,8 +20,12 @@
 //! the repetitions. It needs a running daemon with a permissive agent that
 //! matches sessions: `cargo xtask bench e2e` starts one and passes
 //! `VIGIL_BENCH_SOCKET`, `VIGIL_BENCH_AGENT`, `VIGIL_BENCH_VIGIL` (the
-//! `vigil` binary for `vigil exec`) and `VIGIL_BENCH_WORKLOAD` (the
-//! `vigil-workload` binary). Without them it says so and reports nothing.
+//! `vigil` binary for `vigil exec`), `VIGIL_BENCH_WORKLOAD` (the
+//! `vigil-workload` binary) and `VIGIL_BENCH_DAEMON_PID`. Without them it
+//! says so and reports nothing.
+//!
+//! The producer, the daemon and the subscribers share the machine, so each
+//! run also reports how many cores the daemon and the subscribers used.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,20 +58,27 @@ struct Setup {
     workload: PathBuf,
     /// The file the workload opens; only its events are counted.
     file: PathBuf,
+    /// The daemon, for its CPU time.
+    daemon_pid: u32,
     _dir: tempfile::TempDir,
 }
 
 impl Setup {
     fn from_env() -> Result<Option<Self>> {
         let var = |name| std::env::var_os(name).map(PathBuf::from);
-        let (Some(socket), Some(agent), Some(vigil), Some(workload)) = (
+        let (Some(socket), Some(agent), Some(vigil), Some(workload), Some(pid)) = (
             var("VIGIL_BENCH_SOCKET"),
             var("VIGIL_BENCH_AGENT"),
             var("VIGIL_BENCH_VIGIL"),
             var("VIGIL_BENCH_WORKLOAD"),
+            var("VIGIL_BENCH_DAEMON_PID"),
         ) else {
             return Ok(None);
         };
+        let daemon_pid = pid
+            .to_str()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("VIGIL_BENCH_DAEMON_PID {} is not a pid", pid.display()))?;
         let dir = tempfile::tempdir().context("creating a scratch directory")?;
         let file = dir.path().join("e2e-target.txt");
         std::fs::write(&file, b"vigil e2e bench\n")
@@ -78,6 +89,7 @@ impl Setup {
             vigil,
             workload,
             file,
+            daemon_pid,
             _dir: dir,
         }))
     }
@@ -119,6 +131,53 @@ struct Run {
     latencies_ns: Vec<u64>,
     /// The rate the workload actually offered.
     offered: f64,
+    /// Cores the daemon used while the run lasted.
+    daemon_cores: f64,
+    /// Cores this process (the subscribers) used meanwhile.
+    subscriber_cores: f64,
+}
+
+/// CPU time a process used so far (utime + stime of `/proc/PID/stat`, in
+/// `USER_HZ` ticks of 10 ms).
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    // Fields 14 and 15 of the file; the state (field 3) comes first here.
+    let ticks: Option<u64> = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks
+        .map(|t| t * 10_000_000)
+        .with_context(|| format!("/proc/{pid}/stat has no CPU times"))
+}
+
+/// Cores used by the daemon and by this process since [`Usage::start`].
+struct Usage {
+    wall: std::time::Instant,
+    daemon_ns: u64,
+    own_ns: u64,
+}
+
+impl Usage {
+    fn start(daemon_pid: u32) -> Result<Self> {
+        Ok(Self {
+            wall: std::time::Instant::now(),
+            daemon_ns: cpu_ns(daemon_pid)?,
+            own_ns: clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
+        })
+    }
+
+    /// (daemon cores, own cores).
+    fn cores(&self, daemon_pid: u32) -> Result<(f64, f64)> {
+        let wall = self.wall.elapsed().as_nanos() as f64;
+        let daemon = cpu_ns(daemon_pid)?.saturating_sub(self.daemon_ns) as f64;
+        let own = clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID).saturating_sub(self.own_ns) as f64;
+        Ok((daemon / wall, own / wall))
+    }
 }
 
 async fn connect(socket: &Path) -> Result<Channel> {
@@ -198,6 +257,7 @@ async fn run(setup: &Setup, name: &str, subscribers: usize, events: u64, rate: u
         readers.push(tokio::spawn(receive(stream, path.clone(), events)));
     }
 
+    let usage = Usage::start(setup.daemon_pid)?;
     let output = tokio::process::Command::new(&setup.vigil)
         .args(["exec", "--agent", &setup.agent, "--session", &session, "--"])
         .arg(&setup.workload)
@@ -227,6 +287,7 @@ async fn run(setup: &Setup, name: &str, subscribers: usize, events: u64, rate: u
     for reader in readers {
         received.push(reader.await.context("subscriber task")??);
     }
+    let (daemon_cores, subscriber_cores) = usage.cores(setup.daemon_pid)?;
     let kernel = kernel_lost(&channel).await?.saturating_sub(lost_before);
     let lost = received
         .iter()
@@ -244,6 +305,8 @@ async fn run(setup: &Setup, name: &str, subscribers: usize, events: u64, rate: u
         kernel_lost: kernel,
         latencies_ns,
         offered: events as f64 * 1e9 / elapsed_ns,
+        daemon_cores,
+        subscriber_cores,
     })
 }
 
@@ -257,9 +320,47 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64
 }
 
+/// The medians of one throughput configuration over its repetitions.
+#[derive(Default)]
+struct Series {
+    rate: Vec<f64>,
+    offered: Vec<f64>,
+    daemon_cores: Vec<f64>,
+    subscriber_cores: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, r: &Run) {
+        self.rate.push(r.rate);
+        self.offered.push(r.offered);
+        self.daemon_cores.push(r.daemon_cores);
+        self.subscriber_cores.push(r.subscriber_cores);
+    }
+
+    fn print(self, name: &str, target: &str) {
+        // What the workload managed to offer, and the cores the daemon and
+        // the subscribers took, explain the rate on a small machine.
+        println!(
+            "BENCH {name}.offered {:.0} events/s -",
+            median(self.offered)
+        );
+        println!(
+            "BENCH {name}.events {:.0} events/s {target}",
+            median(self.rate)
+        );
+        println!(
+            "BENCH {name}.daemon_cpu {:.2} cores -",
+            median(self.daemon_cores)
+        );
+        println!(
+            "BENCH {name}.subscribers_cpu {:.2} cores -",
+            median(self.subscriber_cores)
+        );
+    }
+}
+
 async fn bench(setup: &Setup) -> Result<()> {
-    let mut rates = [Vec::new(), Vec::new()];
-    let mut offered = [Vec::new(), Vec::new()];
+    let mut series = [Series::default(), Series::default()];
     let (mut lost, mut kernel_lost) = (0, 0);
     let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
     for repeat in 0..REPEATS {
@@ -274,11 +375,10 @@ async fn bench(setup: &Setup) -> Result<()> {
             .await?;
             eprintln!(
                 "e2e: {subscribers:>2} subscribers: offered {:.0}/s, delivered {:.0}/s (slowest), \
-                 lost {} (kernel {})",
-                r.offered, r.rate, r.lost, r.kernel_lost
+                 lost {} (kernel {}); daemon {:.2} cores, subscribers {:.2} cores",
+                r.offered, r.rate, r.lost, r.kernel_lost, r.daemon_cores, r.subscriber_cores
             );
-            rates[slot].push(r.rate);
-            offered[slot].push(r.offered);
+            series[slot].push(&r);
             lost += r.lost;
             kernel_lost += r.kernel_lost;
         }
@@ -301,34 +401,21 @@ async fn bench(setup: &Setup) -> Result<()> {
         );
         eprintln!(
             "e2e: latency at {:.0}/s: p50 {p50:.3} ms, p99 {p99:.3} ms, max {:.3} ms, lost {} \
-             (kernel {})",
+             (kernel {}); daemon {:.2} cores",
             r.offered,
             percentile(&r.latencies_ns, 1.0) / 1e6,
             r.lost,
-            r.kernel_lost
+            r.kernel_lost,
+            r.daemon_cores
         );
         p50s.push(p50);
         p99s.push(p99);
         lost += r.lost;
         kernel_lost += r.kernel_lost;
     }
-    let [one, ten] = rates;
-    let [offered_one, offered_ten] = offered;
-    // What the workload managed to offer: on a small machine the producer,
-    // the daemon and the subscribers share the cores.
-    println!(
-        "BENCH e2e.sub1.offered {:.0} events/s -",
-        median(offered_one)
-    );
-    println!(
-        "BENCH e2e.sub10.offered {:.0} events/s -",
-        median(offered_ten)
-    );
-    println!("BENCH e2e.sub1.events {:.0} events/s -", median(one));
-    println!(
-        "BENCH e2e.sub10.events {:.0} events/s >={TARGET_RATE:.0}",
-        median(ten)
-    );
+    let [one, ten] = series;
+    one.print("e2e.sub1", "-");
+    ten.print("e2e.sub10", &format!(">={TARGET_RATE:.0}"));
     println!("BENCH e2e.lost {lost} events <=0");
     println!("BENCH e2e.kernel_lost {kernel_lost} records -");
     println!("BENCH e2e.latency.p50 {:.3} ms -", median(p50s));

@@ -90,6 +90,12 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
     daemon::note_machine();
     let daemon = daemon::Daemon::start(&bins.vigil)?;
     let agent = PathBuf::from(daemon::AGENT);
+    let pid = PathBuf::from(
+        daemon
+            .pid()
+            .context("the daemon is not running")?
+            .to_string(),
+    );
     let figures = ctx.cargo_bench_with(
         "vigil",
         "e2e",
@@ -98,6 +104,7 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
             ("VIGIL_BENCH_AGENT", agent.as_os_str()),
             ("VIGIL_BENCH_VIGIL", bins.vigil.as_os_str()),
             ("VIGIL_BENCH_WORKLOAD", bins.workload.as_os_str()),
+            ("VIGIL_BENCH_DAEMON_PID", pid.as_os_str()),
         ],
     );
     if figures.is_err() {
@@ -120,7 +127,10 @@ fn revocation(ctx: &Context) -> Result<Vec<Figure>> {
         "--bin",
         "vigil-bench-revocation",
     ]))?;
-    let bench = ctx.meta.target_dir()?.join("release/vigil-bench-revocation");
+    let bench = ctx
+        .meta
+        .target_dir()?
+        .join("release/vigil-bench-revocation");
     let mut run = cmd::new(&bench);
     run.env("VIGIL_BIN", &bins.vigil)
         .env("VIGIL_WORKLOAD", &bins.workload)
