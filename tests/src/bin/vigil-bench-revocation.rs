@@ -28,7 +28,7 @@ fn main() {
     // Accept and drop, so the backlog never fills over thousands of trials.
     std::thread::spawn(move || {
         for c in l.incoming() {
-            drop(c)
+            drop(c);
         }
     });
     let wl = workload_bin();
