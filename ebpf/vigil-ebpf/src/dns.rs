@@ -13,15 +13,13 @@ use aya_ebpf::{
 use vigil_common::{DNS_LEN, DnsRecord, KernelConfig, RecordKind, Sensor};
 
 use crate::{
+    abi::{AF_INET, AF_INET6, IPPROTO_UDP},
     maps::{EVENTS, WATCHED, config, count_loss},
     task::fill_header_no_task,
 };
 
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86DD;
-const IPPROTO_UDP: u8 = 17;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 /// Let the packet through (`cgroup_skb`: 1 = allow).
 const PASS: i32 = 1;
 

@@ -16,6 +16,7 @@ use vigil_common::{
 };
 
 use crate::{
+    abi::SIGKILL,
     enforce::{self, current_policy},
     maps::{EVENTS, OPEN_ARGS, OpenArgs, config, count_loss},
     path,
@@ -24,7 +25,6 @@ use crate::{
 
 /// `AT_FDCWD`: plain `open` resolves relative to the working directory.
 const AT_FDCWD: i32 = -100;
-const SIGKILL: u32 = 9;
 
 #[tracepoint]
 pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {

@@ -12,6 +12,7 @@
 // aya's program macros fix the entry-point signatures (context by value).
 #![allow(clippy::needless_pass_by_value)]
 
+mod abi;
 mod dns;
 mod enforce;
 mod file;

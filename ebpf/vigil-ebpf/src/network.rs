@@ -13,23 +13,18 @@ use aya_ebpf::{
 use vigil_common::{AcceptRecord, ConnectRecord, RecordKind, Sensor, sock_op, verdict};
 
 use crate::{
+    abi::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM},
     enforce::{self, current_policy},
     maps::{EVENTS, config, count_loss},
     task::{fill_header, fill_header_no_task, read_field, watched_cgroup, watched_current},
 };
 
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 /// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`.
 const PASSIVE_ESTABLISHED: u32 = 5;
 /// Return value of a cgroup `sock_addr` program that lets the call proceed.
 const ALLOW: i32 = 1;
 /// Return value that fails the call with EPERM.
 const DENY: i32 = 0;
-const SOCK_STREAM: u32 = 1;
-const SOCK_DGRAM: u32 = 2;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 #[cgroup_sock_addr(connect4)]
 pub fn vigil_connect4(ctx: SockAddrContext) -> i32 {

@@ -20,12 +20,11 @@ use vigil_common::{
 };
 
 use crate::{
+    abi::SIGKILL,
     enforce::{self, current_policy},
     maps::{ARG_MAX_READ, ARGV_SCRATCH, EVENTS, EXEC_ARGS, config, count_loss},
     task::{current_task, fill_header, read_field, watched_current},
 };
-
-const SIGKILL: u32 = 9;
 
 #[tracepoint]
 pub fn vigil_execve(ctx: TracePointContext) -> u32 {
