@@ -139,6 +139,10 @@ pub struct DaemonConfig {
     pub watch_all: bool,
     /// Kernel ring buffer size: a power of two, at least 4096.
     pub ring_buffer_bytes: u64,
+    /// Nice value of the thread that reads kernel records and decides
+    /// verdicts (-20..=19): below 0 it preempts ordinary work when records
+    /// arrive, which keeps automatic revocation prompt on a busy node.
+    pub reader_nice: i8,
     /// Where programs and maps are pinned (bpffs).
     pub pin_dir: PathBuf,
     /// Journal and other state.
@@ -154,11 +158,16 @@ impl Default for DaemonConfig {
             cgroup_parent: CgroupParent::default_parent(),
             watch_all: false,
             ring_buffer_bytes: 8 << 20,
+            reader_nice: DEFAULT_READER_NICE,
             pin_dir: PathBuf::from(paths::DEFAULT_PIN_DIR),
             state_dir: PathBuf::from(paths::DEFAULT_STATE_DIR),
         }
     }
 }
+
+/// The reader thread's default nice value: well ahead of ordinary work, still
+/// a time-shared (`SCHED_OTHER`) thread that cannot starve the node.
+pub const DEFAULT_READER_NICE: i8 = -10;
 
 impl CgroupParent {
     fn default_parent() -> Self {

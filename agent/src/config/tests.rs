@@ -98,6 +98,7 @@ fn empty_config_is_all_defaults() {
     let c = Config::from_toml_str("", "empty.toml").unwrap();
     assert_eq!(c, Config::default());
     assert_eq!(c.daemon.ring_buffer_bytes, 8 << 20);
+    assert_eq!(c.daemon.reader_nice, -10);
     assert_eq!(
         c.daemon.pin_dir,
         PathBuf::from(crate::paths::DEFAULT_PIN_DIR)
@@ -320,6 +321,13 @@ fn bad_globs_and_paths() {
         e.contains("daemon.ring_buffer_bytes: 5000 must be a power of two"),
         "{e}"
     );
+    let e = err("[daemon]\nreader_nice = -21\n");
+    assert!(
+        e.contains("daemon.reader_nice: -21 is not a nice value (-20 to 19)"),
+        "{e}"
+    );
+    let e = err("[daemon]\nreader_nice = 300\n");
+    assert!(e.contains("reader_nice"), "{e}");
     let e = err("[daemon]\nring_buffer_bytes = 2048\n");
     assert!(e.contains("power of two"), "{e}");
     let e = err("[output]\nevents = \"events.log\"\n");

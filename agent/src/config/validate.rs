@@ -46,6 +46,12 @@ fn check_daemon(config: &Config, out: &mut Problems) {
             format!("{rb} must be a power of two between 4096 and 1073741824"),
         ));
     }
+    if !(-20..=19).contains(&d.reader_nice) {
+        out.push((
+            daemon.clone().key("reader_nice"),
+            format!("{} is not a nice value (-20 to 19)", d.reader_nice),
+        ));
+    }
     if let Some(group) = &d.socket_group
         && group.trim().is_empty()
     {

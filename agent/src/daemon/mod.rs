@@ -2,6 +2,7 @@
 
 pub mod pipeline;
 pub mod publisher;
+pub mod reader;
 
 use std::{
     path::PathBuf,
@@ -12,8 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::sync::mpsc;
 
 use crate::{
     api::agents::AgentCounters,
@@ -28,9 +28,6 @@ use crate::{
 };
 use publisher::Publisher;
 
-/// Most records read from the ring buffer before the batch is handed on,
-/// so a flood still reaches subscribers in steady steps.
-const MAX_DRAIN: usize = publisher::MAX_COMMIT_EVENTS;
 /// How often retention is applied when nothing is published.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
@@ -50,8 +47,10 @@ pub enum DaemonError {
     Enforcement(#[source] crate::enforcement::enforcer::EnforceError),
     #[error("API: {0}")]
     Api(String),
-    #[error("event ring buffer: {0}")]
-    Ring(#[source] std::io::Error),
+    #[error("sensor reader: {0}")]
+    Reader(#[from] reader::ReaderError),
+    #[error("signal handler: {0}")]
+    Signal(#[source] std::io::Error),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
     #[error("event publisher: {0}")]
@@ -214,7 +213,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     );
     let (publisher, queue) = Publisher::channel(publisher::QUEUE_BATCHES);
     let (side_tx, side_rx) = mpsc::unbounded_channel();
-    let (cg_tx, mut cg_rx) = mpsc::unbounded_channel();
+    let (cg_tx, cg_rx) = mpsc::unbounded_channel();
     let kube = crate::kube::Kube::start(&cfg.kubernetes, &node);
     let shared = Arc::new(Shared {
         node,
@@ -246,6 +245,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let socket_group = cfg.daemon.socket_group.clone();
     let api_config = cfg.api.clone();
     let metrics_listen = cfg.metrics.listen;
+    let reader_nice = i32::from(cfg.daemon.reader_nice);
     drop(loaded);
     let mut publishing = tokio::spawn(publisher::run(queue, side_rx, Arc::clone(&shared), output));
 
@@ -300,40 +300,20 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         None => None,
     };
 
-    let mut pipeline = pipeline::Pipeline::new(Arc::clone(&shared), &cgroups);
-    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| DaemonError::Ring(e.into()))?;
+    let mut reader = reader::Reader::spawn(ring, &shared, &cgroups, cg_rx, reader_nice)?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(DaemonError::Ring)?;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(DaemonError::Ring)?;
-                let emptied = drain(guard.get_inner_mut(), &mut pipeline, &mut batch);
-                // A capped drain keeps the readiness, so the rest is read next.
-                if emptied {
-                    guard.clear_ready();
-                }
-                drop(guard);
-                send(&publisher, &mut batch).await?;
-            }
-            Some((id, path)) = cg_rx.recv() => pipeline.learn_cgroup(id, &path),
-            _ = tick.tick() => pipeline.tick(),
-            stopped = &mut publishing => return Err(publisher_stopped(stopped)),
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-        }
+        .map_err(DaemonError::Signal)?;
+    tokio::select! {
+        // The reader only ends early on an error; stop() reports it.
+        () = reader.ended() => {}
+        stopped = &mut publishing => return Err(publisher_stopped(stopped)),
+        _ = tokio::signal::ctrl_c() => {}
+        _ = sigterm.recv() => {}
     }
     tracing::info!("shutting down");
-    // Whatever the kernel delivered before the signal still goes out.
-    while !drain(ring.get_mut(), &mut pipeline, &mut batch) {
-        send(&publisher, &mut batch).await?;
-    }
-    send(&publisher, &mut batch).await?;
-    pipeline.release_held(true);
+    // The reader drains what the kernel delivered and hands it on; blocking
+    // for it here is fine, the publisher runs on the runtime's workers.
+    let stopped = tokio::task::block_in_place(|| reader.stop());
     publisher.stop().await;
     let published = publishing.await;
     api.abort();
@@ -344,6 +324,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         tcp.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    stopped?;
     match published {
         Ok(Ok(())) => Ok(()),
         other => Err(publisher_stopped(other)),
@@ -358,38 +339,6 @@ fn publisher_stopped(
         Ok(Ok(())) => DaemonError::Publisher("stopped unexpectedly".into()),
         Err(e) => DaemonError::Publisher(e.to_string()),
     }
-}
-
-/// Reads up to [`MAX_DRAIN`] records into `batch`: each event followed by
-/// the anomalies it raised. True when the ring buffer was emptied.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    pipeline: &mut pipeline::Pipeline,
-    batch: &mut Vec<Event>,
-) -> bool {
-    for _ in 0..MAX_DRAIN {
-        let Some(item) = ring.next() else {
-            return true;
-        };
-        let result = pipeline.process_bytes(&item);
-        drop(item);
-        if let Some(out) = result {
-            batch.push(out.event);
-            batch.extend(out.anomalies);
-        }
-    }
-    false
-}
-
-/// Hands the batch to the publisher, waiting while its queue is full.
-async fn send(publisher: &Publisher, batch: &mut Vec<Event>) -> Result<(), DaemonError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    publisher
-        .batch(std::mem::take(batch))
-        .await
-        .map_err(|e| DaemonError::Publisher(e.to_string()))
 }
 
 /// Applies journal retention from reloaded configs; says which changes

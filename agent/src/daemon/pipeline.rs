@@ -50,6 +50,9 @@ pub struct Pipeline {
     config_version: u64,
     dns: Arc<DnsCache>,
     aggregator: Aggregator,
+    /// Boot-clock time at which the record being processed was read, for
+    /// the revocation log (how much of its latency was wake-up).
+    read_ns: u64,
 }
 
 impl Pipeline {
@@ -82,6 +85,7 @@ impl Pipeline {
             config_version,
             dns,
             aggregator,
+            read_ns: 0,
         }
     }
 
@@ -146,6 +150,7 @@ impl Pipeline {
     /// counted and skipped.
     pub fn process_bytes(&mut self, bytes: &[u8]) -> Option<Output> {
         self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.read_ns = crate::enforcement::enforcer::boot_now_ns();
         match decode::decode(bytes) {
             Ok(record) => self.process(&record),
             Err(e) => {
@@ -481,7 +486,10 @@ impl Pipeline {
         match result {
             Ok(done) => {
                 let latency = done.applied_ns.saturating_sub(event.kernel_ts_ns);
-                tracing::warn!("revoked {target} ({reason}); {latency} ns after the kernel event");
+                tracing::warn!(
+                    "revoked {target} ({reason}); {latency} ns after the kernel event, read after {} ns",
+                    self.read_ns.saturating_sub(event.kernel_ts_ns)
+                );
                 self.shared.emit(Event {
                     seq: 0,
                     time: crate::event::format_time(std::time::SystemTime::now()),

@@ -3,7 +3,7 @@
 //! and feeds the subscribers), then writes them, sequenced, to the JSON-lines
 //! output and counts them per agent.
 //!
-//! The ring-buffer loop hands it one batch per drain over a bounded queue
+//! The sensor reader thread hands it one batch per drain over a bounded queue
 //! and waits only when the queue is full, so a slow disk slows the loop
 //! instead of losing events, while a commit never runs on the loop itself.
 //! Queued batches are merged into one journal commit.
@@ -16,7 +16,7 @@ use super::Shared;
 use crate::event::Event;
 use crate::output::{JsonLines, OutputError};
 
-/// Batches waiting for the publisher before the ring-buffer loop waits.
+/// Batches waiting for the publisher before the sensor reader waits.
 pub const QUEUE_BATCHES: usize = 64;
 /// Most events merged into one journal commit. Subscribers hold up to
 /// [`LIVE_BATCHES`] published batches in memory, so this also bounds what a
@@ -64,14 +64,14 @@ impl Publisher {
         (Self { tx }, Queue { rx })
     }
 
-    /// Queues a batch; waits while the queue is full, never drops.
-    pub async fn batch(&self, events: Vec<Event>) -> Result<(), PublishError> {
+    /// Queues a batch from the sensor reader thread; blocks while the queue
+    /// is full, never drops. Must not be called from async code.
+    pub fn batch_blocking(&self, events: Vec<Event>) -> Result<(), PublishError> {
         if events.is_empty() {
             return Ok(());
         }
         self.tx
-            .send(Request::Batch(events))
-            .await
+            .blocking_send(Request::Batch(events))
             .map_err(|_| PublishError::Stopped)
     }
 

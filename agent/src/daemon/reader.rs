@@ -1,0 +1,232 @@
+//! The sensor reader: one dedicated OS thread that owns the kernel ring
+//! buffer and the [`Pipeline`], so the path from a kernel record to a scope
+//! verdict (and to an automatic revocation) is a single wake-up of a single
+//! thread, never a hop through the async runtime's reactor and scheduler.
+//!
+//! The thread runs at a raised scheduling priority (`daemon.reader_nice`):
+//! on a busy node a freshly woken reader then preempts ordinary work at once
+//! instead of waiting for its turn, which is what keeps automatic revocation
+//! within a millisecond of the offending syscall. It stays an ordinary
+//! (`SCHED_OTHER`) thread, so an event flood cannot starve the node.
+
+use std::{
+    os::fd::AsFd as _,
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use nix::{
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sys::eventfd::{EfdFlags, EventFd},
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Shared,
+    pipeline::Pipeline,
+    publisher::{self, Publisher},
+};
+use crate::{event::Event, identity::cgroup::CgroupFs};
+
+/// Most records read from the ring buffer before the batch is handed on,
+/// so a flood still reaches subscribers in steady steps.
+const MAX_DRAIN: usize = publisher::MAX_COMMIT_EVENTS;
+/// How often the pipeline's housekeeping ([`Pipeline::tick`]) runs.
+const TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    #[error("creating the reader's stop signal: {0}")]
+    EventFd(#[source] nix::Error),
+    #[error("starting the reader thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("polling the ring buffer: {0}")]
+    Poll(#[source] nix::Error),
+    #[error("the event publisher stopped")]
+    PublisherStopped,
+    #[error("the reader thread panicked")]
+    Panicked,
+}
+
+/// A running reader; [`Reader::stop`] drains what the kernel delivered and
+/// hands it on before the thread ends.
+pub struct Reader {
+    stop: Arc<EventFd>,
+    thread: JoinHandle<Result<(), ReaderError>>,
+    ended: Option<oneshot::Receiver<()>>,
+}
+
+impl Reader {
+    /// Starts the reader thread on `ring`. `nice` is applied to the thread
+    /// (a failure to raise it is logged, not fatal: the reader still works,
+    /// with ordinary latency).
+    pub fn spawn(
+        ring: RingBuf<MapData>,
+        shared: &Arc<Shared>,
+        cgroups: &CgroupFs,
+        new_cgroups: mpsc::UnboundedReceiver<(u64, String)>,
+        nice: i32,
+    ) -> Result<Self, ReaderError> {
+        let stop = Arc::new(
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map_err(ReaderError::EventFd)?,
+        );
+        let pipeline = Pipeline::new(Arc::clone(shared), cgroups);
+        let publisher = shared.publisher.clone();
+        let thread_stop = Arc::clone(&stop);
+        // Dropped when the thread ends, also by a panic.
+        let (ended_tx, ended) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("vigil-reader".into())
+            .spawn(move || {
+                let _ended = ended_tx;
+                set_nice(nice);
+                Loop {
+                    ring,
+                    pipeline,
+                    publisher,
+                    new_cgroups,
+                    batch: Vec::new(),
+                }
+                .run(&thread_stop)
+            })
+            .map_err(ReaderError::Spawn)?;
+        Ok(Self {
+            stop,
+            thread,
+            ended: Some(ended),
+        })
+    }
+
+    /// Completes when the thread ends on its own (an error or a panic);
+    /// [`Reader::stop`] then says why. Pending forever after the first call.
+    pub fn ended(&mut self) -> impl std::future::Future<Output = ()> + use<> {
+        let ended = self.ended.take();
+        async move {
+            match ended {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Asks the thread to drain the ring buffer and stop, and waits for it.
+    pub fn stop(self) -> Result<(), ReaderError> {
+        // Cannot fail short of a counter overflow; the thread also ends
+        // when its publisher goes away.
+        let _ = self.stop.write(1);
+        self.thread.join().map_err(|_| ReaderError::Panicked)?
+    }
+}
+
+/// Lowers the calling thread's nice value (raises its priority).
+fn set_nice(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: plain syscall on this thread's id; `id_t` is the tid's width.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        tracing::debug!("reader thread {tid} runs at nice {nice}");
+    } else {
+        tracing::warn!(
+            "could not set the reader thread to nice {nice} ({}): event handling keeps ordinary priority",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+struct Loop {
+    ring: RingBuf<MapData>,
+    pipeline: Pipeline,
+    publisher: Publisher,
+    new_cgroups: mpsc::UnboundedReceiver<(u64, String)>,
+    batch: Vec<Event>,
+}
+
+impl Loop {
+    fn run(mut self, stop: &EventFd) -> Result<(), ReaderError> {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let (ring_ready, stopping) = self.wait(stop, wait)?;
+            self.learn_cgroups();
+            if ring_ready {
+                // Drain fully: a capped drain hands each step on, so a flood
+                // reaches subscribers steadily.
+                while !self.drain() {
+                    self.send()?;
+                }
+                self.send()?;
+            }
+            if Instant::now() >= next_tick {
+                self.pipeline.tick();
+                next_tick = Instant::now() + TICK;
+            }
+            if stopping {
+                break;
+            }
+        }
+        // Whatever the kernel delivered before the stop still goes out.
+        while !self.drain() {
+            self.send()?;
+        }
+        self.send()?;
+        self.pipeline.release_held(true);
+        Ok(())
+    }
+
+    /// Waits for records, the stop signal or the timeout: (ring readable,
+    /// stop requested).
+    fn wait(&self, stop: &EventFd, timeout: Duration) -> Result<(bool, bool), ReaderError> {
+        let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [
+            PollFd::new(self.ring.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(ReaderError::Poll(e)),
+        }
+        let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+        Ok((ready(&fds[0]), ready(&fds[1])))
+    }
+
+    fn learn_cgroups(&mut self) {
+        while let Ok((id, path)) = self.new_cgroups.try_recv() {
+            self.pipeline.learn_cgroup(id, &path);
+        }
+    }
+
+    /// Reads up to [`MAX_DRAIN`] records into the batch: each event followed
+    /// by the anomalies it raised. True when the ring buffer was emptied.
+    fn drain(&mut self) -> bool {
+        for _ in 0..MAX_DRAIN {
+            let Some(item) = self.ring.next() else {
+                return true;
+            };
+            let result = self.pipeline.process_bytes(&item);
+            drop(item);
+            if let Some(out) = result {
+                self.batch.push(out.event);
+                self.batch.extend(out.anomalies);
+            }
+        }
+        false
+    }
+
+    /// Hands the batch to the publisher, waiting while its queue is full.
+    fn send(&mut self) -> Result<(), ReaderError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.publisher
+            .batch_blocking(std::mem::take(&mut self.batch))
+            .map_err(|_| ReaderError::PublisherStopped)
+    }
+}
