@@ -143,6 +143,10 @@ pub struct DaemonConfig {
     /// verdicts (-20..=19): below 0 it preempts ordinary work when records
     /// arrive, which keeps automatic revocation prompt on a busy node.
     pub reader_nice: i8,
+    /// How long ordinary records may wait in the kernel ring buffer before
+    /// the reader collects them (0: each record wakes the reader). Records
+    /// that need action now always wake it at once.
+    pub reader_interval_ms: u16,
     /// Where programs and maps are pinned (bpffs).
     pub pin_dir: PathBuf,
     /// Journal and other state.
@@ -159,6 +163,7 @@ impl Default for DaemonConfig {
             watch_all: false,
             ring_buffer_bytes: 8 << 20,
             reader_nice: DEFAULT_READER_NICE,
+            reader_interval_ms: 5,
             pin_dir: PathBuf::from(paths::DEFAULT_PIN_DIR),
             state_dir: PathBuf::from(paths::DEFAULT_STATE_DIR),
         }

@@ -52,6 +52,15 @@ fn check_daemon(config: &Config, out: &mut Problems) {
             format!("{} is not a nice value (-20 to 19)", d.reader_nice),
         ));
     }
+    if d.reader_interval_ms > 1000 {
+        out.push((
+            daemon.clone().key("reader_interval_ms"),
+            format!(
+                "{} is longer than a second: events would reach subscribers late",
+                d.reader_interval_ms
+            ),
+        ));
+    }
     if let Some(group) = &d.socket_group
         && group.trim().is_empty()
     {

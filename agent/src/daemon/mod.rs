@@ -169,6 +169,13 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         session_parent: Some(sessions.parent_id_level()),
         watch_all: cfg.daemon.watch_all,
         ring_buffer_bytes: cfg.daemon.ring_buffer_bytes as u32,
+        // The reader collects ordinary records every reader_interval_ms; a
+        // quarter-full ring wakes it early.
+        wake_bytes: if cfg.daemon.reader_interval_ms == 0 {
+            0
+        } else {
+            (cfg.daemon.ring_buffer_bytes / 4) as u32
+        },
         pin_dir: cfg.daemon.pin_dir.clone(),
     })?;
     let mut sensors = sensors;
@@ -246,6 +253,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let api_config = cfg.api.clone();
     let metrics_listen = cfg.metrics.listen;
     let reader_nice = i32::from(cfg.daemon.reader_nice);
+    let reader_interval = Duration::from_millis(u64::from(cfg.daemon.reader_interval_ms));
     drop(loaded);
     let mut publishing = tokio::spawn(publisher::run(queue, side_rx, Arc::clone(&shared), output));
 
@@ -300,7 +308,16 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         None => None,
     };
 
-    let mut reader = reader::Reader::spawn(ring, &shared, &cgroups, cg_rx, reader_nice)?;
+    let mut reader = reader::Reader::spawn(
+        ring,
+        &shared,
+        &cgroups,
+        cg_rx,
+        reader::Options {
+            nice: reader_nice,
+            interval: reader_interval,
+        },
+    )?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(DaemonError::Signal)?;
     tokio::select! {

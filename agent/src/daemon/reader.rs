@@ -3,6 +3,11 @@
 //! verdict (and to an automatic revocation) is a single wake-up of a single
 //! thread, never a hop through the async runtime's reactor and scheduler.
 //!
+//! The kernel wakes the reader only for records that need action now and
+//! when the ring buffer fills up (see `KernelConfig::wake_bytes`); the rest
+//! it collects every `daemon.reader_interval_ms`. A wake-up per record would
+//! cost each watched syscall an inter-processor interrupt.
+//!
 //! The thread runs at a raised scheduling priority (`daemon.reader_nice`):
 //! on a busy node a freshly woken reader then preempts ordinary work at once
 //! instead of waiting for its turn, which is what keeps automatic revocation
@@ -50,6 +55,16 @@ pub enum ReaderError {
     Panicked,
 }
 
+/// How the reader runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Nice value of the thread (`daemon.reader_nice`).
+    pub nice: i32,
+    /// Longest wait before collecting records that did not wake the reader
+    /// (`daemon.reader_interval_ms`); zero waits for a wake-up.
+    pub interval: Duration,
+}
+
 /// A running reader; [`Reader::stop`] drains what the kernel delivered and
 /// hands it on before the thread ends.
 pub struct Reader {
@@ -67,7 +82,7 @@ impl Reader {
         shared: &Arc<Shared>,
         cgroups: &CgroupFs,
         new_cgroups: mpsc::UnboundedReceiver<(u64, String)>,
-        nice: i32,
+        options: Options,
     ) -> Result<Self, ReaderError> {
         let stop = Arc::new(
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
@@ -82,8 +97,9 @@ impl Reader {
             .name("vigil-reader".into())
             .spawn(move || {
                 let _ended = ended_tx;
-                set_nice(nice);
+                set_nice(options.nice);
                 Loop {
+                    interval: options.interval,
                     ring,
                     pipeline,
                     publisher,
@@ -142,6 +158,7 @@ fn set_nice(nice: i32) {
 }
 
 struct Loop {
+    interval: Duration,
     ring: RingBuf<MapData>,
     pipeline: Pipeline,
     publisher: Publisher,
@@ -153,17 +170,19 @@ impl Loop {
     fn run(mut self, stop: &EventFd) -> Result<(), ReaderError> {
         let mut next_tick = Instant::now() + TICK;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            let (ring_ready, stopping) = self.wait(stop, wait)?;
+            let mut wait = next_tick.saturating_duration_since(Instant::now());
+            if !self.interval.is_zero() {
+                wait = wait.min(self.interval);
+            }
+            let stopping = self.wait(stop, wait)?;
             self.learn_cgroups();
-            if ring_ready {
-                // Drain fully: a capped drain hands each step on, so a flood
-                // reaches subscribers steadily.
-                while !self.drain() {
-                    self.send()?;
-                }
+            // Records that did not wake the reader are collected on every
+            // round (an empty ring costs two loads). A capped drain hands
+            // each step on, so a flood reaches subscribers steadily.
+            while !self.drain() {
                 self.send()?;
             }
+            self.send()?;
             if Instant::now() >= next_tick {
                 self.pipeline.tick();
                 next_tick = Instant::now() + TICK;
@@ -181,9 +200,9 @@ impl Loop {
         Ok(())
     }
 
-    /// Waits for records, the stop signal or the timeout: (ring readable,
-    /// stop requested).
-    fn wait(&self, stop: &EventFd, timeout: Duration) -> Result<(bool, bool), ReaderError> {
+    /// Waits for a wake-up by the kernel, the stop signal or the timeout;
+    /// true when stopping.
+    fn wait(&self, stop: &EventFd, timeout: Duration) -> Result<bool, ReaderError> {
         let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
         let mut fds = [
             PollFd::new(self.ring.as_fd(), PollFlags::POLLIN),
@@ -193,8 +212,7 @@ impl Loop {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => return Err(ReaderError::Poll(e)),
         }
-        let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-        Ok((ready(&fds[0]), ready(&fds[1])))
+        Ok(fds[1].revents().is_some_and(|r| !r.is_empty()))
     }
 
     fn learn_cgroups(&mut self) {

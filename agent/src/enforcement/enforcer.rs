@@ -15,11 +15,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    kernel::{KernelPolicy, KernelPolicyError, SystemRule, agent_key},
+    kernel::{AgentSettings, KernelPolicy, KernelPolicyError, SystemRule, agent_key},
     state::{Record, Revocations, StateError, Target},
 };
 use crate::{
-    config::{SystemEntry, Target as CfgTarget},
+    config::{OnViolation, SystemEntry, Target as CfgTarget},
     event::Protocol as CfgProtocol,
     identity::cgroup::CgroupError,
     scope::Scope,
@@ -342,16 +342,25 @@ impl Enforcer {
         scope: &Scope,
     ) -> Result<(), EnforceError> {
         for a in scope.agents() {
-            if !(a.require_approval || a.enforce) {
+            // Violations acted on in the daemon must reach it at once.
+            let prompt = matches!(a.on_violation, OnViolation::Kill | OnViolation::Revoke);
+            if !(a.require_approval || a.enforce || prompt) {
                 // Clear settings a previous config may have left.
                 if let Ok((id, _)) = sessions.existing_agent_dir(&a.name) {
-                    kernel.configure(id, 0, false, false)?;
+                    kernel.configure(id, AgentSettings::default())?;
                 }
                 continue;
             }
             let (id, _) = sessions.agent_dir(&a.name)?;
-            let key = agent_key(&a.name);
-            kernel.configure(id, key, a.require_approval, a.enforce)?;
+            kernel.configure(
+                id,
+                AgentSettings {
+                    agent_key: agent_key(&a.name),
+                    require_approval: a.require_approval,
+                    enforce_systems: a.enforce,
+                    prompt,
+                },
+            )?;
             if a.require_approval {
                 let deadline = self.grant(&a.name).map_or(0, |g| g.expires_boot_ns);
                 kernel.grant(id, deadline)?;

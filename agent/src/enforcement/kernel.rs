@@ -24,6 +24,19 @@ pub struct KernelPolicy {
     systems: Mutex<LpmTrie<MapData, SystemKey, SystemRules>>,
 }
 
+/// An agent's standing settings in its policy row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Key of its rows in the `SYSTEMS` trie.
+    pub agent_key: u32,
+    /// Acts only under an active task approval.
+    pub require_approval: bool,
+    /// Its `systems` are enforced in the kernel.
+    pub enforce_systems: bool,
+    /// Its records wake the daemon at once (violations are acted on).
+    pub prompt: bool,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -110,24 +123,30 @@ impl KernelPolicy {
         self.update(cgroup_id, |p| p.flags &= !policy::REVOKED)
     }
 
-    /// Sets what the agent owning `cgroup_id` needs: approvals, enforced systems.
+    /// Sets what the agent owning `cgroup_id` needs: approvals, enforced
+    /// systems, prompt reporting.
     pub fn configure(
         &self,
         cgroup_id: u64,
-        agent_key: u32,
-        require_approval: bool,
-        enforce_systems: bool,
+        agent: AgentSettings,
     ) -> Result<Policy, KernelPolicyError> {
         self.update(cgroup_id, |p| {
-            p.agent_key = if enforce_systems { agent_key } else { 0 };
-            p.flags &= !(policy::REQUIRE_APPROVAL | policy::ENFORCE_SYSTEMS);
-            if require_approval {
+            p.agent_key = if agent.enforce_systems {
+                agent.agent_key
+            } else {
+                0
+            };
+            p.flags &= !(policy::REQUIRE_APPROVAL | policy::ENFORCE_SYSTEMS | policy::PROMPT);
+            if agent.require_approval {
                 p.flags |= policy::REQUIRE_APPROVAL;
             }
-            if enforce_systems {
+            if agent.enforce_systems {
                 p.flags |= policy::ENFORCE_SYSTEMS;
             }
-            if !require_approval {
+            if agent.prompt {
+                p.flags |= policy::PROMPT;
+            }
+            if !agent.require_approval {
                 p.grant_expires_ns = 0;
             }
         })

@@ -85,6 +85,9 @@ pub struct SensorOptions {
     pub watch_all: bool,
     /// Ring buffer size, a power of two of at least one page.
     pub ring_buffer_bytes: u32,
+    /// Unread bytes from which every record wakes the reader; below it only
+    /// urgent ones do. 0: every record wakes a caught-up reader.
+    pub wake_bytes: u32,
     /// bpffs directory for the pinned enforcement maps and program links.
     pub pin_dir: PathBuf,
 }
@@ -283,7 +286,7 @@ impl Sensors {
             watch_all: u32::from(opts.watch_all),
             session_parent_id: parent_id,
             session_parent_level: parent_level,
-            _pad: 0,
+            wake_bytes: opts.wake_bytes,
             offsets,
         };
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| SensorError::Pin {

@@ -127,6 +127,9 @@ pub mod policy {
     pub const REVOKED: u32 = 1;
     pub const REQUIRE_APPROVAL: u32 = 2;
     pub const ENFORCE_SYSTEMS: u32 = 4;
+    /// The daemon acts on this cgroup's violations (`on_violation` kill or
+    /// revoke): its records wake the reader at once.
+    pub const PROMPT: u32 = 8;
 }
 
 /// Key data of the `SYSTEMS` LPM trie: agent, then an IPv6 (or v4-mapped)
@@ -403,7 +406,13 @@ pub struct KernelConfig {
     pub session_parent_id: u64,
     /// Level of the session parent in the cgroup v2 tree (root is 0); 0 disables.
     pub session_parent_level: u32,
-    pub _pad: u32,
+    /// Unread bytes in the ring buffer from which every record wakes the
+    /// reader. Below it only urgent records do (blocked syscalls, DNS answers,
+    /// processes with [`policy::PROMPT`]); the reader collects the rest on
+    /// its own schedule, which spares each record a wake-up (an inter-processor
+    /// interrupt, costly in a VM). 0: the kernel's default (wake whenever the
+    /// reader has caught up).
+    pub wake_bytes: u32,
     pub offsets: Offsets,
 }
 
@@ -459,7 +468,7 @@ impl KernelConfig {
             watch_all: 0,
             session_parent_id: 0,
             session_parent_level: 0,
-            _pad: 0,
+            wake_bytes: 0,
             offsets: Offsets::zeroed(),
         }
     }

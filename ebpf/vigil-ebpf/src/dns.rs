@@ -14,7 +14,7 @@ use vigil_common::{DNS_LEN, DnsRecord, KernelConfig, RecordKind, Sensor};
 
 use crate::{
     abi::{AF_INET, AF_INET6, IPPROTO_UDP},
-    maps::{EVENTS, WATCHED, config, count_loss},
+    maps::{EVENTS, WATCHED, config, count_loss, wake_flags},
     task::fill_header_no_task,
 };
 
@@ -128,6 +128,8 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
         return None;
     }
     rec.len = take as u16;
-    entry.submit(0);
+    // Enforced agents may connect to the answer's addresses right away: the
+    // daemon must learn them first.
+    entry.submit(wake_flags(&cfg, true));
     Some(())
 }

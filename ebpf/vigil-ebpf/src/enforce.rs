@@ -46,6 +46,19 @@ pub fn current_policy(cfg: &KernelConfig, cgroup_id: u64) -> Option<Policy> {
     found.then_some(merged)
 }
 
+/// Whether the task's records must reach the daemon at once: its agent's
+/// violations are acted on (kill, revoke).
+#[inline(always)]
+pub fn prompt(cfg: &KernelConfig, cgroup_id: u64) -> bool {
+    is_prompt(current_policy(cfg, cgroup_id).as_ref())
+}
+
+/// [`prompt`] for a policy already looked up.
+#[inline(always)]
+pub fn is_prompt(p: Option<&Policy>) -> bool {
+    p.is_some_and(|p| p.flags & policy::PROMPT != 0)
+}
+
 #[inline(always)]
 fn merge(into: &mut Policy, p: &Policy) {
     into.flags |= p.flags;

@@ -18,7 +18,7 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
-    maps::{EVENTS, OPEN_ARGS, OpenArgs, config, count_loss},
+    maps::{EVENTS, OPEN_ARGS, OpenArgs, config, count_loss, wake_flags},
     path,
     task::{fill_header, watched_current},
 };
@@ -52,9 +52,11 @@ fn arg(ctx: &TracePointContext, base: usize, n: usize) -> Option<u64> {
 fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
     let cfg = config();
     let cgroup_id = watched_current(&cfg)?;
-    let verdict = current_policy(&cfg, cgroup_id)
+    let policy = current_policy(&cfg, cgroup_id);
+    let verdict = policy
         .and_then(|p| enforce::blocked(&p))
         .unwrap_or(verdict::ALLOWED);
+    let urgent = verdict != verdict::ALLOWED || enforce::is_prompt(policy.as_ref());
     if verdict != verdict::ALLOWED {
         // The process dies before it can use the file. The open itself still
         // completes (an O_TRUNC open truncates): only an LSM hook could
@@ -71,7 +73,8 @@ fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
             dfd: AT_FDCWD,
             syscall,
             verdict: verdict as u8,
-            _pad: [0; 2],
+            urgent: u8::from(urgent),
+            _pad: 0,
         },
         open_syscall::OPENAT => OpenArgs {
             path: arg(ctx, base, 1)?,
@@ -80,7 +83,8 @@ fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
             dfd: arg(ctx, base, 0)? as i32,
             syscall,
             verdict: verdict as u8,
-            _pad: [0; 2],
+            urgent: u8::from(urgent),
+            _pad: 0,
         },
         _ => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
@@ -96,7 +100,8 @@ fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
                 dfd: arg(ctx, base, 0)? as i32,
                 syscall,
                 verdict: verdict as u8,
-                _pad: [0; 2],
+                urgent: u8::from(urgent),
+                _pad: 0,
             }
         }
     };
@@ -164,6 +169,6 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
             path::resolve(&cfg, base, &mut rec.base);
         }
     }
-    entry.submit(0);
+    entry.submit(wake_flags(&cfg, args.urgent != 0));
     Some(0)
 }

@@ -6,6 +6,8 @@ use aya_ebpf::{
 };
 use vigil_common::{ARGV_LEN, KernelConfig, SENSOR_COUNT, Sensor};
 
+use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+
 /// Load-time settings; the loader overrides this read-only global, so the
 /// verifier sees its fields as constants.
 #[unsafe(no_mangle)]
@@ -66,11 +68,28 @@ pub struct OpenArgs {
     pub syscall: u8,
     /// A `verdict` code: non-zero when the opener was killed at entry.
     pub verdict: u8,
-    pub _pad: [u8; 2],
+    /// The record must wake the reader (see [`wake_flags`]).
+    pub urgent: u8,
+    pub _pad: u8,
 }
 
 #[map]
 pub static OPEN_ARGS: LruHashMap<u32, OpenArgs> = LruHashMap::with_max_entries(8192, 0);
+
+/// Submit flags for a record: wake the reader now when the record is urgent
+/// or the ring buffer is filling up, else leave it for the reader's next
+/// round (see [`KernelConfig::wake_bytes`]).
+#[inline(always)]
+pub fn wake_flags(cfg: &KernelConfig, urgent: bool) -> u64 {
+    if cfg.wake_bytes == 0 {
+        return 0;
+    }
+    if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(cfg.wake_bytes) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
 
 /// Counts a record the ring buffer had no room for.
 #[inline(always)]

@@ -15,7 +15,7 @@ use vigil_common::{AcceptRecord, ConnectRecord, RecordKind, Sensor, sock_op, ver
 use crate::{
     abi::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM},
     enforce::{self, current_policy},
-    maps::{EVENTS, config, count_loss},
+    maps::{EVENTS, config, count_loss, wake_flags},
     task::{fill_header, fill_header_no_task, read_field, watched_cgroup, watched_current},
 };
 
@@ -74,7 +74,9 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
         0 if u32::from(sock_type) == SOCK_DGRAM => IPPROTO_UDP,
         p => p,
     };
-    let verdict = current_policy(&cfg, cgroup_id).map_or(verdict::ALLOWED, |p| {
+    let policy = current_policy(&cfg, cgroup_id);
+    let prompt = enforce::is_prompt(policy.as_ref());
+    let verdict = policy.map_or(verdict::ALLOWED, |p| {
         enforce::blocked(&p).unwrap_or_else(|| {
             let mapped = if family == AF_INET {
                 let mut m = [0u8; 16];
@@ -104,7 +106,7 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
         rec.op = op;
         rec._pad = 0;
         rec.addr = addr;
-        entry.submit(0);
+        entry.submit(wake_flags(&cfg, prompt || verdict != verdict::ALLOWED));
     } else {
         count_loss(Sensor::Network);
     }
@@ -168,6 +170,8 @@ fn try_accept(ctx: &SockOpsContext) -> Option<()> {
             rec.remote_addr[i * 4..i * 4 + 4].copy_from_slice(&r.to_ne_bytes());
         }
     }
-    entry.submit(0);
+    // Accepted connections are not acted on at once: collected on the
+    // reader's next round.
+    entry.submit(wake_flags(&cfg, false));
     Some(())
 }

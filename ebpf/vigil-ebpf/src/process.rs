@@ -22,7 +22,7 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
-    maps::{ARG_MAX_READ, ARGV_SCRATCH, EVENTS, EXEC_ARGS, config, count_loss},
+    maps::{ARG_MAX_READ, ARGV_SCRATCH, EVENTS, EXEC_ARGS, config, count_loss, wake_flags},
     task::{current_task, fill_header, read_field, watched_current},
 };
 
@@ -135,7 +135,7 @@ fn report_blocked_exec(
     };
     rec.filename_len = if n > 0 { (n - 1) as u16 } else { 0 };
     copy_argv(rec, Some(args));
-    entry.submit(0);
+    entry.submit(wake_flags(cfg, true));
 }
 
 /// Copies captured arguments into an exec record (or marks them missing).
@@ -164,10 +164,8 @@ pub fn vigil_sched_exec(ctx: TracePointContext) -> u32 {
 fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let cfg = config();
     let cgroup_id = watched_current(&cfg)?;
-    if current_policy(&cfg, cgroup_id)
-        .and_then(|p| enforce::blocked(&p))
-        .is_some()
-    {
+    let policy = current_policy(&cfg, cgroup_id);
+    if policy.and_then(|p| enforce::blocked(&p)).is_some() {
         // Killed at exec entry and already reported; it dies before user code.
         return Some(0);
     }
@@ -212,7 +210,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     if args.is_some() {
         let _ = EXEC_ARGS.remove(old_pid);
     }
-    entry.submit(0);
+    entry.submit(wake_flags(&cfg, enforce::is_prompt(policy.as_ref())));
     Some(0)
 }
 
@@ -242,7 +240,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Option<i32> {
     fill_header(&mut rec.header, RecordKind::Fork as u16, cgroup_id, &cfg);
     rec.child_pid = child_pid;
     rec.child_tgid = child_tgid;
-    entry.submit(0);
+    entry.submit(wake_flags(&cfg, enforce::prompt(&cfg, cgroup_id)));
     Some(0)
 }
 
@@ -275,6 +273,6 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     fill_header(&mut rec.header, RecordKind::Exit as u16, cgroup_id, &cfg);
     rec.exit_code = exit_code;
     rec._pad = 0;
-    entry.submit(0);
+    entry.submit(wake_flags(&cfg, enforce::prompt(&cfg, cgroup_id)));
     Some(0)
 }
