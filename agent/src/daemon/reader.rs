@@ -8,11 +8,12 @@
 //! it collects every `daemon.reader_interval_ms`. A wake-up per record would
 //! cost each watched syscall an inter-processor interrupt.
 //!
-//! The thread runs at a raised scheduling priority (`daemon.reader_nice`):
-//! on a busy node a freshly woken reader then preempts ordinary work at once
-//! instead of waiting for its turn, which is what keeps automatic revocation
-//! within a millisecond of the offending syscall. It stays an ordinary
-//! (`SCHED_OTHER`) thread, so an event flood cannot starve the node.
+//! The thread runs at a raised priority (`daemon.reader_nice`) with a short
+//! time slice: on a busy node a freshly woken reader then preempts ordinary
+//! work at once instead of waiting for the running task's slice to end,
+//! which is what keeps automatic revocation within a millisecond of the
+//! offending syscall. It stays an ordinary (`SCHED_OTHER`) thread, so an
+//! event flood cannot starve the node.
 
 use std::{
     os::fd::AsFd as _,
@@ -97,7 +98,7 @@ impl Reader {
             .name("vigil-reader".into())
             .spawn(move || {
                 let _ended = ended_tx;
-                set_nice(options.nice);
+                set_priority(options.nice);
                 Loop {
                     interval: options.interval,
                     ring,
@@ -139,19 +140,57 @@ impl Reader {
     }
 }
 
-/// Lowers the calling thread's nice value (raises its priority).
-fn set_nice(nice: i32) {
-    if nice == 0 {
+/// Time slice the reader asks the scheduler for. EEVDF lets a waking task
+/// with a shorter slice preempt the running one at once; with the default
+/// slice a woken reader may wait for a busy CPU's current slice (milliseconds)
+/// to end, whatever its nice value.
+const READER_SLICE_NS: u64 = 100_000;
+
+/// `struct sched_attr` (first version, 48 bytes) of `sched_setattr(2)`.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// Gives the calling thread `nice` and a short time slice (still
+/// `SCHED_OTHER`); falls back to `setpriority` where the kernel refuses the
+/// slice, and logs when neither is allowed.
+fn set_priority(nice: i32) {
+    let tid = nix::unistd::gettid().as_raw();
+    let attr = SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice,
+        priority: 0,
+        runtime: READER_SLICE_NS,
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: sched_setattr reads `size` bytes of a valid, initialised struct.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &raw const attr, 0) };
+    if rc == 0 {
+        tracing::debug!(
+            "reader thread {tid}: nice {nice}, {} µs slice",
+            READER_SLICE_NS / 1000
+        );
         return;
     }
-    let tid = nix::unistd::gettid().as_raw();
-    // SAFETY: plain syscall on this thread's id; `id_t` is the tid's width.
+    let slice_error = std::io::Error::last_os_error();
+    // SAFETY: plain syscall on this thread's id.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if rc == 0 {
-        tracing::debug!("reader thread {tid} runs at nice {nice}");
+        tracing::info!("reader thread {tid}: nice {nice}; short slice refused ({slice_error})");
     } else {
         tracing::warn!(
-            "could not set the reader thread to nice {nice} ({}): event handling keeps ordinary priority",
+            "could not raise the reader thread's priority (nice {nice}: {}): event handling keeps ordinary priority",
             std::io::Error::last_os_error()
         );
     }
