@@ -95,7 +95,8 @@ pub struct SensorOptions {
 /// Where a program hooks in.
 #[derive(Clone, Copy, Debug)]
 enum Hook {
-    /// `category/name` tracepoint; optional ones are skipped when the kernel lacks them.
+    /// `category/name` tracepoint; optional ones are skipped when the kernel
+    /// lacks them.
     Tracepoint {
         category: &'static str,
         name: &'static str,
@@ -114,13 +115,15 @@ const fn tp(category: &'static str, name: &'static str) -> Hook {
     }
 }
 
-const fn tp_opt(category: &'static str, name: &'static str) -> Hook {
-    Hook::Tracepoint {
-        category,
-        name,
-        optional: true,
-    }
-}
+/// `open`, `openat`, `openat2` on this architecture (`u32::MAX`: none).
+#[cfg(target_arch = "x86_64")]
+const OPEN_SYSCALLS: [u32; 3] = [
+    libc::SYS_open as u32,
+    libc::SYS_openat as u32,
+    libc::SYS_openat2 as u32,
+];
+#[cfg(not(target_arch = "x86_64"))]
+const OPEN_SYSCALLS: [u32; 3] = [u32::MAX, libc::SYS_openat as u32, libc::SYS_openat2 as u32];
 
 /// Every program, the sensor it belongs to, and its hooks.
 const PROGRAMS: &[(&str, &str, &[Hook])] = &[
@@ -151,30 +154,10 @@ const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ("vigil_sendmsg6", "network", &[Hook::CgroupRoot]),
     ("vigil_sock_ops", "network", &[Hook::CgroupRoot]),
     ("vigil_dns_ingress", "network", &[Hook::CgroupRoot]),
-    (
-        "vigil_open_enter",
-        "file",
-        &[tp_opt("syscalls", "sys_enter_open")],
-    ),
-    (
-        "vigil_openat_enter",
-        "file",
-        &[tp("syscalls", "sys_enter_openat")],
-    ),
-    (
-        "vigil_openat2_enter",
-        "file",
-        &[tp_opt("syscalls", "sys_enter_openat2")],
-    ),
-    (
-        "vigil_open_exit",
-        "file",
-        &[
-            tp_opt("syscalls", "sys_exit_open"),
-            tp("syscalls", "sys_exit_openat"),
-            tp_opt("syscalls", "sys_exit_openat2"),
-        ],
-    ),
+    // One raw tracepoint per direction for every open syscall: cheaper for
+    // the rest of the node than a syscall tracepoint per open syscall.
+    ("vigil_sys_enter", "file", &[Hook::Raw("sys_enter")]),
+    ("vigil_sys_exit", "file", &[Hook::Raw("sys_exit")]),
 ];
 
 /// Loaded and attached programs with the maps the daemon uses.
@@ -287,6 +270,8 @@ impl Sensors {
             session_parent_id: parent_id,
             session_parent_level: parent_level,
             wake_bytes: opts.wake_bytes,
+            open_nrs: OPEN_SYSCALLS,
+            _pad: 0,
             offsets,
         };
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| SensorError::Pin {
@@ -471,7 +456,11 @@ fn attach(
             let p: &mut RawTracePoint = program.try_into().map_err(|e| load_error(name, e))?;
             p.load().map_err(|e| load_error(name, e))?;
             let label = format!("raw_tracepoint/{tp_name}");
-            p.attach(tp_name).map_err(attach_err(label.clone()))?;
+            let id = p.attach(tp_name).map_err(attach_err(label.clone()))?;
+            // Pinned like the others: the open kill of a revoked session
+            // (sys_enter) must hold while the daemon is down.
+            let link = p.take_link(id).map_err(attach_err(label.clone()))?;
+            links.pin(name, Ok(FdLink::from(link)))?;
             done.push(label);
         }
         Some(Hook::CgroupRoot) => {

@@ -186,15 +186,15 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
     let btf = KernelBtf::load(btf_path)?;
     let sk_cgrp_data = btf.member_offset("sock", "sk_cgrp_data")?;
     let data_cgroup = btf.member_offset("sock_cgroup_data", "cgroup")?;
+    let regs = SyscallRegs::discover(&btf)?;
     Ok(Offsets {
         exec_filename: f.offset("sched/sched_process_exec", "filename")?,
         exec_old_pid: f.offset("sched/sched_process_exec", "old_pid")?,
         exit_group_dead: f
             .optional("sched/sched_process_exit", "group_dead")?
             .unwrap_or(0),
-        sys_enter_args: f.offset("syscalls/sys_enter_openat", "dfd")?,
-        sys_exit_ret: f.offset("syscalls/sys_exit_openat", "ret")?,
-        _pad: [0; 3],
+        sys_enter_args: f.offset("syscalls/sys_enter_execve", "filename")?,
+        _pad: [0; 4],
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,
@@ -222,8 +222,43 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
         file_path: btf.member_offset("file", "f_path")?,
         mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
-        _pad2: 0,
+        regs_nr: regs.nr,
+        regs_args: regs.args,
     })
+}
+
+/// Where the syscall number and arguments sit in `struct pt_regs` at
+/// syscall exit.
+struct SyscallRegs {
+    nr: u32,
+    args: [u32; 4],
+}
+
+impl SyscallRegs {
+    #[cfg(target_arch = "x86_64")]
+    fn discover(btf: &KernelBtf) -> Result<Self, OffsetError> {
+        let slot = |m: &str| btf.member_offset("pt_regs", m);
+        Ok(Self {
+            nr: slot("orig_ax")?,
+            args: [slot("di")?, slot("si")?, slot("dx")?, slot("r10")?],
+        })
+    }
+
+    /// arm64: `regs[0]` holds the return value at exit; the first argument
+    /// survives in `orig_x0`.
+    #[cfg(target_arch = "aarch64")]
+    fn discover(btf: &KernelBtf) -> Result<Self, OffsetError> {
+        let regs = btf.member_offset("pt_regs", "regs")?;
+        Ok(Self {
+            nr: btf.member_offset("pt_regs", "syscallno")?,
+            args: [
+                btf.member_offset("pt_regs", "orig_x0")?,
+                regs + 8,
+                regs + 16,
+                regs + 24,
+            ],
+        })
+    }
 }
 
 #[cfg(test)]

@@ -333,9 +333,7 @@ pub struct Offsets {
     pub exit_group_dead: u16,
     /// Offset of the first argument in `syscalls/sys_enter_*` records.
     pub sys_enter_args: u16,
-    /// Offset of `ret` in `syscalls/sys_exit_*` records.
-    pub sys_exit_ret: u16,
-    pub _pad: [u16; 3],
+    pub _pad: [u16; 4],
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -390,7 +388,12 @@ pub struct Offsets {
     pub file_path: u32,
     /// `mm_struct.exe_file`.
     pub mm_exe_file: u32,
-    pub _pad2: u32,
+    /// `pt_regs` slot of the syscall number, kept through the syscall
+    /// (`orig_ax` on x86-64).
+    pub regs_nr: u32,
+    /// `pt_regs` slots of the first four syscall arguments as they are at
+    /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
+    pub regs_args: [u32; 4],
 }
 
 /// Settings of the programs, fixed at load time (a read-only global, which
@@ -413,6 +416,10 @@ pub struct KernelConfig {
     /// interrupt, costly in a VM). 0: the kernel's default (wake whenever the
     /// reader has caught up).
     pub wake_bytes: u32,
+    /// Syscall numbers of `open`, `openat` and `openat2` on this
+    /// architecture (`u32::MAX` where one does not exist).
+    pub open_nrs: [u32; 3],
+    pub _pad: u32,
     pub offsets: Offsets,
 }
 
@@ -425,8 +432,7 @@ impl Offsets {
             exec_old_pid: 0,
             exit_group_dead: 0,
             sys_enter_args: 0,
-            sys_exit_ret: 0,
-            _pad: [0; 3],
+            _pad: [0; 4],
             task_real_parent: 0,
             task_tgid: 0,
             task_pid: 0,
@@ -454,7 +460,8 @@ impl Offsets {
             fdtable_max_fds: 0,
             file_path: 0,
             mm_exe_file: 0,
-            _pad2: 0,
+            regs_nr: 0,
+            regs_args: [0; 4],
         }
     }
 }
@@ -469,6 +476,8 @@ impl KernelConfig {
             session_parent_id: 0,
             session_parent_level: 0,
             wake_bytes: 0,
+            open_nrs: [u32::MAX; 3],
+            _pad: 0,
             offsets: Offsets::zeroed(),
         }
     }
@@ -513,8 +522,8 @@ mod tests {
             64 + 24 + PATH_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
-        assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 4);
-        assert_eq!(size_of::<KernelConfig>(), 24 + size_of::<Offsets>());
+        assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 20);
+        assert_eq!(size_of::<KernelConfig>(), 40 + size_of::<Offsets>());
     }
 
     #[test]

@@ -1,15 +1,22 @@
-//! File sensor: `open`, `openat` and `openat2`, reported at syscall exit with
-//! their result. The path pointer is kept from entry and the string read at
-//! exit: at entry its page may not be faulted in yet (EFAULT).
+//! File sensor: `open`, `openat` and `openat2`, reported at syscall exit
+//! with their result.
+//!
+//! Two raw tracepoints, `sys_enter` and `sys_exit`, serve every open
+//! syscall: a raw tracepoint costs a syscall that is not an open one a
+//! compare, where the per-syscall `syscalls/*` tracepoints build a perf
+//! record for each open of every process on the node. The arguments are
+//! read at exit from the saved registers (`pt_regs`, slots from BTF), so
+//! nothing is stored between entry and exit; the path string is read at
+//! exit too, when the kernel has faulted its page in.
 
 use aya_ebpf::{
-    EbpfContext as _,
     helpers::{
-        bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{bpf_probe_read_user_str, bpf_send_signal},
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::RawTracePointContext,
 };
 use vigil_common::{
     OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN, RecordKind, Sensor, open_syscall, verdict,
@@ -18,132 +25,115 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
-    maps::{EVENTS, OPEN_ARGS, OpenArgs, config, count_loss, wake_flags},
+    maps::{EVENTS, config, count_loss, open_nrs, regs_nr_slot, wake_flags},
     path,
-    task::{fill_header, watched_current},
+    task::{fill_header, read_raw, watched_current},
 };
 
 /// `AT_FDCWD`: plain `open` resolves relative to the working directory.
 const AT_FDCWD: i32 = -100;
 
-#[tracepoint]
-pub fn vigil_open_enter(ctx: TracePointContext) -> u32 {
-    // open(filename, flags, mode)
-    try_enter(&ctx, open_syscall::OPEN).unwrap_or(0)
+/// Threads killed at open entry, by thread id: their record says so.
+#[map]
+static OPEN_BLOCKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
+
+/// The record is built here (too large for the BPF stack), then copied out.
+#[map]
+static OPEN_SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Which open syscall `nr` is, if any.
+#[inline(always)]
+fn open_kind(nrs: [u32; 3], nr: u64) -> Option<u8> {
+    // openat first: it is what libc uses.
+    if nr == u64::from(nrs[1]) {
+        Some(open_syscall::OPENAT)
+    } else if nr == u64::from(nrs[0]) {
+        Some(open_syscall::OPEN)
+    } else if nr == u64::from(nrs[2]) {
+        Some(open_syscall::OPENAT2)
+    } else {
+        None
+    }
 }
 
-#[tracepoint]
-pub fn vigil_openat_enter(ctx: TracePointContext) -> u32 {
-    // openat(dfd, filename, flags, mode)
-    try_enter(&ctx, open_syscall::OPENAT).unwrap_or(0)
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn vigil_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let _ = try_enter(&ctx);
+    0
 }
 
-#[tracepoint]
-pub fn vigil_openat2_enter(ctx: TracePointContext) -> u32 {
-    // openat2(dfd, filename, how, size)
-    try_enter(&ctx, open_syscall::OPENAT2).unwrap_or(0)
-}
-
-fn arg(ctx: &TracePointContext, base: usize, n: usize) -> Option<u64> {
-    // SAFETY: syscall arguments of the tracepoint record.
-    unsafe { ctx.read_at::<u64>(base + n * 8) }.ok()
-}
-
-fn try_enter(ctx: &TracePointContext, syscall: u8) -> Option<u32> {
+/// Kills the opener of a revoked (or unapproved) session before the open
+/// completes; nothing else happens at entry.
+fn try_enter(ctx: &RawTracePointContext) -> Option<()> {
+    // sys_enter(struct pt_regs *regs, long id)
+    let nr: u64 = ctx.arg(1);
+    open_kind(open_nrs(), nr)?;
     let cfg = config();
     let cgroup_id = watched_current(&cfg)?;
-    let policy = current_policy(&cfg, cgroup_id);
-    let verdict = policy
-        .and_then(|p| enforce::blocked(&p))
-        .unwrap_or(verdict::ALLOWED);
-    let urgent = verdict != verdict::ALLOWED || enforce::is_prompt(policy.as_ref());
-    if verdict != verdict::ALLOWED {
-        // The process dies before it can use the file. The open itself still
-        // completes (an O_TRUNC open truncates): only an LSM hook could
-        // refuse it, and LSM programs do not load on every node.
-        // SAFETY: helper without memory arguments.
-        unsafe { bpf_send_signal(SIGKILL) };
-    }
-    let base = cfg.offsets.sys_enter_args as usize & 0xff;
-    let args = match syscall {
-        open_syscall::OPEN => OpenArgs {
-            path: arg(ctx, base, 0)?,
-            flags: arg(ctx, base, 1)? as u32,
-            mode: arg(ctx, base, 2)? as u32,
-            dfd: AT_FDCWD,
-            syscall,
-            verdict: verdict as u8,
-            urgent: u8::from(urgent),
-            _pad: 0,
-        },
-        open_syscall::OPENAT => OpenArgs {
-            path: arg(ctx, base, 1)?,
-            flags: arg(ctx, base, 2)? as u32,
-            mode: arg(ctx, base, 3)? as u32,
-            dfd: arg(ctx, base, 0)? as i32,
-            syscall,
-            verdict: verdict as u8,
-            urgent: u8::from(urgent),
-            _pad: 0,
-        },
+    let verdict = current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p))?;
+    // The process dies before it can use the file. The open itself still
+    // completes (an O_TRUNC open truncates): only an LSM hook could refuse
+    // it, and LSM programs do not load on every node.
+    // SAFETY: helper without memory arguments.
+    unsafe { bpf_send_signal(SIGKILL) };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    OPEN_BLOCKED.insert(tid, verdict, 0).ok()
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
+    // sys_exit(struct pt_regs *regs, long ret)
+    let regs: *const u8 = ctx.arg(0);
+    let nr: u64 = read_raw(regs, regs_nr_slot())?;
+    let syscall = open_kind(open_nrs(), nr)?;
+    let cfg = config();
+    let cgroup_id = watched_current(&cfg)?;
+    let ret: i64 = ctx.arg(1);
+    let slots = cfg.offsets.regs_args;
+    let arg = |i: usize| read_raw::<u64>(regs, slots[i]);
+    let (dfd, path, flags, mode) = match syscall {
+        open_syscall::OPEN => (AT_FDCWD, arg(0)?, arg(1)? as u32, arg(2)? as u32),
+        open_syscall::OPENAT => (arg(0)? as i32, arg(1)?, arg(2)? as u32, arg(3)? as u32),
         _ => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
-            let how = arg(ctx, base, 2)? as *const u64;
+            let how = arg(2)? as *const u64;
             // SAFETY: user memory read through the helper, which faults safely.
             let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
             // SAFETY: as above.
             let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-            OpenArgs {
-                path: arg(ctx, base, 1)?,
-                flags: flags as u32,
-                mode: mode as u32,
-                dfd: arg(ctx, base, 0)? as i32,
-                syscall,
-                verdict: verdict as u8,
-                urgent: u8::from(urgent),
-                _pad: 0,
-            }
+            (arg(0)? as i32, arg(1)?, flags as u32, mode as u32)
         }
     };
-    let tid = ctx.pid();
-    OPEN_ARGS.insert(tid, args, 0).ok()?;
-    Some(0)
-}
-
-#[tracepoint]
-pub fn vigil_open_exit(ctx: TracePointContext) -> u32 {
-    try_exit(&ctx).unwrap_or(0)
-}
-
-fn try_exit(ctx: &TracePointContext) -> Option<u32> {
-    let cfg = config();
-    let cgroup_id = watched_current(&cfg)?;
-    let tid = ctx.pid();
-    // SAFETY: map value read by key, copied out before removal.
-    let args = *unsafe { OPEN_ARGS.get(tid) }?;
-    let _ = OPEN_ARGS.remove(tid);
-    // SAFETY: the return value field of the tracepoint record.
-    let ret: i64 = unsafe { ctx.read_at(cfg.offsets.sys_exit_ret as usize & 0xff) }.ok()?;
-    let Some(mut entry) = EVENTS.reserve::<OpenRecord>(0) else {
-        count_loss(Sensor::File);
-        return None;
-    };
-    // SAFETY: the reservation is sizeof(OpenRecord); all fields are written.
-    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: map value read by key, copied out.
+    let blocked = unsafe { OPEN_BLOCKED.get(tid) }.copied();
+    if blocked.is_some() {
+        let _ = OPEN_BLOCKED.remove(tid);
+    }
+    let verdict = blocked.unwrap_or(verdict::ALLOWED);
+    let urgent = verdict != verdict::ALLOWED || enforce::prompt(&cfg, cgroup_id);
+    let rec = OPEN_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch slot; every field is written below.
+    let rec = unsafe { &mut *rec };
     fill_header(&mut rec.header, RecordKind::Open as u16, cgroup_id, &cfg);
-    rec.header.verdict = u32::from(args.verdict);
+    rec.header.verdict = verdict;
     rec.ret = ret;
-    rec.flags = args.flags;
-    rec.mode = args.mode;
-    rec.dfd = args.dfd;
-    rec.syscall = args.syscall;
+    rec.flags = flags;
+    rec.mode = mode;
+    rec.dfd = dfd;
+    rec.syscall = syscall;
     rec._pad = 0;
     // SAFETY: user string read through the helper, bounded by PATH_LEN.
     let n = unsafe {
         bpf_probe_read_user_str(
             rec.path.as_mut_ptr().cast(),
             PATH_LEN as u32,
-            args.path as *const _,
+            path as *const _,
         )
     };
     if n > 0 {
@@ -160,15 +150,20 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     rec.base.len = 0;
     rec.base.flags = 0;
     if n > 0 && rec.path[0] != b'/' {
-        let base = if args.dfd == AT_FDCWD {
+        let base = if dfd == AT_FDCWD {
             path::cwd(&cfg)
         } else {
-            path::fd_path(&cfg, args.dfd)
+            path::fd_path(&cfg, dfd)
         };
         if let Some(base) = base {
             path::resolve(&cfg, base, &mut rec.base);
         }
     }
-    entry.submit(wake_flags(&cfg, args.urgent != 0));
-    Some(0)
+    if EVENTS
+        .output::<OpenRecord>(&*rec, wake_flags(&cfg, urgent))
+        .is_err()
+    {
+        count_loss(Sensor::File);
+    }
+    Some(())
 }

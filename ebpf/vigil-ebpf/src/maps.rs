@@ -13,6 +13,21 @@ use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 #[unsafe(no_mangle)]
 static VIGIL_CONFIG: KernelConfig = KernelConfig::zeroed();
 
+/// The open syscall numbers alone: read on every syscall, so no copy of the
+/// whole configuration.
+#[inline(always)]
+pub fn open_nrs() -> [u32; 3] {
+    // SAFETY: a plain read of a field of a static the loader initialised.
+    unsafe { core::ptr::read_volatile(&raw const VIGIL_CONFIG.open_nrs) }
+}
+
+/// The `pt_regs` slot of the syscall number, read on every syscall exit.
+#[inline(always)]
+pub fn regs_nr_slot() -> u32 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const VIGIL_CONFIG.offsets.regs_nr) }
+}
+
 /// Reads the load-time configuration (volatile so the compiler does not fold
 /// the zeroed initial value).
 #[inline(always)]
@@ -55,26 +70,6 @@ pub static ARGV_SCRATCH: PerCpuArray<ArgvBuf> = PerCpuArray::with_max_entries(1,
 /// failed exec never leaks an entry.
 #[map]
 pub static EXEC_ARGS: LruHashMap<u32, ArgvBuf> = LruHashMap::with_max_entries(4096, 0);
-
-/// Arguments of an open, kept from syscall entry to exit: the path is read at
-/// exit, when the kernel has faulted its page in.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct OpenArgs {
-    pub path: u64,
-    pub flags: u32,
-    pub mode: u32,
-    pub dfd: i32,
-    pub syscall: u8,
-    /// A `verdict` code: non-zero when the opener was killed at entry.
-    pub verdict: u8,
-    /// The record must wake the reader (see [`wake_flags`]).
-    pub urgent: u8,
-    pub _pad: u8,
-}
-
-#[map]
-pub static OPEN_ARGS: LruHashMap<u32, OpenArgs> = LruHashMap::with_max_entries(8192, 0);
 
 /// Submit flags for a record: wake the reader now when the record is urgent
 /// or the ring buffer is filling up, else leave it for the reader's next
