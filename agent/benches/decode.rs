@@ -109,6 +109,10 @@ fn open(pid: u32, path: &str, cwd: Option<&str>, flags: i32, ret: i64) -> Vec<u8
         syscall: open_syscall::OPENAT,
         _pad: 0,
         path_len: len,
+        base_mnt: 0,
+        base_dentry: 0,
+        path_hash: 0,
+        repeats: 0,
         path: buf,
         base: components(cwd.unwrap_or("")),
     })

@@ -137,6 +137,8 @@ fn open(path: String, access: Access) -> Payload {
         error: None,
         path_truncated: false,
         blocked: false,
+        repeats: 0,
+        repeat_summary: false,
     })
 }
 

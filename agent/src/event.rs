@@ -288,6 +288,20 @@ pub struct FileOpen {
     /// True when the kernel killed the opener at entry: it never used the file.
     #[serde(default)]
     pub blocked: bool,
+    /// Identical opens by the same process (same path, base directory, flags
+    /// and result) since the previous report of this one, counted in the
+    /// kernel instead of reported one by one (`daemon.open_repeat_ms`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u64,
+    /// True for a report of repeats alone: no new open, only the `repeats`
+    /// counted after the last report before the process stopped repeating.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeat_summary: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+const fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

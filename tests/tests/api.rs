@@ -223,7 +223,8 @@ fn the_journal_survives_kill_9() {
     if !kernel_available() {
         return;
     }
-    let mut d = Daemon::start(CODER_AGENT);
+    // Every open of the flood is an event (no repeat counting).
+    let mut d = Daemon::start_with(CODER_AGENT, "open_repeat_ms = 0");
     let (n, newest) = {
         let api = d.api();
         let n = activity(&d, &api, "s-k1", "kill-a");
@@ -275,7 +276,8 @@ fn a_stalled_subscriber_holds_no_one_up_and_gets_a_correct_gap() {
     const FLOOD: u64 = 100_000;
     // A ring big enough for the flood, a journal far smaller than it.
     let config = format!("{CODER_AGENT}\n[journal]\nmax_bytes = 2000000\n");
-    let d = Daemon::start_with(&config, "ring_buffer_bytes = 134217728");
+    // Every open of the flood is an event (no repeat counting).
+    let d = Daemon::start_with(&config, "ring_buffer_bytes = 134217728\nopen_repeat_ms = 0");
     let api = d.api();
 
     let mut stalled = api.subscribe(now()).unwrap();

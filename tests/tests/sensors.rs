@@ -260,12 +260,70 @@ fn processes_outside_sessions_are_not_reported() {
 }
 
 #[test]
+fn repeated_opens_are_counted_in_the_kernel_and_add_up_exactly() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let target = d.dir.path().join("repeated.txt");
+    std::fs::write(&target, "x").unwrap();
+    let target = target.to_str().unwrap().to_owned();
+    let n = 20_000u64;
+    let out = d.exec(
+        "coder",
+        "s-repeat",
+        &[&wl(), "flood-open", &target, &n.to_string()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    // Each report stands for one open plus its repeats; a summary (after
+    // the process stopped repeating, here when it exits) for its repeats.
+    let count = |events: &[serde_json::Value]| {
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| e["kind"] == "file_open" && e["path"] == target.as_str())
+            .collect();
+        let total: u64 = mine
+            .iter()
+            .map(|e| {
+                let own = u64::from(e["repeat_summary"] != true);
+                own + e["repeats"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        (mine.len(), total)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (reports, total) = loop {
+        let (reports, total) = count(&d.events());
+        if total >= n || std::time::Instant::now() > deadline {
+            break (reports, total);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        total, n,
+        "every open is accounted for, once ({reports} reports)"
+    );
+    assert!(
+        reports < 100,
+        "identical opens are counted, not reported one by one: {reports} reports"
+    );
+    let summary = d
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "file_open" && e["repeat_summary"] == true)
+        .expect("the repeats after the last report arrive in a summary");
+    assert_eq!(summary["identity"]["session"], "s-repeat");
+    assert!(summary["repeats"].as_u64().unwrap() > 0);
+}
+
+#[test]
 fn ring_buffer_overflow_is_counted_and_the_daemon_survives() {
     if !kernel_available() {
         return;
     }
     // The smallest ring the kernel allows: a flood must overflow it.
-    let mut d = Daemon::start_with(CODER_AGENT, "ring_buffer_bytes = 4096");
+    // Repeat counting off: every open of the flood is a record.
+    let mut d = Daemon::start_with(CODER_AGENT, "ring_buffer_bytes = 4096\nopen_repeat_ms = 0");
     let out = d.exec(
         "coder",
         "s-flood",

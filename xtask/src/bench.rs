@@ -88,7 +88,9 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
     // with it for the CPU.
     cmd::run(cmd::new("cargo").args(["bench", "-p", "vigil", "--bench", "e2e", "--no-run"]))?;
     daemon::note_machine();
-    let daemon = daemon::Daemon::start(&bins.vigil)?;
+    // Each open of the workload is to be an event of its own: repeat
+    // counting would fold the identical opens the workload makes.
+    let daemon = daemon::Daemon::start_with(&bins.vigil, "open_repeat_ms = 0")?;
     let agent = PathBuf::from(daemon::AGENT);
     let pid = PathBuf::from(
         daemon

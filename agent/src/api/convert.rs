@@ -240,6 +240,8 @@ impl TryFrom<Payload> for pb::event::Payload {
                 error: opt(x.error),
                 path_truncated: x.path_truncated,
                 blocked: x.blocked,
+                repeats: x.repeats,
+                repeat_summary: x.repeat_summary,
             }),
             Payload::DnsAnswer(x) => W::DnsAnswer(pb::DnsAnswer {
                 server: x.server.to_string(),
@@ -526,6 +528,8 @@ impl TryFrom<pb::event::Payload> for Payload {
                     error: non_empty(x.error),
                     path_truncated: x.path_truncated,
                     blocked: x.blocked,
+                    repeats: x.repeats,
+                    repeat_summary: x.repeat_summary,
                 })
             }
             W::DnsAnswer(x) => Self::DnsAnswer(DnsAnswer {
@@ -706,6 +710,8 @@ mod tests {
             error: None,
             path_truncated: false,
             blocked: false,
+            repeats: 0,
+            repeat_summary: false,
         }));
         vec![
             Payload::Exec(Exec {
@@ -746,6 +752,8 @@ mod tests {
                 error: Some("EACCES".into()),
                 path_truncated: true,
                 blocked: false,
+                repeats: 0,
+                repeat_summary: false,
             }),
             Payload::DnsAnswer(DnsAnswer {
                 server: "127.0.0.53".parse().unwrap(),

@@ -111,6 +111,11 @@ fn what(payload: &P) -> String {
             if x.blocked {
                 s.push_str(" BLOCKED");
             }
+            if x.repeat_summary {
+                let _ = write!(s, " (repeated {} more times)", x.repeats);
+            } else if x.repeats > 0 {
+                let _ = write!(s, " (+{} repeats)", x.repeats);
+            }
             s
         }
         P::DnsAnswer(x) => format!(

@@ -147,6 +147,10 @@ pub struct DaemonConfig {
     /// the reader collects them (0: each record wakes the reader). Records
     /// that need action now always wake it at once.
     pub reader_interval_ms: u16,
+    /// An open identical to one the same process reported less than this
+    /// long ago is counted in the kernel and reported as `repeats` (0:
+    /// report every open).
+    pub open_repeat_ms: u32,
     /// Where programs and maps are pinned (bpffs).
     pub pin_dir: PathBuf,
     /// Journal and other state.
@@ -164,6 +168,7 @@ impl Default for DaemonConfig {
             ring_buffer_bytes: 8 << 20,
             reader_nice: DEFAULT_READER_NICE,
             reader_interval_ms: 5,
+            open_repeat_ms: 1000,
             pin_dir: PathBuf::from(paths::DEFAULT_PIN_DIR),
             state_dir: PathBuf::from(paths::DEFAULT_STATE_DIR),
         }

@@ -100,6 +100,7 @@ fn empty_config_is_all_defaults() {
     assert_eq!(c.daemon.ring_buffer_bytes, 8 << 20);
     assert_eq!(c.daemon.reader_nice, -10);
     assert_eq!(c.daemon.reader_interval_ms, 5);
+    assert_eq!(c.daemon.open_repeat_ms, 1000);
     assert_eq!(
         c.daemon.pin_dir,
         PathBuf::from(crate::paths::DEFAULT_PIN_DIR)
@@ -330,6 +331,11 @@ fn bad_globs_and_paths() {
     let e = err("[daemon]\nreader_interval_ms = 5000\n");
     assert!(
         e.contains("daemon.reader_interval_ms: 5000 is longer than a second"),
+        "{e}"
+    );
+    let e = err("[daemon]\nopen_repeat_ms = 4000000\n");
+    assert!(
+        e.contains("daemon.open_repeat_ms: 4000000 is longer than an hour"),
         "{e}"
     );
     let e = err("[daemon]\nreader_nice = 300\n");

@@ -61,6 +61,15 @@ fn check_daemon(config: &Config, out: &mut Problems) {
             ),
         ));
     }
+    if d.open_repeat_ms > 3_600_000 {
+        out.push((
+            daemon.clone().key("open_repeat_ms"),
+            format!(
+                "{} is longer than an hour: repeated opens would be reported that late",
+                d.open_repeat_ms
+            ),
+        ));
+    }
     if let Some(group) = &d.socket_group
         && group.trim().is_empty()
     {

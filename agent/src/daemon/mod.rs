@@ -3,6 +3,7 @@
 pub mod pipeline;
 pub mod publisher;
 pub mod reader;
+pub mod repeats;
 
 use std::{
     path::PathBuf,
@@ -169,6 +170,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         session_parent: Some(sessions.parent_id_level()),
         watch_all: cfg.daemon.watch_all,
         ring_buffer_bytes: cfg.daemon.ring_buffer_bytes as u32,
+        open_repeat: Duration::from_millis(u64::from(cfg.daemon.open_repeat_ms)),
         // The reader collects ordinary records every reader_interval_ms; a
         // quarter-full ring wakes it early.
         wake_bytes: if cfg.daemon.reader_interval_ms == 0 {
@@ -180,6 +182,8 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     })?;
     let mut sensors = sensors;
     let ring = sensors.take_events()?;
+    let open_seen = sensors.take_open_repeats()?;
+    let open_repeat = Duration::from_millis(u64::from(cfg.daemon.open_repeat_ms));
     for hook in sensors.attached() {
         tracing::info!("sensor attached: {hook}");
     }
@@ -316,6 +320,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         reader::Options {
             nice: reader_nice,
             interval: reader_interval,
+            repeats: repeats::Repeats::new(Some(open_seen), open_repeat),
         },
     )?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -53,10 +53,11 @@ pub struct Pipeline {
     /// Boot-clock time at which the record being processed was read, for
     /// the revocation log (how much of its latency was wake-up).
     read_ns: u64,
+    repeats: super::repeats::Repeats,
 }
 
 impl Pipeline {
-    pub fn new(shared: Arc<Shared>, cgroups: &CgroupFs) -> Self {
+    pub fn new(shared: Arc<Shared>, cgroups: &CgroupFs, repeats: super::repeats::Repeats) -> Self {
         let mut resolver = CgroupResolver::new(cgroups, Duration::from_millis(200));
         let parent = shared.sessions.parent().to_owned();
         let (parent_id, _) = shared.sessions.parent_id_level();
@@ -86,6 +87,7 @@ impl Pipeline {
             dns,
             aggregator,
             read_ns: 0,
+            repeats,
         }
     }
 
@@ -143,6 +145,9 @@ impl Pipeline {
             self.shared.emit(e);
         }
         self.procs.sweep();
+        for e in self.repeats.sweep() {
+            self.shared.emit(e);
+        }
         self.release_held(false);
     }
 
@@ -226,9 +231,15 @@ impl Pipeline {
         self.enrich(&mut event, &attribution);
         if let Record::Open(r) = record {
             Self::absolutize_open(&mut event, r.dfd);
+            if h.verdict == verdict::ALLOWED {
+                self.repeats.on_report(r, &mut event);
+            }
         }
         if let Record::Exit(_) = record {
             self.procs.on_exit(h.tgid);
+            for e in self.repeats.on_exit(h.tgid) {
+                self.shared.emit(e);
+            }
         }
         // The kernel decided a blocked event with its attribution already.
         if h.verdict == verdict::ALLOWED {

@@ -57,13 +57,14 @@ pub enum ReaderError {
 }
 
 /// How the reader runs.
-#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Nice value of the thread (`daemon.reader_nice`).
     pub nice: i32,
     /// Longest wait before collecting records that did not wake the reader
     /// (`daemon.reader_interval_ms`); zero waits for a wake-up.
     pub interval: Duration,
+    /// The kernel's repeat counters of file opens.
+    pub repeats: super::repeats::Repeats,
 }
 
 /// A running reader; [`Reader::stop`] drains what the kernel delivered and
@@ -89,18 +90,19 @@ impl Reader {
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(ReaderError::EventFd)?,
         );
-        let pipeline = Pipeline::new(Arc::clone(shared), cgroups);
+        let pipeline = Pipeline::new(Arc::clone(shared), cgroups, options.repeats);
         let publisher = shared.publisher.clone();
         let thread_stop = Arc::clone(&stop);
+        let (nice, interval) = (options.nice, options.interval);
         // Dropped when the thread ends, also by a panic.
         let (ended_tx, ended) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("vigil-reader".into())
             .spawn(move || {
                 let _ended = ended_tx;
-                set_priority(options.nice);
+                set_priority(nice);
                 Loop {
-                    interval: options.interval,
+                    interval,
                     ring,
                     pipeline,
                     publisher,

@@ -172,6 +172,8 @@ fn open(path: &str, access: Access) -> Event {
             error: None,
             path_truncated: false,
             blocked: false,
+            repeats: 0,
+            repeat_summary: false,
         }),
         None,
     )

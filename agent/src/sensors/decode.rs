@@ -337,6 +337,8 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
                 error,
                 path_truncated: h.flags & OPEN_PATH_TRUNCATED != 0,
                 blocked: h.verdict != vigil_common::verdict::ALLOWED,
+                repeats: 0,
+                repeat_summary: false,
             })
         }
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
@@ -458,6 +460,10 @@ mod tests {
             syscall: open_syscall::OPENAT,
             _pad: 0,
             path_len: 12,
+            base_mnt: 0,
+            base_dentry: 0,
+            path_hash: 0,
+            repeats: 0,
             path,
             base: components(&["work", "srv"], true),
         };
@@ -598,6 +604,10 @@ mod tests {
             syscall: open_syscall::OPENAT,
             _pad: 0,
             path_len: 4,
+            base_mnt: 0,
+            base_dentry: 0,
+            path_hash: 0,
+            repeats: 0,
             path,
             base: empty_components(),
         };

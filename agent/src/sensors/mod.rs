@@ -19,7 +19,7 @@ use aya::{
         RawTracePoint, SockOps, TracePoint,
     },
 };
-use vigil_common::{KernelConfig, Offsets, SENSOR_COUNT, SENSOR_NAMES};
+use vigil_common::{KernelConfig, Offsets, OpenKey, OpenSeen, SENSOR_COUNT, SENSOR_NAMES};
 
 use crate::paths;
 
@@ -88,6 +88,9 @@ pub struct SensorOptions {
     /// Unread bytes from which every record wakes the reader; below it only
     /// urgent ones do. 0: every record wakes a caught-up reader.
     pub wake_bytes: u32,
+    /// Identical opens by a process within this long of its last reported
+    /// one are counted instead of reported (zero: report every open).
+    pub open_repeat: std::time::Duration,
     /// bpffs directory for the pinned enforcement maps and program links.
     pub pin_dir: PathBuf,
 }
@@ -113,6 +116,18 @@ const fn tp(category: &'static str, name: &'static str) -> Hook {
         name,
         optional: false,
     }
+}
+
+/// A random 64-bit key (for the kernel's path hash).
+fn random_key() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// `open`, `openat`, `openat2` on this architecture (`u32::MAX`: none).
@@ -272,6 +287,8 @@ impl Sensors {
             wake_bytes: opts.wake_bytes,
             open_nrs: OPEN_SYSCALLS,
             _pad: 0,
+            open_repeat_ns: opts.open_repeat.as_nanos().try_into().unwrap_or(u64::MAX),
+            hash_key: random_key(),
             offsets,
         };
         std::fs::create_dir_all(&opts.pin_dir).map_err(|e| SensorError::Pin {
@@ -347,6 +364,20 @@ impl Sensors {
     /// The offsets the programs were loaded with.
     pub const fn offsets(&self) -> &Offsets {
         &self.offsets
+    }
+
+    /// Takes the kernel's repeat counters of file opens (once).
+    pub fn take_open_repeats(
+        &mut self,
+    ) -> Result<HashMap<MapData, OpenKey, OpenSeen>, SensorError> {
+        let map = self
+            .ebpf
+            .take_map("OPEN_SEEN")
+            .ok_or(SensorError::MissingMap("OPEN_SEEN"))?;
+        HashMap::try_from(map).map_err(|source| SensorError::Map {
+            map: "OPEN_SEEN",
+            source,
+        })
     }
 
     /// Takes the event ring buffer (once).

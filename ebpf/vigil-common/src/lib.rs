@@ -300,9 +300,46 @@ pub struct OpenRecord {
     pub _pad: u8,
     /// Bytes used in `path`, without the NUL.
     pub path_len: u16,
+    /// The rest of this open's [`OpenKey`] (with the header's cgroup and
+    /// tgid, `flags`, the result class and `path_len`).
+    pub base_mnt: u64,
+    pub base_dentry: u64,
+    pub path_hash: u64,
+    /// [`OpenSeen::repeats`] when this record was written.
+    pub repeats: u64,
     pub path: [u8; PATH_LEN],
     /// For a relative path: the directory it is relative to (cwd or `dfd`).
     pub base: PathComponents,
+}
+
+/// What makes two opens the same open, for repeat counting: the process,
+/// the path as passed and the directory it is relative to, the flags and
+/// the result (a descriptor, or which error).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OpenKey {
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub flags: u32,
+    /// 0 for a descriptor, else `-errno`.
+    pub result: i32,
+    pub path_len: u32,
+    /// `struct path` of the base directory of a relative path (0: absolute).
+    pub base_mnt: u64,
+    pub base_dentry: u64,
+    /// Keyed hash of the path bytes.
+    pub path_hash: u64,
+}
+
+/// Repeat counter of an [`OpenKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenSeen {
+    /// Boot-clock time of the last reported open of this key.
+    pub reported_ns: u64,
+    /// Opens of this key not reported on their own, since the key was first
+    /// seen. Only ever grows: the daemon reports the difference.
+    pub repeats: u64,
 }
 
 /// A DNS answer delivered to a watched process (UDP source port 53).
@@ -420,6 +457,13 @@ pub struct KernelConfig {
     /// architecture (`u32::MAX` where one does not exist).
     pub open_nrs: [u32; 3],
     pub _pad: u32,
+    /// An open identical to one the same process reported less than this
+    /// long ago is counted in [`OpenSeen`] instead of reported. 0: every
+    /// open is reported.
+    pub open_repeat_ns: u64,
+    /// Key of the path hash, random per load, so that repeats cannot be
+    /// forged with precomputed collisions.
+    pub hash_key: u64,
     pub offsets: Offsets,
 }
 
@@ -478,6 +522,8 @@ impl KernelConfig {
             wake_bytes: 0,
             open_nrs: [u32::MAX; 3],
             _pad: 0,
+            open_repeat_ns: 0,
+            hash_key: 0,
             offsets: Offsets::zeroed(),
         }
     }
@@ -499,6 +545,8 @@ mod user {
     unsafe impl aya::Pod for super::Policy {}
     unsafe impl aya::Pod for super::SystemKey {}
     unsafe impl aya::Pod for super::SystemRules {}
+    unsafe impl aya::Pod for super::OpenKey {}
+    unsafe impl aya::Pod for super::OpenSeen {}
 }
 
 #[cfg(test)]
@@ -519,11 +567,13 @@ mod tests {
         assert_eq!(size_of::<AcceptRecord>(), 64 + 8 + 32);
         assert_eq!(
             size_of::<OpenRecord>(),
-            64 + 24 + PATH_LEN + size_of::<PathComponents>()
+            64 + 56 + PATH_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
         assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 20);
-        assert_eq!(size_of::<KernelConfig>(), 40 + size_of::<Offsets>());
+        assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
+        assert_eq!(size_of::<OpenKey>(), 48);
+        assert_eq!(size_of::<OpenSeen>(), 16);
     }
 
     #[test]

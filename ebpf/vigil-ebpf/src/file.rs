@@ -18,8 +18,12 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 use vigil_common::{
-    OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN, RecordKind, Sensor, open_syscall, verdict,
+    KernelConfig, OPEN_PATH_TRUNCATED, OpenKey, OpenRecord, OpenSeen, PATH_LEN, RecordKind, Sensor,
+    open_syscall, verdict,
 };
 
 use crate::{
@@ -40,6 +44,85 @@ static OPEN_BLOCKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0
 /// The record is built here (too large for the BPF stack), then copied out.
 #[map]
 static OPEN_SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Repeat counters of recently reported opens (see `OpenSeen`). LRU: a
+/// process opening ever new files evicts the oldest counters, which the
+/// daemon has reported by then (it sweeps them every quarter second).
+#[map]
+pub static OPEN_SEEN: LruHashMap<OpenKey, OpenSeen> = LruHashMap::with_max_entries(16384, 0);
+
+enum Repeat {
+    /// Counted in its key's `OpenSeen`: no record.
+    Counted,
+    /// To be reported, with the key's repeat count so far.
+    Report(u64),
+}
+
+/// Counts an open reported less than `open_repeat_ns` ago, else marks it
+/// reported now.
+#[inline(always)]
+fn repeat(cfg: &KernelConfig, key: &OpenKey) -> Repeat {
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(seen) = OPEN_SEEN.get_ptr_mut(key) else {
+        let _ = OPEN_SEEN.insert(
+            key,
+            OpenSeen {
+                reported_ns: now,
+                repeats: 0,
+            },
+            0,
+        );
+        return Repeat::Report(0);
+    };
+    // SAFETY: a live map value; concurrent opens of the same key on other
+    // CPUs only add to `repeats`, atomically.
+    let seen = unsafe { &mut *seen };
+    if now.wrapping_sub(seen.reported_ns) < cfg.open_repeat_ns {
+        // An atomic add (BPF_XADD): core's AtomicU64 has no fetch_add on
+        // the BPF target.
+        // SAFETY: an aligned u64 inside a live map value.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut seen.repeats, 1);
+        }
+        Repeat::Counted
+    } else {
+        seen.reported_ns = now;
+        // SAFETY: as above.
+        Repeat::Report(unsafe { core::ptr::read_volatile(&raw const seen.repeats) })
+    }
+}
+
+/// Keyed hash of the first `len` bytes of `path`, a word at a time.
+#[inline(always)]
+fn hash_path(path: &[u8; PATH_LEN], len: usize, key: u64) -> u64 {
+    const M: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = key ^ (len as u64).wrapping_mul(M);
+    for i in 0..PATH_LEN / 8 {
+        let at = i * 8;
+        if at >= len {
+            break;
+        }
+        let mut w = u64::from_le_bytes([
+            path[at],
+            path[at + 1],
+            path[at + 2],
+            path[at + 3],
+            path[at + 4],
+            path[at + 5],
+            path[at + 6],
+            path[at + 7],
+        ]);
+        let rest = len - at;
+        if rest < 8 {
+            // Bytes past the string are left over from earlier records.
+            w &= (1u64 << (rest * 8)) - 1;
+        }
+        h = (h ^ w).wrapping_mul(M);
+        h ^= h >> 29;
+    }
+    h
+}
 
 /// Which open syscall `nr` is, if any.
 #[inline(always)]
@@ -116,18 +199,9 @@ fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
         let _ = OPEN_BLOCKED.remove(tid);
     }
     let verdict = blocked.unwrap_or(verdict::ALLOWED);
-    let urgent = verdict != verdict::ALLOWED || enforce::prompt(&cfg, cgroup_id);
     let rec = OPEN_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot; every field is written below.
     let rec = unsafe { &mut *rec };
-    fill_header(&mut rec.header, RecordKind::Open as u16, cgroup_id, &cfg);
-    rec.header.verdict = verdict;
-    rec.ret = ret;
-    rec.flags = flags;
-    rec.mode = mode;
-    rec.dfd = dfd;
-    rec.syscall = syscall;
-    rec._pad = 0;
     // SAFETY: user string read through the helper, bounded by PATH_LEN.
     let n = unsafe {
         bpf_probe_read_user_str(
@@ -136,8 +210,57 @@ fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
             path as *const _,
         )
     };
+    let path_len = if n > 0 { (n - 1) as usize } else { 0 };
+    // A relative path means nothing once the opener has moved or exited:
+    // its base directory is part of what the open is. Kept as two plain
+    // words: an `Option` carried across would be copied with its
+    // uninitialised payload, which the verifier refuses.
+    let mut base_mnt = 0u64;
+    let mut base_dentry = 0u64;
+    if n > 0 && rec.path[0] != b'/' {
+        let base = if dfd == AT_FDCWD {
+            path::cwd(&cfg)
+        } else {
+            path::fd_path(&cfg, dfd)
+        };
+        if let Some(b) = base {
+            base_mnt = b.mnt as u64;
+            base_dentry = b.dentry as u64;
+        }
+    }
+    let key = OpenKey {
+        cgroup_id,
+        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        flags,
+        result: if ret >= 0 { 0 } else { ret as i32 },
+        path_len: path_len as u32,
+        base_mnt,
+        base_dentry,
+        path_hash: hash_path(&rec.path, path_len, cfg.hash_key),
+    };
+    let repeats = if cfg.open_repeat_ns != 0 && verdict == verdict::ALLOWED {
+        match repeat(&cfg, &key) {
+            Repeat::Counted => return Some(()),
+            Repeat::Report(n) => n,
+        }
+    } else {
+        0
+    };
+    let urgent = verdict != verdict::ALLOWED || enforce::prompt(&cfg, cgroup_id);
+    fill_header(&mut rec.header, RecordKind::Open as u16, cgroup_id, &cfg);
+    rec.header.verdict = verdict;
+    rec.ret = ret;
+    rec.flags = flags;
+    rec.mode = mode;
+    rec.dfd = dfd;
+    rec.syscall = syscall;
+    rec._pad = 0;
+    rec.base_mnt = key.base_mnt;
+    rec.base_dentry = key.base_dentry;
+    rec.path_hash = key.path_hash;
+    rec.repeats = repeats;
     if n > 0 {
-        rec.path_len = (n - 1) as u16;
+        rec.path_len = path_len as u16;
         if n as usize == PATH_LEN {
             rec.header.flags |= OPEN_PATH_TRUNCATED;
         }
@@ -145,19 +268,14 @@ fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
         rec.path_len = 0;
         rec.path[0] = 0;
     }
-    // A relative path means nothing once the opener has moved or exited:
-    // resolve its base directory now.
     rec.base.len = 0;
     rec.base.flags = 0;
-    if n > 0 && rec.path[0] != b'/' {
-        let base = if dfd == AT_FDCWD {
-            path::cwd(&cfg)
-        } else {
-            path::fd_path(&cfg, dfd)
+    if base_dentry != 0 {
+        let base = path::KPath {
+            mnt: base_mnt as *const u8,
+            dentry: base_dentry as *const u8,
         };
-        if let Some(base) = base {
-            path::resolve(&cfg, base, &mut rec.base);
-        }
+        path::resolve(&cfg, base, &mut rec.base);
     }
     if EVENTS
         .output::<OpenRecord>(&*rec, wake_flags(&cfg, urgent))

@@ -6,6 +6,9 @@
 //! programs (see `docs/architecture.md`).
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the repeat counters are shared between CPUs.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 // BPF-to-BPF calls cost verifier complexity and stack; small helpers are
 // inlined on purpose.
 #![allow(clippy::inline_always)]

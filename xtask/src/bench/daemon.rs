@@ -75,6 +75,11 @@ impl Daemon {
     /// Starts `vigil run` on a private config and waits until it answers
     /// `vigil status`.
     pub fn start(vigil: &Path) -> Result<Self> {
+        Self::start_with(vigil, "")
+    }
+
+    /// [`Daemon::start`] with extra `[daemon]` settings.
+    pub fn start_with(vigil: &Path, daemon_settings: &str) -> Result<Self> {
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let name = format!("vigil-bench-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -86,7 +91,13 @@ impl Daemon {
         let pin_dir = Path::new("/sys/fs/bpf").join(&name);
         fs::write(
             &config,
-            config_text(&socket, &name, &dir.path().join("state"), &pin_dir),
+            config_text(
+                &socket,
+                &name,
+                &dir.path().join("state"),
+                &pin_dir,
+                daemon_settings,
+            ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
         let log = fs::File::create(dir.path().join("daemon.log")).context("daemon log")?;
@@ -285,7 +296,13 @@ impl Drop for Daemon {
     }
 }
 
-fn config_text(socket: &Path, cgroup_parent: &str, state: &Path, pin_dir: &Path) -> String {
+fn config_text(
+    socket: &Path,
+    cgroup_parent: &str,
+    state: &Path,
+    pin_dir: &Path,
+    daemon_settings: &str,
+) -> String {
     // A JSON string is a valid TOML basic string.
     let quote = |p: &Path| serde_json::Value::from(p.to_string_lossy()).to_string();
     let (socket, state, pin_dir) = (quote(socket), quote(state), quote(pin_dir));
@@ -295,6 +312,7 @@ socket = {socket}
 cgroup_parent = "{cgroup_parent}"
 state_dir = {state}
 pin_dir = {pin_dir}
+{daemon_settings}
 
 [output]
 events = "none"

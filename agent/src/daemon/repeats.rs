@@ -1,0 +1,233 @@
+//! Repeated file opens. The kernel counts an open identical to one the same
+//! process reported less than `daemon.open_repeat_ms` ago (same path as
+//! passed, base directory, flags and result) in its `OPEN_SEEN` map instead
+//! of reporting it. This turns those counts into `repeats` on the next
+//! report of the open, and into `repeat_summary` reports for counts that no
+//! report would carry: the process stopped repeating the open, or exited.
+//!
+//! The kernel's count per key only grows, so a report carries the
+//! difference to what was already accounted for, and nothing is counted
+//! twice whichever of the kernel and the sweep sees a count first.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{HashMap, MapData};
+use vigil_common::{OpenKey, OpenRecord, OpenSeen};
+
+use crate::event::{Event, Payload};
+
+/// Daemon-side state of one kernel key.
+struct Known {
+    /// Kernel count already carried by reports.
+    accounted: u64,
+    /// When the last report was read: the kernel counts repeats into the key
+    /// until one window after it wrote that report, which was earlier.
+    reported: Instant,
+    /// The last report, kept until the key is swept: the template of a
+    /// summary.
+    last: Option<Event>,
+}
+
+pub struct Repeats {
+    /// `None` when the kernel counts nothing (`open_repeat_ms = 0`).
+    map: Option<HashMap<MapData, OpenKey, OpenSeen>>,
+    window: Duration,
+    keys: StdHashMap<OpenKey, Known>,
+    by_tgid: StdHashMap<u32, Vec<OpenKey>>,
+}
+
+/// The kernel key of an open record.
+#[must_use]
+pub fn key_of(r: &OpenRecord) -> OpenKey {
+    OpenKey {
+        cgroup_id: r.header.cgroup_id,
+        tgid: r.header.tgid,
+        flags: r.flags,
+        result: if r.ret >= 0 { 0 } else { r.ret as i32 },
+        path_len: u32::from(r.path_len),
+        base_mnt: r.base_mnt,
+        base_dentry: r.base_dentry,
+        path_hash: r.path_hash,
+    }
+}
+
+impl Repeats {
+    /// Tracks the kernel's counters in `map`; `window` is the configured
+    /// `open_repeat_ms` (zero: nothing is counted, nothing tracked).
+    #[must_use]
+    pub fn new(map: Option<HashMap<MapData, OpenKey, OpenSeen>>, window: Duration) -> Self {
+        Self {
+            map: map.filter(|_| !window.is_zero()),
+            window,
+            keys: StdHashMap::new(),
+            by_tgid: StdHashMap::new(),
+        }
+    }
+
+    /// Puts on a report (`event`, from `record`) the repeats counted since
+    /// the previous report of the same open, and remembers it.
+    pub fn on_report(&mut self, record: &OpenRecord, event: &mut Event) {
+        if self.map.is_none() {
+            return;
+        }
+        let key = key_of(record);
+        let known = self.keys.entry(key).or_insert_with(|| {
+            self.by_tgid.entry(key.tgid).or_default().push(key);
+            Known {
+                accounted: 0,
+                reported: Instant::now(),
+                last: None,
+            }
+        });
+        let delta = new_repeats(record.repeats, known.accounted);
+        known.accounted = record.repeats;
+        known.reported = Instant::now();
+        if let Payload::FileOpen(open) = &mut event.payload {
+            open.repeats = delta;
+        }
+        known.last = Some(event.clone());
+    }
+
+    /// Summaries of the repeats counted after reports whose window has
+    /// passed (each report is swept once: after its window the kernel
+    /// reports the next identical open instead of counting it).
+    pub fn sweep(&mut self) -> Vec<Event> {
+        let Some(map) = &self.map else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (key, known) in &mut self.keys {
+            if known.last.is_none() || now.duration_since(known.reported) < self.window {
+                continue;
+            }
+            if let Some(last) = known.last.take()
+                && let Some(e) = summary(map, key, known, last)
+            {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// The process exited: summaries of what its opens still count; its
+    /// keys are forgotten here and in the kernel.
+    pub fn on_exit(&mut self, tgid: u32) -> Vec<Event> {
+        let Some(keys) = self.by_tgid.remove(&tgid) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(mut known) = self.keys.remove(&key) else {
+                continue;
+            };
+            let Some(map) = &mut self.map else {
+                continue;
+            };
+            if let Some(last) = known.last.take()
+                && let Some(e) = summary(map, &key, &mut known, last)
+            {
+                out.push(e);
+            }
+            // Gone already when the LRU evicted it.
+            let _ = map.remove(&key);
+        }
+        out
+    }
+
+    /// Opens tracked (for tests and status).
+    #[must_use]
+    pub fn tracked(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// What a kernel count adds to what was accounted: a count below it means
+/// the kernel's entry was evicted and started again from zero.
+const fn new_repeats(count: u64, accounted: u64) -> u64 {
+    if count >= accounted {
+        count - accounted
+    } else {
+        count
+    }
+}
+
+/// A `repeat_summary` report for the kernel count of `key` beyond what
+/// `known` accounted, if any.
+fn summary(
+    map: &HashMap<MapData, OpenKey, OpenSeen>,
+    key: &OpenKey,
+    known: &mut Known,
+    mut last: Event,
+) -> Option<Event> {
+    let seen = map.get(key, 0).ok()?;
+    let delta = new_repeats(seen.repeats, known.accounted);
+    known.accounted = seen.repeats;
+    if delta == 0 {
+        return None;
+    }
+    let Payload::FileOpen(open) = &mut last.payload else {
+        return None;
+    };
+    open.repeats = delta;
+    open.repeat_summary = true;
+    last.seq = 0;
+    last.time = crate::event::format_time(std::time::SystemTime::now());
+    last.kernel_ts_ns = crate::enforcement::enforcer::boot_now_ns();
+    Some(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_up_across_reports_and_evictions() {
+        assert_eq!(new_repeats(0, 0), 0);
+        assert_eq!(new_repeats(10, 0), 10);
+        assert_eq!(new_repeats(25, 10), 15);
+        // Evicted and recreated: counting restarted.
+        assert_eq!(new_repeats(3, 25), 3);
+    }
+
+    #[test]
+    fn the_key_is_what_the_kernel_keys_on() {
+        // SAFETY: all-zero is a valid OpenRecord (plain integers and bytes).
+        let mut r: OpenRecord = unsafe { std::mem::zeroed() };
+        r.header.cgroup_id = 7;
+        r.header.tgid = 42;
+        r.flags = 0o2;
+        r.ret = 3;
+        r.path_len = 11;
+        r.base_mnt = 1;
+        r.base_dentry = 2;
+        r.path_hash = 99;
+        let k = key_of(&r);
+        assert_eq!(
+            k,
+            OpenKey {
+                cgroup_id: 7,
+                tgid: 42,
+                flags: 2,
+                result: 0,
+                path_len: 11,
+                base_mnt: 1,
+                base_dentry: 2,
+                path_hash: 99,
+            }
+        );
+        r.ret = -2;
+        assert_eq!(key_of(&r).result, -2, "errors are told apart");
+    }
+
+    #[test]
+    fn disabled_tracking_leaves_reports_alone() {
+        let mut t = Repeats::new(None, Duration::from_secs(1));
+        assert!(t.sweep().is_empty());
+        assert!(t.on_exit(1).is_empty());
+        assert_eq!(t.tracked(), 0);
+    }
+}
