@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use bytes::BufMut;
 use futures_util::{Stream, StreamExt as _};
 use prost::encoding::{WireType, encode_key, encode_varint};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
@@ -26,6 +26,9 @@ use crate::journal::{Encoded, Filter, Hub, HubError, Start};
 
 /// `SubscribeResponse.event`.
 const RESPONSE_EVENT: u32 = 1;
+
+/// Bytes of responses tonic gathers before it sends them (its default).
+const SEND_CHUNK: usize = 32 * 1024;
 
 /// The gRPC path of the one method.
 const SUBSCRIBE_PATH: &str = "/vigil.v1.EventService/Subscribe";
@@ -73,6 +76,13 @@ impl Encoder for ResponseEncoder {
     fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         write_response(item.bytes(), dst);
         Ok(())
+    }
+
+    /// tonic sends what it encoded once the stream has nothing ready or the
+    /// buffer reaches the threshold; a buffer that starts at that size is
+    /// never grown (and copied) on the way, as the 8 KiB default would be.
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(SEND_CHUNK + SEND_CHUNK / 4, SEND_CHUNK)
     }
 }
 

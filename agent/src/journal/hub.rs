@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use tokio::sync::broadcast;
 
 use crate::api::pb;
@@ -349,17 +349,36 @@ impl Subscription {
     /// The next matching event (or gap). `None` once every `Hub` handle is
     /// gone and what was journaled is delivered, or after an error.
     pub async fn next(&mut self) -> Option<Result<Encoded, HubError>> {
+        match self.wait_ready().await {
+            Ok(true) => self.ready.pop_front().map(Ok),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Every event ready now (at least one), in order; `None` as for
+    /// [`Subscription::next`].
+    pub async fn next_batch(&mut self) -> Option<Result<VecDeque<Encoded>, HubError>> {
+        match self.wait_ready().await {
+            Ok(true) => Some(Ok(std::mem::take(&mut self.ready))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Waits until an event is ready; `false` once the stream has ended.
+    async fn wait_ready(&mut self) -> Result<bool, HubError> {
         loop {
-            if let Some(e) = self.ready.pop_front() {
-                return Some(Ok(e));
+            if !self.ready.is_empty() {
+                return Ok(true);
             }
             if self.done {
-                return None;
+                return Ok(false);
             }
             if self.catching_up {
                 if let Err(e) = self.catch_up().await {
                     self.done = true;
-                    return Some(Err(e));
+                    return Err(e);
                 }
                 continue;
             }
@@ -371,10 +390,20 @@ impl Subscription {
         }
     }
 
-    /// The subscription as a `Stream`, for a tonic response.
+    /// The subscription as a `Stream`, for a tonic response. It takes what
+    /// is ready a batch at a time, so the async machinery runs (and the
+    /// subscription moves in and out of its future) once per batch, while
+    /// tonic takes the events one by one.
     pub fn into_stream(self) -> impl Stream<Item = Result<Encoded, HubError>> + Send + 'static {
         futures_util::stream::unfold(self, |mut sub| async move {
-            sub.next().await.map(|item| (item, sub))
+            sub.next_batch().await.map(|batch| (batch, sub))
+        })
+        .flat_map(|batch| {
+            let (events, error) = match batch {
+                Ok(events) => (events, None),
+                Err(e) => (VecDeque::new(), Some(e)),
+            };
+            futures_util::stream::iter(events.into_iter().map(Ok).chain(error.map(Err)))
         })
     }
 
