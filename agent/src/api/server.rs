@@ -104,9 +104,7 @@ pub fn router(shared: &Arc<Shared>) -> Router {
     let mut router = tonic::transport::Server::builder()
         .layer(AuthLayer::new(Arc::clone(shared)))
         .add_service(health)
-        .add_service(pb::event_service_server::EventServiceServer::new(
-            Events::new(Arc::clone(shared)),
-        ))
+        .add_service(Events::new(shared.hub.clone()))
         .add_service(pb::governance_service_server::GovernanceServiceServer::new(
             Governance::new(Arc::clone(shared)),
         ))

@@ -101,41 +101,83 @@ impl Filter {
     /// Whether `event` passes.
     #[must_use]
     pub fn matches(&self, event: &pb::Event) -> bool {
-        let Some(payload) = event.payload.as_ref() else {
+        self.matches_fields(&Fields::of(event))
+    }
+
+    /// Whether an event with these fields passes; for encoded events, which
+    /// are never decoded to be filtered.
+    #[must_use]
+    pub fn matches_fields(&self, event: &Fields<'_>) -> bool {
+        let Some(kind) = event.kind else {
             return self.is_all();
         };
-        if matches!(payload, pb::event::Payload::Gap(_)) {
+        if kind == pb::EventKind::Gap {
             return true;
         }
-        let anomaly = match payload {
-            pb::event::Payload::Anomaly(a) => Some(a),
-            _ => None,
-        };
-        if self.anomalies_only && anomaly.is_none() {
+        let anomaly = kind == pb::EventKind::Anomaly;
+        if self.anomalies_only && !anomaly {
             return false;
         }
-        if !self.kinds.is_empty() && !self.kinds.contains(&kind_of(payload)) {
+        if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
             return false;
         }
         if let Some(min) = self.min_severity {
             // Only anomalies carry a severity; everything else counts as info.
-            let severity = anomaly
-                .and_then(|a| pb::Severity::try_from(a.severity).ok())
-                .unwrap_or(pb::Severity::Info);
+            let severity = if anomaly {
+                pb::Severity::try_from(event.severity).unwrap_or(pb::Severity::Info)
+            } else {
+                pb::Severity::Info
+            };
             if severity < min {
                 return false;
             }
         }
-        let identity = event.identity.as_ref();
-        if !self.agents.is_empty() && !identity.is_some_and(|i| self.agents.contains(&i.agent)) {
+        if !self.agents.is_empty()
+            && !event
+                .identity
+                .is_some_and(|(agent, _)| self.agents.contains(agent))
+        {
             return false;
         }
         if !self.sessions.is_empty()
-            && !identity.is_some_and(|i| self.sessions.contains(&i.session))
+            && !event
+                .identity
+                .is_some_and(|(_, session)| self.sessions.contains(session))
         {
             return false;
         }
         true
+    }
+}
+
+/// The parts of an event a filter reads, borrowed from a decoded event
+/// ([`Fields::of`]) or from an encoded one
+/// ([`Encoded::fields`](crate::journal::Encoded::fields)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fields<'a> {
+    /// `identity.agent` and `identity.session`, when there is an identity.
+    pub identity: Option<(&'a str, &'a str)>,
+    /// The payload's kind; `None` when there is no payload this build knows.
+    pub kind: Option<pb::EventKind>,
+    /// An anomaly's raw severity; 0 for other payloads.
+    pub severity: i32,
+}
+
+impl<'a> Fields<'a> {
+    #[must_use]
+    pub fn of(event: &'a pb::Event) -> Self {
+        let payload = event.payload.as_ref();
+        Self {
+            identity: event
+                .identity
+                .as_ref()
+                .map(|i| (i.agent.as_str(), i.session.as_str())),
+            kind: payload.map(kind_of),
+            severity: match payload {
+                Some(pb::event::Payload::Anomaly(a)) => a.severity,
+                _ => 0,
+            },
+        }
     }
 }
 

@@ -8,18 +8,22 @@
 //! the journal, and only when those events were already pruned does it get a
 //! `gap` event naming the missing range. Every subscriber therefore receives
 //! every retained event after its start exactly once, in sequence order.
+//!
+//! Events travel as [`Encoded`]: the bytes the journal stored, shared by
+//! every subscriber and filtered on fields found once per event, so adding
+//! a subscriber costs no decode, clone or re-encode of any event.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
 use tokio::sync::broadcast;
 
-use crate::api::convert::gap_event;
 use crate::api::pb;
 use crate::event::Event;
+use crate::journal::encoded::Encoded;
 use crate::journal::filter::Filter;
 use crate::journal::store::{
     Journal, JournalError, JournalReader, JournalStats, Pruned, Retention,
@@ -91,7 +95,7 @@ pub struct HubStats {
     pub journal: JournalStats,
 }
 
-type Batch = Arc<Vec<pb::Event>>;
+type Batch = Arc<Vec<Encoded>>;
 
 /// The hub's side. Subscriptions do not hold it, so dropping the last `Hub`
 /// drops the live sender and ends every stream.
@@ -189,7 +193,7 @@ impl Hub {
             .into_iter()
             .zip(stored.iter())
             .map(|(mut e, w)| {
-                e.seq = w.sequence;
+                e.seq = w.sequence();
                 e
             })
             .collect())
@@ -314,7 +318,7 @@ pub struct Subscription {
     from_oldest: bool,
     /// Reading from the journal rather than from the live channel.
     catching_up: bool,
-    ready: VecDeque<pb::Event>,
+    ready: VecDeque<Encoded>,
     done: bool,
 }
 
@@ -344,18 +348,37 @@ impl Subscription {
 
     /// The next matching event (or gap). `None` once every `Hub` handle is
     /// gone and what was journaled is delivered, or after an error.
-    pub async fn next(&mut self) -> Option<Result<pb::Event, HubError>> {
+    pub async fn next(&mut self) -> Option<Result<Encoded, HubError>> {
+        match self.wait_ready().await {
+            Ok(true) => self.ready.pop_front().map(Ok),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Every event ready now (at least one), in order; `None` as for
+    /// [`Subscription::next`].
+    pub async fn next_batch(&mut self) -> Option<Result<VecDeque<Encoded>, HubError>> {
+        match self.wait_ready().await {
+            Ok(true) => Some(Ok(std::mem::take(&mut self.ready))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Waits until an event is ready; `false` once the stream has ended.
+    async fn wait_ready(&mut self) -> Result<bool, HubError> {
         loop {
-            if let Some(e) = self.ready.pop_front() {
-                return Some(Ok(e));
+            if !self.ready.is_empty() {
+                return Ok(true);
             }
             if self.done {
-                return None;
+                return Ok(false);
             }
             if self.catching_up {
                 if let Err(e) = self.catch_up().await {
                     self.done = true;
-                    return Some(Err(e));
+                    return Err(e);
                 }
                 continue;
             }
@@ -367,10 +390,20 @@ impl Subscription {
         }
     }
 
-    /// The subscription as a `Stream`, for a tonic response.
-    pub fn into_stream(self) -> impl Stream<Item = Result<pb::Event, HubError>> + Send + 'static {
+    /// The subscription as a `Stream`, for a tonic response. It takes what
+    /// is ready a batch at a time, so the async machinery runs (and the
+    /// subscription moves in and out of its future) once per batch, while
+    /// tonic takes the events one by one.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Encoded, HubError>> + Send + 'static {
         futures_util::stream::unfold(self, |mut sub| async move {
-            sub.next().await.map(|item| (item, sub))
+            sub.next_batch().await.map(|batch| (batch, sub))
+        })
+        .flat_map(|batch| {
+            let (events, error) = match batch {
+                Ok(events) => (events, None),
+                Err(e) => (VecDeque::new(), Some(e)),
+            };
+            futures_util::stream::iter(events.into_iter().map(Ok).chain(error.map(Err)))
         })
     }
 
@@ -383,11 +416,11 @@ impl Subscription {
         let next = page
             .events
             .first()
-            .map_or(page.last_seq.saturating_add(1), |e| e.sequence);
+            .map_or(page.last_seq.saturating_add(1), Encoded::sequence);
         if next > self.pos + 1 {
             if !self.from_oldest {
                 self.ready
-                    .push_back(gap_event(&self.common.node, self.pos + 1, next - 1));
+                    .push_back(Encoded::gap(&self.common.node, self.pos + 1, next - 1));
                 self.common.gaps_sent.fetch_add(1, Ordering::Relaxed);
             }
             self.pos = next - 1;
@@ -397,27 +430,29 @@ impl Subscription {
             self.catching_up = false;
         }
         for e in page.events {
-            self.pos = e.sequence;
-            if self.filter.matches(&e) {
+            self.pos = e.sequence();
+            if self.filter.matches_fields(&e.fields()) {
                 self.ready.push_back(e);
             }
         }
         Ok(())
     }
 
-    fn take_live(&mut self, batch: &[pb::Event]) {
+    fn take_live(&mut self, batch: &[Encoded]) {
         for e in batch {
-            if e.sequence <= self.pos {
+            let seq = e.sequence();
+            if seq <= self.pos {
                 continue;
             }
-            if e.sequence != self.pos + 1 {
+            if seq != self.pos + 1 {
                 // Something between was missed (lag, or a batch sent before
                 // this subscription existed): the journal has it.
                 self.catching_up = true;
                 return;
             }
-            self.pos = e.sequence;
-            if self.filter.matches(e) {
+            self.pos = seq;
+            // The clone shares the bytes: one reference count, no copy.
+            if self.filter.matches_fields(&e.fields()) {
                 self.ready.push_back(e.clone());
             }
         }
@@ -463,6 +498,8 @@ mod tests {
             .await
             .expect("no event within the wait")
             .expect("stream ended")
+            .unwrap()
+            .decode()
             .unwrap()
     }
 
@@ -645,7 +682,7 @@ mod tests {
 
         let mut received = Vec::new();
         while let Ok(Some(item)) = timeout(Duration::from_millis(300), slow.next()).await {
-            received.push(item.unwrap());
+            received.push(item.unwrap().decode().unwrap());
         }
         let gaps = check_order(&received, 3, 5010);
         assert_eq!(gaps.len(), 1, "{gaps:?}");
@@ -702,7 +739,7 @@ mod tests {
                     let mut expected = 1;
                     while expected <= TOTAL {
                         let e = timeout(WAIT, sub.next()).await.unwrap().unwrap().unwrap();
-                        assert_eq!(e.sequence, expected, "out of order or duplicate");
+                        assert_eq!(e.sequence(), expected, "out of order or duplicate");
                         expected += 1;
                     }
                     expected - 1
@@ -733,7 +770,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .unwrap();
-            assert_eq!(e.sequence, expected);
+            assert_eq!(e.sequence(), expected);
             expected += 1;
         }
         assert_eq!(hub.stats().gaps_sent, 0);

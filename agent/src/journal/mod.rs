@@ -1,13 +1,16 @@
 //! The durable, sequenced event journal ([`store`]) and the hub that feeds
 //! subscribers from it ([`hub`]), with their server-side filter ([`filter`]).
+//! Events pass through both as [`encoded`] bytes, made once when journaled.
 
+pub mod encoded;
 pub mod filter;
 pub mod hub;
 pub mod store;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
-pub use filter::{Filter, FilterError};
+pub use encoded::{Encoded, EncodedError};
+pub use filter::{Fields, Filter, FilterError};
 pub use hub::{Hub, HubConfig, HubError, HubStats, Start, Subscription};
 pub use store::{Journal, JournalError, JournalReader, JournalStats, Page, Pruned, Retention};

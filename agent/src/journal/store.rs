@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use prost::Message as _;
 use redb::{
     Database, ReadTransaction, ReadableDatabase as _, ReadableTable as _, TableDefinition,
@@ -22,6 +23,7 @@ use redb::{
 use crate::api::convert::ConvertError;
 use crate::api::pb;
 use crate::event::Event;
+use crate::journal::encoded::{Encoded, EncodedError};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -56,7 +58,7 @@ pub enum JournalError {
         path: PathBuf,
         seq: u64,
         #[source]
-        source: prost::DecodeError,
+        source: EncodedError,
     },
     #[error("event {index} of the batch cannot be journaled: {source}")]
     Convert {
@@ -105,7 +107,8 @@ impl Pruned {
 /// Events read in one snapshot, with the bounds of the journal at that moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Page {
-    pub events: Vec<pb::Event>,
+    /// As stored: subscribers get these bytes without a decode.
+    pub events: Vec<Encoded>,
     /// Oldest retained sequence in the snapshot; `None` when it was empty.
     pub oldest_seq: Option<u64>,
     /// Newest sequence ever assigned, in the snapshot.
@@ -126,12 +129,12 @@ impl Shared {
         }
     }
 
-    fn decode(&self, seq: u64, bytes: &[u8]) -> Result<pb::Event, JournalError> {
-        pb::Event::decode(bytes).map_err(|source| JournalError::Decode {
+    fn decode_err(&self, seq: u64) -> impl FnOnce(EncodedError) -> JournalError + '_ {
+        move |source| JournalError::Decode {
             path: self.path.clone(),
             seq,
             source,
-        })
+        }
     }
 
     fn begin_read(&self) -> Result<ReadTransaction, JournalError> {
@@ -317,21 +320,23 @@ impl Journal {
             .into_iter()
             .zip(&stored)
             .map(|(mut e, w)| {
-                e.seq = w.sequence;
+                e.seq = w.sequence();
                 e
             })
             .collect())
     }
 
     /// Journals wire events in one durable transaction, assigning their
-    /// sequences and node name (whatever they carried), and returns them.
+    /// sequences and node name (whatever they carried), and returns them
+    /// encoded, as stored: the one encoding subscribers are sent.
     pub fn append_wire(
         &mut self,
         mut events: Vec<pb::Event>,
-    ) -> Result<Vec<pb::Event>, JournalError> {
+    ) -> Result<Vec<Encoded>, JournalError> {
         if events.is_empty() {
-            return Ok(events);
+            return Ok(Vec::new());
         }
+        let mut encoded = Vec::with_capacity(events.len());
         let shared = Arc::clone(&self.shared);
         let mut seq = self.stats.last_seq;
         let mut added = 0;
@@ -344,11 +349,12 @@ impl Journal {
                 seq += 1;
                 e.sequence = seq;
                 e.node.clone_from(&self.node);
-                let buf = e.encode_to_vec();
+                let event = Encoded::encode(e).map_err(shared.decode_err(seq))?;
                 table
-                    .insert(seq, buf.as_slice())
+                    .insert(seq, &event.bytes()[..])
                     .map_err(shared.err("inserting"))?;
-                added += buf.len() as u64 + KEY_BYTES;
+                added += event.bytes().len() as u64 + KEY_BYTES;
+                encoded.push(event);
             }
             let mut meta = txn.open_table(META).map_err(shared.err("opening meta"))?;
             meta.insert(META_LAST_SEQ, seq)
@@ -363,7 +369,7 @@ impl Journal {
         }
         self.stats.last_seq = seq;
         self.stats.size_bytes += added;
-        Ok(events)
+        Ok(encoded)
     }
 
     /// Removes the oldest events until the journal fits `max_bytes`, and every
@@ -438,7 +444,8 @@ impl Journal {
         Ok(pruned)
     }
 
-    /// Up to `limit` events with a sequence greater than `seq`, oldest first.
+    /// Up to `limit` events with a sequence greater than `seq`, oldest
+    /// first, decoded.
     pub fn read_after(&self, seq: u64, limit: usize) -> Result<Vec<pb::Event>, JournalError> {
         self.reader().read_after(seq, limit)
     }
@@ -460,9 +467,14 @@ impl std::fmt::Debug for JournalReader {
 }
 
 impl JournalReader {
-    /// Up to `limit` events with a sequence greater than `seq`, oldest first.
+    /// Up to `limit` events with a sequence greater than `seq`, oldest
+    /// first, decoded.
     pub fn read_after(&self, seq: u64, limit: usize) -> Result<Vec<pb::Event>, JournalError> {
-        Ok(self.read_page(seq, limit)?.events)
+        self.read_page(seq, limit)?
+            .events
+            .iter()
+            .map(|e| e.decode().map_err(self.shared.decode_err(e.sequence())))
+            .collect()
     }
 
     /// Like `read_after`, with the journal's bounds from the same snapshot,
@@ -487,7 +499,11 @@ impl JournalReader {
                 .take(limit)
             {
                 let (k, v) = entry.map_err(shared.err("reading events"))?;
-                out.push(shared.decode(k.value(), v.value())?);
+                // One copy out of the database page; checked and scanned for
+                // the filter's fields, not decoded.
+                let event = Encoded::new(Bytes::copy_from_slice(v.value()))
+                    .map_err(shared.decode_err(k.value()))?;
+                out.push(event);
             }
         }
         Ok(Page {
