@@ -167,7 +167,7 @@ impl Default for DaemonConfig {
             watch_all: false,
             ring_buffer_bytes: 8 << 20,
             reader_nice: DEFAULT_READER_NICE,
-            reader_interval_ms: 5,
+            reader_interval_ms: 2,
             open_repeat_ms: 1000,
             pin_dir: PathBuf::from(paths::DEFAULT_PIN_DIR),
             state_dir: PathBuf::from(paths::DEFAULT_STATE_DIR),

@@ -99,7 +99,7 @@ fn empty_config_is_all_defaults() {
     assert_eq!(c, Config::default());
     assert_eq!(c.daemon.ring_buffer_bytes, 8 << 20);
     assert_eq!(c.daemon.reader_nice, -10);
-    assert_eq!(c.daemon.reader_interval_ms, 5);
+    assert_eq!(c.daemon.reader_interval_ms, 2);
     assert_eq!(c.daemon.open_repeat_ms, 1000);
     assert_eq!(
         c.daemon.pin_dir,
