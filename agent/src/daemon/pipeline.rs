@@ -231,9 +231,6 @@ impl Pipeline {
         self.enrich(&mut event, &attribution);
         if let Record::Open(r) = record {
             Self::absolutize_open(&mut event, r.dfd);
-            if h.verdict == verdict::ALLOWED {
-                self.repeats.on_report(r, &mut event);
-            }
         }
         if let Record::Exit(_) = record {
             self.procs.on_exit(h.tgid);
@@ -244,6 +241,12 @@ impl Pipeline {
         // The kernel decided a blocked event with its attribution already.
         if h.verdict == verdict::ALLOWED {
             event = self.pods.admit(event, &attribution, &self.shared.stats)?;
+            // Only for reports that go out: a summary copies the last one.
+            // (An open held for its pod's metadata leaves its count in the
+            // kernel, for the next report of the same open.)
+            if let Record::Open(r) = record {
+                self.repeats.on_report(r, &mut event);
+            }
         }
         let anomalies = self.check(&event, h.verdict);
         Some(Output { event, anomalies })

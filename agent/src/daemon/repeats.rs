@@ -176,7 +176,8 @@ fn summary(
     open.repeat_summary = true;
     last.seq = 0;
     last.time = crate::event::format_time(std::time::SystemTime::now());
-    last.kernel_ts_ns = crate::enforcement::enforcer::boot_now_ns();
+    // Made by the daemon, not read from the kernel.
+    last.kernel_ts_ns = 0;
     Some(last)
 }
 
