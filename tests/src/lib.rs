@@ -301,6 +301,12 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// True while the daemon process runs.
     pub fn alive(&mut self) -> bool {
         self.child

@@ -317,6 +317,32 @@ fn repeated_opens_are_counted_in_the_kernel_and_add_up_exactly() {
 }
 
 #[test]
+fn the_reader_thread_runs_at_the_configured_priority() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start_with(CODER_AGENT, "reader_nice = -7");
+    let pid = d.pid().expect("daemon running");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let reader = tasks
+        .filter_map(Result::ok)
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "vigil-reader")
+        })
+        .expect("a vigil-reader thread");
+    // Field 19 of stat is the nice value; the comm (field 2) has no spaces here.
+    let stat = std::fs::read_to_string(reader.path().join("stat")).unwrap();
+    let nice: i32 = stat.split_whitespace().nth(18).unwrap().parse().unwrap();
+    assert_eq!(nice, -7, "{stat}");
+    // The short slice the reader asks for (sched_setattr), in ns.
+    let sched = std::fs::read_to_string(reader.path().join("sched")).unwrap_or_default();
+    if let Some(line) = sched.lines().find(|l| l.starts_with("se.slice")) {
+        let slice: u64 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        assert_eq!(slice, 100_000, "{line}");
+    }
+}
+
+#[test]
 fn ring_buffer_overflow_is_counted_and_the_daemon_survives() {
     if !kernel_available() {
         return;
