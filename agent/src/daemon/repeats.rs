@@ -37,6 +37,8 @@ pub struct Repeats {
     window: Duration,
     keys: StdHashMap<OpenKey, Known>,
     by_tgid: StdHashMap<u32, Vec<OpenKey>>,
+    /// Processes with keys that were gone at the last sweep.
+    gone: std::collections::HashSet<u32>,
 }
 
 /// The kernel key of an open record.
@@ -64,6 +66,7 @@ impl Repeats {
             window,
             keys: StdHashMap::new(),
             by_tgid: StdHashMap::new(),
+            gone: std::collections::HashSet::new(),
         }
     }
 
@@ -93,13 +96,27 @@ impl Repeats {
 
     /// Summaries of the repeats counted after reports whose window has
     /// passed (each report is swept once: after its window the kernel
-    /// reports the next identical open instead of counting it).
+    /// reports the next identical open instead of counting it). Processes
+    /// that are gone without an exit record (it was lost) are finished here,
+    /// so their keys do not stay forever.
     pub fn sweep(&mut self) -> Vec<Event> {
-        let Some(map) = &self.map else {
+        if self.map.is_none() {
             return Vec::new();
+        }
+        // Gone at two sweeps in a row: every record it wrote has been read.
+        let gone: std::collections::HashSet<u32> = self
+            .by_tgid
+            .keys()
+            .copied()
+            .filter(|tgid| !std::path::Path::new(&format!("/proc/{tgid}")).exists())
+            .collect();
+        let finished: Vec<u32> = gone.intersection(&self.gone).copied().collect();
+        self.gone = gone;
+        let mut out: Vec<Event> = finished.into_iter().flat_map(|t| self.on_exit(t)).collect();
+        let Some(map) = &self.map else {
+            return out;
         };
         let now = Instant::now();
-        let mut out = Vec::new();
         for (key, known) in &mut self.keys {
             if known.last.is_none() || now.duration_since(known.reported) < self.window {
                 continue;

@@ -98,12 +98,10 @@ pub struct SensorOptions {
 /// Where a program hooks in.
 #[derive(Clone, Copy, Debug)]
 enum Hook {
-    /// `category/name` tracepoint; optional ones are skipped when the kernel
-    /// lacks them.
+    /// `category/name` tracepoint.
     Tracepoint {
         category: &'static str,
         name: &'static str,
-        optional: bool,
     },
     Raw(&'static str),
     /// A cgroup program, attached once at the cgroup v2 root.
@@ -111,11 +109,7 @@ enum Hook {
 }
 
 const fn tp(category: &'static str, name: &'static str) -> Hook {
-    Hook::Tracepoint {
-        category,
-        name,
-        optional: false,
-    }
+    Hook::Tracepoint { category, name }
 }
 
 /// A random 64-bit key (for the kernel's path hash).
@@ -313,7 +307,7 @@ impl Sensors {
         let links = Links::new(&opts.pin_dir)?;
         let mut attached = Vec::new();
         for &(name, sensor, hooks) in PROGRAMS {
-            for hook in attach(&mut ebpf, name, hooks, &root, &tracefs, &links)? {
+            for hook in attach(&mut ebpf, name, hooks, &root, &links)? {
                 attached.push(format!("{sensor}: {name} -> {hook}"));
             }
         }
@@ -443,7 +437,6 @@ fn attach(
     name: &'static str,
     hooks: &[Hook],
     root: &File,
-    tracefs: &Path,
     links: &Links,
 ) -> Result<Vec<String>, SensorError> {
     let program = ebpf
@@ -465,15 +458,10 @@ fn attach(
                 let Hook::Tracepoint {
                     category,
                     name: tp_name,
-                    optional,
                 } = *hook
                 else {
                     continue;
                 };
-                let present = tracefs.join("events").join(category).join(tp_name).is_dir();
-                if optional && !present {
-                    continue;
-                }
                 let label = format!("tracepoint/{category}/{tp_name}");
                 let id = p
                     .attach(category, tp_name)
