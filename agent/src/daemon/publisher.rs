@@ -37,6 +37,20 @@ pub const LIVE_BATCHES: usize = 32;
 /// for a few dozen events. A quiet daemon still commits at once: the wait
 /// only applies right after a commit.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(2);
+/// Under a heavy flow the interval grows, up to this many times
+/// [`COMMIT_INTERVAL`], so a commit's fixed cost is shared by more events;
+/// a light flow (the latency that subscribers notice) keeps the shortest.
+pub const MAX_INTERVAL_FACTOR: u32 = 4;
+/// Events per commit from which the interval starts to grow: 100 events in
+/// 2 ms is 50,000 events a second.
+pub const HEAVY_COMMIT_EVENTS: usize = 100;
+
+/// The wait after a commit of `events` events before the next one starts.
+#[must_use]
+pub fn commit_interval(events: usize) -> Duration {
+    let factor = (events / HEAVY_COMMIT_EVENTS).clamp(1, MAX_INTERVAL_FACTOR as usize);
+    COMMIT_INTERVAL * factor as u32
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -161,7 +175,7 @@ pub async fn run(
                 break;
             }
         }
-        next_commit = Instant::now() + COMMIT_INTERVAL;
+        next_commit = Instant::now() + commit_interval(round.events.len());
         if round.stop.is_some() {
             while let Ok(e) = side.try_recv() {
                 round.events.push(e);
@@ -227,4 +241,20 @@ fn commit(
         let _ = reply.send(Ok(events[range].to_vec()));
     }
     (output, written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_interval_grows_with_the_flow_and_is_capped() {
+        assert_eq!(commit_interval(0), COMMIT_INTERVAL);
+        assert_eq!(commit_interval(20), COMMIT_INTERVAL, "10,000 events/s");
+        assert_eq!(commit_interval(200), COMMIT_INTERVAL * 2);
+        assert_eq!(
+            commit_interval(MAX_COMMIT_EVENTS),
+            COMMIT_INTERVAL * MAX_INTERVAL_FACTOR
+        );
+    }
 }
