@@ -7,8 +7,9 @@
 //! and waits only when the queue is full, so a slow disk slows the loop
 //! instead of losing events, while a commit never runs on the loop itself.
 //! Queued batches are merged into one journal commit, and commits start at
-//! most every [`COMMIT_INTERVAL`]: each one costs a sync and wakes every
-//! subscriber, whatever its size.
+//! most every [`COMMIT_INTERVAL`], longer under a heavy flow
+//! ([`commit_interval`]): each one costs a sync and wakes every subscriber,
+//! whatever its size.
 
 use std::sync::Arc;
 use std::time::Duration;
