@@ -72,7 +72,7 @@ pub fn demo() -> Result<()> {
     std::thread::spawn(move || service.incoming().for_each(drop));
 
     let stage = Stage::create(&workload, service_addr)?;
-    let cgroup2 = cgroup2_mount().context("no cgroup v2 hierarchy is mounted")?;
+    let cgroup2 = crate::cgroups::v2_mount().context("no cgroup v2 hierarchy is mounted")?;
     let mut demo = Demo {
         vigil,
         workload,
@@ -708,13 +708,13 @@ impl Demo {
                     self.cgroup_parent.display()
                 ));
             }
-            let mut removed = remove_cgroups(&self.cgroup_parent);
+            let mut removed = crate::cgroups::remove(&self.cgroup_parent);
             for _ in 0..100 {
                 if removed.is_ok() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
-                removed = remove_cgroups(&self.cgroup_parent);
+                removed = crate::cgroups::remove(&self.cgroup_parent);
             }
             if let Err(e) = removed {
                 problems.push(format!("removing {}: {e}", self.cgroup_parent.display()));
@@ -1041,27 +1041,6 @@ fn shell_words(args: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Removes a cgroup and those below it, innermost first.
-fn remove_cgroups(dir: &Path) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_cgroups(&entry.path())?;
-        }
-    }
-    fs::remove_dir(dir)
-}
-
-/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        (fs.split_whitespace().next() == Some("cgroup2"))
-            .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
-    })
 }
 
 #[cfg(test)]

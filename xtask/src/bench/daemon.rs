@@ -271,12 +271,12 @@ impl Daemon {
     /// (innermost first; a cgroup is removable once its tasks are gone) and
     /// the pinned programs and maps.
     fn clean_up(&self) {
-        if let Some(mount) = cgroup2_mount() {
+        if let Some(mount) = crate::cgroups::v2_mount() {
             let parent = mount.join(&self.cgroup_parent);
             if parent.exists() {
                 let _ = fs::write(parent.join("cgroup.kill"), "1");
                 for _ in 0..100 {
-                    if remove_cgroups(&parent).is_ok() {
+                    if crate::cgroups::remove(&parent).is_ok() {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -336,29 +336,6 @@ write = ["/**"]
     )
 }
 
-fn remove_cgroups(dir: &Path) -> std::io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_cgroups(&entry.path())?;
-        }
-    }
-    fs::remove_dir(dir)
-}
-
-/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`.
-fn cgroup2_mount() -> Option<PathBuf> {
-    parse_cgroup2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
-}
-
-fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        (fs.split_whitespace().next() == Some("cgroup2"))
-            .then(|| mount.split_whitespace().nth(4).map(PathBuf::from))?
-    })
-}
-
 /// Says what else loads the machine: on a small shared machine, other work
 /// (and above all another daemon, whose programs run in every measurement,
 /// the no-daemon baseline included) skews the figures.
@@ -392,26 +369,4 @@ fn other_daemons() -> Vec<u32> {
             }) && args.get(1) == Some(&b"run".as_slice())
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_cgroup2_mount_after_the_separator() {
-        let mountinfo = "\
-24 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
-35 24 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate
-36 24 0:31 / /sys/fs/bpf rw,relatime shared:10 - bpf bpf rw
-";
-        assert_eq!(
-            parse_cgroup2_mount(mountinfo),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        assert_eq!(
-            parse_cgroup2_mount("24 1 253:0 / / rw - ext4 /dev/vda rw\n"),
-            None
-        );
-    }
 }
