@@ -238,13 +238,11 @@ impl Encoded {
     #[must_use]
     pub fn fields(&self) -> Fields<'_> {
         Fields {
-            // Both were checked to be UTF-8 when the event was scanned.
-            identity: self.identity.map(|(agent, session)| {
-                (
-                    std::str::from_utf8(&self.bytes[agent.range()]).unwrap_or_default(),
-                    std::str::from_utf8(&self.bytes[session.range()]).unwrap_or_default(),
-                )
-            }),
+            // Both were checked to be UTF-8 when the event was scanned; every
+            // subscriber reads them for every event, so not again here.
+            identity: self
+                .identity
+                .map(|(agent, session)| (&self.bytes[agent.range()], &self.bytes[session.range()])),
             kind: self.kind,
             severity: self.severity,
         }
@@ -396,7 +394,7 @@ mod tests {
         let decoded = encoded.decode().unwrap();
         assert_eq!(encoded.fields(), Fields::of(&decoded));
         assert_eq!(encoded.fields().kind, Some(pb::EventKind::FileOpen));
-        assert_eq!(encoded.fields().identity, Some(("coder", "s1")));
+        assert_eq!(encoded.fields().identity, Some((&b"coder"[..], &b"s1"[..])));
 
         // The later payload wins, as in a decoded message.
         let mut bytes = event.encode_to_vec();

@@ -18,8 +18,10 @@ pub enum FilterError {
 /// conditions combine with AND; `gap` events always pass.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
-    agents: HashSet<String>,
-    sessions: HashSet<String>,
+    // Bytes, not strings: encoded events are matched on their bytes, which
+    // were checked to be UTF-8 once, when the event was scanned.
+    agents: HashSet<Vec<u8>>,
+    sessions: HashSet<Vec<u8>>,
     kinds: HashSet<pb::EventKind>,
     min_severity: Option<pb::Severity>,
     anomalies_only: bool,
@@ -43,8 +45,8 @@ impl TryFrom<pb::EventFilter> for Filter {
             Err(_) => return Err(FilterError::Severity(f.min_severity)),
         };
         Ok(Self {
-            agents: f.agents.into_iter().collect(),
-            sessions: f.sessions.into_iter().collect(),
+            agents: f.agents.into_iter().map(String::into_bytes).collect(),
+            sessions: f.sessions.into_iter().map(String::into_bytes).collect(),
             kinds,
             min_severity,
             anomalies_only: f.anomalies_only,
@@ -61,13 +63,16 @@ impl Filter {
 
     #[must_use]
     pub fn agents(mut self, agents: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.agents = agents.into_iter().map(Into::into).collect();
+        self.agents = agents.into_iter().map(|a| a.into().into_bytes()).collect();
         self
     }
 
     #[must_use]
     pub fn sessions(mut self, sessions: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.sessions = sessions.into_iter().map(Into::into).collect();
+        self.sessions = sessions
+            .into_iter()
+            .map(|s| s.into().into_bytes())
+            .collect();
         self
     }
 
@@ -155,8 +160,9 @@ impl Filter {
 /// ([`Encoded::fields`](crate::journal::Encoded::fields)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fields<'a> {
-    /// `identity.agent` and `identity.session`, when there is an identity.
-    pub identity: Option<(&'a str, &'a str)>,
+    /// `identity.agent` and `identity.session` (UTF-8), when there is an
+    /// identity.
+    pub identity: Option<(&'a [u8], &'a [u8])>,
     /// The payload's kind; `None` when there is no payload this build knows.
     pub kind: Option<pb::EventKind>,
     /// An anomaly's raw severity; 0 for other payloads.
@@ -171,7 +177,7 @@ impl<'a> Fields<'a> {
             identity: event
                 .identity
                 .as_ref()
-                .map(|i| (i.agent.as_str(), i.session.as_str())),
+                .map(|i| (i.agent.as_bytes(), i.session.as_bytes())),
             kind: payload.map(kind_of),
             severity: match payload {
                 Some(pb::event::Payload::Anomaly(a)) => a.severity,
