@@ -312,6 +312,9 @@ pub fn bench(args: &Args) -> Result<()> {
         setup::Scope::Toolchain
     };
     setup::ensure(scope, setup::Report::Changes)?;
+    if scope == setup::Scope::Kernel {
+        daemon::refuse_stale_programs()?;
+    }
     let ctx = Context {
         meta: workspace::Metadata::load()?,
     };

@@ -336,6 +336,63 @@ write = ["/**"]
     )
 }
 
+/// Refuses to measure while Vigil programs left by a daemon that is gone
+/// are still attached. A daemon pins its links so that enforcement holds
+/// while it is down, so a daemon that was killed (or a test that was) leaves
+/// its programs running on every syscall of the machine: they would be in
+/// every figure, the no-daemon baseline included, and nothing else shows it.
+pub fn refuse_stale_programs() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    let stale = stale_pin_dirs(&mounts, &other_daemons());
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = stale.iter().map(|p| p.display().to_string()).collect();
+    bail!(
+        "Vigil programs pinned by a daemon that is no longer running are still attached \
+         ({}); they would run in every measurement, the no-daemon baseline included. \
+         Detach them with `vigil run --cleanup --config FILE` for that daemon's config, \
+         or `rm -r` the directory",
+        list.join(", ")
+    )
+}
+
+/// Pin directories (`PIN_DIR/links/*` non-empty) on the bpf file systems in
+/// `mounts`, one or two levels down, while no daemon runs (`others` empty).
+/// A running daemon's pins are its own business: [`note_machine`] warns
+/// about the daemon itself.
+fn stale_pin_dirs(mounts: &str, others: &[u32]) -> Vec<PathBuf> {
+    if !others.is_empty() {
+        return Vec::new();
+    }
+    let children = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let has_links = |dir: &Path| !children(&dir.join("links")).is_empty();
+    let mut stale = Vec::new();
+    for mount in mounts.lines().filter_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "bpf").then(|| PathBuf::from(point))
+    }) {
+        for dir in children(&mount) {
+            if has_links(&dir) {
+                stale.push(dir);
+            } else {
+                stale.extend(children(&dir).into_iter().filter(|d| has_links(d)));
+            }
+        }
+    }
+    stale
+}
+
 /// Says what else loads the machine: on a small shared machine, other work
 /// (and above all another daemon, whose programs run in every measurement,
 /// the no-daemon baseline included) skews the figures.
@@ -369,4 +426,31 @@ fn other_daemons() -> Vec<u32> {
             }) && args.get(1) == Some(&b"run".as_slice())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_of_a_daemon_that_is_gone_are_found_one_or_two_levels_down() {
+        let bpffs = tempfile::tempdir().unwrap();
+        let root = bpffs.path();
+        for dir in ["a/links/1-2", "b/maps", "c/d/links/3-4", "e/links"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let mounts = format!(
+            "proc /proc proc rw 0 0\nbpffs {} bpf rw,relatime 0 0\n",
+            root.display()
+        );
+        let mut stale = stale_pin_dirs(&mounts, &[]);
+        stale.sort();
+        // `e` has an empty `links` directory: nothing is attached.
+        assert_eq!(stale, vec![root.join("a"), root.join("c/d")]);
+        // A running daemon's pins are not stale.
+        assert!(stale_pin_dirs(&mounts, &[42]).is_empty());
+        // Other file systems are not looked at.
+        let other = format!("tmpfs {} tmpfs rw 0 0\n", root.display());
+        assert!(stale_pin_dirs(&other, &[]).is_empty());
+    }
 }
