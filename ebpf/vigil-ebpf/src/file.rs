@@ -1,22 +1,34 @@
 //! File sensor: `open`, `openat` and `openat2`, reported at syscall exit
 //! with their result.
 //!
-//! Two raw tracepoints, `sys_enter` and `sys_exit`, serve every open
-//! syscall: a raw tracepoint costs a syscall that is not an open one a
-//! compare, where the per-syscall `syscalls/*` tracepoints build a perf
-//! record for each open of every process on the node. The arguments are
-//! read at exit from the saved registers (`pt_regs`, slots from BTF), so
-//! nothing is stored between entry and exit; the path string is read at
-//! exit too, when the kernel has faulted its page in.
+//! One program on the `sys_exit` tracepoint serves every open syscall: it
+//! costs a syscall that is not an open one a load and a compare, where the
+//! per-syscall `syscalls/*` tracepoints build a perf record for each open of
+//! every process on the node. The syscall number and the arguments are read
+//! from the saved registers (`pt_regs`, slots from BTF), so nothing is
+//! stored between entry and exit, and the path string is read when the
+//! kernel has faulted its page in.
+//!
+//! It is a BTF tracepoint (`tp_btf`): its `pt_regs` argument is typed, so
+//! the verifier lets it load from it directly, at slots that are constants
+//! of the read-only configuration, instead of through
+//! `bpf_probe_read_kernel`, which every syscall on the node would pay for.
+//!
+//! The opener of a revoked (or unapproved) session is killed here, at exit.
+//! A kill at entry would not stop the open either (it completes in the
+//! kernel whatever signal is pending; only an LSM hook can refuse it), and a
+//! second program on every syscall of the node would cost as much as this
+//! one. The process dies on its way back to user space, before it can use
+//! the descriptor.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{bpf_probe_read_user_str, bpf_send_signal},
     },
-    macros::{map, raw_tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{LruHashMap, PerCpuArray},
-    programs::RawTracePointContext,
+    programs::BtfTracePointContext,
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -31,15 +43,11 @@ use crate::{
     enforce::{self, current_policy},
     maps::{EVENTS, config, count_loss, open_nrs, regs_nr_slot, wake_flags},
     path,
-    task::{fill_header, read_raw, watched_current},
+    task::{fill_header, watched_current},
 };
 
 /// `AT_FDCWD`: plain `open` resolves relative to the working directory.
 const AT_FDCWD: i32 = -100;
-
-/// Threads killed at open entry, by thread id: their record says so.
-#[map]
-static OPEN_BLOCKED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(1024, 0);
 
 /// The record is built here (too large for the BPF stack), then copied out.
 #[map]
@@ -139,46 +147,33 @@ fn open_kind(nrs: [u32; 3], nr: u64) -> Option<u8> {
     }
 }
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn vigil_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let _ = try_enter(&ctx);
-    0
+/// The register at byte `slot` of the `pt_regs` a BTF tracepoint was given
+/// (every register is a word, so `slot` is a multiple of 8). `slot` must be
+/// a constant to the verifier (a field of the read-only configuration, set
+/// from BTF at load): it checks the load against the struct's layout, and a
+/// typed kernel pointer is read without a helper.
+#[inline(always)]
+fn reg(regs: *const u64, slot: u32) -> u64 {
+    // SAFETY: the verifier checks the access against `struct pt_regs` and
+    // turns it into a load that cannot fault.
+    unsafe { core::ptr::read(regs.wrapping_add(slot as usize / 8)) }
 }
 
-/// Kills the opener of a revoked (or unapproved) session before the open
-/// completes; nothing else happens at entry.
-fn try_enter(ctx: &RawTracePointContext) -> Option<()> {
-    // sys_enter(struct pt_regs *regs, long id)
-    let nr: u64 = ctx.arg(1);
-    open_kind(open_nrs(), nr)?;
-    let cfg = config();
-    let cgroup_id = watched_current(&cfg)?;
-    let verdict = current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p))?;
-    // The process dies before it can use the file. The open itself still
-    // completes (an O_TRUNC open truncates): only an LSM hook could refuse
-    // it, and LSM programs do not load on every node.
-    // SAFETY: helper without memory arguments.
-    unsafe { bpf_send_signal(SIGKILL) };
-    let tid = bpf_get_current_pid_tgid() as u32;
-    OPEN_BLOCKED.insert(tid, verdict, 0).ok()
-}
-
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn vigil_sys_exit(ctx: RawTracePointContext) -> i32 {
+#[btf_tracepoint(function = "sys_exit")]
+pub fn vigil_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_exit(&ctx);
     0
 }
 
-fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
+fn try_exit(ctx: &BtfTracePointContext) -> Option<()> {
     // sys_exit(struct pt_regs *regs, long ret)
-    let regs: *const u8 = ctx.arg(0);
-    let nr: u64 = read_raw(regs, regs_nr_slot())?;
-    let syscall = open_kind(open_nrs(), nr)?;
+    let regs: *const u64 = ctx.arg(0);
+    let syscall = open_kind(open_nrs(), reg(regs, regs_nr_slot()))?;
     let cfg = config();
     let cgroup_id = watched_current(&cfg)?;
     let ret: i64 = ctx.arg(1);
     let slots = cfg.offsets.regs_args;
-    let arg = |i: usize| read_raw::<u64>(regs, slots[i]);
+    let arg = |i: usize| Some(reg(regs, slots[i]));
     let (dfd, path, flags, mode) = match syscall {
         open_syscall::OPEN => (AT_FDCWD, arg(0)?, arg(1)? as u32, arg(2)? as u32),
         open_syscall::OPENAT => (arg(0)? as i32, arg(1)?, arg(2)? as u32, arg(3)? as u32),
@@ -192,13 +187,14 @@ fn try_exit(ctx: &RawTracePointContext) -> Option<()> {
             (arg(0)? as i32, arg(1)?, flags as u32, mode as u32)
         }
     };
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: map value read by key, copied out.
-    let blocked = unsafe { OPEN_BLOCKED.get(tid) }.copied();
-    if blocked.is_some() {
-        let _ = OPEN_BLOCKED.remove(tid);
-    }
-    let verdict = blocked.unwrap_or(verdict::ALLOWED);
+    let verdict = match current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p)) {
+        Some(blocked) => {
+            // SAFETY: helper without memory arguments.
+            unsafe { bpf_send_signal(SIGKILL) };
+            blocked
+        }
+        None => verdict::ALLOWED,
+    };
     let rec = OPEN_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch slot; every field is written below.
     let rec = unsafe { &mut *rec };
