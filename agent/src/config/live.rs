@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use notify::{EventKind, RecursiveMode, Watcher as _};
-use tokio::sync::{mpsc, watch};
+use futures_util::StreamExt as _;
+use inotify::{EventStream, Inotify, WatchMask};
+use tokio::sync::watch;
 
 use super::{Config, ConfigError, EMBEDDED_SOURCE};
 use crate::paths;
@@ -25,10 +26,10 @@ use crate::scope::Scope;
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("cannot watch config directory {dir}: {source}")]
-    Notify {
+    Inotify {
         dir: String,
         #[source]
-        source: notify::Error,
+        source: std::io::Error,
     },
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(#[source] std::io::Error),
@@ -307,12 +308,54 @@ fn watch_dirs(path: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-fn relevant(kind: EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
-    match kind {
-        // Our own reads of the file show up as opens; only a finished write counts.
-        EventKind::Access(a) => matches!(a, AccessKind::Close(AccessMode::Write)),
-        _ => true,
+/// What changes a config file: written, replaced by a rename, created or
+/// removed, or its directory moved. Not opens, reads, or closes without a
+/// write: `notify`'s inotify watcher always asks for `IN_OPEN`, which woke
+/// the daemon for every open of any file in the directory (every exec on
+/// the node, for a config in `/etc`), so the daemon asks inotify itself.
+const CHANGES: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::CREATE)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF);
+
+type Changes = EventStream<[u8; 4096]>;
+
+/// Change events in the directories of `path` ([`watch_dirs`]); needs a
+/// tokio runtime.
+fn changes(path: &Path) -> Result<Changes, WatchError> {
+    let err = |dir: &Path| {
+        let dir = dir.display().to_string();
+        move |source| WatchError::Inotify { dir, source }
+    };
+    let inotify = Inotify::init().map_err(err(path))?;
+    for dir in watch_dirs(path) {
+        inotify.watches().add(&dir, CHANGES).map_err(err(&dir))?;
+    }
+    inotify.into_event_stream([0; 4096]).map_err(err(path))
+}
+
+/// The next change; pending forever without file watching. A failing watch
+/// is logged and dropped: SIGHUP still reloads.
+async fn next_change(files: &mut Option<Changes>) {
+    let Some(stream) = files.as_mut() else {
+        return std::future::pending().await;
+    };
+    match stream.next().await {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            tracing::error!("config file watch failed, reloading on SIGHUP only: {e}");
+            *files = None;
+            std::future::pending::<()>().await;
+        }
+        None => {
+            *files = None;
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -340,27 +383,7 @@ pub fn spawn_watcher_with(
         sighup,
         debounce,
     } = options;
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut files = None;
-    if let Some(path) = &file {
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok_and(|e| relevant(e.kind)) {
-                let _ = tx.send(());
-            }
-        })
-        .map_err(|source| WatchError::Notify {
-            dir: path.display().to_string(),
-            source,
-        })?;
-        for dir in watch_dirs(path) {
-            w.watch(&dir, RecursiveMode::NonRecursive)
-                .map_err(|source| WatchError::Notify {
-                    dir: dir.display().to_string(),
-                    source,
-                })?;
-        }
-        files = Some(w);
-    }
+    let mut files = file.as_deref().map(changes).transpose()?;
     // Installed before returning, so a SIGHUP sent afterwards never takes
     // the default action (terminate).
     let mut hup = if sighup {
@@ -373,15 +396,17 @@ pub fn spawn_watcher_with(
     };
     let task = tokio::spawn(async move {
         // Owned by the task: file events last as long as the watcher runs.
-        let _files = files;
         loop {
             let from_file = tokio::select! {
-                Some(()) = rx.recv() => true,
+                () = next_change(&mut files) => true,
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => false,
                 else => return,
             };
             if from_file {
-                while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+                while tokio::time::timeout(debounce, next_change(&mut files))
+                    .await
+                    .is_ok()
+                {}
             }
             let l = Arc::clone(&live);
             let outcome = tokio::task::spawn_blocking(move || l.reload()).await;
@@ -509,6 +534,27 @@ mod tests {
         assert!(live.scope().agent_id("c").is_some());
         assert!(live.scope().agent_id("a").is_none());
         w.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reading_files_next_to_the_config_is_no_change() {
+        // A config in a busy directory (`/etc`) must not wake the daemon
+        // for every open there.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.toml");
+        let other = dir.path().join("passwd");
+        std::fs::write(&path, agent("a")).unwrap();
+        std::fs::write(&other, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let mut files = Some(changes(&path).unwrap());
+        for _ in 0..100 {
+            std::fs::read(&other).unwrap();
+            std::fs::read(&path).unwrap();
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(300), next_change(&mut files)).await;
+        assert!(quiet.is_err(), "a read was taken for a change");
+        std::fs::write(&path, agent("b")).unwrap();
+        let changed = tokio::time::timeout(Duration::from_secs(5), next_change(&mut files)).await;
+        assert!(changed.is_ok(), "a write was not seen");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
