@@ -12,11 +12,11 @@ use std::{
 
 use aya::programs::links::FdLink;
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
-        ProgramError, RawTracePoint, SockOps, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        RawTracePoint, SockOps, TracePoint,
     },
 };
 use vigil_common::{KernelConfig, Offsets, OpenKey, OpenSeen, SENSOR_COUNT, SENSOR_NAMES};
@@ -104,10 +104,6 @@ enum Hook {
         name: &'static str,
     },
     Raw(&'static str),
-    /// A raw tracepoint whose arguments the verifier knows the types of
-    /// (`tp_btf`, the kernel's `btf_trace_<name>`): typed kernel pointers
-    /// are read without a helper call.
-    Btf(&'static str),
     /// A cgroup program, attached once at the cgroup v2 root.
     CgroupRoot,
 }
@@ -138,6 +134,19 @@ const OPEN_SYSCALLS: [u32; 3] = [
 #[cfg(not(target_arch = "x86_64"))]
 const OPEN_SYSCALLS: [u32; 3] = [u32::MAX, libc::SYS_openat as u32, libc::SYS_openat2 as u32];
 
+/// The exit tracepoints of the open syscalls this architecture has.
+#[cfg(target_arch = "x86_64")]
+const OPEN_EXITS: &[Hook] = &[
+    tp("syscalls", "sys_exit_openat"),
+    tp("syscalls", "sys_exit_open"),
+    tp("syscalls", "sys_exit_openat2"),
+];
+#[cfg(not(target_arch = "x86_64"))]
+const OPEN_EXITS: &[Hook] = &[
+    tp("syscalls", "sys_exit_openat"),
+    tp("syscalls", "sys_exit_openat2"),
+];
+
 /// Every program, the sensor it belongs to, and its hooks.
 const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     (
@@ -167,10 +176,8 @@ const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ("vigil_sendmsg6", "network", &[Hook::CgroupRoot]),
     ("vigil_sock_ops", "network", &[Hook::CgroupRoot]),
     ("vigil_dns_ingress", "network", &[Hook::CgroupRoot]),
-    // One typed raw tracepoint at the exit of every syscall serves all open
-    // syscalls: cheaper for the rest of the node than a syscall tracepoint
-    // per open syscall, and it reads `pt_regs` without a helper call.
-    ("vigil_sys_exit", "file", &[Hook::Btf("sys_exit")]),
+    // The exits of the open syscalls only: other syscalls pay a bitmap test.
+    ("vigil_open_exit", "file", OPEN_EXITS),
 ];
 
 /// Loaded and attached programs with the maps the daemon uses.
@@ -480,21 +487,7 @@ fn attach(
             p.load().map_err(|e| load_error(name, e))?;
             let label = format!("raw_tracepoint/{tp_name}");
             let id = p.attach(tp_name).map_err(attach_err(label.clone()))?;
-            // Pinned like the others: what a program enforces must hold
-            // while the daemon is down.
-            let link = p.take_link(id).map_err(attach_err(label.clone()))?;
-            links.pin(name, Ok(FdLink::from(link)))?;
-            done.push(label);
-        }
-        Some(Hook::Btf(tp_name)) => {
-            let p: &mut BtfTracePoint = program.try_into().map_err(|e| load_error(name, e))?;
-            // The loader read the kernel's BTF too, but does not share it.
-            let btf = Btf::from_sys_fs().map_err(|e| load_error(name, ProgramError::Btf(e)))?;
-            p.load(tp_name, &btf).map_err(|e| load_error(name, e))?;
-            let label = format!("tp_btf/{tp_name}");
-            let id = p.attach().map_err(attach_err(label.clone()))?;
-            // Pinned like the others: the open kill of a revoked session
-            // (sys_exit) must hold while the daemon is down.
+            // Pinned like the others.
             let link = p.take_link(id).map_err(attach_err(label.clone()))?;
             links.pin(name, Ok(FdLink::from(link)))?;
             done.push(label);

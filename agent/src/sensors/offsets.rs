@@ -194,7 +194,9 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
             .optional("sched/sched_process_exit", "group_dead")?
             .unwrap_or(0),
         sys_enter_args: f.offset("syscalls/sys_enter_execve", "filename")?,
-        _pad: [0; 4],
+        sys_exit_nr: f.offset("syscalls/sys_exit_openat", "__syscall_nr")?,
+        sys_exit_ret: f.offset("syscalls/sys_exit_openat", "ret")?,
+        _pad: [0; 2],
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,
@@ -222,7 +224,6 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
         file_path: btf.member_offset("file", "f_path")?,
         mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
-        regs_nr: regs.nr,
         regs_args: regs.args,
     })
 }
@@ -230,7 +231,6 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
 /// Where the syscall number and arguments sit in `struct pt_regs` at
 /// syscall exit.
 struct SyscallRegs {
-    nr: u32,
     args: [u32; 4],
 }
 
@@ -239,7 +239,6 @@ impl SyscallRegs {
     fn discover(btf: &KernelBtf) -> Result<Self, OffsetError> {
         let slot = |m: &str| btf.member_offset("pt_regs", m);
         Ok(Self {
-            nr: slot("orig_ax")?,
             args: [slot("di")?, slot("si")?, slot("dx")?, slot("r10")?],
         })
     }
@@ -250,7 +249,6 @@ impl SyscallRegs {
     fn discover(btf: &KernelBtf) -> Result<Self, OffsetError> {
         let regs = btf.member_offset("pt_regs", "regs")?;
         Ok(Self {
-            nr: btf.member_offset("pt_regs", "syscallno")?,
             args: [
                 btf.member_offset("pt_regs", "orig_x0")?,
                 regs + 8,

@@ -370,7 +370,11 @@ pub struct Offsets {
     pub exit_group_dead: u16,
     /// Offset of the first argument in `syscalls/sys_enter_*` records.
     pub sys_enter_args: u16,
-    pub _pad: [u16; 4],
+    /// `syscalls/sys_exit_*` records: `int __syscall_nr`.
+    pub sys_exit_nr: u16,
+    /// `syscalls/sys_exit_*` records: `long ret`.
+    pub sys_exit_ret: u16,
+    pub _pad: [u16; 2],
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -425,9 +429,6 @@ pub struct Offsets {
     pub file_path: u32,
     /// `mm_struct.exe_file`.
     pub mm_exe_file: u32,
-    /// `pt_regs` slot of the syscall number, kept through the syscall
-    /// (`orig_ax` on x86-64).
-    pub regs_nr: u32,
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
@@ -476,7 +477,9 @@ impl Offsets {
             exec_old_pid: 0,
             exit_group_dead: 0,
             sys_enter_args: 0,
-            _pad: [0; 4],
+            sys_exit_nr: 0,
+            sys_exit_ret: 0,
+            _pad: [0; 2],
             task_real_parent: 0,
             task_tgid: 0,
             task_pid: 0,
@@ -504,7 +507,6 @@ impl Offsets {
             fdtable_max_fds: 0,
             file_path: 0,
             mm_exe_file: 0,
-            regs_nr: 0,
             regs_args: [0; 4],
         }
     }

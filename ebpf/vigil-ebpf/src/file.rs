@@ -1,34 +1,32 @@
 //! File sensor: `open`, `openat` and `openat2`, reported at syscall exit
 //! with their result.
 //!
-//! One program on the `sys_exit` tracepoint serves every open syscall: it
-//! costs a syscall that is not an open one a load and a compare, where the
-//! per-syscall `syscalls/*` tracepoints build a perf record for each open of
-//! every process on the node. The syscall number and the arguments are read
-//! from the saved registers (`pt_regs`, slots from BTF), so nothing is
-//! stored between entry and exit, and the path string is read when the
-//! kernel has faulted its page in.
-//!
-//! It is a BTF tracepoint (`tp_btf`): its `pt_regs` argument is typed, so
-//! the verifier lets it load from it directly, at slots that are constants
-//! of the read-only configuration, instead of through
-//! `bpf_probe_read_kernel`, which every syscall on the node would pay for.
+//! One program on the `syscalls/sys_exit_open*` tracepoints. The kernel
+//! runs it for those syscalls only: any other syscall on the node costs the
+//! syscall tracepoints' bitmap test, where a program on the raw `sys_exit`
+//! tracepoint ran (and cost about 145 ns) for every syscall of every
+//! process. An unwatched open costs the kernel's tracepoint record and the
+//! cgroup check. The arguments are read from the opener's saved registers
+//! (`bpf_task_pt_regs`, a typed pointer the program loads from directly, at
+//! slots from BTF), so nothing is stored between entry and exit, and the
+//! path string is read when the kernel has faulted its page in.
 //!
 //! The opener of a revoked (or unapproved) session is killed here, at exit.
 //! A kill at entry would not stop the open either (it completes in the
-//! kernel whatever signal is pending; only an LSM hook can refuse it), and a
-//! second program on every syscall of the node would cost as much as this
-//! one. The process dies on its way back to user space, before it can use
-//! the descriptor.
+//! kernel whatever signal is pending; only an LSM hook can refuse it). The
+//! process dies on its way back to user space, before it can use the
+//! descriptor.
 
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::{bpf_probe_read_user_str, bpf_send_signal},
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_user_str, bpf_send_signal, bpf_task_pt_regs,
+        },
     },
-    macros::{btf_tracepoint, map},
+    macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
-    programs::BtfTracePointContext,
+    programs::TracePointContext,
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -41,9 +39,9 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
-    maps::{EVENTS, config, count_loss, open_nrs, regs_nr_slot, wake_flags},
+    maps::{EVENTS, config, count_loss, open_nrs, wake_flags, watch_settings},
     path,
-    task::{fill_header, watched_current},
+    task::{fill_header, watched_current_with},
 };
 
 /// `AT_FDCWD`: plain `open` resolves relative to the working directory.
@@ -147,11 +145,11 @@ fn open_kind(nrs: [u32; 3], nr: u64) -> Option<u8> {
     }
 }
 
-/// The register at byte `slot` of the `pt_regs` a BTF tracepoint was given
-/// (every register is a word, so `slot` is a multiple of 8). `slot` must be
-/// a constant to the verifier (a field of the read-only configuration, set
-/// from BTF at load): it checks the load against the struct's layout, and a
-/// typed kernel pointer is read without a helper.
+/// The register at byte `slot` of a task's saved `pt_regs` (every register
+/// is a word, so `slot` is a multiple of 8). `slot` must be a constant to
+/// the verifier (a field of the read-only configuration, set from BTF at
+/// load): it checks the load against the struct's layout, and a typed
+/// kernel pointer is read without a helper.
 #[inline(always)]
 fn reg(regs: *const u64, slot: u32) -> u64 {
     // SAFETY: the verifier checks the access against `struct pt_regs` and
@@ -159,20 +157,25 @@ fn reg(regs: *const u64, slot: u32) -> u64 {
     unsafe { core::ptr::read(regs.wrapping_add(slot as usize / 8)) }
 }
 
-#[btf_tracepoint(function = "sys_exit")]
-pub fn vigil_sys_exit(ctx: BtfTracePointContext) -> i32 {
+#[tracepoint]
+pub fn vigil_open_exit(ctx: TracePointContext) -> i32 {
     let _ = try_exit(&ctx);
     0
 }
 
-fn try_exit(ctx: &BtfTracePointContext) -> Option<()> {
-    // sys_exit(struct pt_regs *regs, long ret)
-    let regs: *const u64 = ctx.arg(0);
-    let syscall = open_kind(open_nrs(), reg(regs, regs_nr_slot()))?;
+fn try_exit(ctx: &TracePointContext) -> Option<()> {
+    // Every open on the node gets here; unwatched processes stop here.
+    let cgroup_id = watched_current_with(watch_settings())?;
     let cfg = config();
-    let cgroup_id = watched_current(&cfg)?;
-    let ret: i64 = ctx.arg(1);
-    let slots = cfg.offsets.regs_args;
+    let off = &cfg.offsets;
+    // SAFETY: fields of the tracepoint record, offsets from its format file.
+    let nr: i32 = unsafe { ctx.read_at(off.sys_exit_nr as usize & 0xff) }.ok()?;
+    let syscall = open_kind(open_nrs(), nr as u64)?;
+    // SAFETY: as above.
+    let ret: i64 = unsafe { ctx.read_at(off.sys_exit_ret as usize & 0xff) }.ok()?;
+    // SAFETY: helpers on the current task, which is alive while it runs.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    let slots = off.regs_args;
     let arg = |i: usize| Some(reg(regs, slots[i]));
     let (dfd, path, flags, mode) = match syscall {
         open_syscall::OPEN => (AT_FDCWD, arg(0)?, arg(1)? as u32, arg(2)? as u32),

@@ -13,19 +13,50 @@ use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 #[unsafe(no_mangle)]
 static VIGIL_CONFIG: KernelConfig = KernelConfig::zeroed();
 
-/// The open syscall numbers alone: read on every syscall, so no copy of the
-/// whole configuration.
+/// What decides whether the current task is watched.
+#[derive(Clone, Copy)]
+pub struct WatchSettings {
+    pub daemon_tgid: u32,
+    pub watch_all: u32,
+    pub session_parent_id: u64,
+    pub session_parent_level: u32,
+}
+
+impl WatchSettings {
+    #[inline(always)]
+    pub fn of(cfg: &KernelConfig) -> Self {
+        Self {
+            daemon_tgid: cfg.daemon_tgid,
+            watch_all: cfg.watch_all,
+            session_parent_id: cfg.session_parent_id,
+            session_parent_level: cfg.session_parent_level,
+        }
+    }
+}
+
+/// [`WatchSettings`] alone, for a program that every unwatched process on
+/// the node runs too: a copy of the whole configuration costs more than
+/// the check itself.
+#[inline(always)]
+pub fn watch_settings() -> WatchSettings {
+    // SAFETY: plain reads of fields of a static the loader initialised.
+    unsafe {
+        WatchSettings {
+            daemon_tgid: core::ptr::read_volatile(&raw const VIGIL_CONFIG.daemon_tgid),
+            watch_all: core::ptr::read_volatile(&raw const VIGIL_CONFIG.watch_all),
+            session_parent_id: core::ptr::read_volatile(&raw const VIGIL_CONFIG.session_parent_id),
+            session_parent_level: core::ptr::read_volatile(
+                &raw const VIGIL_CONFIG.session_parent_level,
+            ),
+        }
+    }
+}
+
+/// The open syscall numbers alone.
 #[inline(always)]
 pub fn open_nrs() -> [u32; 3] {
     // SAFETY: a plain read of a field of a static the loader initialised.
     unsafe { core::ptr::read_volatile(&raw const VIGIL_CONFIG.open_nrs) }
-}
-
-/// The `pt_regs` slot of the syscall number, read on every syscall exit.
-#[inline(always)]
-pub fn regs_nr_slot() -> u32 {
-    // SAFETY: as above.
-    unsafe { core::ptr::read_volatile(&raw const VIGIL_CONFIG.offsets.regs_nr) }
 }
 
 /// Reads the load-time configuration (volatile so the compiler does not fold

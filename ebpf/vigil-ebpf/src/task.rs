@@ -9,7 +9,7 @@ use aya_ebpf::helpers::{
 };
 use vigil_common::{Header, KernelConfig};
 
-use crate::maps::WATCHED;
+use crate::maps::{WATCHED, WatchSettings};
 
 /// The current task's cgroup id when its activity is to be reported.
 ///
@@ -17,20 +17,25 @@ use crate::maps::WATCHED;
 /// call, and the `WATCHED` lookup comes last.
 #[inline(always)]
 pub fn watched_current(cfg: &KernelConfig) -> Option<u64> {
+    watched_current_with(WatchSettings::of(cfg))
+}
+
+/// [`watched_current`] from the settings alone ([`crate::maps::watch_settings`]).
+#[inline(always)]
+pub fn watched_current_with(w: WatchSettings) -> Option<u64> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == cfg.daemon_tgid {
+    if tgid == w.daemon_tgid {
         return None;
     }
     // SAFETY: helpers without arguments that touch no memory of ours.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if cfg.watch_all != 0 {
+    if w.watch_all != 0 {
         return Some(cgroup_id);
     }
-    if cfg.session_parent_level != 0 {
+    if w.session_parent_level != 0 {
         // SAFETY: as above; an out-of-range level returns 0.
-        let ancestor =
-            unsafe { bpf_get_current_ancestor_cgroup_id(cfg.session_parent_level as i32) };
-        if ancestor == cfg.session_parent_id {
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(w.session_parent_level as i32) };
+        if ancestor == w.session_parent_id {
             return Some(cgroup_id);
         }
     }
