@@ -159,7 +159,15 @@ fn daemon_phase_runs(
 
 /// Runs one loop and returns what it reported (`WALL_NS CPU_NS`).
 fn time(command: &mut Command, l: &Loop) -> Result<Sample> {
-    command.args(&l.args).stdin(Stdio::null());
+    // `cargo xtask` runs with cargo's LD_LIBRARY_PATH (four toolchain and
+    // target directories). With it, the dynamic loader of every `/bin/true`
+    // the exec loop starts looks for libc in each of them and their
+    // `glibc-hwcaps` subdirectories first: a dozen failed opens per exec,
+    // each a file event in a watched session, which no real workload has.
+    command
+        .args(&l.args)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdin(Stdio::null());
     let out = command
         .output()
         .with_context(|| format!("running `{}`", cmd::display(command)))?;
