@@ -225,6 +225,7 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         file_path: btf.member_offset("file", "f_path")?,
         mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
         regs_args: regs.args,
+        _pad_end: 0,
     })
 }
 

@@ -432,6 +432,8 @@ pub struct Offsets {
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
+    /// Keeps `KernelConfig` free of implicit padding (a multiple of 8).
+    pub _pad_end: u32,
 }
 
 /// Settings of the programs, fixed at load time (a read-only global, which
@@ -508,6 +510,7 @@ impl Offsets {
             file_path: 0,
             mm_exe_file: 0,
             regs_args: [0; 4],
+            _pad_end: 0,
         }
     }
 }
@@ -572,7 +575,7 @@ mod tests {
             64 + 56 + PATH_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
-        assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 20);
+        assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 16 + 4);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);

@@ -41,7 +41,7 @@ use crate::{
     enforce::{self, current_policy},
     maps::{EVENTS, config, count_loss, open_nrs, wake_flags, watch_settings},
     path,
-    task::{fill_header, watched_current_with},
+    task::{fill_header, watched_current},
 };
 
 /// `AT_FDCWD`: plain `open` resolves relative to the working directory.
@@ -165,7 +165,7 @@ pub fn vigil_open_exit(ctx: TracePointContext) -> i32 {
 
 fn try_exit(ctx: &TracePointContext) -> Option<()> {
     // Every open on the node gets here; unwatched processes stop here.
-    let cgroup_id = watched_current_with(watch_settings())?;
+    let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
     let off = &cfg.offsets;
     // SAFETY: fields of the tracepoint record, offsets from its format file.

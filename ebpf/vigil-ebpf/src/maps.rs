@@ -22,18 +22,6 @@ pub struct WatchSettings {
     pub session_parent_level: u32,
 }
 
-impl WatchSettings {
-    #[inline(always)]
-    pub fn of(cfg: &KernelConfig) -> Self {
-        Self {
-            daemon_tgid: cfg.daemon_tgid,
-            watch_all: cfg.watch_all,
-            session_parent_id: cfg.session_parent_id,
-            session_parent_level: cfg.session_parent_level,
-        }
-    }
-}
-
 /// [`WatchSettings`] alone, for a program that every unwatched process on
 /// the node runs too: a copy of the whole configuration costs more than
 /// the check itself.

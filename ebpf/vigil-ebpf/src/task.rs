@@ -14,15 +14,12 @@ use crate::maps::{WATCHED, WatchSettings};
 /// The current task's cgroup id when its activity is to be reported.
 ///
 /// Unwatched tasks cost one map lookup: the session-parent test is a helper
-/// call, and the `WATCHED` lookup comes last.
+/// call, and the `WATCHED` lookup comes last. The programs pass
+/// [`crate::maps::watch_settings`], read before (and for unwatched tasks
+/// instead of) a copy of the whole configuration: every process on the node
+/// runs them.
 #[inline(always)]
-pub fn watched_current(cfg: &KernelConfig) -> Option<u64> {
-    watched_current_with(WatchSettings::of(cfg))
-}
-
-/// [`watched_current`] from the settings alone ([`crate::maps::watch_settings`]).
-#[inline(always)]
-pub fn watched_current_with(w: WatchSettings) -> Option<u64> {
+pub fn watched_current(w: WatchSettings) -> Option<u64> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == w.daemon_tgid {
         return None;
