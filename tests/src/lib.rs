@@ -109,6 +109,8 @@ impl Daemon {
     /// Starts a daemon whose extra config is made from its private directory
     /// (for configs that name paths inside it).
     pub fn start_fn(extra: impl FnOnce(&Path) -> String, daemon_extra: &str) -> Self {
+        static LEFTOVERS: std::sync::Once = std::sync::Once::new();
+        LEFTOVERS.call_once(remove_leftovers);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("vigil.sock");
@@ -328,6 +330,43 @@ impl Drop for Daemon {
         }
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.cgroup_parent));
     }
+}
+
+/// Removes the pins and cgroups of test daemons whose test process is gone
+/// (a run that was killed never dropped its `Daemon`s). Pinned programs
+/// outlive their daemon by design, so they would otherwise run on every
+/// syscall of the machine until the next reboot, and `cargo xtask bench`
+/// refuses to measure while they do.
+fn remove_leftovers() {
+    let dead = |name: &str| leftover(name, |pid| Path::new(&format!("/proc/{pid}")).exists());
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let name_of = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+    for pins in entries(Path::new("/sys/fs/bpf")) {
+        if name_of(&pins).is_some_and(|n| dead(&n)) {
+            let _ = std::fs::remove_dir_all(&pins);
+        }
+    }
+    if let Some(mount) = cgroup2_mount() {
+        for parent in entries(&mount) {
+            if name_of(&parent).is_some_and(|n| dead(&n)) {
+                kill_tree(&parent);
+                let _ = remove_tree(&parent);
+            }
+        }
+    }
+}
+
+/// Whether `name` is a test daemon's pin directory or cgroup parent
+/// (`vigil-test-PID-N`) whose process is not `alive`.
+fn leftover(name: &str, alive: impl Fn(u32) -> bool) -> bool {
+    name.strip_prefix("vigil-test-")
+        .and_then(|rest| rest.split_once('-'))
+        .and_then(|(pid, n)| Some((pid.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
+        .is_some_and(|(pid, _)| !alive(pid))
 }
 
 fn kill_tree(dir: &Path) {
@@ -671,3 +710,20 @@ impl Drop for Served {
 // ---- a simulated Kubernetes node and metrics scraping (issue 6) -----------
 
 pub mod kube;
+
+#[cfg(test)]
+mod tests {
+    use super::leftover;
+
+    #[test]
+    fn only_test_daemons_of_dead_processes_are_leftovers() {
+        let alive = |pid| pid == 42;
+        assert!(leftover("vigil-test-7-0", alive));
+        assert!(leftover("vigil-test-7-12", alive));
+        assert!(!leftover("vigil-test-42-3", alive), "its process runs");
+        assert!(!leftover("vigil-bench-7-0", alive), "not a test's");
+        assert!(!leftover("vigil-test-7", alive));
+        assert!(!leftover("vigil-test-x-0", alive));
+        assert!(!leftover("vigil", alive));
+    }
+}
