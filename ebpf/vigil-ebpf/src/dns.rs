@@ -89,7 +89,7 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
         return None;
     }
     let cfg = config();
-    let cgroup_id = watched(&cfg, skb)?;
+    let cgroup_id = watched(cfg, skb)?;
     let payload_off = udp_off + 8;
     if len <= payload_off {
         return None;
@@ -130,6 +130,6 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     rec.len = take as u16;
     // Enforced agents may connect to the answer's addresses right away: the
     // daemon must learn them first.
-    entry.submit(wake_flags(&cfg, true));
+    entry.submit(wake_flags(cfg, true));
     Some(())
 }

@@ -190,7 +190,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
             (arg(0)? as i32, arg(1)?, flags as u32, mode as u32)
         }
     };
-    let verdict = match current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p)) {
+    let verdict = match current_policy(cfg, cgroup_id).and_then(|p| enforce::blocked(&p)) {
         Some(blocked) => {
             // SAFETY: helper without memory arguments.
             unsafe { bpf_send_signal(SIGKILL) };
@@ -218,9 +218,9 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     let mut base_dentry = 0u64;
     if n > 0 && rec.path[0] != b'/' {
         let base = if dfd == AT_FDCWD {
-            path::cwd(&cfg)
+            path::cwd(cfg)
         } else {
-            path::fd_path(&cfg, dfd)
+            path::fd_path(cfg, dfd)
         };
         if let Some(b) = base {
             base_mnt = b.mnt as u64;
@@ -238,15 +238,15 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         path_hash: hash_path(&rec.path, path_len, cfg.hash_key),
     };
     let repeats = if cfg.open_repeat_ns != 0 && verdict == verdict::ALLOWED {
-        match repeat(&cfg, &key) {
+        match repeat(cfg, &key) {
             Repeat::Counted => return Some(()),
             Repeat::Report(n) => n,
         }
     } else {
         0
     };
-    let urgent = verdict != verdict::ALLOWED || enforce::prompt(&cfg, cgroup_id);
-    fill_header(&mut rec.header, RecordKind::Open as u16, cgroup_id, &cfg);
+    let urgent = verdict != verdict::ALLOWED || enforce::prompt(cfg, cgroup_id);
+    fill_header(&mut rec.header, RecordKind::Open as u16, cgroup_id, cfg);
     rec.header.verdict = verdict;
     rec.ret = ret;
     rec.flags = flags;
@@ -274,10 +274,10 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
             mnt: base_mnt as *const u8,
             dentry: base_dentry as *const u8,
         };
-        path::resolve(&cfg, base, &mut rec.base);
+        path::resolve(cfg, base, &mut rec.base);
     }
     if EVENTS
-        .output::<OpenRecord>(&*rec, wake_flags(&cfg, urgent))
+        .output::<OpenRecord>(&*rec, wake_flags(cfg, urgent))
         .is_err()
     {
         count_loss(Sensor::File);

@@ -76,7 +76,7 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
         0 if u32::from(sock_type) == SOCK_DGRAM => IPPROTO_UDP,
         p => p,
     };
-    let policy = current_policy(&cfg, cgroup_id);
+    let policy = current_policy(cfg, cgroup_id);
     let prompt = enforce::is_prompt(policy.as_ref());
     let verdict = policy.map_or(verdict::ALLOWED, |p| {
         enforce::blocked(&p).unwrap_or_else(|| {
@@ -99,7 +99,7 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
     if let Some(mut entry) = EVENTS.reserve::<ConnectRecord>(0) {
         // SAFETY: the reservation is sizeof(ConnectRecord); all fields are written.
         let rec = unsafe { &mut *entry.as_mut_ptr() };
-        fill_header(&mut rec.header, RecordKind::Connect as u16, cgroup_id, &cfg);
+        fill_header(&mut rec.header, RecordKind::Connect as u16, cgroup_id, cfg);
         rec.header.verdict = verdict;
         rec.family = family;
         rec.port = port;
@@ -108,7 +108,7 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
         rec.op = op;
         rec._pad = 0;
         rec.addr = addr;
-        entry.submit(wake_flags(&cfg, prompt || verdict != verdict::ALLOWED));
+        entry.submit(wake_flags(cfg, prompt || verdict != verdict::ALLOWED));
     } else {
         count_loss(Sensor::Network);
     }
@@ -138,7 +138,7 @@ fn try_accept(ctx: &SockOpsContext) -> Option<()> {
     // SAFETY: reads our own stack slot.
     let sk = unsafe { bpf_probe_read_kernel(&raw const sk) }.ok()? as *const u8;
     let cgrp: *const u8 = read_field(sk, cfg.offsets.sock_cgroup)?;
-    let cgroup_id = watched_cgroup(&cfg, cgrp)?;
+    let cgroup_id = watched_cgroup(cfg, cgrp)?;
     let family = ctx.family() as u16;
     let Some(mut entry) = EVENTS.reserve::<AcceptRecord>(0) else {
         count_loss(Sensor::Network);
@@ -174,6 +174,6 @@ fn try_accept(ctx: &SockOpsContext) -> Option<()> {
     }
     // Accepted connections are not acted on at once: collected on the
     // reader's next round.
-    entry.submit(wake_flags(&cfg, false));
+    entry.submit(wake_flags(cfg, false));
     Some(())
 }

@@ -44,7 +44,7 @@ pub fn vigil_execveat(ctx: TracePointContext) -> u32 {
 fn try_exec_enter(ctx: &TracePointContext, argv_arg: usize) -> Option<u32> {
     let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
-    let verdict = current_policy(&cfg, cgroup_id).and_then(|p| enforce::blocked(&p));
+    let verdict = current_policy(cfg, cgroup_id).and_then(|p| enforce::blocked(&p));
     let off = cfg.offsets.sys_enter_args as usize & 0xff;
     // SAFETY: reads a syscall argument from the tracepoint record.
     let argv: u64 = unsafe { ctx.read_at(off + argv_arg * 8) }.ok()?;
@@ -103,7 +103,7 @@ fn try_exec_enter(ctx: &TracePointContext, argv_arg: usize) -> Option<u32> {
         let file_arg = argv_arg - 1;
         // SAFETY: reads a syscall argument from the tracepoint record.
         let filename: u64 = unsafe { ctx.read_at(off + file_arg * 8) }.ok()?;
-        report_blocked_exec(&cfg, cgroup_id, verdict, filename, buf);
+        report_blocked_exec(cfg, cgroup_id, verdict, filename, buf);
         return Some(0);
     }
     let tid = ctx.pid();
@@ -167,7 +167,7 @@ pub fn vigil_sched_exec(ctx: TracePointContext) -> u32 {
 fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
-    let policy = current_policy(&cfg, cgroup_id);
+    let policy = current_policy(cfg, cgroup_id);
     if policy.and_then(|p| enforce::blocked(&p)).is_some() {
         // Killed at exec entry and already reported; it dies before user code.
         return Some(0);
@@ -185,7 +185,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     // SAFETY: the reservation is sizeof(ExecRecord); every field is written below
     // or zeroed before submit.
     let rec = unsafe { &mut *rec };
-    fill_header(&mut rec.header, RecordKind::Exec as u16, cgroup_id, &cfg);
+    fill_header(&mut rec.header, RecordKind::Exec as u16, cgroup_id, cfg);
     rec.old_pid = old_pid;
     rec._pad = [0; 6];
     let name = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xfff) as usize);
@@ -213,7 +213,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     if args.is_some() {
         let _ = EXEC_ARGS.remove(old_pid);
     }
-    entry.submit(wake_flags(&cfg, enforce::is_prompt(policy.as_ref())));
+    entry.submit(wake_flags(cfg, enforce::is_prompt(policy.as_ref())));
     Some(0)
 }
 
@@ -240,10 +240,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Option<i32> {
     };
     // SAFETY: the reservation is sizeof(ForkRecord); all fields are written.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut rec.header, RecordKind::Fork as u16, cgroup_id, &cfg);
+    fill_header(&mut rec.header, RecordKind::Fork as u16, cgroup_id, cfg);
     rec.child_pid = child_pid;
     rec.child_tgid = child_tgid;
-    entry.submit(wake_flags(&cfg, enforce::prompt(&cfg, cgroup_id)));
+    entry.submit(wake_flags(cfg, enforce::prompt(cfg, cgroup_id)));
     Some(0)
 }
 
@@ -273,9 +273,9 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     };
     // SAFETY: the reservation is sizeof(ExitRecord); all fields are written.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header(&mut rec.header, RecordKind::Exit as u16, cgroup_id, &cfg);
+    fill_header(&mut rec.header, RecordKind::Exit as u16, cgroup_id, cfg);
     rec.exit_code = exit_code;
     rec._pad = 0;
-    entry.submit(wake_flags(&cfg, enforce::prompt(&cfg, cgroup_id)));
+    entry.submit(wake_flags(cfg, enforce::prompt(cfg, cgroup_id)));
     Some(0)
 }
