@@ -39,7 +39,7 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
-    maps::{EVENTS, config, count_loss, open_nrs, wake_flags, watch_settings},
+    maps::{EVENTS, config, count_loss, open_nrs, wake_flags},
     path,
     task::{fill_header, watched_current},
 };
@@ -165,8 +165,8 @@ pub fn vigil_open_exit(ctx: TracePointContext) -> i32 {
 
 fn try_exit(ctx: &TracePointContext) -> Option<()> {
     // Every open on the node gets here; unwatched processes stop here.
-    let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
+    let cgroup_id = watched_current(cfg)?;
     let off = &cfg.offsets;
     // SAFETY: fields of the tracepoint record, offsets from its format file.
     let nr: i32 = unsafe { ctx.read_at(off.sys_exit_nr as usize & 0xff) }.ok()?;

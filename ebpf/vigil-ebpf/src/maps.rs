@@ -13,33 +13,6 @@ use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 #[unsafe(no_mangle)]
 static VIGIL_CONFIG: KernelConfig = KernelConfig::zeroed();
 
-/// What decides whether the current task is watched.
-#[derive(Clone, Copy)]
-pub struct WatchSettings {
-    pub daemon_tgid: u32,
-    pub watch_all: u32,
-    pub session_parent_id: u64,
-    pub session_parent_level: u32,
-}
-
-/// [`WatchSettings`] alone, for a program that every unwatched process on
-/// the node runs too: a copy of the whole configuration costs more than
-/// the check itself.
-#[inline(always)]
-pub fn watch_settings() -> WatchSettings {
-    // SAFETY: plain reads of fields of a static the loader initialised.
-    unsafe {
-        WatchSettings {
-            daemon_tgid: core::ptr::read_volatile(&raw const VIGIL_CONFIG.daemon_tgid),
-            watch_all: core::ptr::read_volatile(&raw const VIGIL_CONFIG.watch_all),
-            session_parent_id: core::ptr::read_volatile(&raw const VIGIL_CONFIG.session_parent_id),
-            session_parent_level: core::ptr::read_volatile(
-                &raw const VIGIL_CONFIG.session_parent_level,
-            ),
-        }
-    }
-}
-
 /// The open syscall numbers alone.
 #[inline(always)]
 pub fn open_nrs() -> [u32; 3] {

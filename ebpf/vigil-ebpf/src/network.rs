@@ -15,7 +15,7 @@ use vigil_common::{AcceptRecord, ConnectRecord, RecordKind, Sensor, sock_op, ver
 use crate::{
     abi::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM},
     enforce::{self, current_policy},
-    maps::{EVENTS, config, count_loss, wake_flags, watch_settings},
+    maps::{EVENTS, config, count_loss, wake_flags},
     task::{fill_header, fill_header_no_task, read_field, watched_cgroup, watched_current},
 };
 
@@ -49,12 +49,10 @@ pub fn vigil_sendmsg6(ctx: SockAddrContext) -> i32 {
 /// Reports the attempt and decides it: `ALLOW`, or `DENY` (the syscall
 /// fails with EPERM before any packet leaves).
 fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
-    // Every connect and unconnected send on the node gets here: decide
-    // before copying the whole configuration.
-    let Some(cgroup_id) = watched_current(watch_settings()) else {
+    let cfg = config();
+    let Some(cgroup_id) = watched_current(cfg) else {
         return ALLOW;
     };
-    let cfg = config();
     // SAFETY: the context is the kernel's bpf_sock_addr for this call.
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
     let mut addr = [0u8; 16];

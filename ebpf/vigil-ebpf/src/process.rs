@@ -22,10 +22,7 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
-    maps::{
-        ARG_MAX_READ, ARGV_SCRATCH, EVENTS, EXEC_ARGS, config, count_loss, wake_flags,
-        watch_settings,
-    },
+    maps::{ARG_MAX_READ, ARGV_SCRATCH, EVENTS, EXEC_ARGS, config, count_loss, wake_flags},
     task::{current_task, fill_header, read_field, watched_current},
 };
 
@@ -42,8 +39,8 @@ pub fn vigil_execveat(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exec_enter(ctx: &TracePointContext, argv_arg: usize) -> Option<u32> {
-    let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
+    let cgroup_id = watched_current(cfg)?;
     let verdict = current_policy(cfg, cgroup_id).and_then(|p| enforce::blocked(&p));
     let off = cfg.offsets.sys_enter_args as usize & 0xff;
     // SAFETY: reads a syscall argument from the tracepoint record.
@@ -165,8 +162,8 @@ pub fn vigil_sched_exec(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
-    let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
+    let cgroup_id = watched_current(cfg)?;
     let policy = current_policy(cfg, cgroup_id);
     if policy.and_then(|p| enforce::blocked(&p)).is_some() {
         // Killed at exec entry and already reported; it dies before user code.
@@ -225,8 +222,8 @@ pub fn vigil_fork(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_fork(ctx: &RawTracePointContext) -> Option<i32> {
-    let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
+    let cgroup_id = watched_current(cfg)?;
     let child: *const u8 = ctx.arg(1);
     let child_pid: u32 = read_field(child, cfg.offsets.task_pid)?;
     let child_tgid: u32 = read_field(child, cfg.offsets.task_tgid)?;
@@ -253,8 +250,8 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_exit(ctx: &TracePointContext) -> Option<u32> {
-    let cgroup_id = watched_current(watch_settings())?;
     let cfg = config();
+    let cgroup_id = watched_current(cfg)?;
     let off = &cfg.offsets;
     let last_thread = if off.exit_group_dead != 0 {
         // SAFETY: field of the tracepoint record at its format-file offset.

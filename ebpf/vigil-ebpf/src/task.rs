@@ -9,30 +9,28 @@ use aya_ebpf::helpers::{
 };
 use vigil_common::{Header, KernelConfig};
 
-use crate::maps::{WATCHED, WatchSettings};
+use crate::maps::WATCHED;
 
 /// The current task's cgroup id when its activity is to be reported.
 ///
 /// Unwatched tasks cost one map lookup: the session-parent test is a helper
-/// call, and the `WATCHED` lookup comes last. The programs pass
-/// [`crate::maps::watch_settings`], read before (and for unwatched tasks
-/// instead of) a copy of the whole configuration: every process on the node
-/// runs them.
+/// call, and the `WATCHED` lookup comes last.
 #[inline(always)]
-pub fn watched_current(w: WatchSettings) -> Option<u64> {
+pub fn watched_current(cfg: &KernelConfig) -> Option<u64> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == w.daemon_tgid {
+    if tgid == cfg.daemon_tgid {
         return None;
     }
     // SAFETY: helpers without arguments that touch no memory of ours.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    if w.watch_all != 0 {
+    if cfg.watch_all != 0 {
         return Some(cgroup_id);
     }
-    if w.session_parent_level != 0 {
+    if cfg.session_parent_level != 0 {
         // SAFETY: as above; an out-of-range level returns 0.
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(w.session_parent_level as i32) };
-        if ancestor == w.session_parent_id {
+        let ancestor =
+            unsafe { bpf_get_current_ancestor_cgroup_id(cfg.session_parent_level as i32) };
+        if ancestor == cfg.session_parent_id {
             return Some(cgroup_id);
         }
     }
