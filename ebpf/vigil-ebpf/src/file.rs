@@ -39,7 +39,7 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
-    maps::{EVENTS, config, count_loss, open_nrs, wake_flags},
+    maps::{EVENTS, config, count_loss, wake_flags},
     path,
     task::{fill_header, watched_current},
 };
@@ -170,7 +170,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     let off = &cfg.offsets;
     // SAFETY: fields of the tracepoint record, offsets from its format file.
     let nr: i32 = unsafe { ctx.read_at(off.sys_exit_nr as usize & 0xff) }.ok()?;
-    let syscall = open_kind(open_nrs(), nr as u64)?;
+    let syscall = open_kind(cfg.open_nrs, nr as u64)?;
     // SAFETY: as above.
     let ret: i64 = unsafe { ctx.read_at(off.sys_exit_ret as usize & 0xff) }.ok()?;
     // SAFETY: helpers on the current task, which is alive while it runs.

@@ -13,13 +13,6 @@ use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 #[unsafe(no_mangle)]
 static VIGIL_CONFIG: KernelConfig = KernelConfig::zeroed();
 
-/// The open syscall numbers alone.
-#[inline(always)]
-pub fn open_nrs() -> [u32; 3] {
-    // SAFETY: a plain read of a field of a static the loader initialised.
-    unsafe { core::ptr::read_volatile(&raw const VIGIL_CONFIG.open_nrs) }
-}
-
 /// The load-time configuration. Its address goes through a volatile read,
 /// so the compiler cannot tell which static it points to and fold the
 /// zeroed initial value; the fields are then plain loads from the read-only
