@@ -357,9 +357,16 @@ fn mount_pseudo_fs(fs: &PseudoFs) -> Result<Outcome> {
 
 /// Whether `/proc/self/mounts` has a `fstype` mount at `point`.
 fn is_mounted(mounts: &str, point: &str, fstype: &str) -> bool {
-    mounts.lines().any(|line| {
+    mount_points(mounts, fstype).any(|p| p == point)
+}
+
+/// Where file systems of type `fstype` are mounted, from the text of
+/// `/proc/self/mounts`.
+pub fn mount_points<'a>(mounts: &'a str, fstype: &'a str) -> impl Iterator<Item = &'a str> {
+    mounts.lines().filter_map(move |line| {
         let mut fields = line.split_whitespace().skip(1);
-        fields.next() == Some(point) && fields.next() == Some(fstype)
+        let point = fields.next()?;
+        (fields.next() == Some(fstype)).then_some(point)
     })
 }
 

@@ -377,12 +377,8 @@ fn stale_pin_dirs(mounts: &str, others: &[u32]) -> Vec<PathBuf> {
     };
     let has_links = |dir: &Path| !children(&dir.join("links")).is_empty();
     let mut stale = Vec::new();
-    for mount in mounts.lines().filter_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "bpf").then(|| PathBuf::from(point))
-    }) {
-        for dir in children(&mount) {
+    for mount in crate::setup::mount_points(mounts, "bpf") {
+        for dir in children(Path::new(mount)) {
             if has_links(&dir) {
                 stale.push(dir);
             } else {
