@@ -26,7 +26,7 @@ use crate::event::Event;
 use crate::journal::encoded::Encoded;
 use crate::journal::filter::Filter;
 use crate::journal::store::{
-    Journal, JournalError, JournalReader, JournalStats, Pruned, Retention,
+    self, Journal, JournalError, JournalReader, JournalStats, Pruned, Retention,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -173,30 +173,14 @@ impl Hub {
         &self,
         events: Vec<Event>,
     ) -> Result<Vec<Event>, (HubError, Vec<Event>)> {
-        let wire = match events
-            .iter()
-            .enumerate()
-            .map(|(index, e)| {
-                pb::Event::try_from(e.clone())
-                    .map_err(|source| JournalError::Convert { index, source })
-            })
-            .collect::<Result<Vec<_>, _>>()
-        {
+        let wire = match store::to_wire(&events) {
             Ok(w) => w,
             Err(e) => return Err((e.into(), events)),
         };
-        let stored = match self.publish_wire_blocking(wire) {
-            Ok(s) => s,
-            Err(e) => return Err((e, events)),
-        };
-        Ok(events
-            .into_iter()
-            .zip(stored.iter())
-            .map(|(mut e, w)| {
-                e.seq = w.sequence();
-                e
-            })
-            .collect())
+        match self.publish_wire_blocking(wire) {
+            Ok(stored) => Ok(store::with_sequences(events, &stored)),
+            Err(e) => Err((e, events)),
+        }
     }
 
     /// Journals and sends events already in wire form (sequences and node

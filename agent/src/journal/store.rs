@@ -172,6 +172,29 @@ struct TimeOnly {
     time: Option<prost_types::Timestamp>,
 }
 
+/// `events` in wire form; the index of the first that does not convert.
+pub(crate) fn to_wire(events: &[Event]) -> Result<Vec<pb::Event>, JournalError> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, e)| {
+            pb::Event::try_from(e.clone()).map_err(|source| JournalError::Convert { index, source })
+        })
+        .collect()
+}
+
+/// `events` with the sequences the journal gave them (`stored`, in order).
+pub(crate) fn with_sequences(events: Vec<Event>, stored: &[Encoded]) -> Vec<Event> {
+    events
+        .into_iter()
+        .zip(stored)
+        .map(|(mut e, w)| {
+            e.seq = w.sequence();
+            e
+        })
+        .collect()
+}
+
 fn event_time(bytes: &[u8]) -> Option<SystemTime> {
     let t = TimeOnly::decode(bytes).ok()?.time?;
     SystemTime::try_from(t).ok()
@@ -307,23 +330,8 @@ impl Journal {
     /// Journals a batch in one durable transaction and returns it with its
     /// sequences assigned. Nothing is stored when any event fails to convert.
     pub fn append(&mut self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
-        let wire = events
-            .iter()
-            .enumerate()
-            .map(|(index, e)| {
-                pb::Event::try_from(e.clone())
-                    .map_err(|source| JournalError::Convert { index, source })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let stored = self.append_wire(wire)?;
-        Ok(events
-            .into_iter()
-            .zip(&stored)
-            .map(|(mut e, w)| {
-                e.seq = w.sequence();
-                e
-            })
-            .collect())
+        let stored = self.append_wire(to_wire(&events)?)?;
+        Ok(with_sequences(events, &stored))
     }
 
     /// Journals wire events in one durable transaction, assigning their
