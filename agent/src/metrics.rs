@@ -219,6 +219,11 @@ pub fn render(shared: &Shared) -> String {
         counter(load(&stats.unattributed)),
     );
     r.register(
+        "file_open_repeat_keys",
+        "Repeated-open counters of the kernel the daemon tracks, as of its last sweep",
+        gauge(load(&stats.open_repeat_keys)),
+    );
+    r.register(
         "events_without_pod_identity",
         "Events of pod containers that went out without pod metadata",
         counter(load(&stats.without_pod_identity)),

@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_tests::{CODER_AGENT, Daemon, kernel_available, of, workload_bin};
+use vigil_tests::{CODER_AGENT, Daemon, Served, kernel_available, of, workload_bin};
 
 fn wl() -> String {
     workload_bin().to_str().unwrap().to_owned()
@@ -314,6 +314,65 @@ fn repeated_opens_are_counted_in_the_kernel_and_add_up_exactly() {
         .expect("the repeats after the last report arrive in a summary");
     assert_eq!(summary["identity"]["session"], "s-repeat");
     assert!(summary["repeats"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn repeat_tracking_stays_bounded_for_a_process_opening_ever_new_files() {
+    use vigil::daemon::repeats::PRUNE_ABOVE;
+    use vigil_tests::kube::{count, free_port, scrape};
+    if !kernel_available() {
+        return;
+    }
+    let port = free_port();
+    let d = Daemon::start(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{CODER_AGENT}"
+    ));
+    // One long-lived process (no exit forgets its keys) makes more
+    // distinct opens than the kernel's LRU of counters holds.
+    let mut s = Served::start(&d, "coder", "s-many");
+    let n = PRUNE_ABOVE + PRUNE_ABOVE / 2;
+    let prefix = d.dir.path().join("missing-dir").join("f-");
+    let answer = s.ask(&format!("open-many {} {n}", prefix.display()));
+    assert_eq!(answer.as_deref(), Some("ok 0"), "{}", d.log());
+    // Every open is reported (none was a repeat) ...
+    let reported = || {
+        d.events()
+            .iter()
+            .filter(|e| {
+                e["kind"] == "file_open"
+                    && e["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with(prefix.to_str().unwrap()))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reported() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(reported(), n, "one report per distinct open");
+    // ... and once they are all read, the daemon tracks no more keys than
+    // the kernel map holds, while the process lives on.
+    let keys = || {
+        let text = scrape(([127, 0, 0, 1], port).into()).expect("scraping /metrics");
+        count(&text, "vigil_file_open_repeat_keys").expect("the repeat-keys gauge")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = Vec::new();
+    loop {
+        let k = keys();
+        seen.push(k);
+        if k > 0 && k <= u64::from(vigil_common::OPEN_SEEN_ENTRIES) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon still tracks more keys than the kernel map holds (gauge over time: {seen:?}):\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(s.ask("open /").as_deref(), Some("ok"));
 }
 
 #[test]

@@ -77,6 +77,9 @@ pub struct Stats {
     pub without_pod_identity: AtomicU64,
     /// Anomalies reported (after aggregation).
     pub anomalies: AtomicU64,
+    /// Repeated-open keys the daemon tracks, as of the last sweep (bounded
+    /// by the kernel's `OPEN_SEEN` capacity, see `daemon::repeats`).
+    pub open_repeat_keys: AtomicU64,
     /// Kernel records lost, per sensor, as last read.
     pub lost: [AtomicU64; vigil_common::SENSOR_COUNT as usize],
 }

@@ -148,6 +148,10 @@ impl Pipeline {
         for e in self.repeats.sweep() {
             self.shared.emit(e);
         }
+        self.shared
+            .stats
+            .open_repeat_keys
+            .store(self.repeats.tracked() as u64, Ordering::Relaxed);
         self.release_held(false);
     }
 

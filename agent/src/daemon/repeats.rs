@@ -8,14 +8,20 @@
 //! The kernel's count per key only grows, so a report carries the
 //! difference to what was already accounted for, and nothing is counted
 //! twice whichever of the kernel and the sweep sees a count first.
+//!
+//! The daemon's keys are bounded by the kernel's: a key the kernel's LRU
+//! evicted counts nothing more, so once more keys are tracked than the
+//! kernel map holds, the sweep forgets those the kernel no longer has
+//! ([`Repeats::sweep`]). A long-lived process opening ever new files does
+//! not grow the daemon.
 
 use std::{
     collections::HashMap as StdHashMap,
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, MapData};
-use vigil_common::{OpenKey, OpenRecord, OpenSeen};
+use aya::maps::{HashMap, MapData, MapError};
+use vigil_common::{OPEN_SEEN_ENTRIES, OpenKey, OpenRecord, OpenSeen};
 
 use crate::event::{Event, Payload};
 
@@ -39,7 +45,14 @@ pub struct Repeats {
     by_tgid: StdHashMap<u32, Vec<OpenKey>>,
     /// Processes with keys that were gone at the last sweep.
     gone: std::collections::HashSet<u32>,
+    /// Tracked keys above which the sweep forgets the keys the kernel no
+    /// longer has (see [`Repeats::sweep`]).
+    prune_above: usize,
 }
+
+/// Tracked keys from which the sweep checks them against the kernel map:
+/// its capacity, with room for the keys reported since its last sweep.
+pub const PRUNE_ABOVE: usize = OPEN_SEEN_ENTRIES as usize + OPEN_SEEN_ENTRIES as usize / 4;
 
 /// The kernel key of an open record.
 #[must_use]
@@ -67,6 +80,7 @@ impl Repeats {
             keys: StdHashMap::new(),
             by_tgid: StdHashMap::new(),
             gone: std::collections::HashSet::new(),
+            prune_above: PRUNE_ABOVE,
         }
     }
 
@@ -116,6 +130,25 @@ impl Repeats {
         let Some(map) = &self.map else {
             return out;
         };
+        if self.keys.len() > self.prune_above {
+            let pruned = prune(&mut self.keys, &mut self.by_tgid, |key| {
+                match map.get(key, 0) {
+                    Ok(_) => Some(true),
+                    Err(MapError::KeyNotFound) => Some(false),
+                    // Unsure: keep the key.
+                    Err(_) => None,
+                }
+            });
+            tracing::debug!(
+                pruned,
+                tracked = self.keys.len(),
+                "repeat keys the kernel evicted forgotten"
+            );
+            // Twice what is left: if most keys are still in the kernel map
+            // (more opens per sweep than it holds), the next check waits
+            // until as many new keys came, so the checks stay linear.
+            self.prune_above = PRUNE_ABOVE.max(2 * self.keys.len());
+        }
         let now = Instant::now();
         for (key, known) in &mut self.keys {
             if known.last.is_none() || now.duration_since(known.reported) < self.window {
@@ -160,6 +193,25 @@ impl Repeats {
     pub fn tracked(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// Forgets the keys `in_kernel` says the kernel map no longer has (`None`:
+/// unknown, kept). A forgotten key counts nothing more, and its pending
+/// summary would read nothing: the kernel's count went with the entry. If
+/// the kernel makes the key again, its count starts from zero, which is
+/// what a key tracked afresh expects. Returns how many were forgotten.
+fn prune(
+    keys: &mut StdHashMap<OpenKey, Known>,
+    by_tgid: &mut StdHashMap<u32, Vec<OpenKey>>,
+    in_kernel: impl Fn(&OpenKey) -> Option<bool>,
+) -> usize {
+    let before = keys.len();
+    keys.retain(|key, _| in_kernel(key) != Some(false));
+    by_tgid.retain(|_, list| {
+        list.retain(|key| keys.contains_key(key));
+        !list.is_empty()
+    });
+    before - keys.len()
 }
 
 /// What a kernel count adds to what was accounted: a count below it means
@@ -239,6 +291,50 @@ mod tests {
         );
         r.ret = -2;
         assert_eq!(key_of(&r).result, -2, "errors are told apart");
+    }
+
+    fn key(tgid: u32, path_hash: u64) -> OpenKey {
+        OpenKey {
+            tgid,
+            path_hash,
+            ..OpenKey::default()
+        }
+    }
+
+    fn known() -> Known {
+        Known {
+            accounted: 3,
+            reported: Instant::now(),
+            last: None,
+        }
+    }
+
+    #[test]
+    fn pruning_forgets_exactly_the_keys_the_kernel_evicted() {
+        let mut keys = StdHashMap::new();
+        let mut by_tgid: StdHashMap<u32, Vec<OpenKey>> = StdHashMap::new();
+        for (tgid, hash) in [(1, 10), (1, 11), (2, 20), (3, 30)] {
+            keys.insert(key(tgid, hash), known());
+            by_tgid.entry(tgid).or_default().push(key(tgid, hash));
+        }
+        // The kernel still has 1/10, evicted 1/11 and 2/20, and a lookup of
+        // 3/30 failed otherwise.
+        let pruned = prune(&mut keys, &mut by_tgid, |k| match k.path_hash {
+            10 => Some(true),
+            30 => None,
+            _ => Some(false),
+        });
+        assert_eq!(pruned, 2);
+        let mut left: Vec<_> = keys.keys().map(|k| (k.tgid, k.path_hash)).collect();
+        left.sort_unstable();
+        assert_eq!(left, [(1, 10), (3, 30)], "unsure lookups keep the key");
+        assert_eq!(by_tgid[&1], [key(1, 10)]);
+        assert!(
+            !by_tgid.contains_key(&2),
+            "a process without keys is not listed"
+        );
+        assert_eq!(by_tgid[&3], [key(3, 30)]);
+        assert_eq!(keys[&key(1, 10)].accounted, 3, "kept keys keep their count");
     }
 
     #[test]

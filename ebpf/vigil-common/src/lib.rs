@@ -331,6 +331,11 @@ pub struct OpenKey {
     pub path_hash: u64,
 }
 
+/// Capacity of the kernel's LRU map of repeat counters (`OPEN_SEEN`): the
+/// daemon tracks about as many keys, since a key the kernel evicted counts
+/// nothing more.
+pub const OPEN_SEEN_ENTRIES: u32 = 16384;
+
 /// Repeat counter of an [`OpenKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -32,8 +32,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 use vigil_common::{
-    KernelConfig, OPEN_PATH_TRUNCATED, OpenKey, OpenRecord, OpenSeen, PATH_LEN, RecordKind, Sensor,
-    open_syscall, verdict,
+    KernelConfig, OPEN_PATH_TRUNCATED, OPEN_SEEN_ENTRIES, OpenKey, OpenRecord, OpenSeen, PATH_LEN,
+    RecordKind, Sensor, open_syscall, verdict,
 };
 
 use crate::{
@@ -51,11 +51,14 @@ const AT_FDCWD: i32 = -100;
 #[map]
 static OPEN_SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
 
-/// Repeat counters of recently reported opens (see `OpenSeen`). LRU: a
-/// process opening ever new files evicts the oldest counters, which the
-/// daemon has reported by then (it sweeps them every quarter second).
+/// Repeat counters of recently reported opens (see `OpenSeen`). LRU:
+/// watched processes opening ever new files evict the oldest counters. The
+/// daemon summarises a counter one repeat window after its report, so a
+/// count is lost only if more distinct opens than the map holds come within
+/// that window; the daemon forgets evicted keys too (`daemon::repeats`).
 #[map]
-pub static OPEN_SEEN: LruHashMap<OpenKey, OpenSeen> = LruHashMap::with_max_entries(16384, 0);
+pub static OPEN_SEEN: LruHashMap<OpenKey, OpenSeen> =
+    LruHashMap::with_max_entries(OPEN_SEEN_ENTRIES, 0);
 
 enum Repeat {
     /// Counted in its key's `OpenSeen`: no record.

@@ -45,7 +45,7 @@ fn resolve(server: &str, name: &str) -> std::io::Result<std::net::Ipv4Addr> {
 /// Performs actions read from stdin, one per line, and answers each on
 /// stdout, so a test can act inside a session at chosen moments (before and
 /// after a revocation): `connect ADDR`, `udp ADDR`, `open PATH`,
-/// `exec PATH [ARGS]`, `dns SERVER NAME`.
+/// `open-many PREFIX N`, `exec PATH [ARGS]`, `dns SERVER NAME`.
 fn serve() -> std::io::Result<()> {
     use std::io::BufRead as _;
     use std::os::unix::process::ExitStatusExt as _;
@@ -66,6 +66,15 @@ fn serve() -> std::io::Result<()> {
                 .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
             ),
             ["open", path] => result(std::fs::File::open(path).map(|_| ())),
+            // Opens PREFIX0 .. PREFIX{N-1}: as many distinct opens, whatever
+            // their result; answers how many succeeded.
+            ["open-many", prefix, n] => {
+                let n: u64 = n.parse().expect("count");
+                let opened = (0..n)
+                    .filter(|i| std::fs::File::open(format!("{prefix}{i}")).is_ok())
+                    .count();
+                format!("ok {opened}")
+            }
             // The child's output must not mix with the answers on stdout; it
             // goes to stderr (a dup, not an open, which a revocation kills).
             ["exec", prog, args @ ..] => match Command::new(prog)
