@@ -132,8 +132,7 @@ fn exec(pid: u32, argv: &[&str]) -> Vec<u8> {
         old_pid: pid,
         filename_len,
         argv_len: at as u16,
-        argc: argv.len() as u16,
-        _pad: [0; 6],
+        _pad: [0; 8],
         filename,
         argv: args,
     })

@@ -109,6 +109,11 @@ fn revoke_blocks_connect_exec_and_open_until_restored() {
     d.wait_for("blocked connect event", |e| {
         e["kind"] == "connect" && e["blocked"] == true && e["identity"]["session"] == "s-rv"
     });
+    let exec = d.wait_for("blocked exec event", |e| {
+        e["kind"] == "exec" && e["blocked"] == true && e["identity"]["session"] == "s-rv"
+    });
+    assert_eq!(exec["filename"], "/bin/true", "{exec}");
+    assert_eq!(exec["argv"], serde_json::json!(["/bin/true"]), "{exec}");
 }
 
 #[test]

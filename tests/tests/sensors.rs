@@ -63,6 +63,69 @@ fn exec_in_session_is_one_attributed_event_with_argv() {
 }
 
 #[test]
+fn exec_argv_is_what_the_program_received_up_to_1_kib() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    // 40 short arguments (one empty): all of them, as the program sees them.
+    let mut many: Vec<String> = vec!["/bin/echo".into(), "vigil-many".into()];
+    many.extend((0..38).map(|i| {
+        if i == 7 {
+            String::new()
+        } else {
+            format!("a{i}")
+        }
+    }));
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let out = d.exec("coder", "s-many-args", &refs);
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let e = d.wait_for("exec with 40 arguments", |e| {
+        e["kind"] == "exec" && argv_has(e, "vigil-many")
+    });
+    assert_eq!(e["argv"], serde_json::json!(many), "{e}");
+    assert_eq!(e["argv_truncated"], false, "{e}");
+    // Over 1 KiB of arguments: the first KiB, flagged.
+    let long = "x".repeat(600);
+    let out = d.exec(
+        "coder",
+        "s-long-args",
+        &["/bin/echo", "vigil-long", &long, &long, "never-seen"],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let e = d.wait_for("exec with 1.2 KiB of arguments", |e| {
+        e["kind"] == "exec" && argv_has(e, "vigil-long")
+    });
+    assert_eq!(e["argv_truncated"], true, "{e}");
+    let argv: Vec<&str> = e["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(argv[..3], ["/bin/echo", "vigil-long", long.as_str()], "{e}");
+    // Each argument but the cut last one is followed by its NUL.
+    let kept: usize = argv.iter().map(|a| a.len()).sum::<usize>() + argv.len() - 1;
+    assert_eq!(kept, 1024, "1 KiB kept, the last argument cut: {e}");
+    assert!(!argv_has(&e, "never-seen"));
+    // A script started through its `#!` line: the interpreter's argv.
+    let script = d.dir.path().join("vigil-script.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = script.to_str().unwrap();
+    let out = d.exec("coder", "s-script", &[script, "vigil-script-arg"]);
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let e = d.wait_for("script exec", |e| {
+        e["kind"] == "exec" && argv_has(e, "vigil-script-arg")
+    });
+    assert_eq!(
+        e["argv"],
+        serde_json::json!(["/bin/sh", script, "vigil-script-arg"]),
+        "{e}"
+    );
+}
+
+#[test]
 fn children_and_grandchildren_are_attributed_with_lineage() {
     if !kernel_available() {
         return;

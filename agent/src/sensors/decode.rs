@@ -165,10 +165,14 @@ fn cstr(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// Splits a NUL-separated argument buffer; a last piece without NUL was cut.
-fn split_argv(buf: &[u8], argc: usize) -> Vec<String> {
+/// Splits an argument block (each argument NUL-terminated); a last piece
+/// without NUL was cut. Empty arguments are kept.
+fn split_argv(buf: &[u8]) -> Vec<String> {
+    if buf.is_empty() {
+        return Vec::new();
+    }
+    let buf = buf.strip_suffix(&[0]).unwrap_or(buf);
     buf.split(|&b| b == 0)
-        .take(argc)
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
 }
@@ -274,7 +278,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
     let payload = match record {
         Record::Exec(r) => Payload::Exec(Exec {
             filename: cstr(&r.filename[..r.filename_len as usize]),
-            argv: split_argv(&r.argv[..r.argv_len as usize], r.argc as usize),
+            argv: split_argv(&r.argv[..r.argv_len as usize]),
             argv_truncated: h.flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED) != 0,
             blocked: h.verdict != vigil_common::verdict::ALLOWED,
         }),
@@ -401,8 +405,7 @@ mod tests {
             old_pid: 11,
             filename_len: 12,
             argv_len: 11,
-            argc: 2,
-            _pad: [0; 6],
+            _pad: [0; 8],
             filename,
             argv,
         }
@@ -497,13 +500,29 @@ mod tests {
         r.argv[..9].copy_from_slice(b"a\0bb\0ccc\0");
         r.argv[9..12].copy_from_slice(b"ddd");
         r.argv_len = 12;
-        r.argc = 4;
         let Payload::Exec(e) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
         else {
             panic!()
         };
         assert_eq!(e.argv, ["a", "bb", "ccc", "ddd"]);
         assert!(e.argv_truncated);
+    }
+
+    #[test]
+    fn argv_blocks_split_into_arguments_with_empty_ones_kept() {
+        assert!(split_argv(b"").is_empty(), "an exec without arguments");
+        assert_eq!(split_argv(b"\0"), [""], "one empty argument");
+        assert_eq!(split_argv(b"sh\0\0-c\0"), ["sh", "", "-c"]);
+        assert_eq!(
+            split_argv(b"echo\0\0"),
+            ["echo", ""],
+            "a last empty argument"
+        );
+        assert_eq!(
+            split_argv(b"echo\0hel"),
+            ["echo", "hel"],
+            "a cut last argument"
+        );
     }
 
     #[test]

@@ -150,16 +150,6 @@ const OPEN_EXITS: &[Hook] = &[
 /// Every program, the sensor it belongs to, and its hooks.
 const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     (
-        "vigil_execve",
-        "process",
-        &[tp("syscalls", "sys_enter_execve")],
-    ),
-    (
-        "vigil_execveat",
-        "process",
-        &[tp("syscalls", "sys_enter_execveat")],
-    ),
-    (
         "vigil_sched_exec",
         "process",
         &[tp("sched", "sched_process_exec")],

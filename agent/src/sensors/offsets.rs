@@ -193,10 +193,9 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         exit_group_dead: f
             .optional("sched/sched_process_exit", "group_dead")?
             .unwrap_or(0),
-        sys_enter_args: f.offset("syscalls/sys_enter_execve", "filename")?,
         sys_exit_nr: f.offset("syscalls/sys_exit_openat", "__syscall_nr")?,
         sys_exit_ret: f.offset("syscalls/sys_exit_openat", "ret")?,
-        _pad: [0; 2],
+        _pad: [0; 3],
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,
@@ -224,6 +223,8 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
         file_path: btf.member_offset("file", "f_path")?,
         mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+        mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
+        mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
         regs_args: regs.args,
         _pad_end: 0,
     })

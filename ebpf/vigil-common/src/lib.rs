@@ -15,8 +15,6 @@ pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
 /// Bytes kept of an exec's argument vector (NUL-separated).
 pub const ARGV_LEN: usize = 1024;
-/// Arguments read at most; more set [`EXEC_ARGV_TRUNCATED`].
-pub const MAX_ARGS: usize = 32;
 /// Bytes of a kernel-resolved directory or executable path kept. The path
 /// is stored as its components leaf first, each NUL-terminated (see
 /// [`PathComponents`]).
@@ -185,11 +183,10 @@ pub struct ExecRecord {
     pub old_pid: u32,
     /// Bytes used in `filename`, without the NUL.
     pub filename_len: u16,
-    /// Bytes used in `argv`, each argument NUL-terminated.
+    /// Bytes used in `argv`: the new image's arguments, each NUL-terminated
+    /// (a last one without NUL was cut, see [`EXEC_ARGV_TRUNCATED`]).
     pub argv_len: u16,
-    /// Arguments captured.
-    pub argc: u16,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 8],
     pub filename: [u8; PATH_LEN],
     pub argv: [u8; ARGV_LEN],
 }
@@ -373,13 +370,11 @@ pub struct Offsets {
     pub exec_old_pid: u16,
     /// `sched_process_exit`: `bool group_dead` (absent on older kernels).
     pub exit_group_dead: u16,
-    /// Offset of the first argument in `syscalls/sys_enter_*` records.
-    pub sys_enter_args: u16,
     /// `syscalls/sys_exit_*` records: `int __syscall_nr`.
     pub sys_exit_nr: u16,
     /// `syscalls/sys_exit_*` records: `long ret`.
     pub sys_exit_ret: u16,
-    pub _pad: [u16; 2],
+    pub _pad: [u16; 3],
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -434,6 +429,10 @@ pub struct Offsets {
     pub file_path: u32,
     /// `mm_struct.exe_file`.
     pub mm_exe_file: u32,
+    /// `mm_struct.arg_start`: the argument block of the image.
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`.
+    pub mm_arg_end: u32,
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
@@ -483,10 +482,9 @@ impl Offsets {
             exec_filename: 0,
             exec_old_pid: 0,
             exit_group_dead: 0,
-            sys_enter_args: 0,
             sys_exit_nr: 0,
             sys_exit_ret: 0,
-            _pad: [0; 2],
+            _pad: [0; 3],
             task_real_parent: 0,
             task_tgid: 0,
             task_pid: 0,
@@ -514,6 +512,8 @@ impl Offsets {
             fdtable_max_fds: 0,
             file_path: 0,
             mm_exe_file: 0,
+            mm_arg_start: 0,
+            mm_arg_end: 0,
             regs_args: [0; 4],
             _pad_end: 0,
         }
@@ -580,7 +580,7 @@ mod tests {
             64 + 56 + PATH_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
-        assert_eq!(size_of::<Offsets>(), 16 + 36 + 18 * 4 + 16 + 4);
+        assert_eq!(size_of::<Offsets>(), 16 + 36 + 20 * 4 + 16 + 4);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);

@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
-use vigil_common::{ARGV_LEN, KernelConfig, SENSOR_COUNT, Sensor};
+use vigil_common::{KernelConfig, SENSOR_COUNT, Sensor};
 
 use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 
@@ -38,28 +38,6 @@ pub static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SENSOR_COUNT, 
 /// cgroup ids watched because the config matched them (value: `watch::*`).
 #[map]
 pub static WATCHED: HashMap<u64, u32> = HashMap::pinned(16384, 0);
-
-/// Room for one argument past `ARGV_LEN`, so each copy has a constant bound.
-pub const ARG_MAX_READ: usize = 256;
-
-/// argv captured at `execve` entry, waiting for `sched_process_exec`.
-#[repr(C)]
-pub struct ArgvBuf {
-    pub len: u32,
-    pub argc: u32,
-    pub flags: u32,
-    pub _pad: u32,
-    pub data: [u8; ARGV_LEN + ARG_MAX_READ],
-}
-
-/// Scratch space to build an [`ArgvBuf`] (too large for the BPF stack).
-#[map]
-pub static ARGV_SCRATCH: PerCpuArray<ArgvBuf> = PerCpuArray::with_max_entries(1, 0);
-
-/// argv by thread id, between exec entry and `sched_process_exec`. LRU so a
-/// failed exec never leaks an entry.
-#[map]
-pub static EXEC_ARGS: LruHashMap<u32, ArgvBuf> = LruHashMap::with_max_entries(4096, 0);
 
 /// Submit flags for a record: wake the reader now when the record is urgent
 /// or the ring buffer is filling up, else leave it for the reader's next
