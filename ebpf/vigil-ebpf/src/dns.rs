@@ -64,20 +64,32 @@ fn watched(cfg: &KernelConfig, skb: *mut __sk_buff) -> Option<u64> {
     unsafe { WATCHED.get(id) }.map(|_| id)
 }
 
+/// The byte at `offset` of the packet's linear data, read directly: the
+/// test every packet of the node takes costs no helper call.
+#[inline(always)]
+fn byte_at(skb: *mut __sk_buff, offset: usize) -> Option<u8> {
+    // SAFETY: context fields; the kernel turns them into packet pointers.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    if data + offset + 1 > end {
+        return None;
+    }
+    // SAFETY: in bounds, as the verifier checks too.
+    Some(unsafe { *((data + offset) as *const u8) })
+}
+
 fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     let skb = ctx.skb.skb;
     // SAFETY: reading fields of the program's own context.
     let (proto, len) = unsafe { (u32::from(u16::from_be((*skb).protocol as u16)), (*skb).len) };
     let (family, udp_off, src_off, src_len) = if proto == ETH_P_IP {
         // cgroup_skb data starts at the network header.
-        let vihl: u8 = load(ctx, 0)?;
-        if load::<u8>(ctx, 9)? != IPPROTO_UDP {
+        if byte_at(skb, 9)? != IPPROTO_UDP {
             return None;
         }
-        (AF_INET, u32::from(vihl & 0x0f) * 4, 12u32, 4usize)
+        (AF_INET, u32::from(byte_at(skb, 0)? & 0x0f) * 4, 12u32, 4usize)
     } else if proto == ETH_P_IPV6 {
         // Extension headers are not followed: DNS answers do not carry them.
-        if load::<u8>(ctx, 6)? != IPPROTO_UDP {
+        if byte_at(skb, 6)? != IPPROTO_UDP {
             return None;
         }
         (AF_INET6, 40, 8, 16)
