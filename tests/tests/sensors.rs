@@ -439,7 +439,7 @@ fn repeat_tracking_stays_bounded_for_a_process_opening_ever_new_files() {
 }
 
 #[test]
-fn the_reader_thread_runs_at_the_configured_priority() {
+fn the_reader_thread_runs_at_the_configured_priority_and_the_journal_has_its_own() {
     if !kernel_available() {
         return;
     }
@@ -452,6 +452,15 @@ fn the_reader_thread_runs_at_the_configured_priority() {
             std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "vigil-reader")
         })
         .expect("a vigil-reader thread");
+    // The journal commits on a thread of its own, not on the runtime's.
+    assert!(
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|t| std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "vigil-journal")),
+        "a vigil-journal thread"
+    );
     // Field 19 of stat is the nice value; the comm (field 2) has no spaces here.
     let stat = std::fs::read_to_string(reader.path().join("stat")).unwrap();
     let nice: i32 = stat.split_whitespace().nth(18).unwrap().parse().unwrap();

@@ -262,7 +262,9 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let reader_nice = i32::from(cfg.daemon.reader_nice);
     let reader_interval = Duration::from_millis(u64::from(cfg.daemon.reader_interval_ms));
     drop(loaded);
-    let mut publishing = tokio::spawn(publisher::run(queue, side_rx, Arc::clone(&shared), output));
+    let publishing = publisher::spawn(queue, side_rx, Arc::clone(&shared), output)
+        .map_err(|e| DaemonError::Publisher(format!("starting the journal thread: {e}")))?;
+    let mut publishing = std::pin::pin!(publishing);
 
     let api = crate::api::server::serve_unix(Arc::clone(&shared), socket.clone(), socket_group)
         .await
@@ -337,7 +339,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     }
     tracing::info!("shutting down");
     // The reader drains what the kernel delivered and hands it on; blocking
-    // for it here is fine, the publisher runs on the runtime's workers.
+    // for it here is fine, the publisher has a thread of its own.
     let stopped = tokio::task::block_in_place(|| reader.stop());
     publisher.stop().await;
     let published = publishing.await;
@@ -351,18 +353,16 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(&socket);
     stopped?;
     match published {
-        Ok(Ok(())) => Ok(()),
+        Some(Ok(())) => Ok(()),
         other => Err(publisher_stopped(other)),
     }
 }
 
-fn publisher_stopped(
-    outcome: Result<Result<(), crate::output::OutputError>, tokio::task::JoinError>,
-) -> DaemonError {
+fn publisher_stopped(outcome: publisher::Outcome) -> DaemonError {
     match outcome {
-        Ok(Err(e)) => DaemonError::Output(e),
-        Ok(Ok(())) => DaemonError::Publisher("stopped unexpectedly".into()),
-        Err(e) => DaemonError::Publisher(e.to_string()),
+        Some(Err(e)) => DaemonError::Output(e),
+        Some(Ok(())) => DaemonError::Publisher("stopped unexpectedly".into()),
+        None => DaemonError::Publisher("the journal thread panicked".into()),
     }
 }
 

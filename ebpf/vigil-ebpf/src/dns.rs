@@ -86,7 +86,12 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
         if byte_at(skb, 9)? != IPPROTO_UDP {
             return None;
         }
-        (AF_INET, u32::from(byte_at(skb, 0)? & 0x0f) * 4, 12u32, 4usize)
+        (
+            AF_INET,
+            u32::from(byte_at(skb, 0)? & 0x0f) * 4,
+            12u32,
+            4usize,
+        )
     } else if proto == ETH_P_IPV6 {
         // Extension headers are not followed: DNS answers do not carry them.
         if byte_at(skb, 6)? != IPPROTO_UDP {
