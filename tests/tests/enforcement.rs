@@ -80,7 +80,28 @@ fn revoke_blocks_connect_exec_and_open_until_restored() {
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
     assert_eq!(s.ask(&format!("udp {addr}")).as_deref(), Some(EPERM));
     assert_eq!(s.ask("exec /bin/true").as_deref(), Some("signal 9"));
-    // Other agents are unaffected.
+    // The new image never ran: `touch` would have made the file.
+    let marker = d.dir.path().join("made-by-a-revoked-exec");
+    let touch = if std::path::Path::new("/usr/bin/touch").exists() {
+        "/usr/bin/touch"
+    } else {
+        "/bin/touch"
+    };
+    assert_eq!(
+        s.ask(&format!("exec {touch} {}", marker.display()))
+            .as_deref(),
+        Some("signal 9")
+    );
+    assert!(!marker.exists(), "the revoked exec ran");
+    // Other agents are unaffected (and `touch` does make the file).
+    let made = d.dir.path().join("made-by-another-agent");
+    assert_eq!(
+        other
+            .ask(&format!("exec {touch} {}", made.display()))
+            .as_deref(),
+        Some("exit 0")
+    );
+    assert!(made.exists());
     assert_eq!(other.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
     assert_eq!(other.ask("exec /bin/true").as_deref(), Some("exit 0"));
 
