@@ -6,6 +6,10 @@
 //! The sensor reader thread hands it one batch per drain over a bounded queue
 //! and waits only when the queue is full, so a slow disk slows the loop
 //! instead of losing events, while a commit never runs on the loop itself.
+//! Queued batches are merged into one journal commit, and commits start at
+//! most every [`COMMIT_INTERVAL`], longer under a heavy flow
+//! ([`commit_interval`]): each one costs a sync and wakes every subscriber,
+//! whatever its size.
 //!
 //! It runs on a thread of its own, `vigil-journal` ([`spawn`]), with a
 //! single-threaded runtime, and commits right there: a round costs this
@@ -15,10 +19,6 @@
 //! work: about a dozen thread wake-ups per round, every 2 ms under a steady
 //! flow. Each can preempt or move a watched process (see
 //! `docs/performance.md`).
-//! Queued batches are merged into one journal commit, and commits start at
-//! most every [`COMMIT_INTERVAL`], longer under a heavy flow
-//! ([`commit_interval`]): each one costs a sync and wakes every subscriber,
-//! whatever its size.
 
 use std::sync::Arc;
 use std::time::Duration;
