@@ -102,22 +102,14 @@ fn read_argv(cfg: &KernelConfig, rec: &mut ExecRecord) {
         rec.header.flags |= EXEC_ARGV_MISSING;
         return;
     };
-    let mut len = end - start;
+    let len = end - start;
     if len > ARGV_LEN as u64 {
-        len = ARGV_LEN as u64;
         rec.header.flags |= EXEC_ARGV_TRUNCATED;
     }
-    // The mask restates the bound for the verifier (len <= ARGV_LEN holds).
-    let len = (len as u32) & (2 * ARGV_LEN as u32 - 1);
+    let len = len.min(ARGV_LEN as u64) as u32;
     // SAFETY: user memory of the current task through the helper, which
     // faults safely; the destination has ARGV_LEN bytes.
-    let r = unsafe {
-        bpf_probe_read_user(
-            rec.argv.as_mut_ptr().cast(),
-            len.min(ARGV_LEN as u32),
-            start as *const _,
-        )
-    };
+    let r = unsafe { bpf_probe_read_user(rec.argv.as_mut_ptr().cast(), len, start as *const _) };
     if r == 0 {
         rec.argv_len = len as u16;
     } else {
