@@ -132,9 +132,11 @@ fn exec(pid: u32, argv: &[&str]) -> Vec<u8> {
         old_pid: pid,
         filename_len,
         argv_len: at as u16,
-        _pad: [0; 8],
+        exe_nlink: 1,
+        _pad: [0; 4],
         filename,
         argv: args,
+        exe: components(argv[0]),
     })
 }
 

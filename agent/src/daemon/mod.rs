@@ -186,6 +186,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let mut sensors = sensors;
     let ring = sensors.take_events()?;
     let open_seen = sensors.take_open_repeats()?;
+    let losses = sensors.take_session_losses()?;
     let open_repeat = Duration::from_millis(u64::from(cfg.daemon.open_repeat_ms));
     for hook in sensors.attached() {
         tracing::info!("sensor attached: {hook}");
@@ -326,6 +327,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
             nice: reader_nice,
             interval: reader_interval,
             repeats: repeats::Repeats::new(Some(open_seen), open_repeat),
+            losses: Some(losses),
         },
     )?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -24,7 +24,10 @@ use crate::{
         aggregate::Aggregator,
         dns::{DnsCache, parse_response},
     },
-    sensors::decode::{self, Clock, Record},
+    sensors::{
+        decode::{self, Clock, Record},
+        loss::SessionLosses,
+    },
 };
 
 use super::Shared;
@@ -54,10 +57,17 @@ pub struct Pipeline {
     /// the revocation log (how much of its latency was wake-up).
     read_ns: u64,
     repeats: super::repeats::Repeats,
+    /// Ring-buffer losses per cgroup, reported per session.
+    losses: Option<SessionLosses>,
 }
 
 impl Pipeline {
-    pub fn new(shared: Arc<Shared>, cgroups: &CgroupFs, repeats: super::repeats::Repeats) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        cgroups: &CgroupFs,
+        repeats: super::repeats::Repeats,
+        losses: Option<SessionLosses>,
+    ) -> Self {
         let mut resolver = CgroupResolver::new(cgroups, Duration::from_millis(200));
         let parent = shared.sessions.parent().to_owned();
         let (parent_id, _) = shared.sessions.parent_id_level();
@@ -88,6 +98,7 @@ impl Pipeline {
             aggregator,
             read_ns: 0,
             repeats,
+            losses,
         }
     }
 
@@ -107,9 +118,7 @@ impl Pipeline {
             self.config_version = loaded.version;
             self.attributor.clear();
             // Report what the old window held before taking the new one.
-            let pending = self.aggregator.drain();
-            for a in pending {
-                let e = self.anomaly_event(a);
+            for e in self.drain_anomalies() {
                 self.shared.emit(e);
             }
             self.aggregator = Aggregator::new(loaded.scope.aggregate_window());
@@ -142,6 +151,9 @@ impl Pipeline {
             });
         }
         for e in self.flush_anomalies() {
+            self.shared.emit(e);
+        }
+        for e in self.session_losses() {
             self.shared.emit(e);
         }
         self.procs.sweep();
@@ -301,6 +313,14 @@ impl Pipeline {
                 && let Some(abs) = resolve_path(tgid, -100, &exec.filename)
             {
                 exec.filename = abs;
+            }
+            // The kernel names the program from `mm->exe_file`; when its walk
+            // could not (a path deeper than it follows), the process's own
+            // view is next best, never the file name resolved here.
+            if process.exe.is_none() {
+                process.exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+                    .ok()
+                    .and_then(|p| p.into_os_string().into_string().ok());
             }
             let exe = process.exe.clone().unwrap_or_else(|| exec.filename.clone());
             self.procs.on_exec(tgid, &exe, &process.comm);
@@ -580,6 +600,69 @@ impl Pipeline {
             process: a.offending.process.clone(),
             payload: Payload::Anomaly(a),
         }
+    }
+
+    /// What is still pending at a stop: events held for pod metadata,
+    /// losses not yet reported, and every folded anomaly still inside its
+    /// aggregation window (no window closes after the daemon is gone).
+    pub fn finish(&mut self) -> Vec<Event> {
+        self.release_held(true);
+        let mut out = self.session_losses();
+        out.extend(self.drain_anomalies());
+        out
+    }
+
+    fn drain_anomalies(&mut self) -> Vec<Event> {
+        let pending = self.aggregator.drain();
+        pending.into_iter().map(|a| self.anomaly_event(a)).collect()
+    }
+
+    /// A `loss` event for each session (cgroup) that lost records since the
+    /// last look, attributed like the records it lost would have been.
+    fn session_losses(&mut self) -> Vec<Event> {
+        let Some(losses) = self.losses.as_mut() else {
+            return Vec::new();
+        };
+        let found = match losses.poll() {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("reading per-cgroup loss counters: {e}");
+                return Vec::new();
+            }
+        };
+        found
+            .into_iter()
+            .map(|l| {
+                let a = self.attribution(l.cgroup_id);
+                tracing::warn!(
+                    "{} kernel records of the {} sensor lost for cgroup {} (agent {}, session {})",
+                    l.lost,
+                    l.sensor,
+                    a.cgroup.as_deref().unwrap_or("?"),
+                    a.agent.as_deref().unwrap_or("-"),
+                    a.session.as_deref().unwrap_or("-"),
+                );
+                let identity = crate::event::Identity {
+                    agent: a.agent.as_deref().map(str::to_owned),
+                    session: a.session.as_deref().map(str::to_owned),
+                    cgroup: a.cgroup.as_deref().map(str::to_owned),
+                    cgroup_id: l.cgroup_id,
+                    task: a
+                        .agent
+                        .as_deref()
+                        .and_then(|agent| self.shared.enforcer.active_task(agent)),
+                    workload: a.workload.clone(),
+                };
+                super::daemon_event(
+                    identity,
+                    Payload::Loss(crate::event::Loss {
+                        sensor: l.sensor.to_owned(),
+                        lost: l.lost,
+                        total: l.total,
+                    }),
+                )
+            })
+            .collect()
     }
 
     /// Anomalies whose aggregation window closed (repeats with their count).

@@ -65,6 +65,8 @@ pub struct Options {
     pub interval: Duration,
     /// The kernel's repeat counters of file opens.
     pub repeats: super::repeats::Repeats,
+    /// The kernel's per-cgroup loss counters, when the sensors have them.
+    pub losses: Option<crate::sensors::loss::SessionLosses>,
 }
 
 /// A running reader; [`Reader::stop`] drains what the kernel delivered and
@@ -90,7 +92,7 @@ impl Reader {
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(ReaderError::EventFd)?,
         );
-        let pipeline = Pipeline::new(Arc::clone(shared), cgroups, options.repeats);
+        let pipeline = Pipeline::new(Arc::clone(shared), cgroups, options.repeats, options.losses);
         let publisher = shared.publisher.clone();
         let thread_stop = Arc::clone(&stop);
         let (nice, interval) = (options.nice, options.interval);
@@ -236,9 +238,9 @@ impl Loop {
         while !self.drain() {
             self.send()?;
         }
-        self.send()?;
-        self.pipeline.release_held(true);
-        Ok(())
+        let pending = self.pipeline.finish();
+        self.batch.extend(pending);
+        self.send()
     }
 
     /// Waits for a wake-up by the kernel, the stop signal or the timeout;

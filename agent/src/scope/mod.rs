@@ -434,17 +434,24 @@ impl Scope {
         if a.tools.is_match_candidate(&cand) {
             return Verdict::InScope;
         }
-        let exe = process
-            .and_then(|p| p.exe.as_deref())
-            .filter(|x| **x != *path);
+        let known = process.and_then(|p| p.exe.as_deref());
+        let exe = known.filter(|x| **x != *path);
         if exe.is_some_and(|x| a.tools.is_match(x)) {
             return Verdict::InScope;
         }
-        let canonical = self.exe_cache.with_canonical(&path, now, |c| match c {
-            Some(c) if c != path && a.tools.is_match(c) => Ok(()),
-            Some(c) if c != path => Err(Some(c.to_owned())),
-            _ => Err(None),
-        });
+        // The kernel's name of the program (`mm->exe_file`, resolved within
+        // the process's root) is what the file name canonicalises to; only
+        // without it is the name resolved here, on the daemon's view of
+        // the file system.
+        let canonical = if known.is_some() {
+            Err(None)
+        } else {
+            self.exe_cache.with_canonical(&path, now, |c| match c {
+                Some(c) if c != path && a.tools.is_match(c) => Ok(()),
+                Some(c) if c != path => Err(Some(c.to_owned())),
+                _ => Err(None),
+            })
+        };
         let Err(canonical) = canonical else {
             return Verdict::InScope;
         };

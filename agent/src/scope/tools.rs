@@ -40,7 +40,7 @@ impl ExeCache {
                 return f(r.canonical.as_deref());
             }
         }
-        let canonical = if path.starts_with('/') {
+        let canonical = if path.starts_with('/') && !names_a_descriptor(path) {
             std::fs::canonicalize(path)
                 .ok()
                 .and_then(|p| p.into_os_string().into_string().ok())
@@ -56,6 +56,14 @@ impl ExeCache {
         map.insert(path.into(), Resolved { canonical, at: now });
         out
     }
+}
+
+/// Paths that name the *opening* process's descriptors or view of itself
+/// (`/dev/fd/3`, `/proc/self/exe`, `/proc/1234/fd/3`): resolved here they
+/// would name the daemon's own files (or another process's as the daemon
+/// sees it), never what the exec ran. The kernel's `mm->exe_file` says that.
+fn names_a_descriptor(path: &str) -> bool {
+    path.starts_with("/proc/") || path.starts_with("/dev/fd/") || path.starts_with("/dev/std")
 }
 
 #[cfg(test)]
@@ -98,5 +106,26 @@ mod tests {
         let now = Instant::now();
         assert!(cache.with_canonical("/nonexistent/vigil-test", now, |c| c.is_none()));
         assert!(cache.with_canonical("bin/ls", now, |c| c.is_none()));
+    }
+
+    /// `/dev/fd/N` and `/proc/self/...` exist in the daemon too, naming its
+    /// own files: they must not be resolved on the caller's behalf.
+    #[test]
+    fn descriptor_paths_are_never_resolved_in_the_daemon() {
+        let cache = ExeCache::default();
+        let now = Instant::now();
+        let own = tempfile::NamedTempFile::new().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(own.as_file());
+        for path in [
+            format!("/dev/fd/{fd}"),
+            format!("/proc/self/fd/{fd}"),
+            "/proc/self/exe".to_owned(),
+        ] {
+            assert!(
+                std::fs::canonicalize(&path).is_ok(),
+                "{path} resolves in this process, so the check below means something"
+            );
+            assert!(cache.with_canonical(&path, now, |c| c.is_none()), "{path}");
+        }
     }
 }

@@ -200,6 +200,28 @@ pub fn components_to_path(pc: &PathComponents) -> Option<String> {
     Some(out)
 }
 
+/// The program an exec runs, named as `/proc/PID/exe` names it: its path;
+/// `/NAME` for a file on no mounted path (a memfd is `/memfd:NAME`); with
+/// ` (deleted)` once no directory links it. `None` when the kernel could not
+/// resolve it.
+#[must_use]
+pub fn exe_to_path(pc: &PathComponents, nlink: u32) -> Option<String> {
+    let mut path = if pc.flags & path_flags::DETACHED == 0 {
+        components_to_path(pc)?
+    } else {
+        let len = usize::from(pc.len).min(pc.buf.len());
+        let name = pc.buf[..len].split(|&b| b == 0).next().unwrap_or_default();
+        if name.is_empty() {
+            return None;
+        }
+        format!("/{}", String::from_utf8_lossy(name))
+    };
+    if nlink == 0 {
+        path.push_str(" (deleted)");
+    }
+    Some(path)
+}
+
 /// Joins a relative path to its base and normalises `.` and `..` lexically.
 fn join(base: &str, rel: &str) -> String {
     crate::identity::procs::normalize(&format!("{base}/{rel}"))
@@ -352,7 +374,10 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             ttl: 0,
         }),
     };
-    let process = (h.tgid != 0).then(|| process(h));
+    let mut process = (h.tgid != 0).then(|| process(h));
+    if let (Record::Exec(r), Some(p)) = (record, process.as_mut()) {
+        p.exe = exe_to_path(&r.exe, r.exe_nlink);
+    }
     Event {
         seq: 0,
         time: crate::event::format_time(clock.wall(h.ts_ns)),
@@ -405,9 +430,11 @@ mod tests {
             old_pid: 11,
             filename_len: 12,
             argv_len: 11,
-            _pad: [0; 8],
+            exe_nlink: 1,
+            _pad: [0; 4],
             filename,
             argv,
+            exe: components(&["git", "bin", "usr"], true),
         }
     }
 
@@ -451,6 +478,28 @@ mod tests {
     }
 
     #[test]
+    fn exe_is_named_as_procfs_names_it() {
+        assert_eq!(
+            exe_to_path(&components(&["git", "bin", "usr"], true), 1).as_deref(),
+            Some("/usr/bin/git")
+        );
+        assert_eq!(
+            exe_to_path(&components(&["tool", "tmp"], true), 0).as_deref(),
+            Some("/tmp/tool (deleted)")
+        );
+        let mut memfd = components(&["memfd:payload"], false);
+        memfd.flags = path_flags::DETACHED;
+        assert_eq!(
+            exe_to_path(&memfd, 0).as_deref(),
+            Some("/memfd:payload (deleted)")
+        );
+        assert_eq!(exe_to_path(&components(&["a", "b"], false), 1), None);
+        let mut unnamed = empty_components();
+        unnamed.flags = path_flags::DETACHED;
+        assert_eq!(exe_to_path(&unnamed, 0), None);
+    }
+
+    #[test]
     fn relative_opens_join_the_kernel_base() {
         let mut path = [0u8; PATH_LEN];
         path[..12].copy_from_slice(b"../etc/x.txt");
@@ -490,6 +539,7 @@ mod tests {
         assert!(!e.argv_truncated);
         let p = ev.process.unwrap();
         assert_eq!((p.pid, p.tid, p.ppid, p.comm.as_str()), (10, 11, 1, "git"));
+        assert_eq!(p.exe.as_deref(), Some("/usr/bin/git"));
         assert_eq!(ev.identity.cgroup_id, 77);
     }
 

@@ -2,6 +2,7 @@
 //! daemon their ring buffer, loss counters and watch list.
 
 pub mod decode;
+pub mod loss;
 pub mod offsets;
 
 use std::{
@@ -373,6 +374,20 @@ impl Sensors {
             map: "OPEN_SEEN",
             source,
         })
+    }
+
+    /// Takes the per-cgroup loss counters (once).
+    pub fn take_session_losses(&mut self) -> Result<loss::SessionLosses, SensorError> {
+        let map = self
+            .ebpf
+            .take_map("LOSS_BY_CGROUP")
+            .ok_or(SensorError::MissingMap("LOSS_BY_CGROUP"))?;
+        aya::maps::PerCpuHashMap::try_from(map)
+            .map(loss::SessionLosses::new)
+            .map_err(|source| SensorError::Map {
+                map: "LOSS_BY_CGROUP",
+                source,
+            })
     }
 
     /// Takes the event ring buffer (once).

@@ -223,6 +223,8 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
         file_path: btf.member_offset("file", "f_path")?,
         mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
+        dentry_inode: btf.member_offset("dentry", "d_inode")?,
+        inode_nlink: btf.member_offset("inode", "i_nlink")?,
         mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
         mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
         regs_args: regs.args,

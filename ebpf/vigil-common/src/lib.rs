@@ -69,6 +69,22 @@ pub const SENSOR_COUNT: u32 = 3;
 /// Names of the sensors, indexed by [`Sensor`].
 pub const SENSOR_NAMES: [&str; SENSOR_COUNT as usize] = ["process", "network", "file"];
 
+/// Key of the `LOSS_BY_CGROUP` map: records lost of one sensor for one
+/// cgroup, so a session that floods the ring buffer to hide an action among
+/// the lost records is named by what it lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LossKey {
+    pub cgroup_id: u64,
+    /// A [`Sensor`].
+    pub sensor: u32,
+    pub _pad: u32,
+}
+
+/// Capacity of `LOSS_BY_CGROUP` (an LRU map: the least recently losing
+/// cgroups go first when more than this many lose records).
+pub const LOSS_BY_CGROUP_ENTRIES: u32 = 4096;
+
 /// Common prefix of every record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -186,9 +202,17 @@ pub struct ExecRecord {
     /// Bytes used in `argv`: the new image's arguments, each NUL-terminated
     /// (a last one without NUL was cut, see [`EXEC_ARGV_TRUNCATED`]).
     pub argv_len: u16,
-    pub _pad: [u8; 8],
+    /// Link count of the executable's inode (`u32::MAX`: unknown); 0 for a
+    /// file deleted since it was opened, a memfd among them.
+    pub exe_nlink: u32,
+    pub _pad: [u8; 4],
     pub filename: [u8; PATH_LEN],
     pub argv: [u8; ARGV_LEN],
+    /// The program that runs: `mm->exe_file` resolved in the kernel. The
+    /// file name the caller passed may name something else by the time the
+    /// daemon reads it, or nothing the daemon can resolve at all
+    /// (`/dev/fd/N`, `/proc/self/fd/N` name the caller's descriptors).
+    pub exe: PathComponents,
 }
 
 /// A path the kernel resolved by walking dentries and mounts up to the
@@ -210,6 +234,9 @@ pub mod path_flags {
     pub const COMPLETE: u16 = 1;
     /// Components were dropped (too deep or too long).
     pub const TRUNCATED: u16 = 2;
+    /// The file is on no mounted path (a memfd, an anonymous or internal
+    /// file): `buf` holds its one name, and the walk ended there.
+    pub const DETACHED: u16 = 4;
 }
 
 /// A new task (from `sched_process_fork`).
@@ -429,6 +456,10 @@ pub struct Offsets {
     pub file_path: u32,
     /// `mm_struct.exe_file`.
     pub mm_exe_file: u32,
+    /// `dentry.d_inode`.
+    pub dentry_inode: u32,
+    /// `inode.i_nlink`.
+    pub inode_nlink: u32,
     /// `mm_struct.arg_start`: the argument block of the image.
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`.
@@ -512,6 +543,8 @@ impl Offsets {
             fdtable_max_fds: 0,
             file_path: 0,
             mm_exe_file: 0,
+            dentry_inode: 0,
+            inode_nlink: 0,
             mm_arg_start: 0,
             mm_arg_end: 0,
             regs_args: [0; 4],
@@ -557,6 +590,7 @@ mod user {
     unsafe impl aya::Pod for super::SystemRules {}
     unsafe impl aya::Pod for super::OpenKey {}
     unsafe impl aya::Pod for super::OpenSeen {}
+    unsafe impl aya::Pod for super::LossKey {}
 }
 
 #[cfg(test)]
@@ -570,7 +604,10 @@ mod tests {
     fn record_sizes_are_stable() {
         assert_eq!(size_of::<Header>(), 64);
         assert_eq!(size_of::<PathComponents>(), 8 + DIR_LEN + NAME_READ);
-        assert_eq!(size_of::<ExecRecord>(), 64 + 16 + PATH_LEN + ARGV_LEN);
+        assert_eq!(
+            size_of::<ExecRecord>(),
+            64 + 16 + PATH_LEN + ARGV_LEN + size_of::<PathComponents>()
+        );
         assert_eq!(size_of::<ForkRecord>(), 72);
         assert_eq!(size_of::<ExitRecord>(), 72);
         assert_eq!(size_of::<ConnectRecord>(), 64 + 8 + 16);
@@ -580,10 +617,11 @@ mod tests {
             64 + 56 + PATH_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
-        assert_eq!(size_of::<Offsets>(), 16 + 36 + 20 * 4 + 16 + 4);
+        assert_eq!(size_of::<Offsets>(), 16 + 36 + 22 * 4 + 16 + 4);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);
+        assert_eq!(size_of::<LossKey>(), 16);
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     }
     let n = (len - payload_off) as usize;
     let Some(mut entry) = EVENTS.reserve::<DnsRecord>(0) else {
-        count_loss(Sensor::Network);
+        count_loss(Sensor::Network, cgroup_id);
         return None;
     };
     // SAFETY: the reservation is sizeof(DnsRecord); fields are written below.

@@ -283,7 +283,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         .output::<OpenRecord>(&*rec, wake_flags(cfg, urgent))
         .is_err()
     {
-        count_loss(Sensor::File);
+        count_loss(Sensor::File, cgroup_id);
     }
     Some(())
 }

@@ -1,10 +1,11 @@
 //! Maps and the load-time configuration shared by every program.
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
-use vigil_common::{KernelConfig, SENSOR_COUNT, Sensor};
+use vigil_common::{KernelConfig, LOSS_BY_CGROUP_ENTRIES, LossKey, SENSOR_COUNT, Sensor};
 
 use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 
@@ -35,6 +36,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static LOSS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SENSOR_COUNT, 0);
 
+/// Records that could not be reserved, per (cgroup, sensor) and CPU.
+#[map]
+pub static LOSS_BY_CGROUP: LruPerCpuHashMap<LossKey, u64> =
+    LruPerCpuHashMap::with_max_entries(LOSS_BY_CGROUP_ENTRIES, 0);
+
 /// cgroup ids watched because the config matched them (value: `watch::*`).
 #[map]
 pub static WATCHED: HashMap<u64, u32> = HashMap::pinned(16384, 0);
@@ -54,11 +60,28 @@ pub fn wake_flags(cfg: &KernelConfig, urgent: bool) -> u64 {
     }
 }
 
-/// Counts a record the ring buffer had no room for.
+/// Counts a record the ring buffer had no room for, for the node and for
+/// the cgroup whose record it was.
 #[inline(always)]
-pub fn count_loss(sensor: Sensor) {
+pub fn count_loss(sensor: Sensor, cgroup_id: u64) {
     if let Some(n) = LOSS.get_ptr_mut(sensor as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *n += 1 };
+    }
+    let key = LossKey {
+        cgroup_id,
+        sensor: sensor as u32,
+        _pad: 0,
+    };
+    match LOSS_BY_CGROUP.get_ptr_mut(key) {
+        // SAFETY: this CPU's value of a live entry, no concurrent writer on it.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            // A new entry holds 1 on this CPU and 0 on the others. Another
+            // CPU creating it first makes this insert fail: one count of a
+            // burst is then missing from the cgroup's share (the node's
+            // counter above still has it).
+            let _ = LOSS_BY_CGROUP.insert(key, 1, u64::from(BPF_NOEXIST));
+        }
     }
 }

@@ -108,7 +108,7 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
         rec.addr = addr;
         entry.submit(wake_flags(cfg, prompt || verdict != verdict::ALLOWED));
     } else {
-        count_loss(Sensor::Network);
+        count_loss(Sensor::Network, cgroup_id);
     }
     if verdict == verdict::ALLOWED {
         ALLOW
@@ -139,7 +139,7 @@ fn try_accept(ctx: &SockOpsContext) -> Option<()> {
     let cgroup_id = watched_cgroup(cfg, cgrp)?;
     let family = ctx.family() as u16;
     let Some(mut entry) = EVENTS.reserve::<AcceptRecord>(0) else {
-        count_loss(Sensor::Network);
+        count_loss(Sensor::Network, cgroup_id);
         return None;
     };
     // SAFETY: the reservation is sizeof(AcceptRecord); all fields are written.

@@ -56,6 +56,24 @@ pub fn cwd(cfg: &KernelConfig) -> Option<KPath> {
     read_path(cfg, fs.wrapping_add(cfg.offsets.fs_pwd as usize))
 }
 
+/// The path of the current task's executable (`current->mm->exe_file`).
+#[inline(always)]
+pub fn exe_path(cfg: &KernelConfig) -> Option<KPath> {
+    let off = &cfg.offsets;
+    let mm: *const u8 = read_field(current_task(), off.task_mm)?;
+    let file: *const u8 = read_field(mm, off.mm_exe_file)?;
+    read_path(cfg, file.wrapping_add(off.file_path as usize))
+}
+
+/// `dentry->d_inode->i_nlink`; `u32::MAX` when unreadable.
+#[inline(always)]
+pub fn nlink(cfg: &KernelConfig, dentry: *const u8) -> u32 {
+    let off = &cfg.offsets;
+    read_field::<*const u8>(dentry, off.dentry_inode)
+        .and_then(|inode| read_field::<u32>(inode, off.inode_nlink))
+        .unwrap_or(u32::MAX)
+}
+
 /// The path of the current task's open file `fd`.
 #[inline(always)]
 pub fn fd_path(cfg: &KernelConfig, fd: i32) -> Option<KPath> {
@@ -65,7 +83,9 @@ pub fn fd_path(cfg: &KernelConfig, fd: i32) -> Option<KPath> {
     }
     let files: *const u8 = read_field(current_task(), off.task_files)?;
     let fdt: *const u8 = read_field(files, off.files_fdt)?;
-    let max: u32 = read_field(fdt, off.fdtable_max_fds)?;
+    // `max_fds` is the first member of `struct fdtable`: offset 0 is its
+    // real offset here, not "unknown" (discovery fails without it).
+    let max: u32 = read_raw(fdt, off.fdtable_max_fds)?;
     if fd as u32 >= max {
         return None;
     }
@@ -135,6 +155,24 @@ fn step(cfg: &KernelConfig, w: *mut Walk) {
         return;
     }
     let parent = rd(dentry + u64::from(off.dentry_parent));
+    if parent == dentry && dentry != get!(w.mnt_root) {
+        // Its own parent but not its mount's root: a file of no directory
+        // (memfd, anonymous inode). Crossing to the mount's parent would
+        // give it a path it does not have; its one name is what it is.
+        let count = get!(w.count);
+        if count < MAX_NAMES as u64 {
+            // SAFETY: index masked into the array.
+            unsafe {
+                core::ptr::write_volatile(
+                    &raw mut (*w).slots[(count as usize) & (MAX_NAMES - 1)],
+                    dentry,
+                );
+            }
+            set!(w.count = count + 1);
+        }
+        set!(w.flags = u64::from(path_flags::DETACHED));
+        return;
+    }
     if dentry == get!(w.mnt_root) || parent == dentry || parent == 0 {
         let mount = get!(w.mount);
         let mnt_parent = rd(mount + u64::from(off.mount_parent));

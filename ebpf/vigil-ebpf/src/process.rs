@@ -22,6 +22,7 @@ use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
     maps::{EVENTS, config, count_loss, wake_flags},
+    path,
     task::{current_task, fill_header, read_field, watched_current},
 };
 
@@ -48,7 +49,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     // SAFETY: as above.
     let old_pid: u32 = unsafe { ctx.read_at(off.exec_old_pid as usize & 0xff) }.ok()?;
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
-        count_loss(Sensor::Process);
+        count_loss(Sensor::Process, cgroup_id);
         return None;
     };
     let rec = entry.as_mut_ptr();
@@ -60,7 +61,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
         rec.header.verdict = v;
     }
     rec.old_pid = old_pid;
-    rec._pad = [0; 8];
+    rec._pad = [0; 4];
     let name = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xfff) as usize);
     // SAFETY: kernel string inside the tracepoint record; the helper bounds it.
     let n = unsafe {
@@ -81,6 +82,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
         warn!(ctx, "exec file name unreadable: {}", n);
     }
     read_argv(cfg, rec);
+    read_exe(cfg, rec);
     let urgent = verdict.is_some() || enforce::is_prompt(policy.as_ref());
     entry.submit(wake_flags(cfg, urgent));
     Some(0)
@@ -118,6 +120,20 @@ fn read_argv(cfg: &KernelConfig, rec: &mut ExecRecord) {
     }
 }
 
+/// Resolves the program that runs (`mm->exe_file`) into the record: the
+/// file the kernel mapped, whatever name the caller gave it.
+#[inline(always)]
+fn read_exe(cfg: &KernelConfig, rec: &mut ExecRecord) {
+    rec.exe.len = 0;
+    rec.exe.flags = 0;
+    rec.exe._pad = 0;
+    rec.exe_nlink = u32::MAX;
+    if let Some(exe) = path::exe_path(cfg) {
+        rec.exe_nlink = path::nlink(cfg, exe.dentry);
+        path::resolve(cfg, exe, &mut rec.exe);
+    }
+}
+
 /// Raw tracepoint so the child's `task_struct` is at hand: threads are told
 /// apart from new processes by comparing the child's pid and tgid.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -136,7 +152,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Option<i32> {
         return Some(0);
     }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count_loss(Sensor::Process);
+        count_loss(Sensor::Process, cgroup_id);
         return None;
     };
     // SAFETY: the reservation is sizeof(ForkRecord); all fields are written.
@@ -169,7 +185,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     let task = current_task();
     let exit_code: u32 = read_field(task, off.task_exit_code).unwrap_or(0);
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count_loss(Sensor::Process);
+        count_loss(Sensor::Process, cgroup_id);
         return None;
     };
     // SAFETY: the reservation is sizeof(ExitRecord); all fields are written.

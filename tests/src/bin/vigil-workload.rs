@@ -101,6 +101,91 @@ fn serve() -> std::io::Result<()> {
     Ok(())
 }
 
+fn cstring(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).expect("no NUL in argument")
+}
+
+fn check(ret: libc::c_int, what: &str) -> std::io::Result<libc::c_int> {
+    if ret < 0 {
+        let e = std::io::Error::last_os_error();
+        Err(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Opens `name` relative to a descriptor of `dir`, then at once makes that
+/// descriptor number name `decoy` (`dup2`) and stays alive a while: whoever
+/// resolves the descriptor after the open, rather than at it, names the
+/// wrong directory.
+fn openat_swap(dir: &str, name: &str, decoy: &str) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on C strings that outlive them.
+    unsafe {
+        let d = check(
+            libc::open(cstring(dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY),
+            "open dir",
+        )?;
+        let f = check(
+            libc::openat(d, cstring(name).as_ptr(), libc::O_RDONLY),
+            "openat",
+        )?;
+        let other = check(
+            libc::open(cstring(decoy).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY),
+            "open decoy",
+        )?;
+        check(libc::dup2(other, d), "dup2")?;
+        println!("{f}");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+/// Runs `prog` through `execveat(fd, "", AT_EMPTY_PATH)`: from a descriptor
+/// of the file itself, or (`memfd`) of an anonymous in-memory copy of it.
+/// The kernel then names the program `/dev/fd/N`, which means something
+/// only in this process.
+fn exec_from_fd(prog: &str, args: &[&str], memfd: bool) -> std::io::Result<()> {
+    let fd = if memfd {
+        let bytes = std::fs::read(prog)?;
+        // SAFETY: memfd_create with a C string; the descriptor is ours.
+        let fd = check(
+            unsafe { libc::memfd_create(cstring("vigil-payload").as_ptr(), 0) },
+            "memfd_create",
+        )?;
+        // SAFETY: we own the new descriptor and hand it to File.
+        let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        file.write_all(&bytes)?;
+        std::os::fd::IntoRawFd::into_raw_fd(file)
+    } else {
+        // SAFETY: open with a C string.
+        check(
+            unsafe { libc::open(cstring(prog).as_ptr(), libc::O_RDONLY) },
+            "open",
+        )?
+    };
+    let argv: Vec<std::ffi::CString> = std::iter::once(prog)
+        .chain(args.iter().copied())
+        .map(cstring)
+        .collect();
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let empty = cstring("");
+    // SAFETY: NUL-terminated argument and environment arrays of live C
+    // strings; on success this process image is replaced.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            empty.as_ptr(),
+            ptrs.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    Err(std::io::Error::last_os_error())
+}
+
 /// `ok`, or `err ERRNO` (1 is EPERM).
 fn result(r: std::io::Result<()>) -> String {
     match r {
@@ -129,6 +214,9 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
+        ["openat-swap", dir, name, decoy] => openat_swap(dir, name, decoy),
+        ["exec-fd", prog, args @ ..] => exec_from_fd(prog, args, false),
+        ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
             println!("{}", l.local_addr()?);
@@ -204,7 +292,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|accept-once|spawn|sleep ..."
             );
             return ExitCode::from(2);
         }

@@ -1,0 +1,264 @@
+//! Attacks from inside an agent session on what Vigil already claims, each
+//! against the real kernel with a real daemon: the test is the attack, and
+//! it passes only when Vigil reports (or stops) it.
+
+// Paths are written into TOML with `{:?}` (a quoted, escaped string).
+#![allow(clippy::unnecessary_debug_formatting)]
+
+use std::{path::Path, time::Duration};
+
+use serde_json::Value;
+use vigil_tests::{Daemon, Served, kernel_available, of, workload_bin};
+
+fn wl() -> String {
+    workload_bin().to_str().unwrap().to_owned()
+}
+
+/// A coding agent with a workspace, a credential it was not given, and a
+/// short tool list (the workload, a shell, `true`).
+fn config(root: &Path, window_seconds: u32) -> String {
+    let r = root.display();
+    format!(
+        r#"
+[scope]
+aggregate_window_seconds = {window_seconds}
+
+[[agent]]
+name = "coder"
+on_violation = "alert"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1", "[::1]"]
+  tools = ["{wl}", "/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/true", "/usr/bin/true", "/usr/bin/id"]
+  data = ["workspace"]
+
+[data.workspace]
+read = ["{r}/ws/**"]
+write = ["{r}/ws/**"]
+
+[identity.tok]
+files = ["{r}/secrets/token"]
+"#,
+        wl = wl(),
+    )
+}
+
+fn start(window_seconds: u32, daemon_extra: &str) -> Daemon {
+    let d = Daemon::start_fn(|root| config(root, window_seconds), daemon_extra);
+    let root = d.dir.path();
+    for dir in ["ws", "secrets"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("secrets/token"), "s3cr3t").unwrap();
+    d
+}
+
+fn anomalies(d: &Daemon, session: &str) -> Vec<Value> {
+    of(&d.events(), "anomaly", session)
+}
+
+/// `openat(dirfd, "token")` on a descriptor of `secrets/`, then `dup2` of a
+/// workspace descriptor onto the same number: a daemon that resolves the
+/// descriptor after the fact sees `ws/token`, inside the workspace, and the
+/// credential read goes unreported. The kernel resolves it at the open.
+#[test]
+fn a_reused_directory_descriptor_does_not_hide_a_credential_read() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let root = d.dir.path();
+    let secrets = root.join("secrets");
+    let ws = root.join("ws");
+    let out = d.exec(
+        "coder",
+        "s-dirfd",
+        &[
+            &wl(),
+            "openat-swap",
+            secrets.to_str().unwrap(),
+            "token",
+            ws.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let token = secrets.join("token");
+    let open = d.wait_for("the relative open of the token", |e| {
+        e["kind"] == "file_open"
+            && e["raw_path"] == "token"
+            && e["identity"]["session"] == "s-dirfd"
+    });
+    assert_eq!(open["path"], token.to_str().unwrap(), "{}", d.dump());
+    let a = d.wait_for("the credential anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-dirfd"
+            && e["anomaly"] == "identity_outside_scope"
+    });
+    assert_eq!(a["identity_name"], "tok");
+}
+
+/// `execveat(fd, "", AT_EMPTY_PATH)` names the program `/dev/fd/N`, which
+/// in the daemon's own process is one of the daemon's files. The program
+/// is what `mm->exe_file` says, read in the kernel.
+#[test]
+fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let own_dir = d.dir.path().to_str().unwrap().to_owned();
+
+    // A real, allowed tool run through a descriptor: named, and in scope.
+    let out = d.exec(
+        "coder",
+        "s-fdexec",
+        &[&wl(), "exec-fd", "/usr/bin/id", "-u"],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let e = d.wait_for("the exec through a descriptor", |e| {
+        e["kind"] == "exec"
+            && e["identity"]["session"] == "s-fdexec"
+            && e["filename"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("/dev/fd/"))
+    });
+    let exe = e["process"]["exe"].as_str().unwrap_or_default();
+    assert!(
+        std::fs::canonicalize("/usr/bin/id").unwrap().to_str() == Some(exe),
+        "exe {exe:?}: {e}"
+    );
+    // The same program from an anonymous in-memory copy: named as such
+    // (never as a file of the daemon), and outside the tools.
+    let out = d.exec(
+        "coder",
+        "s-memfd",
+        &[&wl(), "exec-memfd", "/usr/bin/id", "-u"],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let e = d.wait_for("the exec of a memfd", |e| {
+        e["kind"] == "exec"
+            && e["identity"]["session"] == "s-memfd"
+            && e["filename"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("/dev/fd/"))
+    });
+    assert_eq!(e["process"]["exe"], "/memfd:vigil-payload (deleted)", "{e}");
+    let a = d.wait_for("the memfd's tool anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-memfd"
+            && e["anomaly"] == "unapproved_tool"
+    });
+    let reason = a["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("/memfd:vigil-payload (deleted)"),
+        "{reason}"
+    );
+    d.settle();
+    for e in of(&d.events(), "exec", "s-fdexec")
+        .into_iter()
+        .chain(anomalies(&d, "s-fdexec"))
+        .chain(of(&d.events(), "exec", "s-memfd"))
+        .chain(anomalies(&d, "s-memfd"))
+    {
+        assert!(
+            !e.to_string().contains(&own_dir),
+            "an event names the daemon's own files: {e}"
+        );
+    }
+    assert!(
+        anomalies(&d, "s-fdexec")
+            .iter()
+            .all(|a| a["anomaly"] != "unapproved_tool"),
+        "/usr/bin/id is an allowed tool, whatever name ran it:\n{}",
+        d.dump()
+    );
+}
+
+/// Repeats of one anomaly are folded until their window closes; stopping
+/// the daemon inside the window must still report them.
+#[test]
+fn folded_anomalies_are_reported_when_the_daemon_stops_inside_their_window() {
+    if !kernel_available() {
+        return;
+    }
+    let mut d = start(600, "");
+    let out = d.exec(
+        "coder",
+        "s-fold",
+        &["/bin/sh", "-c", "/bin/echo x; /bin/echo x; /bin/echo x"],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    d.wait_for("the first unapproved echo", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-fold"
+            && e["anomaly"] == "unapproved_tool"
+    });
+    d.settle();
+    d.stop();
+    let reported: Vec<Value> = anomalies(&d, "s-fold")
+        .into_iter()
+        .filter(|a| a["anomaly"] == "unapproved_tool")
+        .collect();
+    let count: u64 = reported.iter().map(|a| a["count"].as_u64().unwrap()).sum();
+    assert_eq!(
+        count,
+        3,
+        "three unapproved execs, as {} reports:\n{}\n{}",
+        reported.len(),
+        d.dump(),
+        d.log()
+    );
+}
+
+/// A session that floods the ring buffer makes the kernel drop records,
+/// its own among them: the loss is reported as that session's, so hiding
+/// an action in a flood names the flooder. The daemon is stopped
+/// (`SIGSTOP`) meanwhile, so the ring cannot drain and the loss is certain.
+#[test]
+fn records_lost_in_a_flood_are_attributed_to_the_session_that_lost_them() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "ring_buffer_bytes = 65536\nopen_repeat_ms = 0");
+    let mut quiet = Served::start(&d, "coder", "s-quiet");
+    let mut flood = Served::start(&d, "coder", "s-flood");
+    assert_eq!(quiet.ask("open /etc/hostname").as_deref(), Some("ok"));
+    d.settle();
+    let pid = nix::unistd::Pid::from_raw(d.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let prefix = d.dir.path().join("ws/missing-");
+    let answer = flood.ask(&format!("open-many {} 5000", prefix.display()));
+    let token = d.dir.path().join("secrets/token");
+    let hidden = flood.ask(&format!("open {}", token.display()));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(answer.as_deref(), Some("ok 0"));
+    assert_eq!(hidden.as_deref(), Some("ok"));
+
+    let attributed = d.wait_for("the flooding session's loss", |e| {
+        e["kind"] == "loss" && e["identity"]["session"] == "s-flood"
+    });
+    assert_eq!(attributed["identity"]["agent"], "coder");
+    assert_eq!(attributed["sensor"], "file");
+    d.wait_for("the node's loss", |e| {
+        e["kind"] == "loss" && e["identity"]["session"].is_null()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let events = d.events();
+    let losses: Vec<&Value> = events.iter().filter(|e| e["kind"] == "loss").collect();
+    let sum = |session: Option<&str>| -> u64 {
+        losses
+            .iter()
+            .filter(|e| e["identity"]["session"].as_str() == session)
+            .map(|e| e["lost"].as_u64().unwrap())
+            .sum()
+    };
+    let node = sum(None);
+    assert!(node > 0, "{losses:?}");
+    assert_eq!(
+        sum(Some("s-flood")),
+        node,
+        "every lost record was the flooding session's: {losses:?}"
+    );
+    assert_eq!(sum(Some("s-quiet")), 0, "{losses:?}");
+}
