@@ -220,7 +220,9 @@ fn records_lost_in_a_flood_are_attributed_to_the_session_that_lost_them() {
     if !kernel_available() {
         return;
     }
-    let d = start(10, "ring_buffer_bytes = 65536\nopen_repeat_ms = 0");
+    // Room for about a thousand open records: sessions starting normally
+    // lose nothing, a flood of thousands with the reader stopped must.
+    let d = start(10, "ring_buffer_bytes = 1048576\nopen_repeat_ms = 0");
     let mut quiet = Served::start(&d, "coder", "s-quiet");
     let mut flood = Served::start(&d, "coder", "s-flood");
     assert_eq!(quiet.ask("open /etc/hostname").as_deref(), Some("ok"));
@@ -254,11 +256,16 @@ fn records_lost_in_a_flood_are_attributed_to_the_session_that_lost_them() {
             .sum()
     };
     let node = sum(None);
-    assert!(node > 0, "{losses:?}");
+    let attributed: u64 = losses
+        .iter()
+        .filter(|e| e["identity"]["session"].is_string())
+        .map(|e| e["lost"].as_u64().unwrap())
+        .sum();
     assert_eq!(
-        sum(Some("s-flood")),
-        node,
-        "every lost record was the flooding session's: {losses:?}"
+        attributed, node,
+        "every lost record is named by its session: {losses:?}"
     );
+    // The ring holds about a thousand records: most of the flood is lost.
+    assert!(sum(Some("s-flood")) > 3000, "{losses:?}");
     assert_eq!(sum(Some("s-quiet")), 0, "{losses:?}");
 }

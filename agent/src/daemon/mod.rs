@@ -20,7 +20,7 @@ use crate::{
     api::agents::AgentCounters,
     config::{EventsOutput, live::LiveConfig},
     enforcement::enforcer::Enforcer,
-    event::{Event, Identity, Loss, Payload},
+    event::{Event, Identity, Payload},
     identity::cgroup::CgroupFs,
     journal::{Hub, HubConfig, Journal},
     output::JsonLines,
@@ -417,33 +417,11 @@ async fn prune(shared: Arc<Shared>) {
     }
 }
 
-/// Periodic work off the hot path: loss counters, session reaping.
+/// Periodic work off the hot path: session reaping.
 async fn housekeeping(shared: Arc<Shared>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         every.tick().await;
-        match shared.sensors.loss() {
-            Ok(counters) => {
-                for (i, (sensor, total)) in counters.into_iter().enumerate() {
-                    let before = shared.stats.lost[i].swap(total, Ordering::Relaxed);
-                    if total > before {
-                        tracing::warn!(
-                            "{} kernel records of the {sensor} sensor lost (ring buffer full)",
-                            total - before
-                        );
-                        shared.emit(daemon_event(
-                            Identity::default(),
-                            Payload::Loss(Loss {
-                                sensor: sensor.to_owned(),
-                                lost: total - before,
-                                total,
-                            }),
-                        ));
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("reading loss counters: {e}"),
-        }
         for s in shared.sessions.reap() {
             tracing::info!("session {} of agent {} ended", s.session, s.agent);
         }

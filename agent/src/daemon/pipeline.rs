@@ -153,7 +153,7 @@ impl Pipeline {
         for e in self.flush_anomalies() {
             self.shared.emit(e);
         }
-        for e in self.session_losses() {
+        for e in self.losses() {
             self.shared.emit(e);
         }
         self.procs.sweep();
@@ -607,7 +607,7 @@ impl Pipeline {
     /// aggregation window (no window closes after the daemon is gone).
     pub fn finish(&mut self) -> Vec<Event> {
         self.release_held(true);
-        let mut out = self.session_losses();
+        let mut out = self.losses();
         out.extend(self.drain_anomalies());
         out
     }
@@ -617,52 +617,75 @@ impl Pipeline {
         pending.into_iter().map(|a| self.anomaly_event(a)).collect()
     }
 
-    /// A `loss` event for each session (cgroup) that lost records since the
-    /// last look, attributed like the records it lost would have been.
-    fn session_losses(&mut self) -> Vec<Event> {
+    /// `loss` events for records the kernel dropped since the last look:
+    /// first the node's, per sensor (also the figure `vigil status` shows),
+    /// then one for each session (cgroup) that lost records, attributed
+    /// like the records it lost would have been.
+    fn losses(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        match self.shared.sensors.loss() {
+            Ok(counters) => {
+                for (i, (sensor, total)) in counters.into_iter().enumerate() {
+                    let before = self.shared.stats.lost[i].swap(total, Ordering::Relaxed);
+                    if total > before {
+                        tracing::warn!(
+                            "{} kernel records of the {sensor} sensor lost (ring buffer full)",
+                            total - before
+                        );
+                        out.push(super::daemon_event(
+                            crate::event::Identity::default(),
+                            Payload::Loss(crate::event::Loss {
+                                sensor: sensor.to_owned(),
+                                lost: total - before,
+                                total,
+                            }),
+                        ));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("reading loss counters: {e}"),
+        }
         let Some(losses) = self.losses.as_mut() else {
-            return Vec::new();
+            return out;
         };
         let found = match losses.poll() {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!("reading per-cgroup loss counters: {e}");
-                return Vec::new();
+                return out;
             }
         };
-        found
-            .into_iter()
-            .map(|l| {
-                let a = self.attribution(l.cgroup_id);
-                tracing::warn!(
-                    "{} kernel records of the {} sensor lost for cgroup {} (agent {}, session {})",
-                    l.lost,
-                    l.sensor,
-                    a.cgroup.as_deref().unwrap_or("?"),
-                    a.agent.as_deref().unwrap_or("-"),
-                    a.session.as_deref().unwrap_or("-"),
-                );
-                let identity = crate::event::Identity {
-                    agent: a.agent.as_deref().map(str::to_owned),
-                    session: a.session.as_deref().map(str::to_owned),
-                    cgroup: a.cgroup.as_deref().map(str::to_owned),
-                    cgroup_id: l.cgroup_id,
-                    task: a
-                        .agent
-                        .as_deref()
-                        .and_then(|agent| self.shared.enforcer.active_task(agent)),
-                    workload: a.workload.clone(),
-                };
-                super::daemon_event(
-                    identity,
-                    Payload::Loss(crate::event::Loss {
-                        sensor: l.sensor.to_owned(),
-                        lost: l.lost,
-                        total: l.total,
-                    }),
-                )
-            })
-            .collect()
+        out.extend(found.into_iter().map(|l| {
+            let a = self.attribution(l.cgroup_id);
+            tracing::warn!(
+                "{} kernel records of the {} sensor lost for cgroup {} (agent {}, session {})",
+                l.lost,
+                l.sensor,
+                a.cgroup.as_deref().unwrap_or("?"),
+                a.agent.as_deref().unwrap_or("-"),
+                a.session.as_deref().unwrap_or("-"),
+            );
+            let identity = crate::event::Identity {
+                agent: a.agent.as_deref().map(str::to_owned),
+                session: a.session.as_deref().map(str::to_owned),
+                cgroup: a.cgroup.as_deref().map(str::to_owned),
+                cgroup_id: l.cgroup_id,
+                task: a
+                    .agent
+                    .as_deref()
+                    .and_then(|agent| self.shared.enforcer.active_task(agent)),
+                workload: a.workload.clone(),
+            };
+            super::daemon_event(
+                identity,
+                Payload::Loss(crate::event::Loss {
+                    sensor: l.sensor.to_owned(),
+                    lost: l.lost,
+                    total: l.total,
+                }),
+            )
+        }));
+        out
     }
 
     /// Anomalies whose aggregation window closed (repeats with their count).
