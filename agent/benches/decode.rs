@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use vigil::sensors::decode::{Clock, decode, to_event};
 use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DIR_LEN, ExecRecord, ExitRecord, ForkRecord, Header,
-    NAME_READ, OpenRecord, PATH_LEN, PathComponents, RecordKind, open_syscall, path_flags, sock_op,
+    NAME_READ, OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, open_syscall,
+    path_flags, sock_op,
 };
 
 const RECORDS: usize = 10_000;
@@ -100,8 +101,21 @@ fn components(dir: &str) -> PathComponents {
 
 fn open(pid: u32, path: &str, cwd: Option<&str>, flags: i32, ret: i64) -> Vec<u8> {
     let (buf, len) = fill::<PATH_LEN>(path);
+    let mut header = header(RecordKind::Open, pid, "python3");
+    // As the kernel writes them: a successful open carries the file itself,
+    // a failed relative one its base directory.
+    let resolved = if ret >= 0 {
+        header.flags |= OPEN_RESOLVED_FILE;
+        let full = match cwd {
+            Some(dir) if !path.starts_with('/') => format!("{dir}/{path}"),
+            _ => path.to_owned(),
+        };
+        components(&full)
+    } else {
+        components(cwd.unwrap_or(""))
+    };
     bytes_of(&OpenRecord {
-        header: header(RecordKind::Open, pid, "python3"),
+        header,
         ret,
         flags: flags as u32,
         mode: 0o644,
@@ -113,8 +127,11 @@ fn open(pid: u32, path: &str, cwd: Option<&str>, flags: i32, ret: i64) -> Vec<u8
         base_dentry: 0,
         path_hash: 0,
         repeats: 0,
+        ino: if ret >= 0 { 1_000 + u64::from(pid) } else { 0 },
+        dev: if ret >= 0 { (8 << 20) | 1 } else { 0 },
+        nlink: if ret >= 0 { 1 } else { u32::MAX },
         path: buf,
-        base: components(cwd.unwrap_or("")),
+        resolved,
     })
 }
 

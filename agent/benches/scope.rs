@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use vigil::config::Config;
 use vigil::event::{
-    Access, Connect, Event, Exec, Exit, FileOpen, Fork, Identity, Payload, Process, Protocol,
+    Access, Connect, Event, Exec, Exit, FileInode, FileOpen, Fork, Identity, Payload, Process,
+    Protocol,
 };
 use vigil::scope::{AgentId, DnsCache, Scope};
 
@@ -127,7 +128,14 @@ fn event(agent: usize, payload: Payload) -> Event {
 }
 
 fn open(path: String, access: Access) -> Payload {
+    // Every open that succeeds carries its inode; the scope looks it up.
+    let inode = Some(FileInode {
+        dev: 2049,
+        ino: 100_000 + path.len() as u64,
+        nlink: 1,
+    });
     Payload::FileOpen(FileOpen {
+        inode,
         path,
         raw_path: None,
         flags: 0,

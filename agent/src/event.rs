@@ -297,6 +297,20 @@ pub struct FileOpen {
     /// counted after the last report before the process stopped repeating.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub repeat_summary: bool,
+    /// The opened file's identity, from the new descriptor in the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<FileInode>,
+}
+
+/// Which file a descriptor is: the same under any name (hard links,
+/// symlinks, renames).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileInode {
+    /// Device, encoded as `stat(2)` gives it (`st_dev`).
+    pub dev: u64,
+    pub ino: u64,
+    /// Link count at the open; 0 for a file no directory links any more.
+    pub nlink: u32,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature

@@ -30,7 +30,7 @@ on_violation = "alert"
   sessions = true
   [agent.scope]
   systems = ["127.0.0.1", "[::1]"]
-  tools = ["{wl}", "/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/true", "/usr/bin/true", "/usr/bin/id"]
+  tools = ["{wl}", "/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/true", "/usr/bin/true", "/usr/bin/id", "/bin/cat", "/usr/bin/cat", "/bin/ln", "/usr/bin/ln"]
   data = ["workspace"]
 
 [data.workspace]
@@ -44,14 +44,26 @@ files = ["{r}/secrets/token"]
     )
 }
 
-fn start(window_seconds: u32, daemon_extra: &str) -> Daemon {
-    let d = Daemon::start_fn(|root| config(root, window_seconds), daemon_extra);
-    let root = d.dir.path();
+/// The workspace, the credential, and a hard link to the credential inside
+/// the workspace that exists before the daemon starts (as one an agent made
+/// in an earlier session would).
+fn lay_out(root: &Path) {
     for dir in ["ws", "secrets"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::fs::write(root.join("secrets/token"), "s3cr3t").unwrap();
-    d
+    std::fs::write(root.join("ws/notes.txt"), "in scope").unwrap();
+    std::fs::hard_link(root.join("secrets/token"), root.join("ws/old-link")).unwrap();
+}
+
+fn start(window_seconds: u32, daemon_extra: &str) -> Daemon {
+    Daemon::start_fn(
+        |root| {
+            lay_out(root);
+            config(root, window_seconds)
+        },
+        daemon_extra,
+    )
 }
 
 fn anomalies(d: &Daemon, session: &str) -> Vec<Value> {
@@ -96,6 +108,75 @@ fn a_reused_directory_descriptor_does_not_hide_a_credential_read() {
             && e["anomaly"] == "identity_outside_scope"
     });
     assert_eq!(a["identity_name"], "tok");
+}
+
+/// The credential read through other names for the same file: a symlink,
+/// a hard link the agent makes itself, one made before the daemon started,
+/// and the process's own root through procfs. Each is the credential.
+#[test]
+fn a_credential_read_through_another_name_is_still_that_credential() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let root = d.dir.path().to_str().unwrap().to_owned();
+    std::os::unix::fs::symlink(format!("{root}/secrets/token"), format!("{root}/ws/link")).unwrap();
+    let attacks = [
+        ("s-symlink", format!("cat {root}/ws/link")),
+        (
+            "s-hardlink",
+            format!("ln {root}/secrets/token {root}/ws/hl && cat {root}/ws/hl"),
+        ),
+        ("s-oldlink", format!("cat {root}/ws/old-link")),
+        (
+            "s-procroot",
+            format!("cat /proc/self/root{root}/secrets/token"),
+        ),
+        (
+            "s-dotdot",
+            format!("cd {root}/ws && cat ../ws/../secrets/token"),
+        ),
+    ];
+    for (session, script) in &attacks {
+        let out = d.exec("coder", session, &["/bin/sh", "-c", script]);
+        assert!(
+            out.status.success(),
+            "{session}: {out:?}
+{}",
+            d.log()
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "s3cr3t", "{session}");
+    }
+    // The control: a workspace file, read the same way, is in scope.
+    let out = d.exec(
+        "coder",
+        "s-control",
+        &["/bin/sh", "-c", &format!("cat {root}/ws/notes.txt")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    for (session, _) in &attacks {
+        let a = d.wait_for(&format!("the credential anomaly of {session}"), |e| {
+            e["kind"] == "anomaly"
+                && e["identity"]["session"] == *session
+                && e["anomaly"] == "identity_outside_scope"
+        });
+        assert_eq!(a["identity_name"], "tok", "{session}: {a}");
+    }
+    let read = d.wait_for("the symlinked read", |e| {
+        e["kind"] == "file_open"
+            && e["identity"]["session"] == "s-symlink"
+            && e["raw_path"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("/ws/link"))
+    });
+    assert_eq!(read["path"], format!("{root}/secrets/token"), "{read}");
+    assert!(read["inode"]["ino"].as_u64().unwrap() > 0, "{read}");
+    d.settle();
+    assert!(
+        anomalies(&d, "s-control").is_empty(),
+        "a workspace read is in scope:\n{}",
+        d.dump()
+    );
 }
 
 /// `execveat(fd, "", AT_EMPTY_PATH)` names the program `/dev/fd/N`, which

@@ -14,8 +14,8 @@ use std::time::SystemTime;
 use crate::api::pb;
 use crate::event::{
     Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, Event, Exec, Exit,
-    FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore, Revocation,
-    SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
+    FileInode, FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore,
+    Revocation, SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
 };
 
 /// Why a value could not be converted; `field` is the proto field path.
@@ -242,6 +242,11 @@ impl TryFrom<Payload> for pb::event::Payload {
                 blocked: x.blocked,
                 repeats: x.repeats,
                 repeat_summary: x.repeat_summary,
+                inode: x.inode.map(|i| pb::FileInode {
+                    dev: i.dev,
+                    ino: i.ino,
+                    nlink: i.nlink,
+                }),
             }),
             Payload::DnsAnswer(x) => W::DnsAnswer(pb::DnsAnswer {
                 server: x.server.to_string(),
@@ -530,6 +535,11 @@ impl TryFrom<pb::event::Payload> for Payload {
                     blocked: x.blocked,
                     repeats: x.repeats,
                     repeat_summary: x.repeat_summary,
+                    inode: x.inode.map(|i| FileInode {
+                        dev: i.dev,
+                        ino: i.ino,
+                        nlink: i.nlink,
+                    }),
                 })
             }
             W::DnsAnswer(x) => Self::DnsAnswer(DnsAnswer {
@@ -712,6 +722,11 @@ mod tests {
             blocked: false,
             repeats: 0,
             repeat_summary: false,
+            inode: Some(FileInode {
+                dev: 2049,
+                ino: 131_075,
+                nlink: 1,
+            }),
         }));
         vec![
             Payload::Exec(Exec {
@@ -754,6 +769,7 @@ mod tests {
                 blocked: false,
                 repeats: 0,
                 repeat_summary: false,
+                inode: None,
             }),
             Payload::DnsAnswer(DnsAnswer {
                 server: "127.0.0.53".parse().unwrap(),

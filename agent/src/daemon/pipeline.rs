@@ -156,6 +156,7 @@ impl Pipeline {
         for e in self.losses() {
             self.shared.emit(e);
         }
+        loaded.scope.refresh_identity_files(Instant::now());
         self.procs.sweep();
         for e in self.repeats.sweep() {
             self.shared.emit(e);

@@ -1,10 +1,13 @@
 //! Identity index: the built-in catalog plus `[identity.*]`, compiled into
 //! one glob set for files and one endpoint set for the network.
 
+use std::time::Instant;
+
 use globset::{Candidate, GlobSet, GlobSetBuilder};
 
 use super::catalog::CATALOG;
 use super::data::{Grants, with_matches};
+use super::inodes::InodeIndex;
 use super::systems::EndpointSet;
 use crate::config::{Config, SystemEntry, build_glob};
 
@@ -28,6 +31,8 @@ pub struct IdentityIndex {
     except: GlobSet,
     except_owner: Vec<usize>,
     pub endpoints: EndpointSet<usize>,
+    /// The same files by (device, inode), under whatever name they are opened.
+    inodes: InodeIndex,
 }
 
 impl IdentityIndex {
@@ -36,12 +41,14 @@ impl IdentityIndex {
         let (mut files, mut file_owner) = (GlobSetBuilder::new(), Vec::new());
         let (mut except, mut except_owner) = (GlobSetBuilder::new(), Vec::new());
         let mut endpoints = EndpointSet::default();
+        let mut file_globs: Vec<String> = Vec::new();
         let glob = |g: &str| build_glob(g).map_err(|e| format!("built-in glob {g:?}: {e}"));
         for (id, entry) in CATALOG.iter().enumerate() {
             names.push(entry.name.to_owned());
             for g in entry.files {
                 files.add(glob(g)?);
                 file_owner.push(id);
+                file_globs.push((*g).to_owned());
             }
             for g in entry.except {
                 except.add(glob(g)?);
@@ -60,20 +67,50 @@ impl IdentityIndex {
             for g in &identity.files {
                 files.add(g.glob().clone());
                 file_owner.push(id);
+                file_globs.push(g.as_str().to_owned());
             }
             for e in &identity.endpoints {
                 endpoints.insert(e, id);
             }
         }
         let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("identity globs: {e}"));
-        Ok(Self {
+        let index = Self {
             names,
             files: build(files)?,
             file_owner,
             except: build(except)?,
             except_owner,
             endpoints,
-        })
+            inodes: InodeIndex::new(file_globs.iter().map(String::as_str)),
+        };
+        index.refresh_files(Instant::now());
+        Ok(index)
+    }
+
+    /// Learns the identity files' inodes again (see [`InodeIndex`]) when
+    /// the last look is old enough.
+    pub fn refresh_files(&self, now: Instant) {
+        self.inodes.refresh_if_due(
+            |path| {
+                let cand = Candidate::new(path);
+                match self.touch_file(&cand, &Grants::default()) {
+                    Touch::Denied(id) => Some(id),
+                    Touch::None | Touch::Granted => None,
+                }
+            },
+            now,
+        );
+    }
+
+    /// What opening the file (device, inode) means for an agent, whatever
+    /// name it was opened by.
+    #[must_use]
+    pub fn touch_inode(&self, dev: u64, ino: u64, granted: &Grants) -> Touch {
+        match self.inodes.owner(dev, ino) {
+            None => Touch::None,
+            Some(id) if granted.contains(id) => Touch::Granted,
+            Some(id) => Touch::Denied(id),
+        }
     }
 
     #[must_use]

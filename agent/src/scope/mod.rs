@@ -18,6 +18,7 @@ pub mod catalog;
 mod data;
 pub mod dns;
 mod identities;
+mod inodes;
 mod systems;
 mod tools;
 
@@ -376,6 +377,12 @@ impl Scope {
         self.dns_refresh
     }
 
+    /// Looks the identity files up again when it is time (they are known by
+    /// inode too, and credentials are rotated).
+    pub fn refresh_identity_files(&self, now: Instant) {
+        self.identities.refresh_files(now);
+    }
+
     #[must_use]
     pub fn aggregate_window(&self) -> Duration {
         self.aggregate_window
@@ -531,7 +538,32 @@ impl Scope {
         let path = normalize(&f.path);
         let cand = Candidate::from_bytes(path.as_bytes());
         let words = || open_words(f, &path);
-        let touch = self.identities.touch_file(&cand, &a.identities);
+        let mut touch = self.identities.touch_file(&cand, &a.identities);
+        // The same credential under another name: a hard link, a rename,
+        // a bind mount.
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(inode) = f.inode
+        {
+            match self
+                .identities
+                .touch_inode(inode.dev, inode.ino, &a.identities)
+            {
+                Touch::None => {}
+                by_inode => touch = by_inode,
+            }
+        }
+        // The name used matters too: a path rule names what the agent asked for.
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(raw) = f.raw_path.as_deref().filter(|r| r.starts_with('/'))
+        {
+            let raw = normalize(raw);
+            if let Touch::Denied(id) = self
+                .identities
+                .touch_file(&Candidate::from_bytes(raw.as_bytes()), &a.identities)
+            {
+                touch = Touch::Denied(id);
+            }
+        }
         if let Touch::Denied(id) = touch {
             return self.identity_violation(a, &words(), id);
         }

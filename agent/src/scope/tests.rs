@@ -174,6 +174,7 @@ fn open(path: &str, access: Access) -> Event {
             blocked: false,
             repeats: 0,
             repeat_summary: false,
+            inode: None,
         }),
         None,
     )

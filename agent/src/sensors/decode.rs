@@ -11,13 +11,13 @@ use std::{
 
 use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    ExecRecord, ExitRecord, ForkRecord, Header, OPEN_PATH_TRUNCATED, OpenRecord, PATH_LEN,
-    PathComponents, RecordKind, open_syscall, path_flags, sock_op,
+    ExecRecord, ExitRecord, ForkRecord, Header, OPEN_PATH_TRUNCATED, OPEN_RESOLVED_FILE,
+    OpenRecord, PATH_LEN, PathComponents, RecordKind, open_syscall, path_flags, sock_op,
 };
 
 use crate::event::{
-    Accept, Access, Connect, Event, Exec, Exit, FileOpen, Fork, Identity, Payload, Process,
-    Protocol,
+    Accept, Access, Connect, Event, Exec, Exit, FileInode, FileOpen, Fork, Identity, Payload,
+    Process, Protocol,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -339,10 +339,23 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
         }),
         Record::Open(r) => {
             let raw = cstr(&r.path[..r.path_len as usize]);
-            let (path, raw_path) = match components_to_path(&r.base) {
+            let resolved = components_to_path(&r.resolved);
+            let opened = h.flags & OPEN_RESOLVED_FILE != 0;
+            let (path, raw_path) = match resolved {
+                // The file itself: the name used is kept beside it when it
+                // differs (a symlink, `..`, `/proc/self/root/...`, relative).
+                Some(file) if opened => {
+                    let raw_path = (file != raw).then_some(raw);
+                    (file, raw_path)
+                }
                 Some(base) if !raw.starts_with('/') => (join(&base, &raw), Some(raw)),
                 _ => (raw, None),
             };
+            let inode = (opened && r.ino != 0).then(|| FileInode {
+                dev: libc::makedev(r.dev >> 20, r.dev & 0xf_ffff),
+                ino: r.ino,
+                nlink: r.nlink,
+            });
             let (fd, error) = if r.ret >= 0 {
                 (Some(r.ret as i32), None)
             } else {
@@ -365,6 +378,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
                 blocked: h.verdict != vigil_common::verdict::ALLOWED,
                 repeats: 0,
                 repeat_summary: false,
+                inode,
             })
         }
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
@@ -516,8 +530,11 @@ mod tests {
             base_dentry: 0,
             path_hash: 0,
             repeats: 0,
+            ino: 0,
+            dev: 0,
+            nlink: u32::MAX,
             path,
-            base: components(&["work", "srv"], true),
+            resolved: components(&["work", "srv"], true),
         };
         let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
         else {
@@ -525,6 +542,50 @@ mod tests {
         };
         assert_eq!(f.path, "/srv/etc/x.txt");
         assert_eq!(f.raw_path.as_deref(), Some("../etc/x.txt"));
+    }
+
+    /// A successful open carries the file itself, resolved from the new
+    /// descriptor: the name used is kept as `raw_path`.
+    #[test]
+    fn successful_opens_are_the_file_the_descriptor_names() {
+        let mut path = [0u8; PATH_LEN];
+        path[..11].copy_from_slice(b"ws/link.txt");
+        let mut header = header(RecordKind::Open);
+        header.flags = OPEN_RESOLVED_FILE;
+        let r = OpenRecord {
+            header,
+            ret: 3,
+            flags: 0,
+            mode: 0,
+            dfd: -100,
+            syscall: open_syscall::OPENAT,
+            _pad: 0,
+            path_len: 11,
+            base_mnt: 0,
+            base_dentry: 0,
+            path_hash: 0,
+            repeats: 0,
+            ino: 1234,
+            // major 8, minor 1 in the kernel's encoding.
+            dev: (8 << 20) | 1,
+            nlink: 2,
+            path,
+            resolved: components(&["token", "secrets", "srv"], true),
+        };
+        let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
+        else {
+            panic!()
+        };
+        assert_eq!(f.path, "/srv/secrets/token");
+        assert_eq!(f.raw_path.as_deref(), Some("ws/link.txt"));
+        assert_eq!(
+            f.inode,
+            Some(FileInode {
+                dev: libc::makedev(8, 1),
+                ino: 1234,
+                nlink: 2
+            })
+        );
     }
 
     #[test]
@@ -677,8 +738,11 @@ mod tests {
             base_dentry: 0,
             path_hash: 0,
             repeats: 0,
+            ino: 0,
+            dev: 0,
+            nlink: u32::MAX,
             path,
-            base: empty_components(),
+            resolved: empty_components(),
         };
         let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
         else {

@@ -225,10 +225,12 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
         dentry_inode: btf.member_offset("dentry", "d_inode")?,
         inode_nlink: btf.member_offset("inode", "i_nlink")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        inode_sb: btf.member_offset("inode", "i_sb")?,
+        sb_dev: btf.member_offset("super_block", "s_dev")?,
         mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
         mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
         regs_args: regs.args,
-        _pad_end: 0,
     })
 }
 

@@ -189,6 +189,9 @@ pub const EXEC_FILENAME_TRUNCATED: u16 = 2;
 pub const EXEC_ARGV_MISSING: u16 = 4;
 /// `Header::flags` of an open: the path did not fit.
 pub const OPEN_PATH_TRUNCATED: u16 = 1;
+/// `Header::flags` of an open: [`OpenRecord::resolved`] is the opened file
+/// itself (the open succeeded), not the base directory of a relative path.
+pub const OPEN_RESOLVED_FILE: u16 = 2;
 
 /// A successful `execve`/`execveat` (from `sched_process_exec`).
 #[repr(C)]
@@ -331,9 +334,19 @@ pub struct OpenRecord {
     pub path_hash: u64,
     /// [`OpenSeen::repeats`] when this record was written.
     pub repeats: u64,
+    /// The opened file's inode number (0 when the open failed or it was
+    /// unreadable).
+    pub ino: u64,
+    /// Its device (`super_block.s_dev`, the kernel's encoding: major << 20 | minor).
+    pub dev: u32,
+    /// Its link count (`u32::MAX`: unknown).
+    pub nlink: u32,
     pub path: [u8; PATH_LEN],
-    /// For a relative path: the directory it is relative to (cwd or `dfd`).
-    pub base: PathComponents,
+    /// With [`OPEN_RESOLVED_FILE`], the file that was opened, resolved from
+    /// the new descriptor: symlinks, `..`, `/proc/*/root` and `/proc/*/fd/*`
+    /// are behind it. Else, for a relative path, the directory it is
+    /// relative to (cwd or `dfd`).
+    pub resolved: PathComponents,
 }
 
 /// What makes two opens the same open, for repeat counting: the process,
@@ -460,6 +473,12 @@ pub struct Offsets {
     pub dentry_inode: u32,
     /// `inode.i_nlink`.
     pub inode_nlink: u32,
+    /// `inode.i_ino`.
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `super_block.s_dev`.
+    pub sb_dev: u32,
     /// `mm_struct.arg_start`: the argument block of the image.
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`.
@@ -467,8 +486,6 @@ pub struct Offsets {
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
-    /// Keeps `KernelConfig` free of implicit padding (a multiple of 8).
-    pub _pad_end: u32,
 }
 
 /// Settings of the programs, fixed at load time (a read-only global, which
@@ -545,10 +562,12 @@ impl Offsets {
             mm_exe_file: 0,
             dentry_inode: 0,
             inode_nlink: 0,
+            inode_ino: 0,
+            inode_sb: 0,
+            sb_dev: 0,
             mm_arg_start: 0,
             mm_arg_end: 0,
             regs_args: [0; 4],
-            _pad_end: 0,
         }
     }
 }
@@ -614,10 +633,11 @@ mod tests {
         assert_eq!(size_of::<AcceptRecord>(), 64 + 8 + 32);
         assert_eq!(
             size_of::<OpenRecord>(),
-            64 + 56 + PATH_LEN + size_of::<PathComponents>()
+            64 + 72 + PATH_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
-        assert_eq!(size_of::<Offsets>(), 16 + 36 + 22 * 4 + 16 + 4);
+        // A multiple of 8, so `KernelConfig` has no implicit padding.
+        assert_eq!(size_of::<Offsets>(), 16 + 36 + 25 * 4 + 16);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);

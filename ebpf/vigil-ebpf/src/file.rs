@@ -32,8 +32,8 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 use vigil_common::{
-    KernelConfig, OPEN_PATH_TRUNCATED, OPEN_SEEN_ENTRIES, OpenKey, OpenRecord, OpenSeen, PATH_LEN,
-    RecordKind, Sensor, open_syscall, verdict,
+    KernelConfig, OPEN_PATH_TRUNCATED, OPEN_RESOLVED_FILE, OPEN_SEEN_ENTRIES, OpenKey, OpenRecord,
+    OpenSeen, PATH_LEN, RecordKind, Sensor, open_syscall, verdict,
 };
 
 use crate::{
@@ -270,14 +270,34 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         rec.path_len = 0;
         rec.path[0] = 0;
     }
-    rec.base.len = 0;
-    rec.base.flags = 0;
-    if base_dentry != 0 {
-        let base = path::KPath {
+    rec.resolved.len = 0;
+    rec.resolved.flags = 0;
+    rec.ino = 0;
+    rec.dev = 0;
+    rec.nlink = u32::MAX;
+    // The file that was opened, whatever name reached it (symlinks, `..`,
+    // hard links, `/proc/*/root`): scope is judged on it. Only a failed
+    // open falls back to the directory a relative path was relative to.
+    let opened = if ret >= 0 {
+        path::fd_path(cfg, ret as i32)
+    } else {
+        None
+    };
+    let target = if let Some(file) = opened {
+        rec.header.flags |= OPEN_RESOLVED_FILE;
+        (rec.dev, rec.ino, rec.nlink) = path::file_id(cfg, file.dentry);
+        Some(file)
+    } else if base_dentry != 0 {
+        Some(path::KPath {
             mnt: base_mnt as *const u8,
             dentry: base_dentry as *const u8,
-        };
-        path::resolve(cfg, base, &mut rec.base);
+        })
+    } else {
+        None
+    };
+    // One walk site: each is inlined, and the verifier pays for every copy.
+    if let Some(target) = target {
+        path::resolve(cfg, target, &mut rec.resolved);
     }
     if EVENTS
         .output::<OpenRecord>(&*rec, wake_flags(cfg, urgent))

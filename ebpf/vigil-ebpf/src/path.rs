@@ -74,6 +74,22 @@ pub fn nlink(cfg: &KernelConfig, dentry: *const u8) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// The identity of a dentry's file: (device, inode number, link count);
+/// zeros and `u32::MAX` links when unreadable.
+#[inline(always)]
+pub fn file_id(cfg: &KernelConfig, dentry: *const u8) -> (u32, u64, u32) {
+    let off = &cfg.offsets;
+    let Some(inode) = read_field::<*const u8>(dentry, off.dentry_inode) else {
+        return (0, 0, u32::MAX);
+    };
+    let ino = read_field::<u64>(inode, off.inode_ino).unwrap_or(0);
+    let nlink = read_field::<u32>(inode, off.inode_nlink).unwrap_or(u32::MAX);
+    let dev = read_field::<*const u8>(inode, off.inode_sb)
+        .and_then(|sb| read_field::<u32>(sb, off.sb_dev))
+        .unwrap_or(0);
+    (dev, ino, nlink)
+}
+
 /// The path of the current task's open file `fd`.
 #[inline(always)]
 pub fn fd_path(cfg: &KernelConfig, fd: i32) -> Option<KPath> {
