@@ -132,6 +132,8 @@ pub enum Payload {
     ConfigChange(ConfigChange),
     /// Events a subscriber needed were pruned; made per subscriber, never journaled.
     Gap(Gap),
+    /// io_uring activity other than file opens (a ring set up, a connect).
+    IoUring(IoUring),
 }
 
 impl Payload {
@@ -155,6 +157,7 @@ impl Payload {
             Self::TaskEnded(_) => "task_ended",
             Self::ConfigChange(_) => "config_change",
             Self::Gap(_) => "gap",
+            Self::IoUring(_) => "io_uring",
         }
     }
 }
@@ -343,6 +346,9 @@ pub enum AnomalyKind {
     UnapprovedTask,
     /// Attempts blocked because the agent or session is revoked (aggregated).
     RevokedActivity,
+    /// A watched process set up an io_uring: its requests pass no syscall
+    /// the other sensors see.
+    IoUringUsed,
 }
 
 impl AnomalyKind {
@@ -356,6 +362,7 @@ impl AnomalyKind {
             Self::Unattributed => "unattributed",
             Self::UnapprovedTask => "unapproved_task",
             Self::RevokedActivity => "revoked_activity",
+            Self::IoUringUsed => "io_uring_used",
         }
     }
 }
@@ -473,6 +480,32 @@ pub struct ConfigChange {
     /// What was wrong, one entry per problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+/// io_uring activity of a watched process that is not a file open (those
+/// are `file_open` events with `syscall` `io_uring`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoUring {
+    /// `setup` (a ring was created), `connect` or `socket` (a request).
+    pub op: String,
+    /// The ring's descriptor, for `setup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub sq_entries: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub cq_entries: u32,
+    /// `io_uring_setup` flags.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub flags: u32,
+    /// True when the kernel killed the process (`io_uring = "deny"`, or revoked).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+const fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The sequences `first_missing..=last_missing` were pruned before a

@@ -33,6 +33,17 @@ on_violation = "alert"
   tools = ["{wl}", "/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/true", "/usr/bin/true", "/usr/bin/id", "/bin/cat", "/usr/bin/cat", "/bin/ln", "/usr/bin/ln"]
   data = ["workspace"]
 
+[[agent]]
+name = "guarded"
+on_violation = "alert"
+enforce = true
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1"]
+  tools = ["{wl}"]
+  data = ["workspace"]
+
 [data.workspace]
 read = ["{r}/ws/**"]
 write = ["{r}/ws/**"]
@@ -349,4 +360,79 @@ fn records_lost_in_a_flood_are_attributed_to_the_session_that_lost_them() {
     // The ring holds about a thousand records: most of the flood is lost.
     assert!(sum(Some("s-flood")) > 3000, "{losses:?}");
     assert_eq!(sum(Some("s-quiet")), 0, "{losses:?}");
+}
+
+/// io_uring opens and reads without the syscalls the file sensor hooks:
+/// the credential read through it is still seen (from io_uring's own
+/// tracepoints), judged like any open, and the ring itself is reported.
+#[test]
+fn a_credential_read_through_io_uring_is_seen_and_judged() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let token = d.dir.path().join("secrets/token");
+    let token = token.to_str().unwrap();
+    let out = d.exec("coder", "s-uring", &[&wl(), "uring-read", token]);
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "s3cr3t");
+    let setup = d.wait_for("the ring", |e| {
+        e["kind"] == "io_uring" && e["identity"]["session"] == "s-uring" && e["op"] == "setup"
+    });
+    assert_eq!(setup["blocked"], false);
+    let open = d.wait_for("the open through the ring", |e| {
+        e["kind"] == "file_open" && e["identity"]["session"] == "s-uring" && e["path"] == token
+    });
+    assert_eq!(open["syscall"], "io_uring", "{open}");
+    for kind in ["io_uring_used", "identity_outside_scope"] {
+        d.wait_for(kind, |e| {
+            e["kind"] == "anomaly" && e["identity"]["session"] == "s-uring" && e["anomaly"] == kind
+        });
+    }
+    d.settle();
+    // The control: no open syscall read the credential, so only the
+    // io_uring sensor could have seen it.
+    assert!(
+        !of(&d.events(), "file_open", "s-uring")
+            .iter()
+            .any(|e| e["path"] == token && e["syscall"] != "io_uring"),
+        "{}",
+        d.dump()
+    );
+}
+
+/// An agent whose systems are enforced may not use io_uring at all: the
+/// process is killed as `io_uring_setup` returns, before its first request.
+#[test]
+fn io_uring_is_denied_in_the_kernel_for_an_enforced_agent() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let token = d.dir.path().join("secrets/token");
+    let out = d.exec(
+        "guarded",
+        "s-denied",
+        &[&wl(), "uring-read", token.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "nothing was read: {out:?}");
+    let setup = d.wait_for("the refused ring", |e| {
+        e["kind"] == "io_uring" && e["identity"]["session"] == "s-denied"
+    });
+    assert_eq!(setup["blocked"], true, "{setup}");
+    let a = d.wait_for("the io_uring anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-denied"
+            && e["anomaly"] == "io_uring_used"
+    });
+    assert_eq!(a["action"], "killed", "{a}");
+    d.settle();
+    assert!(
+        !of(&d.events(), "file_open", "s-denied")
+            .iter()
+            .any(|e| e["syscall"] == "io_uring"),
+        "no request was submitted:\n{}",
+        d.dump()
+    );
 }

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use crate::api::pb;
 use crate::event::{
     Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, Event, Exec, Exit,
-    FileInode, FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore,
+    FileInode, FileOpen, Fork, Gap, Identity, IoUring, Loss, Payload, Process, Protocol, Restore,
     Revocation, SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
 };
 
@@ -172,6 +172,7 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::Unattributed => Self::Unattributed,
             AnomalyKind::UnapprovedTask => Self::UnapprovedTask,
             AnomalyKind::RevokedActivity => Self::RevokedActivity,
+            AnomalyKind::IoUringUsed => Self::IoUringUsed,
         }
     }
 }
@@ -311,6 +312,14 @@ impl TryFrom<Payload> for pb::event::Payload {
                 first_missing: x.first_missing,
                 last_missing: x.last_missing,
             }),
+            Payload::IoUring(x) => W::IoUring(pb::IoUring {
+                op: x.op,
+                fd: x.fd.unwrap_or(-1),
+                sq_entries: x.sq_entries,
+                cq_entries: x.cq_entries,
+                flags: x.flags,
+                blocked: x.blocked,
+            }),
         })
     }
 }
@@ -425,6 +434,7 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::Unattributed => Ok(Self::Unattributed),
             pb::AnomalyKind::UnapprovedTask => Ok(Self::UnapprovedTask),
             pb::AnomalyKind::RevokedActivity => Ok(Self::RevokedActivity),
+            pb::AnomalyKind::IoUringUsed => Ok(Self::IoUringUsed),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
                 value: k.into(),
@@ -598,6 +608,14 @@ impl TryFrom<pb::event::Payload> for Payload {
                 first_missing: x.first_missing,
                 last_missing: x.last_missing,
             }),
+            W::IoUring(x) => Self::IoUring(IoUring {
+                op: x.op,
+                fd: (x.fd >= 0).then_some(x.fd),
+                sq_entries: x.sq_entries,
+                cq_entries: x.cq_entries,
+                flags: x.flags,
+                blocked: x.blocked,
+            }),
         })
     }
 }
@@ -625,6 +643,7 @@ pub fn kind_of(payload: &pb::event::Payload) -> pb::EventKind {
         W::TaskEnded(_) => pb::EventKind::TaskEnded,
         W::ConfigChange(_) => pb::EventKind::ConfigChange,
         W::Gap(_) => pb::EventKind::Gap,
+        W::IoUring(_) => pb::EventKind::IoUring,
     }
 }
 

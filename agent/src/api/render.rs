@@ -140,6 +140,20 @@ fn what(payload: &P) -> String {
             }
             s
         }
+        P::IoUring(x) => {
+            let mut s = if x.op == "setup" {
+                format!(
+                    "io_uring setup fd {} ({} sq, {} cq entries)",
+                    x.fd, x.sq_entries, x.cq_entries
+                )
+            } else {
+                format!("io_uring {}", x.op)
+            };
+            if x.blocked {
+                s.push_str(" BLOCKED");
+            }
+            s
+        }
         P::Loss(x) => format!(
             "LOSS {} records of the {} sensor lost ({} in all)",
             x.lost, x.sensor, x.total

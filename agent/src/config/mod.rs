@@ -253,6 +253,19 @@ impl ScopeConfig {
     }
 }
 
+/// What an agent's use of io_uring means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoUringPolicy {
+    /// Allowed: no anomaly (its opens are still reported and judged).
+    Allow,
+    /// Reported as an `io_uring_used` anomaly.
+    Alert,
+    /// The process is killed in the kernel as `io_uring_setup` returns,
+    /// before it can submit a request; reported.
+    Deny,
+}
+
 /// One governed agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,6 +288,11 @@ pub struct AgentConfig {
     /// A revocation also kills every process of the target (`cgroup.kill`).
     #[serde(default)]
     pub revoke_kills: bool,
+    /// What setting up an io_uring means: its requests pass no syscall the
+    /// other sensors see. Unset: `deny` for an agent with `enforce`, else
+    /// `alert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_uring: Option<IoUringPolicy>,
     /// How processes are recognised as this agent; required.
     #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
     pub matcher: Option<MatchConfig>,

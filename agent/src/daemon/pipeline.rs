@@ -446,6 +446,14 @@ impl Pipeline {
                 reason: format!("activity of revoked {who} blocked in the kernel"),
                 identity: None,
             },
+            verdict::BLOCKED_IO_URING => Violation {
+                kind: AnomalyKind::IoUringUsed,
+                severity: Severity::High,
+                reason: format!(
+                    "io_uring set up by {who}: killed in the kernel before its first request"
+                ),
+                identity: None,
+            },
             verdict::BLOCKED_NO_TASK => Violation {
                 kind: AnomalyKind::UnapprovedTask,
                 severity: Severity::High,
@@ -481,6 +489,8 @@ impl Pipeline {
         };
         let action = if revoke {
             self.revoke_for(event, &v.reason)
+        } else if verdict == verdict::BLOCKED_IO_URING {
+            "killed"
         } else {
             "blocked"
         };

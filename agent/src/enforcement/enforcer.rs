@@ -344,7 +344,8 @@ impl Enforcer {
         for a in scope.agents() {
             // Violations acted on in the daemon must reach it at once.
             let prompt = matches!(a.on_violation, OnViolation::Kill | OnViolation::Revoke);
-            if !(a.require_approval || a.enforce || prompt) {
+            let deny_io_uring = a.io_uring == crate::config::IoUringPolicy::Deny;
+            if !(a.require_approval || a.enforce || prompt || deny_io_uring) {
                 // Clear settings a previous config may have left.
                 if let Ok((id, _)) = sessions.existing_agent_dir(&a.name) {
                     kernel.configure(id, AgentSettings::default())?;
@@ -359,6 +360,7 @@ impl Enforcer {
                     require_approval: a.require_approval,
                     enforce_systems: a.enforce,
                     prompt,
+                    deny_io_uring,
                 },
             )?;
             if a.require_approval {

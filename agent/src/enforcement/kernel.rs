@@ -25,6 +25,8 @@ pub struct KernelPolicy {
 }
 
 /// An agent's standing settings in its policy row.
+// One bool per independent flag of the policy row.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AgentSettings {
     /// Key of its rows in the `SYSTEMS` trie.
@@ -35,6 +37,8 @@ pub struct AgentSettings {
     pub enforce_systems: bool,
     /// Its records wake the daemon at once (violations are acted on).
     pub prompt: bool,
+    /// Setting up an io_uring kills the process.
+    pub deny_io_uring: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -136,7 +140,13 @@ impl KernelPolicy {
             } else {
                 0
             };
-            p.flags &= !(policy::REQUIRE_APPROVAL | policy::ENFORCE_SYSTEMS | policy::PROMPT);
+            p.flags &= !(policy::REQUIRE_APPROVAL
+                | policy::ENFORCE_SYSTEMS
+                | policy::PROMPT
+                | policy::DENY_IO_URING);
+            if agent.deny_io_uring {
+                p.flags |= policy::DENY_IO_URING;
+            }
             if agent.require_approval {
                 p.flags |= policy::REQUIRE_APPROVAL;
             }

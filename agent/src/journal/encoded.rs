@@ -84,6 +84,7 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         23 => K::TaskEnded,
         24 => K::ConfigChange,
         25 => K::Gap,
+        26 => K::IoUring,
         _ => return None,
     })
 }

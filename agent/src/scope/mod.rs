@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use globset::{Candidate, GlobSet, GlobSetBuilder};
 
 use crate::config::{
-    AgentScope, Config, ConfigError, Diagnostic, FieldPath, OnViolation, canonical_ip,
+    AgentScope, Config, ConfigError, Diagnostic, FieldPath, IoUringPolicy, OnViolation,
+    canonical_ip,
 };
 use crate::event::{
     Access, Anomaly, AnomalyKind, Connect, Event, Exec, FileOpen, Payload, Process, Protocol,
@@ -83,6 +84,8 @@ pub struct AgentInfo {
     pub require_approval: bool,
     /// Revocation kills every process (`cgroup.kill`).
     pub revoke_kills: bool,
+    /// What setting up an io_uring means.
+    pub io_uring: IoUringPolicy,
 }
 
 static STALE: AgentInfo = AgentInfo {
@@ -92,6 +95,7 @@ static STALE: AgentInfo = AgentInfo {
     enforce: false,
     require_approval: false,
     revoke_kills: false,
+    io_uring: IoUringPolicy::Alert,
     on_violation: OnViolation::Alert,
     sessions: false,
     cgroups: Vec::new(),
@@ -259,6 +263,15 @@ impl Scope {
                     enforce: a.enforce || a.on_violation == OnViolation::Revoke,
                     require_approval: a.require_approval,
                     revoke_kills: a.revoke_kills,
+                    // Unset: denied where systems are enforced (a ring's
+                    // requests would step around the hooks that enforce them).
+                    io_uring: a.io_uring.unwrap_or(
+                        if a.enforce || a.on_violation == OnViolation::Revoke {
+                            IoUringPolicy::Deny
+                        } else {
+                            IoUringPolicy::Alert
+                        },
+                    ),
                 },
                 tools: glob_set(&a.scope.tools, || at().key("scope").key("tools"))?,
                 systems,
@@ -409,8 +422,24 @@ impl Scope {
             Payload::Exec(e) => self.eval_exec(a, e, event.process.as_ref(), now),
             Payload::Connect(c) => self.eval_connect(a, c, dns, now),
             Payload::FileOpen(f) => self.eval_open(a, f),
+            Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
             _ => Verdict::InScope,
         }
+    }
+
+    fn eval_io_uring(a: &CompiledAgent) -> Verdict {
+        if a.info.io_uring == IoUringPolicy::Allow {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::IoUringUsed,
+            severity: Severity::High,
+            reason: format!(
+                "io_uring set up by {}: its requests pass no syscall the file and network sensors see",
+                a.info.name
+            ),
+            identity: None,
+        })
     }
 
     fn identity_violation(&self, a: &CompiledAgent, what: &str, id: usize) -> Verdict {

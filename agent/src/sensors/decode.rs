@@ -11,8 +11,9 @@ use std::{
 
 use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    ExecRecord, ExitRecord, ForkRecord, Header, OPEN_PATH_TRUNCATED, OPEN_RESOLVED_FILE,
-    OpenRecord, PATH_LEN, PathComponents, RecordKind, open_syscall, path_flags, sock_op,
+    ExecRecord, ExitRecord, ForkRecord, Header, IoUringRecord, OPEN_PATH_TRUNCATED,
+    OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, io_uring_op,
+    io_uring_opcode, open_syscall, path_flags, sock_op,
 };
 
 use crate::event::{
@@ -53,6 +54,7 @@ pub enum Record {
     Accept(AcceptRecord),
     Open(OpenRecord),
     Dns(DnsRecord),
+    IoUring(IoUringRecord),
 }
 
 impl Record {
@@ -66,6 +68,7 @@ impl Record {
             Self::Accept(r) => &r.header,
             Self::Open(r) => &r.header,
             Self::Dns(r) => &r.header,
+            Self::IoUring(r) => &r.header,
         }
     }
 }
@@ -155,6 +158,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             check_family(kind, r.family)?;
             check(kind, "len", r.len.into(), vigil_common::DNS_LEN as u64)?;
             Record::Dns(r)
+        }
+        RecordKind::IoUring => {
+            let r: IoUringRecord = read(bytes, kind)?;
+            check(kind, "path_len", r.path_len.into(), PATH_LEN as u64 - 1)?;
+            check(kind, "op", r.op.into(), u64::from(io_uring_op::SUBMIT))?;
+            Record::IoUring(r)
         }
     })
 }
@@ -292,6 +301,52 @@ fn errno_name(errno: i32) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(errno))
 }
 
+/// An io_uring record: an openat request is a file open (judged like one);
+/// the rest is its own kind.
+fn io_uring(h: &Header, r: &IoUringRecord) -> Payload {
+    let blocked = h.verdict != vigil_common::verdict::ALLOWED;
+    let opcode = |name: &str| {
+        Payload::IoUring(crate::event::IoUring {
+            op: name.to_owned(),
+            fd: None,
+            sq_entries: 0,
+            cq_entries: 0,
+            flags: 0,
+            blocked,
+        })
+    };
+    match (r.op, r.opcode) {
+        (io_uring_op::SETUP, _) => Payload::IoUring(crate::event::IoUring {
+            op: "setup".to_owned(),
+            fd: Some(r.fd),
+            sq_entries: r.sq_entries,
+            cq_entries: r.cq_entries,
+            flags: r.flags as u32,
+            blocked,
+        }),
+        (_, io_uring_opcode::OPENAT | io_uring_opcode::OPENAT2) => {
+            let flags = r.flags as u32;
+            Payload::FileOpen(FileOpen {
+                path: cstr(&r.path[..r.path_len as usize]),
+                raw_path: None,
+                flags,
+                access: Access::from_flags(flags),
+                syscall: "io_uring".to_owned(),
+                fd: None,
+                error: None,
+                path_truncated: false,
+                blocked,
+                repeats: 0,
+                repeat_summary: false,
+                inode: None,
+            })
+        }
+        (_, io_uring_opcode::CONNECT) => opcode("connect"),
+        (_, io_uring_opcode::SOCKET) => opcode("socket"),
+        (_, other) => opcode(&format!("opcode {other}")),
+    }
+}
+
 /// Builds the un-enriched event for a record: identity carries only the
 /// cgroup id; paths are as the kernel saw them.
 #[must_use]
@@ -381,6 +436,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
                 inode,
             })
         }
+        Record::IoUring(r) => io_uring(h, r),
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
             server: ip(r.family, &r.server),
             name: String::new(),

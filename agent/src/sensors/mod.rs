@@ -169,6 +169,17 @@ const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ("vigil_dns_ingress", "network", &[Hook::CgroupRoot]),
     // The exits of the open syscalls only: other syscalls pay a bitmap test.
     ("vigil_open_exit", "file", OPEN_EXITS),
+    // io_uring's own tracepoints: its requests pass no syscall tracepoint.
+    (
+        "vigil_io_uring_create",
+        "file",
+        &[tp("io_uring", "io_uring_create")],
+    ),
+    (
+        "vigil_io_uring_submit",
+        "file",
+        &[tp("io_uring", "io_uring_submit_req")],
+    ),
 ];
 
 /// Loaded and attached programs with the maps the daemon uses.

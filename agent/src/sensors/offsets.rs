@@ -187,6 +187,7 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
     let sk_cgrp_data = btf.member_offset("sock", "sk_cgrp_data")?;
     let data_cgroup = btf.member_offset("sock_cgroup_data", "cgroup")?;
     let regs = SyscallRegs::discover(&btf)?;
+    let iou = IoUring::discover(&f, &btf)?;
     Ok(Offsets {
         exec_filename: f.offset("sched/sched_process_exec", "filename")?,
         exec_old_pid: f.offset("sched/sched_process_exec", "old_pid")?,
@@ -195,7 +196,13 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
             .unwrap_or(0),
         sys_exit_nr: f.offset("syscalls/sys_exit_openat", "__syscall_nr")?,
         sys_exit_ret: f.offset("syscalls/sys_exit_openat", "ret")?,
-        _pad: [0; 3],
+        iou_create_fd: iou.create_fd,
+        iou_create_sq: iou.create_sq,
+        iou_create_cq: iou.create_cq,
+        iou_create_flags: iou.create_flags,
+        iou_submit_req: iou.submit_req,
+        iou_submit_opcode: iou.submit_opcode,
+        iou_known: u16::from(iou.members.is_some()),
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,
@@ -230,8 +237,63 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         sb_dev: btf.member_offset("super_block", "s_dev")?,
         mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
         mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
+        kiocb_cmd: iou.members.map_or(0, |m| m.kiocb_cmd),
+        io_open_filename: iou.members.map_or(0, |m| m.io_open_filename),
+        io_open_flags: iou.members.map_or(0, |m| m.io_open_flags),
+        filename_name: iou.members.map_or(0, |m| m.filename_name),
         regs_args: regs.args,
     })
+}
+
+/// io_uring's tracepoint fields and the members its openat requests are
+/// read through; all zero (and no members) on a kernel without io_uring.
+struct IoUring {
+    create_fd: u16,
+    create_sq: u16,
+    create_cq: u16,
+    create_flags: u16,
+    submit_req: u16,
+    submit_opcode: u16,
+    members: Option<IoUringMembers>,
+}
+
+#[derive(Clone, Copy)]
+struct IoUringMembers {
+    kiocb_cmd: u32,
+    io_open_filename: u32,
+    io_open_flags: u32,
+    filename_name: u32,
+}
+
+impl IoUring {
+    fn discover(f: &Formats<'_>, btf: &KernelBtf) -> Result<Self, OffsetError> {
+        const CREATE: &str = "io_uring/io_uring_create";
+        const SUBMIT: &str = "io_uring/io_uring_submit_req";
+        let field = |event: &str, name: &str| -> Result<u16, OffsetError> {
+            if !f.tracefs.join("events").join(event).exists() {
+                return Ok(0);
+            }
+            Ok(f.optional(event, name)?.unwrap_or(0))
+        };
+        let members = (|| {
+            Some(IoUringMembers {
+                kiocb_cmd: btf.member_offset("io_kiocb", "cmd").ok()?,
+                io_open_filename: btf.member_offset("io_open", "filename").ok()?,
+                io_open_flags: btf.member_offset("io_open", "how").ok()?
+                    + btf.member_offset("open_how", "flags").ok()?,
+                filename_name: btf.member_offset("filename", "name").ok()?,
+            })
+        })();
+        Ok(Self {
+            create_fd: field(CREATE, "fd")?,
+            create_sq: field(CREATE, "sq_entries")?,
+            create_cq: field(CREATE, "cq_entries")?,
+            create_flags: field(CREATE, "flags")?,
+            submit_req: field(SUBMIT, "req")?,
+            submit_opcode: field(SUBMIT, "opcode")?,
+            members,
+        })
+    }
 }
 
 /// Where the syscall number and arguments sit in `struct pt_regs` at

@@ -36,6 +36,7 @@ pub enum RecordKind {
     Accept = 5,
     Open = 6,
     Dns = 7,
+    IoUring = 8,
 }
 
 impl RecordKind {
@@ -50,6 +51,7 @@ impl RecordKind {
             5 => Self::Accept,
             6 => Self::Open,
             7 => Self::Dns,
+            8 => Self::IoUring,
             _ => return None,
         })
     }
@@ -121,6 +123,8 @@ pub mod verdict {
     pub const BLOCKED_NO_TASK: u32 = 2;
     /// Denied: the destination is outside the agent's enforced `systems`.
     pub const BLOCKED_SCOPE: u32 = 3;
+    /// Denied: the agent may not use io_uring (`io_uring = "deny"`).
+    pub const BLOCKED_IO_URING: u32 = 4;
 }
 
 /// Value of the pinned `POLICY` map, keyed by cgroup id: a session cgroup,
@@ -144,6 +148,8 @@ pub mod policy {
     /// The daemon acts on this cgroup's violations (`on_violation` kill or
     /// revoke): its records wake the reader at once.
     pub const PROMPT: u32 = 8;
+    /// Setting up an io_uring kills the process (`io_uring = "deny"`).
+    pub const DENY_IO_URING: u32 = 16;
 }
 
 /// Key data of the `SYSTEMS` LPM trie: agent, then an IPv6 (or v4-mapped)
@@ -397,6 +403,46 @@ pub struct DnsRecord {
     pub payload: [u8; DNS_LEN],
 }
 
+/// Which io_uring tracepoint produced an [`IoUringRecord`].
+pub mod io_uring_op {
+    /// `io_uring_setup`: a ring was created (`io_uring:io_uring_create`).
+    pub const SETUP: u8 = 1;
+    /// A request was submitted (`io_uring:io_uring_submit_req`); only the
+    /// opcodes that act on a file or a system are reported.
+    pub const SUBMIT: u8 = 2;
+}
+
+/// io_uring opcodes (`enum io_uring_op`) that the sensor reports.
+pub mod io_uring_opcode {
+    pub const CONNECT: u8 = 16;
+    pub const OPENAT: u8 = 18;
+    pub const OPENAT2: u8 = 28;
+    pub const SOCKET: u8 = 45;
+}
+
+/// io_uring activity of a watched process. Its requests do not pass the
+/// syscall tracepoints the other sensors use: an `IORING_OP_OPENAT` is an
+/// open no `sys_exit_openat` sees.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IoUringRecord {
+    pub header: Header,
+    /// An [`io_uring_op`] value.
+    pub op: u8,
+    /// The request's opcode (for [`io_uring_op::SUBMIT`]).
+    pub opcode: u8,
+    /// Bytes used in `path`, without the NUL.
+    pub path_len: u16,
+    /// The ring's descriptor (for [`io_uring_op::SETUP`]).
+    pub fd: i32,
+    pub sq_entries: u32,
+    pub cq_entries: u32,
+    /// Setup flags, or the open flags of an openat request.
+    pub flags: u64,
+    /// For an openat request: the path as the request names it.
+    pub path: [u8; PATH_LEN],
+}
+
 /// Offsets into tracepoint records and kernel structs, found at load time
 /// (tracefs `format` files and `/sys/kernel/btf/vmlinux`) and handed to the
 /// programs as a read-only global, so nothing depends on one kernel's layout.
@@ -414,7 +460,18 @@ pub struct Offsets {
     pub sys_exit_nr: u16,
     /// `syscalls/sys_exit_*` records: `long ret`.
     pub sys_exit_ret: u16,
-    pub _pad: [u16; 3],
+    /// `io_uring_create`: `int fd`, `u32 sq_entries`, `u32 cq_entries`,
+    /// `u32 flags` (0: the tracepoint does not exist).
+    pub iou_create_fd: u16,
+    pub iou_create_sq: u16,
+    pub iou_create_cq: u16,
+    pub iou_create_flags: u16,
+    /// `io_uring_submit_req`: `void *req`, `u8 opcode`.
+    pub iou_submit_req: u16,
+    pub iou_submit_opcode: u16,
+    /// 1 when the io_uring struct members below were all found (some of
+    /// them are at offset 0).
+    pub iou_known: u16,
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -483,6 +540,14 @@ pub struct Offsets {
     pub mm_arg_start: u32,
     /// `mm_struct.arg_end`.
     pub mm_arg_end: u32,
+    /// `io_kiocb.cmd`: where the request's per-opcode data (`struct io_open`) is.
+    pub kiocb_cmd: u32,
+    /// `io_open.filename` (a `struct filename *`).
+    pub io_open_filename: u32,
+    /// `io_open.how` + `open_how.flags`.
+    pub io_open_flags: u32,
+    /// `filename.name`.
+    pub filename_name: u32,
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
@@ -532,7 +597,13 @@ impl Offsets {
             exit_group_dead: 0,
             sys_exit_nr: 0,
             sys_exit_ret: 0,
-            _pad: [0; 3],
+            iou_create_fd: 0,
+            iou_create_sq: 0,
+            iou_create_cq: 0,
+            iou_create_flags: 0,
+            iou_submit_req: 0,
+            iou_submit_opcode: 0,
+            iou_known: 0,
             task_real_parent: 0,
             task_tgid: 0,
             task_pid: 0,
@@ -567,6 +638,10 @@ impl Offsets {
             sb_dev: 0,
             mm_arg_start: 0,
             mm_arg_end: 0,
+            kiocb_cmd: 0,
+            io_open_filename: 0,
+            io_open_flags: 0,
+            filename_name: 0,
             regs_args: [0; 4],
         }
     }
@@ -636,8 +711,9 @@ mod tests {
             64 + 72 + PATH_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
+        assert_eq!(size_of::<IoUringRecord>(), 64 + 24 + PATH_LEN);
         // A multiple of 8, so `KernelConfig` has no implicit padding.
-        assert_eq!(size_of::<Offsets>(), 16 + 36 + 25 * 4 + 16);
+        assert_eq!(size_of::<Offsets>(), 24 + 36 + 29 * 4 + 16);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);
@@ -662,6 +738,7 @@ mod tests {
             RecordKind::Accept,
             RecordKind::Open,
             RecordKind::Dns,
+            RecordKind::IoUring,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

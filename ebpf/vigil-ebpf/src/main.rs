@@ -19,6 +19,7 @@ mod abi;
 mod dns;
 mod enforce;
 mod file;
+mod io_uring;
 mod maps;
 mod network;
 mod path;

@@ -186,6 +186,37 @@ fn exec_from_fd(prog: &str, args: &[&str], memfd: bool) -> std::io::Result<()> {
     Err(std::io::Error::last_os_error())
 }
 
+/// Opens and reads `path` through io_uring (`IORING_OP_OPENAT`, then
+/// `IORING_OP_READ`) and prints what it read: no `open` syscall is made.
+fn uring_read(path: &str) -> std::io::Result<()> {
+    use io_uring::{IoUring, opcode, types};
+    fn complete(ring: &mut IoUring, entry: &io_uring::squeue::Entry) -> std::io::Result<i32> {
+        // SAFETY: the entry's buffers (path, read buffer) outlive the wait below.
+        unsafe { ring.submission().push(entry) }
+            .map_err(|_| std::io::Error::other("submission queue full"))?;
+        ring.submit_and_wait(1)?;
+        let cqe = ring
+            .completion()
+            .next()
+            .ok_or_else(|| std::io::Error::other("no completion"))?;
+        if cqe.result() < 0 {
+            return Err(std::io::Error::from_raw_os_error(-cqe.result()));
+        }
+        Ok(cqe.result())
+    }
+    let mut ring = IoUring::new(8)?;
+    let name = cstring(path);
+    let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), name.as_ptr())
+        .flags(libc::O_RDONLY)
+        .build();
+    let fd = complete(&mut ring, &open)?;
+    let mut buf = vec![0u8; 4096];
+    let read = opcode::Read::new(types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32).build();
+    let n = complete(&mut ring, &read)?;
+    std::io::stdout().write_all(&buf[..n as usize])?;
+    Ok(())
+}
+
 /// `ok`, or `err ERRNO` (1 is EPERM).
 fn result(r: std::io::Result<()>) -> String {
     match r {
@@ -216,6 +247,7 @@ fn main() -> ExitCode {
         }
         ["openat-swap", dir, name, decoy] => openat_swap(dir, name, decoy),
         ["exec-fd", prog, args @ ..] => exec_from_fd(prog, args, false),
+        ["uring-read", path] => uring_read(path),
         ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
@@ -292,7 +324,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|accept-once|spawn|sleep ..."
             );
             return ExitCode::from(2);
         }
