@@ -48,6 +48,10 @@ pub struct Repeats {
     /// Tracked keys above which the sweep forgets the keys the kernel no
     /// longer has (see [`Repeats::sweep`]).
     prune_above: usize,
+    /// Keys tracked at the previous sweep, and whether the sweep pruned
+    /// since the count last changed.
+    last_len: usize,
+    pruned_quiet: bool,
 }
 
 /// Tracked keys from which the sweep checks them against the kernel map:
@@ -81,6 +85,8 @@ impl Repeats {
             by_tgid: StdHashMap::new(),
             gone: std::collections::HashSet::new(),
             prune_above: PRUNE_ABOVE,
+            last_len: 0,
+            pruned_quiet: false,
         }
     }
 
@@ -130,7 +136,16 @@ impl Repeats {
         let Some(map) = &self.map else {
             return out;
         };
-        if self.keys.len() > self.prune_above {
+        // Also once when reports stop with more keys than the kernel map
+        // holds: the doubled threshold may never be reached again, and the
+        // keys the kernel evicted would stay forever.
+        let len = self.keys.len();
+        let quiet = len == self.last_len;
+        if !quiet {
+            self.pruned_quiet = false;
+        }
+        let settle = quiet && !self.pruned_quiet && len > OPEN_SEEN_ENTRIES as usize;
+        if len > self.prune_above || settle {
             let pruned = prune(&mut self.keys, &mut self.by_tgid, |key| {
                 match map.get(key, 0) {
                     Ok(_) => Some(true),
@@ -148,7 +163,9 @@ impl Repeats {
             // (more opens per sweep than it holds), the next check waits
             // until as many new keys came, so the checks stay linear.
             self.prune_above = PRUNE_ABOVE.max(2 * self.keys.len());
+            self.pruned_quiet = quiet;
         }
+        self.last_len = self.keys.len();
         let now = Instant::now();
         for (key, known) in &mut self.keys {
             if known.last.is_none() || now.duration_since(known.reported) < self.window {

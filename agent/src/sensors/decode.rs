@@ -88,6 +88,27 @@ fn read<T: Copy>(bytes: &[u8], kind: RecordKind) -> Result<T, DecodeError> {
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// Copies a `T` whose last bytes the kernel may leave out (the unused end
+/// of a trailing buffer): at least `need` bytes, the rest zero.
+fn read_trimmed<T: Copy>(bytes: &[u8], kind: RecordKind, need: usize) -> Result<T, DecodeError> {
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            kind,
+            need,
+            got: bytes.len(),
+        });
+    }
+    let n = bytes.len().min(size_of::<T>());
+    let mut out = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: at most size_of::<T>() bytes into the zeroed value; T is a
+    // repr(C) record of integers and byte arrays, valid for any bit pattern
+    // (all zeros included).
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), n);
+        Ok(out.assume_init())
+    }
+}
+
 fn check(kind: RecordKind, field: &'static str, value: u64, max: u64) -> Result<(), DecodeError> {
     if value > max {
         Err(DecodeError::OutOfRange { kind, field, value })
@@ -143,7 +164,15 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             Record::Accept(r)
         }
         RecordKind::Open => {
-            let r: OpenRecord = read(bytes, kind)?;
+            // The kernel sends the resolved path's text only as far as it goes.
+            let fixed = std::mem::offset_of!(OpenRecord, resolved) + 8;
+            let r: OpenRecord = read_trimmed(bytes, kind, fixed)?;
+            check(
+                kind,
+                "resolved.len",
+                r.resolved.len.into(),
+                (bytes.len().min(size_of::<OpenRecord>()) - fixed) as u64,
+            )?;
             check(kind, "path_len", r.path_len.into(), PATH_LEN as u64 - 1)?;
             check(
                 kind,
@@ -642,6 +671,54 @@ mod tests {
                 nlink: 2
             })
         );
+    }
+
+    /// The kernel leaves out the unused end of the resolved path; a record
+    /// that claims more text than it carries is refused.
+    #[test]
+    fn trimmed_open_records_decode_and_lies_are_refused() {
+        let mut path = [0u8; PATH_LEN];
+        path[..4].copy_from_slice(b"/etc");
+        let mut header = header(RecordKind::Open);
+        header.flags = OPEN_RESOLVED_FILE;
+        let r = OpenRecord {
+            header,
+            ret: 3,
+            flags: 0,
+            mode: 0,
+            dfd: -100,
+            syscall: open_syscall::OPENAT,
+            _pad: 0,
+            path_len: 4,
+            base_mnt: 0,
+            base_dentry: 0,
+            path_hash: 0,
+            repeats: 0,
+            ino: 7,
+            dev: 1,
+            nlink: 1,
+            path,
+            resolved: components(&["etc"], true),
+        };
+        let fixed = std::mem::offset_of!(OpenRecord, resolved) + 8;
+        let bytes = bytes_of(&r);
+        let trimmed = &bytes[..fixed + 4];
+        let Payload::FileOpen(f) = to_event(&decode(trimmed).unwrap(), &Clock::now()).payload
+        else {
+            panic!()
+        };
+        assert_eq!(f.path, "/etc");
+        assert!(matches!(
+            decode(&bytes[..fixed + 2]),
+            Err(DecodeError::OutOfRange {
+                field: "resolved.len",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&bytes[..fixed - 1]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]

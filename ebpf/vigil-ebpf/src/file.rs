@@ -29,6 +29,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::mem::size_of;
 
 use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 use vigil_common::{
@@ -43,6 +44,9 @@ use crate::{
     path,
     task::{fill_header, watched_current},
 };
+
+/// Bytes of an [`OpenRecord`] before the text of its resolved path.
+const OPEN_FIXED: usize = core::mem::offset_of!(OpenRecord, resolved) + 8;
 
 /// `AT_FDCWD`: plain `open` resolves relative to the working directory.
 const AT_FDCWD: i32 = -100;
@@ -299,8 +303,19 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     if let Some(target) = target {
         path::resolve(cfg, target, &mut rec.resolved);
     }
+    // Only the bytes of the resolved path that were written go out: most
+    // paths are far shorter than the buffer, and every byte is copied into
+    // the ring and out of it again.
+    let used = OPEN_FIXED + (usize::from(rec.resolved.len) & 1023);
+    let size = if used < size_of::<OpenRecord>() {
+        used
+    } else {
+        size_of::<OpenRecord>()
+    };
+    // SAFETY: `size` bytes of the scratch record, all written above.
+    let bytes = unsafe { core::slice::from_raw_parts(core::ptr::from_ref(rec).cast::<u8>(), size) };
     if EVENTS
-        .output::<OpenRecord>(&*rec, wake_flags(cfg, urgent))
+        .output::<[u8]>(bytes, wake_flags(cfg, urgent))
         .is_err()
     {
         count_loss(Sensor::File, cgroup_id);
