@@ -31,7 +31,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// one its client has given up on.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Queries awaiting their answer, node-wide. When full, expired ones go
-/// first, then the oldest: about 100 bytes each, so well under a MiB.
+/// first, then the oldest. An entry takes some 200 bytes plus its name (at
+/// most 255), so a full table stays under 2 MiB.
 pub const MAX_PENDING_QUERIES: usize = 4096;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
