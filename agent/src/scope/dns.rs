@@ -304,12 +304,13 @@ impl PendingQueries {
         self.queries.is_empty()
     }
 
-    /// Notes a query for `name` with `id` sent on `flow` at `sent_ns`.
+    /// Notes a query for `name` (compared without case) with `id` sent on
+    /// `flow` at `sent_ns`.
     pub fn sent(&mut self, flow: Flow, id: u16, name: &str, sent_ns: u64) {
         let key = QueryKey {
             flow,
             id,
-            name: name.into(),
+            name: name.to_ascii_lowercase().into(),
         };
         if let Some(p) = self.queries.get_mut(&key) {
             p.sent_ns = p.sent_ns.max(sent_ns);
@@ -351,7 +352,7 @@ impl PendingQueries {
         let key = QueryKey {
             flow,
             id,
-            name: name.into(),
+            name: name.to_ascii_lowercase().into(),
         };
         let Some(p) = self.queries.get_mut(&key) else {
             return Err(if self.flows.contains_key(&flow) {
@@ -848,7 +849,7 @@ mod tests {
             p.answer(f, 0x1234, "evil.example.com", 101 * S),
             Err(Rejection::Mismatch)
         );
-        assert_eq!(p.answer(f, 0x1234, "api.example.com", 101 * S), Ok(()));
+        assert_eq!(p.answer(f, 0x1234, "API.example.COM", 101 * S), Ok(()));
         // Used up: a second answer to the same query is not believed.
         assert_eq!(
             p.answer(f, 0x1234, "api.example.com", 101 * S),
