@@ -323,13 +323,28 @@ const fn is_zero(n: &u64) -> bool {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsAnswer {
+    /// Source of the answer: the server.
     pub server: IpAddr,
+    #[serde(default)]
+    pub server_port: u16,
+    /// Destination of the answer: the receiving socket.
+    #[serde(default = "unspecified")]
+    pub client: IpAddr,
+    #[serde(default)]
+    pub client_port: u16,
+    /// The message id.
+    #[serde(default)]
+    pub id: u16,
     /// The question name.
     pub name: String,
     /// Addresses from A/AAAA answers.
     pub addresses: Vec<IpAddr>,
     /// Smallest TTL of those answers, seconds.
     pub ttl: u32,
+}
+
+const fn unspecified() -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
 }
 
 /// Kinds of scope violation.
@@ -346,6 +361,9 @@ pub enum AnomalyKind {
     UnapprovedTask,
     /// Attempts blocked because the agent or session is revoked (aggregated).
     RevokedActivity,
+    /// A DNS answer not believed (not from a resolver in `systems`, or not
+    /// answering a query its socket sent): its addresses allow nothing.
+    DnsAnswerRejected,
     /// A watched process set up an io_uring: its requests pass no syscall
     /// the other sensors see.
     IoUringUsed,
@@ -362,6 +380,7 @@ impl AnomalyKind {
             Self::Unattributed => "unattributed",
             Self::UnapprovedTask => "unapproved_task",
             Self::RevokedActivity => "revoked_activity",
+            Self::DnsAnswerRejected => "dns_answer_rejected",
             Self::IoUringUsed => "io_uring_used",
         }
     }

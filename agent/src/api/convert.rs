@@ -33,6 +33,8 @@ pub enum ConvertError {
     TimeRange { field: &'static str },
     #[error("field `{field}`: {value} is not a port number")]
     Port { field: &'static str, value: u32 },
+    #[error("field `{field}`: {value} does not fit in 16 bits")]
+    Wide { field: &'static str, value: u32 },
     #[error("in `anomaly.offending`: {0}")]
     Offending(Box<ConvertError>),
 }
@@ -172,6 +174,7 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::Unattributed => Self::Unattributed,
             AnomalyKind::UnapprovedTask => Self::UnapprovedTask,
             AnomalyKind::RevokedActivity => Self::RevokedActivity,
+            AnomalyKind::DnsAnswerRejected => Self::DnsAnswerRejected,
             AnomalyKind::IoUringUsed => Self::IoUringUsed,
         }
     }
@@ -254,6 +257,10 @@ impl TryFrom<Payload> for pb::event::Payload {
                 name: x.name,
                 addresses: x.addresses.iter().map(ToString::to_string).collect(),
                 ttl: x.ttl,
+                server_port: x.server_port.into(),
+                client: x.client.to_string(),
+                client_port: x.client_port.into(),
+                id: x.id.into(),
             }),
             Payload::Anomaly(x) => W::Anomaly(Box::new(pb::Anomaly {
                 kind: pb::AnomalyKind::from(x.anomaly).into(),
@@ -434,6 +441,7 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::Unattributed => Ok(Self::Unattributed),
             pb::AnomalyKind::UnapprovedTask => Ok(Self::UnapprovedTask),
             pb::AnomalyKind::RevokedActivity => Ok(Self::RevokedActivity),
+            pb::AnomalyKind::DnsAnswerRejected => Ok(Self::DnsAnswerRejected),
             pb::AnomalyKind::IoUringUsed => Ok(Self::IoUringUsed),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
@@ -554,6 +562,18 @@ impl TryFrom<pb::event::Payload> for Payload {
             }
             W::DnsAnswer(x) => Self::DnsAnswer(DnsAnswer {
                 server: parse_ip("dns_answer.server", &x.server)?,
+                server_port: port("dns_answer.server_port", x.server_port)?,
+                // Answers journaled before the field existed have none.
+                client: if x.client.is_empty() {
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                } else {
+                    parse_ip("dns_answer.client", &x.client)?
+                },
+                client_port: port("dns_answer.client_port", x.client_port)?,
+                id: u16::try_from(x.id).map_err(|_| ConvertError::Wide {
+                    field: "dns_answer.id",
+                    value: x.id,
+                })?,
                 name: x.name,
                 addresses: x
                     .addresses
@@ -792,6 +812,10 @@ mod tests {
             }),
             Payload::DnsAnswer(DnsAnswer {
                 server: "127.0.0.53".parse().unwrap(),
+                server_port: 53,
+                client: "127.0.0.1".parse().unwrap(),
+                client_port: 41_000,
+                id: 0x1234,
                 name: "api.github.com".into(),
                 addresses: vec!["140.82.112.6".parse().unwrap(), "::1".parse().unwrap()],
                 ttl: 60,

@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vigil_common::verdict;
+use std::net::SocketAddr;
+
+use vigil_common::{DNS_EGRESS, DnsRecord, verdict};
 
 use crate::{
     config::OnViolation,
@@ -20,9 +22,11 @@ use crate::{
         procs::{ProcessTable, resolve_path},
     },
     scope::{
-        Verdict, Violation,
+        AgentId, Scope, Verdict, Violation,
         aggregate::Aggregator,
-        dns::{DnsCache, parse_response},
+        dns::{
+            DnsCache, Flow, PendingQueries, QUERY_TIMEOUT, Rejection, parse_query, parse_response,
+        },
     },
     sensors::{
         decode::{self, Clock, Record},
@@ -52,6 +56,12 @@ pub struct Pipeline {
     pods: crate::kube::hold::PodAttributor,
     config_version: u64,
     dns: Arc<DnsCache>,
+    /// DNS queries of watched sockets awaiting their answers: only an
+    /// answer to one of them is believed.
+    queries: PendingQueries,
+    /// DNS answers that processes of agents sent from port 53, so that their
+    /// arrival is not taken for a resolver's.
+    served: PendingQueries,
     aggregator: Aggregator,
     /// Boot-clock time at which the record being processed was read, for
     /// the revocation log (how much of its latency was wake-up).
@@ -95,6 +105,8 @@ impl Pipeline {
             pods,
             config_version,
             dns,
+            queries: PendingQueries::default(),
+            served: PendingQueries::default(),
             aggregator,
             read_ns: 0,
             repeats,
@@ -226,6 +238,12 @@ impl Pipeline {
     /// pod's metadata (it is emitted later) or when it is dropped.
     pub fn process(&mut self, record: &Record) -> Option<Output> {
         let h = *record.header();
+        if let Record::Dns(r) = record
+            && h.flags & DNS_EGRESS != 0
+        {
+            self.on_sent(r);
+            return None;
+        }
         if let Record::Fork(r) = record {
             let comm = String::from_utf8_lossy(
                 &h.comm[..h.comm.iter().position(|&b| b == 0).unwrap_or(16)],
@@ -237,6 +255,7 @@ impl Pipeline {
         if let (Record::Dns(r), Payload::DnsAnswer(answer)) = (record, &mut event.payload) {
             match parse_response(&r.payload[..usize::from(r.len).min(r.payload.len())]) {
                 Ok(resp) => {
+                    answer.id = resp.id;
                     answer.name = resp.name;
                     answer.addresses = resp.addresses;
                     answer.ttl = resp.ttl;
@@ -267,6 +286,74 @@ impl Pipeline {
         }
         let anomalies = self.check(&event, h.verdict);
         Some(Output { event, anomalies })
+    }
+
+    /// Notes a DNS datagram a watched socket sent: a query, for the answer
+    /// to come, or an answer a process of an agent served.
+    fn on_sent(&mut self, r: &DnsRecord) {
+        let payload = &r.payload[..usize::from(r.len).min(r.payload.len())];
+        let src = SocketAddr::new(decode::ip(r.family, &r.src_addr), r.src_port);
+        let dst = SocketAddr::new(decode::ip(r.family, &r.dst_addr), r.dst_port);
+        let ts = r.header.ts_ns;
+        if r.dst_port == 53
+            && let Ok(q) = parse_query(payload)
+        {
+            let flow = Flow {
+                cgroup_id: r.header.cgroup_id,
+                client: src,
+                server: dst,
+            };
+            self.queries.sent(flow, q.id, &q.name, ts);
+        } else if r.src_port == 53
+            && let Ok(a) = parse_response(payload)
+            && self.attribution(r.header.cgroup_id).agent.is_some()
+        {
+            // The receiving socket's cgroup is not known here.
+            let flow = Flow {
+                cgroup_id: 0,
+                client: dst,
+                server: src,
+            };
+            self.served.sent(flow, a.id, &a.name, ts);
+        }
+    }
+
+    /// Whether a DNS answer of `agent` may be believed: it comes from a
+    /// resolver the agent's `systems` allow, no agent's process sent it, and
+    /// it answers a query its socket sent there (same id and name, within
+    /// [`QUERY_TIMEOUT`]), which it uses up.
+    fn vet_answer(
+        &mut self,
+        scope: &Scope,
+        agent: AgentId,
+        event: &Event,
+        d: &crate::event::DnsAnswer,
+    ) -> Result<(), Rejection> {
+        if !scope.allows_resolver(agent, d.server, d.server_port) {
+            return Err(Rejection::UnknownResolver);
+        }
+        let (client, server) = (
+            SocketAddr::new(d.client, d.client_port),
+            SocketAddr::new(d.server, d.server_port),
+        );
+        let served = Flow {
+            cgroup_id: 0,
+            client,
+            server,
+        };
+        if self
+            .served
+            .answer(served, d.id, &d.name, event.kernel_ts_ns)
+            .is_ok()
+        {
+            return Err(Rejection::ServedByAgent);
+        }
+        let flow = Flow {
+            cgroup_id: event.identity.cgroup_id,
+            client,
+            server,
+        };
+        self.queries.answer(flow, d.id, &d.name, event.kernel_ts_ns)
     }
 
     /// Counts an event and checks it: against its agent's scope, or as
@@ -361,17 +448,45 @@ impl Pipeline {
         let scope = &loaded.scope;
         let violation = match event.identity.agent.as_deref() {
             Some(agent) => {
-                if let Payload::DnsAnswer(d) = &event.payload {
-                    self.dns.record(agent, &d.name, &d.addresses, d.ttl, now);
-                    if let Err(e) = self.shared.enforcer.learn_dns(
-                        self.shared.sensors.policy(),
-                        scope,
-                        agent,
-                        &d.name,
-                        &d.addresses,
-                        d.ttl,
-                    ) {
-                        tracing::warn!("loading a DNS answer of {agent} into the kernel: {e}");
+                if let Payload::DnsAnswer(d) = &event.payload
+                    && let Some(id) = scope.agent_id(agent)
+                {
+                    match self.vet_answer(scope, id, event, d) {
+                        // An answer without addresses widens nothing: it
+                        // only uses up its query.
+                        Ok(()) | Err(_) if d.addresses.is_empty() => {}
+                        Ok(()) => {
+                            self.dns.record(agent, &d.name, &d.addresses, d.ttl, now);
+                            if let Err(e) = self.shared.enforcer.learn_dns(
+                                self.shared.sensors.policy(),
+                                scope,
+                                agent,
+                                &d.name,
+                                &d.addresses,
+                                d.ttl,
+                            ) {
+                                tracing::warn!(
+                                    "loading a DNS answer of {agent} into the kernel: {e}"
+                                );
+                            }
+                        }
+                        Err(why) => {
+                            let (severity, on_violation) = match why {
+                                Rejection::Late => (Severity::Medium, OnViolation::Alert),
+                                _ => (Severity::High, scope.agent(id).on_violation),
+                            };
+                            return self.aggregate(
+                                event,
+                                Violation {
+                                    kind: AnomalyKind::DnsAnswerRejected,
+                                    severity,
+                                    reason: rejection_reason(why, d, agent),
+                                    identity: None,
+                                },
+                                on_violation,
+                                now,
+                            );
+                        }
                     }
                 }
                 let Some(id) = scope.agent_id(agent) else {
@@ -703,5 +818,31 @@ impl Pipeline {
     fn flush_anomalies(&mut self) -> Vec<Event> {
         let folded = self.aggregator.flush(Instant::now());
         folded.into_iter().map(|a| self.anomaly_event(a)).collect()
+    }
+}
+
+/// The words of a [`Rejection`] of a DNS answer `d` received by `agent`.
+/// The receiving socket and the message id are in the offending event, so
+/// that a stream of forged answers folds into one report.
+fn rejection_reason(why: Rejection, d: &crate::event::DnsAnswer, agent: &str) -> String {
+    let server = SocketAddr::new(d.server, d.server_port);
+    let what = format!("dns answer for {} from {server}", d.name);
+    match why {
+        Rejection::UnknownResolver => {
+            format!("{what} ignored: {server} is not a resolver in systems of {agent}")
+        }
+        Rejection::ServedByAgent => {
+            format!("{what} ignored: a process of an agent sent it, not the resolver")
+        }
+        Rejection::NoQuery => {
+            format!("{what} ignored: the receiving socket of {agent} sent {server} no query")
+        }
+        Rejection::Mismatch => format!(
+            "{what} ignored: its id and name match no query the receiving socket of {agent} sent {server}"
+        ),
+        Rejection::Late => format!(
+            "{what} ignored: it came more than {} s after its query",
+            QUERY_TIMEOUT.as_secs()
+        ),
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,14 @@ pub const MAX_TTL: Duration = Duration::from_hours(24);
 pub const MAX_ADDRESSES: usize = 65_536;
 /// Time allowed for one resolution in the periodic resolver.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after its query an answer is accepted. glibc waits 5 s per
+/// attempt by default and other stubs less; an answer later than this is
+/// one its client has given up on.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queries awaiting their answer, node-wide. When full, expired ones go
+/// first, then the oldest. An entry takes some 200 bytes plus its name (at
+/// most 255), so a full table stays under 2 MiB.
+pub const MAX_PENDING_QUERIES: usize = 4096;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
@@ -45,6 +53,8 @@ pub enum DnsError {
     NameTooLong(usize),
     #[error("dns question at offset {0} lacks its type and class")]
     QuestionTruncated(usize),
+    #[error("dns message is a response, not a query")]
+    NotQuery,
 }
 
 /// The parts of a DNS response the scope engine uses.
@@ -186,6 +196,209 @@ pub fn parse_response(buf: &[u8]) -> Result<DnsResponse, DnsError> {
     resp.incomplete |= complete.is_none();
     resp.ttl = min_ttl.unwrap_or(0);
     Ok(resp)
+}
+
+/// The parts of a DNS query matched against its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsQuery {
+    pub id: u16,
+    /// The (first) question name, spelled as in [`DnsResponse::name`].
+    pub name: String,
+}
+
+/// Parses a DNS query (the UDP payload of a datagram to port 53).
+pub fn parse_query(buf: &[u8]) -> Result<DnsQuery, DnsError> {
+    if buf.len() < 12 {
+        return Err(DnsError::TooShort(buf.len()));
+    }
+    let id = u16_at(buf, 0).unwrap_or(0);
+    if u16_at(buf, 2).unwrap_or(0) & 0x8000 != 0 {
+        return Err(DnsError::NotQuery);
+    }
+    if u16_at(buf, 4).unwrap_or(0) == 0 {
+        return Err(DnsError::NoQuestion);
+    }
+    let (name, _) = read_name(buf, 12)?;
+    Ok(DnsQuery { id, name })
+}
+
+/// One socket's exchange with one server: the query's cgroup, source and
+/// destination. An answer belongs to it when it comes from `server` to
+/// `client` in the same cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub cgroup_id: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// Why a DNS answer was not believed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Its source is not a resolver the agent's `systems` allow.
+    UnknownResolver,
+    /// A watched socket of an agent sent it (from port 53): an agent's own
+    /// process answered, on an address the resolver does not hold.
+    ServedByAgent,
+    /// That socket sent that server no query awaiting an answer.
+    NoQuery,
+    /// That socket has queries to that server, none with the answer's id
+    /// and question name.
+    Mismatch,
+    /// It matches a query sent longer than the timeout before it.
+    Late,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct QueryKey {
+    flow: Flow,
+    id: u16,
+    name: Box<str>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    /// Boot-clock time of the latest copy sent.
+    sent_ns: u64,
+    /// Copies sent and not yet answered (a stub resends on timeout).
+    unanswered: u32,
+}
+
+/// DNS queries seen leaving watched sockets, awaiting their answers. Times
+/// are the kernel's boot-clock stamps of the records, so the daemon's own
+/// delays do not count against an answer.
+#[derive(Debug)]
+pub struct PendingQueries {
+    timeout_ns: u64,
+    capacity: usize,
+    queries: HashMap<QueryKey, Pending>,
+    /// Pending queries per flow, to tell a mismatch from no query at all.
+    flows: HashMap<Flow, u32>,
+}
+
+impl Default for PendingQueries {
+    fn default() -> Self {
+        Self::new(QUERY_TIMEOUT, MAX_PENDING_QUERIES)
+    }
+}
+
+impl PendingQueries {
+    #[must_use]
+    pub fn new(timeout: Duration, capacity: usize) -> Self {
+        Self {
+            timeout_ns: timeout.as_nanos().try_into().unwrap_or(u64::MAX),
+            capacity: capacity.max(1),
+            queries: HashMap::new(),
+            flows: HashMap::new(),
+        }
+    }
+
+    /// Queries held, expired or not.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.queries.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.queries.is_empty()
+    }
+
+    /// Notes a query for `name` (compared without case) with `id` sent on
+    /// `flow` at `sent_ns`.
+    pub fn sent(&mut self, flow: Flow, id: u16, name: &str, sent_ns: u64) {
+        let key = QueryKey {
+            flow,
+            id,
+            name: name.to_ascii_lowercase().into(),
+        };
+        if let Some(p) = self.queries.get_mut(&key) {
+            p.sent_ns = p.sent_ns.max(sent_ns);
+            p.unanswered = p.unanswered.saturating_add(1);
+            return;
+        }
+        if self.queries.len() >= self.capacity {
+            self.expire(sent_ns);
+        }
+        if self.queries.len() >= self.capacity
+            && let Some(oldest) = self
+                .queries
+                .iter()
+                .min_by_key(|(_, p)| p.sent_ns)
+                .map(|(k, _)| k.clone())
+        {
+            self.remove(&oldest);
+        }
+        *self.flows.entry(flow).or_default() += 1;
+        self.queries.insert(
+            key,
+            Pending {
+                sent_ns,
+                unanswered: 1,
+            },
+        );
+    }
+
+    /// Matches an answer for `name` with `id` that arrived on `flow` (as the
+    /// query's: from `flow.server` to `flow.client`) at `received_ns`. A
+    /// matched query is used up: each copy sent admits one answer.
+    pub fn answer(
+        &mut self,
+        flow: Flow,
+        id: u16,
+        name: &str,
+        received_ns: u64,
+    ) -> Result<(), Rejection> {
+        let key = QueryKey {
+            flow,
+            id,
+            name: name.to_ascii_lowercase().into(),
+        };
+        let Some(p) = self.queries.get_mut(&key) else {
+            return Err(if self.flows.contains_key(&flow) {
+                Rejection::Mismatch
+            } else {
+                Rejection::NoQuery
+            });
+        };
+        if received_ns.saturating_sub(p.sent_ns) > self.timeout_ns {
+            self.remove(&key);
+            return Err(Rejection::Late);
+        }
+        p.unanswered -= 1;
+        if p.unanswered == 0 {
+            self.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Drops queries whose timeout passed by `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) {
+        let timeout = self.timeout_ns;
+        let flows = &mut self.flows;
+        self.queries.retain(|k, p| {
+            let live = now_ns.saturating_sub(p.sent_ns) <= timeout;
+            if !live {
+                release(flows, &k.flow);
+            }
+            live
+        });
+    }
+
+    fn remove(&mut self, key: &QueryKey) {
+        if self.queries.remove(key).is_some() {
+            release(&mut self.flows, &key.flow);
+        }
+    }
+}
+
+fn release(flows: &mut HashMap<Flow, u32>, flow: &Flow) {
+    if let Some(n) = flows.get_mut(flow) {
+        *n -= 1;
+        if *n == 0 {
+            flows.remove(flow);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -560,6 +773,146 @@ mod tests {
                 prop_assert_eq!(&partial.addresses[..], &r.addresses[..partial.addresses.len()]);
             }
         }
+    }
+
+    fn query(name: &str, id: u16) -> Vec<u8> {
+        let mut q = response(name, &[], 0x0100);
+        q[0..2].copy_from_slice(&id.to_be_bytes());
+        q[2] &= 0x7F;
+        q
+    }
+
+    #[test]
+    fn parses_queries_and_refuses_responses() {
+        assert_eq!(
+            parse_query(&query("Api.Example.COM", 0xbeef)),
+            Ok(DnsQuery {
+                id: 0xbeef,
+                name: "api.example.com".into()
+            })
+        );
+        let r = response("a.b", &[], 0);
+        assert_eq!(parse_query(&r), Err(DnsError::NotQuery));
+        assert_eq!(parse_query(&[0; 11]), Err(DnsError::TooShort(11)));
+        let mut no_q = query("a.b", 1);
+        no_q[5] = 0;
+        assert_eq!(parse_query(&no_q), Err(DnsError::NoQuestion));
+    }
+
+    /// A query's name and its answer's name are read alike, whatever the case.
+    #[test]
+    fn query_and_answer_names_agree() {
+        let q = parse_query(&query("WwW.Example.Org", 7)).unwrap();
+        let a = parse_response(&response(
+            "www.EXAMPLE.org",
+            &[("10.0.0.1".parse().unwrap(), 5)],
+            0,
+        ))
+        .unwrap();
+        assert_eq!(q.name, a.name);
+    }
+
+    fn flow(cgroup_id: u64, client: &str, server: &str) -> Flow {
+        Flow {
+            cgroup_id,
+            client: client.parse().unwrap(),
+            server: server.parse().unwrap(),
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn an_answer_must_match_a_query_of_its_socket() {
+        let mut p = PendingQueries::new(Duration::from_secs(10), 100);
+        let f = flow(7, "127.0.0.1:40000", "127.0.0.53:53");
+        p.sent(f, 0x1234, "api.example.com", 100 * S);
+        // Another socket, server, cgroup, id or name: not its answer.
+        for other in [
+            flow(7, "127.0.0.1:40001", "127.0.0.53:53"),
+            flow(7, "127.0.0.2:40000", "127.0.0.53:53"),
+            flow(7, "127.0.0.1:40000", "127.0.0.2:53"),
+            flow(7, "127.0.0.1:40000", "127.0.0.53:5353"),
+            flow(8, "127.0.0.1:40000", "127.0.0.53:53"),
+        ] {
+            assert_eq!(
+                p.answer(other, 0x1234, "api.example.com", 101 * S),
+                Err(Rejection::NoQuery),
+                "{other:?}"
+            );
+        }
+        assert_eq!(
+            p.answer(f, 0x1235, "api.example.com", 101 * S),
+            Err(Rejection::Mismatch)
+        );
+        assert_eq!(
+            p.answer(f, 0x1234, "evil.example.com", 101 * S),
+            Err(Rejection::Mismatch)
+        );
+        assert_eq!(p.answer(f, 0x1234, "API.example.COM", 101 * S), Ok(()));
+        // Used up: a second answer to the same query is not believed.
+        assert_eq!(
+            p.answer(f, 0x1234, "api.example.com", 101 * S),
+            Err(Rejection::NoQuery)
+        );
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn each_copy_of_a_query_admits_one_answer() {
+        let mut p = PendingQueries::new(Duration::from_secs(10), 100);
+        let f = flow(1, "[::1]:5000", "[::1]:53");
+        p.sent(f, 9, "x.y", S);
+        p.sent(f, 9, "x.y", 6 * S);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.answer(f, 9, "x.y", 7 * S), Ok(()));
+        assert_eq!(p.answer(f, 9, "x.y", 7 * S), Ok(()));
+        assert_eq!(p.answer(f, 9, "x.y", 7 * S), Err(Rejection::NoQuery));
+    }
+
+    #[test]
+    fn a_late_answer_is_refused_and_ends_its_query() {
+        let mut p = PendingQueries::new(Duration::from_secs(10), 100);
+        let f = flow(1, "127.0.0.1:5000", "127.0.0.53:53");
+        p.sent(f, 1, "a.b", S);
+        p.sent(f, 2, "a.b", S);
+        assert_eq!(p.answer(f, 1, "a.b", 11 * S), Ok(()), "at the timeout");
+        assert_eq!(p.answer(f, 2, "a.b", 11 * S + 1), Err(Rejection::Late));
+        assert_eq!(p.answer(f, 2, "a.b", 11 * S + 1), Err(Rejection::NoQuery));
+        p.sent(f, 3, "a.b", 20 * S);
+        p.expire(31 * S);
+        assert!(p.is_empty());
+        assert_eq!(p.answer(f, 3, "a.b", 31 * S), Err(Rejection::NoQuery));
+    }
+
+    #[test]
+    fn pending_queries_are_bounded() {
+        let mut p = PendingQueries::new(Duration::from_secs(10), 3);
+        let f = |port: u16| Flow {
+            cgroup_id: 1,
+            client: SocketAddr::from(([127, 0, 0, 1], port)),
+            server: "127.0.0.53:53".parse().unwrap(),
+        };
+        for i in 0..3u16 {
+            p.sent(f(i), i, "n.example", u64::from(i) * S);
+        }
+        // Full of live queries: the oldest goes.
+        p.sent(f(3), 3, "n.example", 3 * S);
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p.answer(f(0), 0, "n.example", 4 * S),
+            Err(Rejection::NoQuery)
+        );
+        // Expired ones go before any live one.
+        p.sent(f(4), 4, "n.example", 12 * S);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.answer(f(3), 3, "n.example", 12 * S), Ok(()));
+        assert_eq!(p.answer(f(4), 4, "n.example", 12 * S), Ok(()));
+        for i in 0..100u16 {
+            p.sent(f(100 + i), i, "flood.example", 20 * S);
+        }
+        assert_eq!(p.len(), 3);
+        assert!(p.flows.len() <= 3);
     }
 
     #[test]

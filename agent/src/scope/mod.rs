@@ -407,6 +407,20 @@ impl Scope {
         &self.identities.names
     }
 
+    /// True when the agent's `systems` allow `ip:port` over UDP by address
+    /// or prefix, so that it may take DNS answers from there. Host-name
+    /// rules do not count: their addresses come from the answers being
+    /// vetted.
+    #[must_use]
+    pub fn allows_resolver(&self, agent: AgentId, ip: IpAddr, port: u16) -> bool {
+        self.get(agent).is_some_and(|a| {
+            a.systems
+                .nets
+                .find(canonical_ip(ip), port, Protocol::Udp, |()| true)
+                .is_some()
+        })
+    }
+
     /// The verdict on one event of `agent`. `now` is the monotonic clock
     /// used for DNS expiry and the symlink cache.
     pub fn evaluate(&self, agent: AgentId, event: &Event, dns: &DnsCache, now: Instant) -> Verdict {

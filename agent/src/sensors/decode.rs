@@ -467,7 +467,11 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
         }
         Record::IoUring(r) => io_uring(h, r),
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
-            server: ip(r.family, &r.server),
+            server: ip(r.family, &r.src_addr),
+            server_port: r.src_port,
+            client: ip(r.family, &r.dst_addr),
+            client_port: r.dst_port,
+            id: 0,
             name: String::new(),
             addresses: Vec::new(),
             ttl: 0,

@@ -107,6 +107,11 @@ enum Hook {
     Raw(&'static str),
     /// A cgroup program, attached once at the cgroup v2 root.
     CgroupRoot,
+    /// A `cgroup_skb` program at the cgroup v2 root, on the packets sockets
+    /// send (`egress`) or receive.
+    CgroupSkbRoot {
+        egress: bool,
+    },
 }
 
 const fn tp(category: &'static str, name: &'static str) -> Hook {
@@ -166,7 +171,16 @@ const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ("vigil_sendmsg4", "network", &[Hook::CgroupRoot]),
     ("vigil_sendmsg6", "network", &[Hook::CgroupRoot]),
     ("vigil_sock_ops", "network", &[Hook::CgroupRoot]),
-    ("vigil_dns_ingress", "network", &[Hook::CgroupRoot]),
+    (
+        "vigil_dns_ingress",
+        "network",
+        &[Hook::CgroupSkbRoot { egress: false }],
+    ),
+    (
+        "vigil_dns_egress",
+        "network",
+        &[Hook::CgroupSkbRoot { egress: true }],
+    ),
     // The exits of the open syscalls only: other syscalls pay a bitmap test.
     ("vigil_open_exit", "file", OPEN_EXITS),
     // io_uring's own tracepoints: its requests pass no syscall tracepoint.
@@ -520,13 +534,6 @@ fn attach(
                     .map_err(attach_err(label.clone()))?;
                 let link = p.take_link(id).map_err(attach_err(label.clone()))?;
                 links.pin(name, FdLink::try_from(link))?;
-            } else if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
-                p.load().map_err(|e| load_error(name, e))?;
-                let id = p
-                    .attach(root, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
-                    .map_err(attach_err(label.clone()))?;
-                let link = p.take_link(id).map_err(attach_err(label.clone()))?;
-                links.pin(name, FdLink::try_from(link))?;
             } else {
                 let p: &mut SockOps = program.try_into().map_err(|e| load_error(name, e))?;
                 p.load().map_err(|e| load_error(name, e))?;
@@ -536,6 +543,22 @@ fn attach(
                 let link = p.take_link(id).map_err(attach_err(label.clone()))?;
                 links.pin(name, FdLink::try_from(link))?;
             }
+            done.push(label);
+        }
+        Some(&Hook::CgroupSkbRoot { egress }) => {
+            let (label, kind) = if egress {
+                ("cgroup v2 root (egress)", CgroupSkbAttachType::Egress)
+            } else {
+                ("cgroup v2 root (ingress)", CgroupSkbAttachType::Ingress)
+            };
+            let label = label.to_owned();
+            let p: &mut CgroupSkb = program.try_into().map_err(|e| load_error(name, e))?;
+            p.load().map_err(|e| load_error(name, e))?;
+            let id = p
+                .attach(root, kind, CgroupAttachMode::Single)
+                .map_err(attach_err(label.clone()))?;
+            let link = p.take_link(id).map_err(attach_err(label.clone()))?;
+            links.pin(name, FdLink::try_from(link))?;
             done.push(label);
         }
         None => {}

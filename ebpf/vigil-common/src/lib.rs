@@ -390,7 +390,14 @@ pub struct OpenSeen {
     pub repeats: u64,
 }
 
-/// A DNS answer delivered to a watched process (UDP source port 53).
+/// `Header::flags` of a [`DnsRecord`]: a datagram a watched socket sent
+/// (to or from port 53: a query, or an answer it served), not one it received.
+pub const DNS_EGRESS: u16 = 1;
+
+/// A DNS datagram of a watched socket: an answer it received (UDP source
+/// port 53) or, with [`DNS_EGRESS`], one it sent to or from port 53.
+/// The addresses and ports are the datagram's own, so for an answer `src`
+/// is the server and for a query `dst` is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DnsRecord {
@@ -398,8 +405,14 @@ pub struct DnsRecord {
     pub family: u16,
     /// Bytes of payload captured in `payload`.
     pub len: u16,
-    pub _pad: u32,
-    pub server: [u8; 16],
+    /// Source port, host byte order.
+    pub src_port: u16,
+    /// Destination port, host byte order.
+    pub dst_port: u16,
+    /// Source address; IPv4 in the first four bytes.
+    pub src_addr: [u8; 16],
+    /// Destination address; IPv4 in the first four bytes.
+    pub dst_addr: [u8; 16],
     pub payload: [u8; DNS_LEN],
 }
 
@@ -710,7 +723,7 @@ mod tests {
             size_of::<OpenRecord>(),
             64 + 72 + PATH_LEN + size_of::<PathComponents>()
         );
-        assert_eq!(size_of::<DnsRecord>(), 64 + 24 + DNS_LEN);
+        assert_eq!(size_of::<DnsRecord>(), 64 + 40 + DNS_LEN);
         assert_eq!(size_of::<IoUringRecord>(), 64 + 24 + PATH_LEN);
         // A multiple of 8, so `KernelConfig` has no implicit padding.
         assert_eq!(size_of::<Offsets>(), 24 + 36 + 29 * 4 + 16);

@@ -1,8 +1,10 @@
 //! DNS sensor: UDP answers (source port 53) delivered to watched processes,
 //! so the daemon can match connects against host names the agent itself
-//! resolved. A `cgroup_skb` ingress program at the cgroup v2 root sees every
-//! packet a socket receives; only port-53 datagrams to watched cgroups are
-//! copied. It never drops anything.
+//! resolved, and the datagrams those processes send to or from port 53, so
+//! that it believes only answers to their own queries that no agent's
+//! process served. A `cgroup_skb` ingress and an egress program at the
+//! cgroup v2 root see every packet a socket receives or sends; only port-53
+//! datagrams of watched cgroups are copied. They never drop anything.
 
 use aya_ebpf::{
     bindings::__sk_buff,
@@ -10,7 +12,7 @@ use aya_ebpf::{
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use vigil_common::{DNS_LEN, DnsRecord, KernelConfig, RecordKind, Sensor};
+use vigil_common::{DNS_EGRESS, DNS_LEN, DnsRecord, KernelConfig, RecordKind, Sensor};
 
 use crate::{
     abi::{AF_INET, AF_INET6, IPPROTO_UDP},
@@ -25,7 +27,13 @@ const PASS: i32 = 1;
 
 #[cgroup_skb(ingress)]
 pub fn vigil_dns_ingress(ctx: SkBuffContext) -> i32 {
-    let _ = try_dns(&ctx);
+    let _ = try_dns(&ctx, false);
+    PASS
+}
+
+#[cgroup_skb(egress)]
+pub fn vigil_dns_egress(ctx: SkBuffContext) -> i32 {
+    let _ = try_dns(&ctx, true);
     PASS
 }
 
@@ -77,23 +85,45 @@ fn byte_at(skb: *mut __sk_buff, offset: usize) -> Option<u8> {
     Some(unsafe { *((data + offset) as *const u8) })
 }
 
-fn try_dns(ctx: &SkBuffContext) -> Option<()> {
+/// Source and destination port of the UDP header at `udp_off`. Read
+/// directly at the usual constant offsets (no IPv4 options), so that every
+/// UDP packet of the node costs no helper call; the helper otherwise.
+#[inline(always)]
+fn udp_ports(ctx: &SkBuffContext, skb: *mut __sk_buff, udp_off: u32) -> Option<(u16, u16)> {
+    let direct = |at: usize| -> Option<(u16, u16)> {
+        Some((
+            u16::from_be_bytes([byte_at(skb, at)?, byte_at(skb, at + 1)?]),
+            u16::from_be_bytes([byte_at(skb, at + 2)?, byte_at(skb, at + 3)?]),
+        ))
+    };
+    let found = match udp_off {
+        20 => direct(20),
+        40 => direct(40),
+        _ => None,
+    };
+    found.or_else(|| {
+        let p: [u8; 4] = load(ctx, udp_off)?;
+        Some((
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
+        ))
+    })
+}
+
+/// Copies a port-53 datagram of a watched socket: an answer it receives
+/// (source port 53) or, on `egress`, one it sends to or from port 53.
+fn try_dns(ctx: &SkBuffContext, egress: bool) -> Option<()> {
     let skb = ctx.skb.skb;
     // SAFETY: reading fields of the program's own context.
     let (proto, len) = unsafe { (u32::from(u16::from_be((*skb).protocol as u16)), (*skb).len) };
-    let (family, udp_off, src_off, src_len) = if proto == ETH_P_IP {
+    let (family, udp_off, src_off, addr_len) = if proto == ETH_P_IP {
         // cgroup_skb data starts at the network header.
         if byte_at(skb, 9)? != IPPROTO_UDP {
             return None;
         }
-        (
-            AF_INET,
-            u32::from(byte_at(skb, 0)? & 0x0f) * 4,
-            12u32,
-            4usize,
-        )
+        (AF_INET, u32::from(byte_at(skb, 0)? & 0x0f) * 4, 12u32, 4u32)
     } else if proto == ETH_P_IPV6 {
-        // Extension headers are not followed: DNS answers do not carry them.
+        // Extension headers are not followed: DNS datagrams do not carry them.
         if byte_at(skb, 6)? != IPPROTO_UDP {
             return None;
         }
@@ -101,8 +131,10 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     } else {
         return None;
     };
-    let sport: u16 = load(ctx, udp_off)?;
-    if u16::from_be(sport) != 53 {
+    let (sport, dport) = udp_ports(ctx, skb, udp_off)?;
+    // Sent: a query, or an answer the socket serves (which is then no
+    // resolver's).
+    if !(sport == 53 || egress && dport == 53) {
         return None;
     }
     let cfg = config();
@@ -119,13 +151,18 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
     // SAFETY: the reservation is sizeof(DnsRecord); fields are written below.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
     fill_header_no_task(&mut rec.header, RecordKind::Dns as u16, cgroup_id);
+    if egress {
+        rec.header.flags = DNS_EGRESS;
+    }
     rec.family = family;
-    rec._pad = 0;
-    rec.server = [0; 16];
+    rec.src_port = sport;
+    rec.dst_port = dport;
+    rec.src_addr = [0; 16];
+    rec.dst_addr = [0; 16];
     // Constant bound for the verifier: 1..=DNS_LEN bytes.
     let take = ((n.min(DNS_LEN) - 1) & (DNS_LEN - 1)) + 1;
-    // SAFETY: at most DNS_LEN bytes into a DNS_LEN buffer; the server
-    // address (4 or 16 bytes) into a 16-byte array.
+    // SAFETY: at most DNS_LEN bytes into a DNS_LEN buffer; each address
+    // (4 or 16 bytes) into a 16-byte array.
     let ok = unsafe {
         bpf_skb_load_bytes(
             skb.cast(),
@@ -136,8 +173,14 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
             && bpf_skb_load_bytes(
                 skb.cast(),
                 src_off,
-                rec.server.as_mut_ptr().cast(),
-                src_len as u32,
+                rec.src_addr.as_mut_ptr().cast(),
+                addr_len,
+            ) == 0
+            && bpf_skb_load_bytes(
+                skb.cast(),
+                src_off + addr_len,
+                rec.dst_addr.as_mut_ptr().cast(),
+                addr_len,
             ) == 0
     };
     if !ok {
@@ -145,8 +188,10 @@ fn try_dns(ctx: &SkBuffContext) -> Option<()> {
         return None;
     }
     rec.len = take as u16;
-    // Enforced agents may connect to the answer's addresses right away: the
-    // daemon must learn them first.
-    entry.submit(wake_flags(cfg, true));
+    // Enforced agents may connect to an answer's addresses right away: the
+    // daemon must learn them first. A sent datagram needs no wake-up of its
+    // own: it is ahead of its answer in the ring, and the answer wakes the
+    // reader.
+    entry.submit(wake_flags(cfg, !egress));
     Some(())
 }

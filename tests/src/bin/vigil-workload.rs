@@ -15,16 +15,36 @@ fn dns_connect(server: &str, name: &str, port: &str) -> std::io::Result<()> {
     TcpStream::connect((ip, port.parse::<u16>().expect("port"))).map(|_| ())
 }
 
-/// Sends an A query for `name` to `server` and returns the first address.
-fn resolve(server: &str, name: &str) -> std::io::Result<std::net::Ipv4Addr> {
-    let sock = UdpSocket::bind("127.0.0.1:0")?;
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+/// An A query for `name` with message id `id`.
+fn query(name: &str, id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
     for label in name.split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The answer to `query` that a server would send: the question echoed,
+/// then one A record for `addr` (TTL 300).
+fn answer_to(query: &[u8], addr: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut r = query.to_vec();
+    r[2] = 0x81;
+    r[3] = 0x80;
+    r[6] = 0;
+    r[7] = 1;
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4]);
+    r.extend_from_slice(&addr.octets());
+    r
+}
+
+/// Sends an A query for `name` to `server` and returns the first address.
+fn resolve(server: &str, name: &str) -> std::io::Result<std::net::Ipv4Addr> {
+    let sock = UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let q = query(name, 0x1234);
     sock.send_to(&q, server)?;
     let mut buf = [0u8; 512];
     let (n, _) = sock.recv_from(&mut buf)?;
@@ -42,14 +62,42 @@ fn resolve(server: &str, name: &str) -> std::io::Result<std::net::Ipv4Addr> {
     ))
 }
 
+/// Plays resolver for itself: binds `server` (an address with port 53), asks
+/// it for `name` from a socket on `client_ip` and answers with `addr`, then
+/// reads the answer on the asking socket. When the query cannot be sent
+/// (enforcement refuses the server), the answer goes out unasked. Answers
+/// `asked` or `unasked`.
+fn forge(server: &str, client_ip: &str, name: &str, addr: &str) -> std::io::Result<String> {
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(std::io::Error::other)?;
+    let srv = UdpSocket::bind(server)?;
+    let client = UdpSocket::bind((client_ip, 0))?;
+    for s in [&srv, &client] {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    }
+    let q = query(name, 0x4242);
+    let mut buf = [0u8; 512];
+    let (q, peer, how) = if client.send_to(&q, server).is_ok() {
+        let (n, peer) = srv.recv_from(&mut buf)?;
+        (buf[..n].to_vec(), peer, "asked")
+    } else {
+        (q, client.local_addr()?, "unasked")
+    };
+    srv.send_to(&answer_to(&q, addr), peer)?;
+    client.recv_from(&mut buf)?;
+    Ok(how.to_owned())
+}
+
 /// Performs actions read from stdin, one per line, and answers each on
 /// stdout, so a test can act inside a session at chosen moments (before and
 /// after a revocation): `connect ADDR`, `udp ADDR`, `open PATH`,
-/// `open-many PREFIX N`, `exec PATH [ARGS]`, `dns SERVER NAME`.
+/// `open-many PREFIX N`, `exec PATH [ARGS]`, `dns SERVER NAME`,
+/// `forge SERVER CLIENT_IP NAME ADDR`, `udp-bind ADDR`, `udp-recv`.
 fn serve() -> std::io::Result<()> {
     use std::io::BufRead as _;
     use std::os::unix::process::ExitStatusExt as _;
     let mut out = std::io::stdout();
+    // The socket of `udp-bind`, read by `udp-recv`.
+    let mut bound: Option<UdpSocket> = None;
     writeln!(out, "ready")?;
     out.flush()?;
     for line in std::io::stdin().lock().lines() {
@@ -92,6 +140,30 @@ fn serve() -> std::io::Result<()> {
             ["dns", server, name] => match resolve(server, name) {
                 Ok(ip) => format!("ok {ip}"),
                 Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+            },
+            ["forge", server, client_ip, name, addr] => {
+                match forge(server, client_ip, name, addr) {
+                    Ok(how) => format!("ok {how}"),
+                    Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+                }
+            }
+            // Binds a UDP socket and answers its port.
+            ["udp-bind", addr] => match UdpSocket::bind(addr) {
+                Ok(s) => {
+                    let port = s.local_addr()?.port();
+                    bound = Some(s);
+                    format!("ok {port}")
+                }
+                Err(e) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+            },
+            // Waits up to 5 s for a datagram on the `udp-bind` socket.
+            ["udp-recv"] => match bound.as_ref().map(|s| {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                s.recv_from(&mut [0u8; 512])
+            }) {
+                Some(Ok((n, _))) => format!("ok {n}"),
+                Some(Err(e)) => format!("err {}", e.raw_os_error().unwrap_or(0)),
+                None => "err usage".to_owned(),
             },
             _ => "err usage".to_owned(),
         };
