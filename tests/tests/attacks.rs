@@ -436,3 +436,46 @@ fn io_uring_is_denied_in_the_kernel_for_an_enforced_agent() {
         d.dump()
     );
 }
+
+/// The dynamic loader run directly runs whatever program it is given: an
+/// allowed tool stays allowed, a program outside the tools is named.
+#[test]
+fn a_program_run_through_the_dynamic_loader_is_judged_as_that_program() {
+    if !kernel_available() {
+        return;
+    }
+    let loader = [
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/ld-linux-aarch64.so.1",
+        "/lib/ld-linux-x86-64.so.2",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("a glibc dynamic loader");
+    let d = start(10, "");
+    let payload = d.dir.path().join("ws/payload");
+    std::fs::copy("/usr/bin/id", &payload).unwrap();
+    let out = d.exec("coder", "s-ld-ok", &[loader, "/usr/bin/id", "-u"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = d.exec(
+        "coder",
+        "s-ld-payload",
+        &[loader, "--argv0", "id", payload.to_str().unwrap(), "-u"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let a = d.wait_for("the payload's tool anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-ld-payload"
+            && e["anomaly"] == "unapproved_tool"
+    });
+    let reason = a["reason"].as_str().unwrap();
+    assert!(reason.contains(payload.to_str().unwrap()), "{reason}");
+    d.settle();
+    assert!(
+        anomalies(&d, "s-ld-ok")
+            .iter()
+            .all(|a| a["anomaly"] != "unapproved_tool"),
+        "/usr/bin/id is allowed however it is started:\n{}",
+        d.dump()
+    );
+}

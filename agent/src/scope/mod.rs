@@ -477,6 +477,27 @@ impl Scope {
         now: Instant,
     ) -> Verdict {
         let path = normalize(&e.filename);
+        let known = process.and_then(|p| p.exe.as_deref());
+        // The dynamic loader run directly (`ld-linux-x86-64.so.2 /tmp/x`)
+        // runs the program its arguments name: that program is the tool,
+        // whether or not the loader itself is allowed.
+        if (tools::is_loader(&path) || known.is_some_and(tools::is_loader))
+            && let Some((program, args)) = tools::loader_program(&e.argv)
+        {
+            let run = Exec {
+                filename: program.to_owned(),
+                argv: args.to_vec(),
+                argv_truncated: e.argv_truncated,
+                blocked: e.blocked,
+            };
+            return match self.eval_exec(a, &run, None, now) {
+                Verdict::Violation(mut v) => {
+                    v.reason = format!("{} (run through the dynamic loader {path})", v.reason);
+                    Verdict::Violation(v)
+                }
+                in_scope => in_scope,
+            };
+        }
         let cand = Candidate::from_bytes(path.as_bytes());
         if let Touch::Denied(id) = self.identities.touch_file(&cand, &a.identities) {
             return self.identity_violation(a, &format!("exec of {path}"), id);
@@ -484,7 +505,6 @@ impl Scope {
         if a.tools.is_match_candidate(&cand) {
             return Verdict::InScope;
         }
-        let known = process.and_then(|p| p.exe.as_deref());
         let exe = known.filter(|x| **x != *path);
         if exe.is_some_and(|x| a.tools.is_match(x)) {
             return Verdict::InScope;

@@ -824,3 +824,37 @@ async fn periodic_resolver_fills_the_node_table() {
             .is_in_scope()
     );
 }
+
+/// The dynamic loader run directly runs the program its arguments name:
+/// that program is the tool judged, whatever the loader's own standing.
+#[test]
+fn a_program_run_through_the_dynamic_loader_is_the_tool() {
+    let f = fixture();
+    let through_loader = |argv: &[&str]| {
+        event(
+            Payload::Exec(Exec {
+                filename: "/lib64/ld-linux-x86-64.so.2".into(),
+                argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                argv_truncated: false,
+                blocked: false,
+            }),
+            Some("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+        )
+    };
+    f.ok(
+        f.code,
+        &through_loader(&["/lib64/ld-linux-x86-64.so.2", "/usr/bin/git", "status"]),
+    );
+    let v = f.violation(
+        f.code,
+        &through_loader(&[
+            "/lib64/ld-linux-x86-64.so.2",
+            "--argv0",
+            "git",
+            "/tmp/payload",
+        ]),
+    );
+    assert_eq!(v.kind, AnomalyKind::UnapprovedTool);
+    assert!(v.reason.contains("/tmp/payload"), "{}", v.reason);
+    assert!(v.reason.contains("dynamic loader"), "{}", v.reason);
+}

@@ -58,6 +58,47 @@ impl ExeCache {
     }
 }
 
+/// Whether `path` is a dynamic loader (`ld-linux-x86-64.so.2`,
+/// `ld-linux-aarch64.so.1`, `ld-musl-x86_64.so.1`, `ld.so`), which run
+/// directly runs the program its arguments name.
+#[must_use]
+pub fn is_loader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name == "ld.so"
+        || ((name.starts_with("ld-linux") || name.starts_with("ld-musl-")) && name.contains(".so"))
+}
+
+/// The program and its argv in a loader's argv (`[ld.so, options…,
+/// program, args…]`), skipping glibc's and musl's options and their values;
+/// `None` when no program is named (`ld.so --help`).
+#[must_use]
+pub fn loader_program(argv: &[String]) -> Option<(&str, &[String])> {
+    const WITH_VALUE: &[&str] = &[
+        "--library-path",
+        "--inhibit-rpath",
+        "--audit",
+        "--preload",
+        "--argv0",
+        "--glibc-hwcaps-prefix",
+        "--glibc-hwcaps-mask",
+    ];
+    let mut i = 1;
+    while let Some(arg) = argv.get(i) {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            i += 2;
+        } else if arg == "--" {
+            i += 1;
+            break;
+        } else if arg.starts_with("--") {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let program = argv.get(i)?;
+    Some((program.as_str(), &argv[i..]))
+}
+
 /// Paths that name the *opening* process's descriptors or view of itself
 /// (`/dev/fd/3`, `/proc/self/exe`, `/proc/1234/fd/3`): resolved here they
 /// would name the daemon's own files (or another process's as the daemon
@@ -106,6 +147,31 @@ mod tests {
         let now = Instant::now();
         assert!(cache.with_canonical("/nonexistent/vigil-test", now, |c| c.is_none()));
         assert!(cache.with_canonical("bin/ls", now, |c| c.is_none()));
+    }
+
+    #[test]
+    fn the_loader_names_the_program_it_runs() {
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(is_loader("/lib64/ld-linux-x86-64.so.2"));
+        assert!(is_loader("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"));
+        assert!(is_loader("/lib/ld-musl-x86_64.so.1"));
+        assert!(!is_loader("/usr/bin/ldd"));
+        assert!(!is_loader("/usr/lib/libldap.so.2"));
+        let a = argv(&["ld.so", "/usr/bin/id", "-u"]);
+        assert_eq!(loader_program(&a), Some(("/usr/bin/id", &a[1..])));
+        let a = argv(&[
+            "ld.so",
+            "--library-path",
+            "/tmp/lib",
+            "--inhibit-cache",
+            "--argv0",
+            "innocent",
+            "/tmp/payload",
+        ]);
+        assert_eq!(loader_program(&a).map(|p| p.0), Some("/tmp/payload"));
+        assert_eq!(loader_program(&argv(&["ld.so", "--help"])), None);
+        let a = argv(&["ld.so", "--", "--weird-name"]);
+        assert_eq!(loader_program(&a).map(|p| p.0), Some("--weird-name"));
     }
 
     /// `/dev/fd/N` and `/proc/self/...` exist in the daemon too, naming its
