@@ -495,7 +495,7 @@ impl Scope {
                     v.reason = format!("{} (run through the dynamic loader {path})", v.reason);
                     Verdict::Violation(v)
                 }
-                in_scope => in_scope,
+                Verdict::InScope => Verdict::InScope,
             };
         }
         let cand = Candidate::from_bytes(path.as_bytes());
