@@ -6,11 +6,15 @@ use std::{
     sync::Arc,
 };
 
+use futures_util::TryStreamExt as _;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::UdsConnectInfo;
 
-use super::{auth::AuthLayer, events::Events, governance::Governance, node::Node, pb};
+use super::{
+    auth::AuthLayer, authority::LocalAuthority, events::Events, governance::Governance, node::Node,
+    pb,
+};
 use crate::daemon::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +67,15 @@ pub fn local_peer<T>(req: &tonic::Request<T>) -> Option<Peer> {
 }
 
 /// Binds the socket (mode 0660, root and the optional group) and serves the
-/// API on it in the background.
+/// API on it in the background. Clients that send the socket's path as the
+/// request authority are served too (see [`super::authority`]).
 pub async fn serve_unix(
     shared: Arc<Shared>,
     path: PathBuf,
     group: Option<String>,
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let listener = bind(&path, group.as_deref()).await?;
-    let incoming = UnixListenerStream::new(listener);
+    let incoming = UnixListenerStream::new(listener).map_ok(LocalAuthority::new);
     let router = router(&shared);
     Ok(tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming(incoming).await {
