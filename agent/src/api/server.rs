@@ -102,10 +102,15 @@ pub fn router(shared: &Arc<Shared>) -> Router {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .ok();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Both versions: grpcurl asks v1, while grpcio-reflection's client (and
+    // older tools) only know v1alpha.
+    let reflection_v1 = reflection().build_v1().ok();
+    let reflection_v1alpha = reflection().build_v1alpha().ok();
     let mut router = tonic::transport::Server::builder()
         .layer(AuthLayer::new(Arc::clone(shared)))
         .add_service(health)
@@ -116,7 +121,10 @@ pub fn router(shared: &Arc<Shared>) -> Router {
         .add_service(pb::node_service_server::NodeServiceServer::new(Node::new(
             Arc::clone(shared),
         )));
-    if let Some(r) = reflection {
+    if let Some(r) = reflection_v1 {
+        router = router.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
         router = router.add_service(r);
     }
     router
