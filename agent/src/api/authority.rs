@@ -42,7 +42,7 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// The smallest SETTINGS_MAX_FRAME_SIZE a peer may announce, so frames of
+/// The smallest `SETTINGS_MAX_FRAME_SIZE` a peer may announce, so frames of
 /// this size are accepted whatever the server announced.
 const MAX_FRAME: usize = 16_384;
 /// The HPACK dynamic table size a client may use: the protocol's default,
@@ -334,7 +334,7 @@ fn write_block(out: &mut BytesMut, block: &Block, encoded: &[u8]) {
     }
 }
 
-/// An HPACK integer with an `prefix`-bit prefix whose other bits are `first`.
+/// An HPACK integer with a `prefix`-bit prefix whose other bits are `first`.
 fn encode_int(out: &mut Vec<u8>, first: u8, prefix: u32, value: usize) {
     let max = (1usize << prefix) - 1;
     if value < max {
@@ -465,7 +465,7 @@ mod tests {
     }
 
     /// The fields of a unary call as grpcio 1.85 sends them on a Unix socket.
-    fn request(authority: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn request(authority: &str) -> Fields {
         [
             (":scheme", "http"),
             (":method", "POST"),
@@ -519,9 +519,10 @@ mod tests {
     }
 
     type Frame = (u8, u8, u32, Vec<u8>);
+    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
     /// The frames after the preface, and the decoded header lists.
-    fn frames(out: &[u8]) -> (Vec<Frame>, Vec<Vec<(Vec<u8>, Vec<u8>)>>) {
+    fn frames(out: &[u8]) -> (Vec<Frame>, Vec<Fields>) {
         assert_eq!(&out[..PREFACE.len()], PREFACE);
         let mut rest = &out[PREFACE.len()..];
         let mut all = Vec::new();
@@ -682,7 +683,7 @@ mod tests {
     }
 
     /// Serves one connection with `h2` and returns the authority of the
-    /// first request it accepts, or the RST_STREAM code the client got.
+    /// first request it accepts, or the `RST_STREAM` code the client got.
     async fn h2_answer(wrap: bool, bytes: Vec<u8>) -> Result<String, u32> {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let (tx, rx) = tokio::sync::oneshot::channel();
