@@ -1,9 +1,9 @@
-//! The API from an independent client: Python's `grpcio` from PyPI, with
-//! stubs generated from `proto/vigil/v1` at test time, on the local socket
-//! with no channel options and over TLS with a client certificate. The
-//! client side is `tests/python/vigil_client_test.py`; the pinned packages
-//! are `tests/python/requirements.txt`, installed into a venv under
-//! `target/python/` when it is missing or its pins changed.
+//! The API from an independent client: Python's `grpcio` from the package
+//! index, with stubs generated from `proto/vigil/v1` at test time, on the
+//! local socket with no channel options and over TLS with a client
+//! certificate. The client side is `tests/python/vigil_client_test.py`; the
+//! pinned packages are `tests/python/requirements.txt`, installed into a
+//! venv under `target/python/` when it is missing or its pins changed.
 
 // Paths are written into TOML with `{:?}` (a quoted, escaped string).
 #![allow(clippy::unnecessary_debug_formatting)]
