@@ -117,6 +117,7 @@ pub fn ensure(scope: Scope, report: Report) -> Result<()> {
     if scope == Scope::Kernel {
         steps.check(TRACEFS.name, || mount_pseudo_fs(&TRACEFS))?;
         steps.check(BPFFS.name, || mount_pseudo_fs(&BPFFS))?;
+        steps.check("python3 venv", python_venv)?;
     }
     steps.finish();
     Ok(())
@@ -132,6 +133,33 @@ fn root() -> Result<Outcome> {
         );
     }
     Ok(Outcome::Found("running as root".into()))
+}
+
+/// The test that checks the API from Python's `grpcio`
+/// (`tests/tests/python_client.rs`) makes a venv and installs its pinned
+/// packages into it from the Python package index; that needs `python3`
+/// with `venv` and `ensurepip`, which Debian ships apart (`python3-venv`).
+fn python_venv() -> Result<Outcome> {
+    let probe = || cmd::probe(cmd::new("python3").args(["-c", "import venv, ensurepip"]));
+    if probe().is_ok() {
+        return Ok(Outcome::Found("python3 with venv present".into()));
+    }
+    cmd::run(cmd::new("apt-get").arg("update"))?;
+    cmd::run(
+        cmd::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "python3",
+                "python3-venv",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    probe().context("python3 still has no venv after installing python3-venv")?;
+    Ok(Outcome::Done(
+        "python3 venv installed (python3-venv)".into(),
+    ))
 }
 
 fn rustup() -> Result<Outcome> {

@@ -6,11 +6,15 @@ use std::{
     sync::Arc,
 };
 
+use futures_util::TryStreamExt as _;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::UdsConnectInfo;
 
-use super::{auth::AuthLayer, events::Events, governance::Governance, node::Node, pb};
+use super::{
+    auth::AuthLayer, authority::LocalAuthority, events::Events, governance::Governance, node::Node,
+    pb,
+};
 use crate::daemon::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,14 +67,15 @@ pub fn local_peer<T>(req: &tonic::Request<T>) -> Option<Peer> {
 }
 
 /// Binds the socket (mode 0660, root and the optional group) and serves the
-/// API on it in the background.
+/// API on it in the background. Clients that send the socket's path as the
+/// request authority are served too (see [`super::authority`]).
 pub async fn serve_unix(
     shared: Arc<Shared>,
     path: PathBuf,
     group: Option<String>,
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let listener = bind(&path, group.as_deref()).await?;
-    let incoming = UnixListenerStream::new(listener);
+    let incoming = UnixListenerStream::new(listener).map_ok(LocalAuthority::new);
     let router = router(&shared);
     Ok(tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming(incoming).await {
@@ -97,10 +102,15 @@ pub fn router(shared: &Arc<Shared>) -> Router {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
     });
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .ok();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // Both versions: grpcurl asks v1, while grpcio-reflection's client (and
+    // older tools) only know v1alpha.
+    let reflection_v1 = reflection().build_v1().ok();
+    let reflection_v1alpha = reflection().build_v1alpha().ok();
     let mut router = tonic::transport::Server::builder()
         .layer(AuthLayer::new(Arc::clone(shared)))
         .add_service(health)
@@ -111,7 +121,10 @@ pub fn router(shared: &Arc<Shared>) -> Router {
         .add_service(pb::node_service_server::NodeServiceServer::new(Node::new(
             Arc::clone(shared),
         )));
-    if let Some(r) = reflection {
+    if let Some(r) = reflection_v1 {
+        router = router.add_service(r);
+    }
+    if let Some(r) = reflection_v1alpha {
         router = router.add_service(r);
     }
     router
