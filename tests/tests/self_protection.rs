@@ -190,6 +190,9 @@ fn removing_every_pin_neither_blinds_nor_disarms_the_running_daemon() {
         .status()
         .unwrap();
     assert!(rm.success());
+    // An unlinked pin lets go of its object after an RCU grace period and a
+    // workqueue run: give a link that only the pin held time to detach.
+    std::thread::sleep(Duration::from_millis(300));
 
     // Nothing detached: the revoked session is still refused and killed,
     // and the other agent's activity is still reported.
