@@ -686,6 +686,21 @@ async fn status(connection: &Connection) -> anyhow::Result<()> {
             },
             sensor.lost
         );
+        for p in sensor.programs.iter().filter(|p| !p.attached || !p.pinned) {
+            println!(
+                "          {} ({}) {}{}",
+                p.program,
+                p.hook,
+                if p.attached { "attached" } else { "DETACHED" },
+                if p.pinned { "" } else { ", pin missing" }
+            );
+        }
+    }
+    if s.sensor_tampers > 0 {
+        println!(
+            "tamper    {} pins removed or replaced, or links detached; last: {}",
+            s.sensor_tampers, s.last_tamper
+        );
     }
     if let Some(a) = &s.attribution {
         let total = a.attributed + a.unattributed;

@@ -132,6 +132,8 @@ pub enum Payload {
     ConfigChange(ConfigChange),
     /// Events a subscriber needed were pruned; made per subscriber, never journaled.
     Gap(Gap),
+    /// A pin of the daemon was removed or replaced, or a link detached.
+    SensorTampered(SensorTampered),
     /// io_uring activity other than file opens (a ring set up, a connect).
     IoUring(IoUring),
 }
@@ -157,6 +159,7 @@ impl Payload {
             Self::TaskEnded(_) => "task_ended",
             Self::ConfigChange(_) => "config_change",
             Self::Gap(_) => "gap",
+            Self::SensorTampered(_) => "sensor_tampered",
             Self::IoUring(_) => "io_uring",
         }
     }
@@ -421,6 +424,23 @@ pub struct Loss {
     pub lost: u64,
     /// Records lost since the daemon started.
     pub total: u64,
+}
+
+/// Someone removed or replaced one of the daemon's pins, or detached one
+/// of its links, while it ran. Who did it is not known.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorTampered {
+    /// `process`, `network`, `file`, or `maps` for a pinned map.
+    pub sensor: String,
+    /// The program, or the map's name.
+    pub object: String,
+    /// `pin_removed`, `pin_replaced` or `link_detached`.
+    pub tamper: String,
+    pub path: String,
+    /// `re-pinned`, `re-attached as link N`, or what failed.
+    pub action: String,
+    /// Whether the object is back in place.
+    pub repaired: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -164,6 +164,23 @@ pub fn render(shared: &Shared) -> String {
         m.revocations.clone(),
     );
     r.register(
+        "sensor_tampers",
+        "Pins under pin_dir removed or replaced, and links detached, while the daemon ran",
+        counter(shared.sensors.tampers()),
+    );
+    r.register(
+        "sensor_programs_detached",
+        "Links of the daemon the kernel reports detached from their hooks now",
+        gauge(
+            shared
+                .sensors
+                .programs()
+                .iter()
+                .filter(|p| !p.attached)
+                .count() as u64,
+        ),
+    );
+    r.register(
         "revocations_active",
         "Agents and sessions revoked now",
         gauge(shared.enforcer.revocations.list().len() as u64),

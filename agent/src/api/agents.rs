@@ -59,6 +59,7 @@ impl AgentCounters {
                 | Payload::TaskEnded(_)
                 | Payload::ConfigChange(_)
                 | Payload::Loss(_)
+                | Payload::SensorTampered(_)
                 | Payload::Gap(_) => {}
                 _ => c.events += 1,
             }

@@ -15,7 +15,8 @@ use crate::api::pb;
 use crate::event::{
     Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, Event, Exec, Exit,
     FileInode, FileOpen, Fork, Gap, Identity, IoUring, Loss, Payload, Process, Protocol, Restore,
-    Revocation, SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
+    Revocation, SensorTampered, SessionStart, Severity, TaskApproved, TaskEnded, TaskScope,
+    Workload,
 };
 
 /// Why a value could not be converted; `field` is the proto field path.
@@ -278,6 +279,14 @@ impl TryFrom<Payload> for pb::event::Payload {
                 sensor: x.sensor,
                 lost: x.lost,
                 total: x.total,
+            }),
+            Payload::SensorTampered(x) => W::SensorTampered(pb::SensorTampered {
+                sensor: x.sensor,
+                object: x.object,
+                tamper: x.tamper,
+                path: x.path,
+                action: x.action,
+                repaired: x.repaired,
             }),
             Payload::SessionStart(x) => W::SessionStart(pb::SessionStart {
                 cgroup_path: x.cgroup,
@@ -588,6 +597,14 @@ impl TryFrom<pb::event::Payload> for Payload {
                 lost: x.lost,
                 total: x.total,
             }),
+            W::SensorTampered(x) => Self::SensorTampered(SensorTampered {
+                sensor: x.sensor,
+                object: x.object,
+                tamper: x.tamper,
+                path: x.path,
+                action: x.action,
+                repaired: x.repaired,
+            }),
             W::SessionStart(x) => Self::SessionStart(SessionStart {
                 cgroup: x.cgroup_path,
                 requested_by_pid: x.requested_by_pid,
@@ -663,6 +680,7 @@ pub fn kind_of(payload: &pb::event::Payload) -> pb::EventKind {
         W::TaskEnded(_) => pb::EventKind::TaskEnded,
         W::ConfigChange(_) => pb::EventKind::ConfigChange,
         W::Gap(_) => pb::EventKind::Gap,
+        W::SensorTampered(_) => pb::EventKind::SensorTampered,
         W::IoUring(_) => pb::EventKind::IoUring,
     }
 }
@@ -833,6 +851,14 @@ mod tests {
                 sensor: "file".into(),
                 lost: 5,
                 total: 50,
+            }),
+            Payload::SensorTampered(SensorTampered {
+                sensor: "network".into(),
+                object: "vigil_connect4".into(),
+                tamper: "link_detached".into(),
+                path: "/sys/fs/bpf/vigil/links/1-2/vigil_connect4-3".into(),
+                action: "re-attached as link 9".into(),
+                repaired: true,
             }),
             Payload::SessionStart(SessionStart {
                 cgroup: "/vigil.slice/a/s".into(),

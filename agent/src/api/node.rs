@@ -33,21 +33,38 @@ impl pb::node_service_server::NodeService for Node {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let s = &self.shared;
         let loaded = s.live.current();
+        let states = s.sensors.programs();
         let mut sensors = Vec::new();
         for (i, name) in vigil_common::SENSOR_NAMES.iter().enumerate() {
-            let prefix = format!("{name}: ");
-            let hooks: Vec<&str> = s
-                .sensors
-                .attached()
+            let programs: Vec<pb::ProgramStatus> = states
                 .iter()
-                .filter_map(|h| h.strip_prefix(&prefix))
+                .filter(|p| p.sensor == *name)
+                .map(|p| pb::ProgramStatus {
+                    program: p.program.to_owned(),
+                    hook: p.hook.clone(),
+                    attached: p.attached,
+                    link_id: p.link_id,
+                    pinned: p.pinned,
+                    reattached: p.reattached,
+                    error: p.error.clone().unwrap_or_default(),
+                })
+                .collect();
+            let detached: Vec<&str> = programs
+                .iter()
+                .filter(|p| !p.attached)
+                .map(|p| p.program.as_str())
                 .collect();
             sensors.push(pb::SensorStatus {
                 name: (*name).to_owned(),
-                attached: !hooks.is_empty(),
-                error: String::new(),
+                attached: !programs.is_empty() && detached.is_empty(),
+                error: if detached.is_empty() {
+                    String::new()
+                } else {
+                    format!("detached: {}", detached.join(", "))
+                },
                 lost: s.stats.lost[i].load(Ordering::Relaxed),
                 records: 0,
+                programs,
             });
         }
         let (live_status, mut warnings) = s.live.status();
@@ -84,6 +101,8 @@ impl pb::node_service_server::NodeService for Node {
             journal: Some(journal_status(s, &loaded.config.journal)),
             subscribers: u32::try_from(s.hub.stats().subscribers).unwrap_or(u32::MAX),
             warnings,
+            sensor_tampers: s.sensors.tampers(),
+            last_tamper: s.sensors.last_tamper().unwrap_or_default(),
         }))
     }
 }

@@ -158,6 +158,10 @@ fn what(payload: &P) -> String {
             "LOSS {} records of the {} sensor lost ({} in all)",
             x.lost, x.sensor, x.total
         ),
+        P::SensorTampered(x) => format!(
+            "TAMPER {} of {} {} ({}): {}",
+            x.tamper, x.sensor, x.object, x.path, x.action
+        ),
         P::SessionStart(x) => format!("session started in {}", x.cgroup_path),
         P::Revocation(x) => format!(
             "REVOKED {} by {}: {}",

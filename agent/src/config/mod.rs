@@ -151,6 +151,9 @@ pub struct DaemonConfig {
     /// long ago is counted in the kernel and reported as `repeats` (0:
     /// report every open).
     pub open_repeat_ms: u32,
+    /// How often the daemon checks that its pins are in place and its links
+    /// attached, putting back what was removed or detached.
+    pub guard_interval_ms: u32,
     /// Where programs and maps are pinned (bpffs).
     pub pin_dir: PathBuf,
     /// Journal and other state.
@@ -169,6 +172,7 @@ impl Default for DaemonConfig {
             reader_nice: DEFAULT_READER_NICE,
             reader_interval_ms: 2,
             open_repeat_ms: 1000,
+            guard_interval_ms: 100,
             pin_dir: PathBuf::from(paths::DEFAULT_PIN_DIR),
             state_dir: PathBuf::from(paths::DEFAULT_STATE_DIR),
         }

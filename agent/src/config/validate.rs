@@ -61,6 +61,15 @@ fn check_daemon(config: &Config, out: &mut Problems) {
             ),
         ));
     }
+    if !(10..=60_000).contains(&d.guard_interval_ms) {
+        out.push((
+            daemon.clone().key("guard_interval_ms"),
+            format!(
+                "{} is not between 10 and 60000: a detached link would stay detached that long, or the checks would cost more than they save",
+                d.guard_interval_ms
+            ),
+        ));
+    }
     if d.open_repeat_ms > 3_600_000 {
         out.push((
             daemon.clone().key("open_repeat_ms"),

@@ -262,6 +262,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let metrics_listen = cfg.metrics.listen;
     let reader_nice = i32::from(cfg.daemon.reader_nice);
     let reader_interval = Duration::from_millis(u64::from(cfg.daemon.reader_interval_ms));
+    let guard_interval = Duration::from_millis(u64::from(cfg.daemon.guard_interval_ms));
     drop(loaded);
     let publishing = publisher::spawn(queue, side_rx, Arc::clone(&shared), output)
         .map_err(|e| DaemonError::Publisher(format!("starting the journal thread: {e}")))?;
@@ -305,6 +306,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         None => None,
     };
     tokio::spawn(housekeeping(Arc::clone(&shared)));
+    tokio::spawn(guard(Arc::clone(&shared), guard_interval));
     tokio::spawn(crate::identity::watch::run(
         Arc::clone(&shared),
         cgroups.mount.clone(),
@@ -413,6 +415,40 @@ async fn prune(shared: Arc<Shared>) {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!("journal retention: {e}"),
+        }
+    }
+}
+
+/// Keeps the daemon's pins in place and its links attached, and reports
+/// every tampering as a `sensor_tampered` event. The check is periodic
+/// (`daemon.guard_interval_ms`): inotify on bpffs would see an unlinked pin
+/// at once, but not a detached link, where no file changes; a round costs
+/// about 30 syscalls.
+async fn guard(shared: Arc<Shared>, interval: Duration) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for t in shared.sensors.check() {
+            tracing::error!(
+                "sensor tampered: {} of {} {} at {}: {}",
+                t.kind.as_str(),
+                t.sensor,
+                t.object,
+                t.path.display(),
+                t.action
+            );
+            shared.emit(daemon_event(
+                Identity::default(),
+                Payload::SensorTampered(crate::event::SensorTampered {
+                    sensor: t.sensor.to_owned(),
+                    object: t.object,
+                    tamper: t.kind.as_str().to_owned(),
+                    path: t.path.display().to_string(),
+                    action: t.action,
+                    repaired: t.repaired,
+                }),
+            ));
         }
     }
 }

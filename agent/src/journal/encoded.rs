@@ -84,7 +84,8 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         23 => K::TaskEnded,
         24 => K::ConfigChange,
         25 => K::Gap,
-        26 => K::IoUring,
+        26 => K::SensorTampered,
+        27 => K::IoUring,
         _ => return None,
     })
 }
@@ -330,6 +331,7 @@ mod tests {
                 ..pb::Anomaly::default()
             })),
             P::Loss(pb::Loss::default()),
+            P::SensorTampered(pb::SensorTampered::default()),
             P::SessionStart(pb::SessionStart::default()),
             P::Revocation(pb::Revocation::default()),
             P::Restore(pb::Restore::default()),

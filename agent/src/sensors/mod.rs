@@ -2,16 +2,21 @@
 //! daemon their ring buffer, loss counters and watch list.
 
 pub mod decode;
+pub mod guard;
 pub mod loss;
 pub mod offsets;
 
 use std::{
     fs::File,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
-use aya::programs::links::FdLink;
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
@@ -198,8 +203,16 @@ const PROGRAMS: &[(&str, &str, &[Hook])] = &[
 
 /// Loaded and attached programs with the maps the daemon uses.
 pub struct Sensors {
-    // Dropping `Ebpf` detaches every program; it lives as long as the sensors.
-    ebpf: Ebpf,
+    // Holds the loaded programs, which a detached cgroup link is re-attached from.
+    ebpf: Mutex<Ebpf>,
+    /// The cgroup v2 root, where cgroup programs are re-attached.
+    root: File,
+    /// Every link and pinned map, with the daemon's own fds.
+    held: Mutex<Held>,
+    /// Tamperings found since load.
+    tampers: AtomicU64,
+    /// The last one, in words, for the status.
+    last_tamper: Mutex<Option<String>>,
     attached: Vec<String>,
     offsets: Offsets,
     watched: Mutex<HashMap<MapData, u64, u32>>,
@@ -333,9 +346,25 @@ impl Sensors {
         })?;
         let links = Links::new(&opts.pin_dir)?;
         let mut attached = Vec::new();
-        for &(name, sensor, hooks) in PROGRAMS {
-            for hook in attach(&mut ebpf, name, hooks, &root, &links)? {
-                attached.push(format!("{sensor}: {name} -> {hook}"));
+        let mut held = Held {
+            links: Vec::new(),
+            maps: guard::HeldMap::all(&opts.pin_dir),
+        };
+        for &(program, sensor, hooks) in PROGRAMS {
+            for (hook, link, cgroup) in attach(&mut ebpf, program, hooks, &root)? {
+                attached.push(format!("{sensor}: {program} -> {hook}"));
+                let (pinned, fd, path) = links.pin(program, link)?;
+                held.links.push(guard::HeldLink {
+                    sensor,
+                    program,
+                    hook,
+                    inode: guard::pin_inode(&path),
+                    path,
+                    pinned,
+                    fd,
+                    cgroup,
+                    reattached: 0,
+                });
             }
         }
         // Our links are in place: only now let go of a previous daemon's.
@@ -363,7 +392,11 @@ impl Sensors {
                 .ok_or(SensorError::MissingMap("SYSTEMS"))?,
         )?;
         Ok(Self {
-            ebpf,
+            ebpf: Mutex::new(ebpf),
+            root,
+            held: Mutex::new(held),
+            tampers: AtomicU64::new(0),
+            last_tamper: Mutex::new(None),
             attached,
             offsets,
             watched: Mutex::new(watched),
@@ -393,6 +426,8 @@ impl Sensors {
     ) -> Result<HashMap<MapData, OpenKey, OpenSeen>, SensorError> {
         let map = self
             .ebpf
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take_map("OPEN_SEEN")
             .ok_or(SensorError::MissingMap("OPEN_SEEN"))?;
         HashMap::try_from(map).map_err(|source| SensorError::Map {
@@ -405,6 +440,8 @@ impl Sensors {
     pub fn take_session_losses(&mut self) -> Result<loss::SessionLosses, SensorError> {
         let map = self
             .ebpf
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take_map("LOSS_BY_CGROUP")
             .ok_or(SensorError::MissingMap("LOSS_BY_CGROUP"))?;
         aya::maps::PerCpuHashMap::try_from(map)
@@ -419,6 +456,8 @@ impl Sensors {
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, SensorError> {
         let map = self
             .ebpf
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take_map("EVENTS")
             .ok_or(SensorError::MissingMap("EVENTS"))?;
         RingBuf::try_from(map).map_err(|source| SensorError::Map {
@@ -472,14 +511,174 @@ impl Sensors {
     }
 }
 
-/// Loads one program and attaches it to its hooks; returns the hooks attached.
+/// One link made by [`attach`]: the hook's label, the link, and whether it
+/// is a cgroup link.
+type Made = (String, FdLink, bool);
+
+/// The links and pinned maps the daemon holds.
+struct Held {
+    links: Vec<guard::HeldLink>,
+    maps: Vec<guard::HeldMap>,
+}
+
+/// What the kernel says about one of the daemon's links now.
+#[derive(Clone, Debug)]
+pub struct ProgramState {
+    pub sensor: &'static str,
+    pub program: &'static str,
+    pub hook: String,
+    /// The program is attached to its hook (from the link's kernel info).
+    pub attached: bool,
+    /// Kernel id of the link, 0 when it could not be queried.
+    pub link_id: u32,
+    /// Its pin is in place.
+    pub pinned: bool,
+    /// Times it was attached anew after a detach.
+    pub reattached: u64,
+    /// Why the state could not be read.
+    pub error: Option<String>,
+}
+
+impl Sensors {
+    /// Each link's state, asked of the kernel.
+    pub fn programs(&self) -> Vec<ProgramState> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.links
+            .iter()
+            .map(|l| {
+                let state = guard::link_state(&l.fd);
+                ProgramState {
+                    sensor: l.sensor,
+                    program: l.program,
+                    hook: l.hook.clone(),
+                    attached: state.as_ref().is_ok_and(|s| s.attached),
+                    link_id: state.as_ref().map_or(0, |s| s.id),
+                    pinned: l.inode.is_some() && guard::pin_inode(&l.path) == l.inode,
+                    reattached: l.reattached,
+                    error: state.err().map(|e| e.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    /// Tamperings found since load.
+    pub fn tampers(&self) -> u64 {
+        self.tampers.load(Ordering::Relaxed)
+    }
+
+    /// The last tampering, in words.
+    pub fn last_tamper(&self) -> Option<String> {
+        self.last_tamper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Checks every link and pinned map: re-attaches a detached cgroup link
+    /// (and pins the new link in the old one's place) and puts back a pin
+    /// that was removed or replaced. Returns what it found.
+    pub fn check(&self) -> Vec<guard::Tamper> {
+        let mut found = Vec::new();
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for l in &mut held.links {
+            if l.cgroup && guard::link_state(&l.fd).is_ok_and(|s| !s.attached) {
+                let (action, repaired) = match self.reattach(l) {
+                    Ok(id) => (format!("re-attached as link {id}"), true),
+                    Err(e) => (format!("re-attaching failed: {e}"), false),
+                };
+                found.push(guard::Tamper {
+                    kind: guard::TamperKind::LinkDetached,
+                    sensor: l.sensor,
+                    object: l.program.to_owned(),
+                    path: l.path.clone(),
+                    action,
+                    repaired,
+                });
+                continue;
+            }
+            if let Some((kind, result)) = guard::check_pin(&l.fd, &l.path, &mut l.inode) {
+                found.push(tamper(kind, l.sensor, l.program, &l.path, result));
+            }
+        }
+        for m in &mut held.maps {
+            if let Some((kind, result)) = guard::check_pin(&m.fd, &m.path, &mut m.inode) {
+                found.push(tamper(kind, "maps", &m.name, &m.path, result));
+            }
+        }
+        drop(held);
+        if let Some(last) = found.last() {
+            self.tampers
+                .fetch_add(found.len() as u64, Ordering::Relaxed);
+            *self
+                .last_tamper
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!(
+                "{} of {} ({}): {}",
+                last.kind.as_str(),
+                last.object,
+                last.path.display(),
+                last.action
+            ));
+        }
+        found
+    }
+
+    /// Attaches a cgroup program anew and pins the new link at the old path.
+    fn reattach(&self, l: &mut guard::HeldLink) -> Result<u32, SensorError> {
+        let mut ebpf = self
+            .ebpf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let program = ebpf
+            .program_mut(l.program)
+            .ok_or(SensorError::MissingProgram(l.program))?;
+        let link = attach_cgroup(program, l.program, &self.root, false)?;
+        drop(ebpf);
+        let (pinned, fd, _) = pin_link(link, &l.path)?;
+        let id = guard::link_state(&fd).map_or(0, |s| s.id);
+        // The detached link goes with these handles.
+        l.pinned = pinned;
+        l.fd = fd;
+        l.inode = guard::pin_inode(&l.path);
+        l.reattached += 1;
+        Ok(id)
+    }
+}
+
+fn tamper(
+    kind: guard::TamperKind,
+    sensor: &'static str,
+    object: &str,
+    path: &Path,
+    result: Result<(), String>,
+) -> guard::Tamper {
+    let (action, repaired) = match result {
+        Ok(()) => ("re-pinned".to_owned(), true),
+        Err(e) => (format!("re-pinning failed: {e}"), false),
+    };
+    guard::Tamper {
+        kind,
+        sensor,
+        object: object.to_owned(),
+        path: path.to_owned(),
+        action,
+        repaired,
+    }
+}
+
+/// Loads one program and attaches it to its hooks; returns the links made.
 fn attach(
     ebpf: &mut Ebpf,
     name: &'static str,
     hooks: &[Hook],
     root: &File,
-    links: &Links,
-) -> Result<Vec<String>, SensorError> {
+) -> Result<Vec<Made>, SensorError> {
     let program = ebpf
         .program_mut(name)
         .ok_or(SensorError::MissingProgram(name))?;
@@ -489,6 +688,12 @@ fn attach(
             program: name,
             hook,
             source,
+        }
+    };
+    let link_err = |hook: String| {
+        move |e: aya::programs::links::LinkError| SensorError::Pin {
+            path: PathBuf::from(hook),
+            message: e.to_string(),
         }
     };
     match hooks.first() {
@@ -508,8 +713,8 @@ fn attach(
                     .attach(category, tp_name)
                     .map_err(attach_err(label.clone()))?;
                 let link = p.take_link(id).map_err(attach_err(label.clone()))?;
-                links.pin(name, FdLink::try_from(link))?;
-                done.push(label);
+                let link = FdLink::try_from(link).map_err(link_err(label.clone()))?;
+                done.push((label, link, false));
             }
         }
         Some(Hook::Raw(tp_name)) => {
@@ -517,53 +722,90 @@ fn attach(
             p.load().map_err(|e| load_error(name, e))?;
             let label = format!("raw_tracepoint/{tp_name}");
             let id = p.attach(tp_name).map_err(attach_err(label.clone()))?;
-            // Pinned like the others.
             let link = p.take_link(id).map_err(attach_err(label.clone()))?;
-            links.pin(name, Ok(FdLink::from(link)))?;
-            done.push(label);
+            done.push((label, FdLink::from(link), false));
         }
-        Some(Hook::CgroupRoot) => {
-            // Through bpf_link (kernel >= 5.7) programs of several daemons
-            // coexist at the root; the ALLOW_MULTI flag is for the legacy
-            // attach API and bpf_link_create rejects it.
-            let label = "cgroup v2 root".to_owned();
-            if let Ok(p) = <&mut CgroupSockAddr>::try_from(&mut *program) {
-                p.load().map_err(|e| load_error(name, e))?;
-                let id = p
-                    .attach(root, CgroupAttachMode::Single)
-                    .map_err(attach_err(label.clone()))?;
-                let link = p.take_link(id).map_err(attach_err(label.clone()))?;
-                links.pin(name, FdLink::try_from(link))?;
-            } else {
-                let p: &mut SockOps = program.try_into().map_err(|e| load_error(name, e))?;
-                p.load().map_err(|e| load_error(name, e))?;
-                let id = p
-                    .attach(root, CgroupAttachMode::Single)
-                    .map_err(attach_err(label.clone()))?;
-                let link = p.take_link(id).map_err(attach_err(label.clone()))?;
-                links.pin(name, FdLink::try_from(link))?;
-            }
-            done.push(label);
-        }
-        Some(&Hook::CgroupSkbRoot { egress }) => {
-            let (label, kind) = if egress {
-                ("cgroup v2 root (egress)", CgroupSkbAttachType::Egress)
-            } else {
-                ("cgroup v2 root (ingress)", CgroupSkbAttachType::Ingress)
+        Some(hook @ (Hook::CgroupRoot | Hook::CgroupSkbRoot { .. })) => {
+            let label = match hook {
+                Hook::CgroupSkbRoot { egress: true } => "cgroup v2 root (egress)",
+                Hook::CgroupSkbRoot { egress: false } => "cgroup v2 root (ingress)",
+                _ => CGROUP_HOOK,
             };
-            let label = label.to_owned();
-            let p: &mut CgroupSkb = program.try_into().map_err(|e| load_error(name, e))?;
-            p.load().map_err(|e| load_error(name, e))?;
-            let id = p
-                .attach(root, kind, CgroupAttachMode::Single)
-                .map_err(attach_err(label.clone()))?;
-            let link = p.take_link(id).map_err(attach_err(label.clone()))?;
-            links.pin(name, FdLink::try_from(link))?;
-            done.push(label);
+            let link = attach_cgroup(program, name, root, true)?;
+            done.push((label.to_owned(), link, true));
         }
         None => {}
     }
     Ok(done)
+}
+
+const CGROUP_HOOK: &str = "cgroup v2 root";
+
+/// Which side of the packet path a `cgroup_skb` program is for (from its
+/// hook in [`PROGRAMS`]), so a re-attach after a detach puts it back there.
+fn skb_attach_type(name: &str) -> CgroupSkbAttachType {
+    let egress = PROGRAMS
+        .iter()
+        .find(|(program, _, _)| *program == name)
+        .and_then(|(_, _, hooks)| hooks.first())
+        .is_some_and(|h| matches!(h, Hook::CgroupSkbRoot { egress: true }));
+    if egress {
+        CgroupSkbAttachType::Egress
+    } else {
+        CgroupSkbAttachType::Ingress
+    }
+}
+
+/// Attaches a cgroup program at the cgroup v2 root (loading it first when
+/// `load`) and returns its link.
+fn attach_cgroup(
+    program: &mut aya::programs::Program,
+    name: &'static str,
+    root: &File,
+    load: bool,
+) -> Result<FdLink, SensorError> {
+    let attach_err = |source| SensorError::Attach {
+        program: name,
+        hook: CGROUP_HOOK.to_owned(),
+        source,
+    };
+    let link_err = |e: aya::programs::links::LinkError| SensorError::Attach {
+        program: name,
+        hook: CGROUP_HOOK.to_owned(),
+        source: ProgramError::IOError(std::io::Error::other(e.to_string())),
+    };
+    // Through bpf_link (kernel >= 5.7) programs of several daemons
+    // coexist at the root; the ALLOW_MULTI flag is for the legacy
+    // attach API and bpf_link_create rejects it.
+    if let Ok(p) = <&mut CgroupSockAddr>::try_from(&mut *program) {
+        if load {
+            p.load().map_err(|e| load_error(name, e))?;
+        }
+        let id = p
+            .attach(root, CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+        let link = p.take_link(id).map_err(attach_err)?;
+        FdLink::try_from(link).map_err(link_err)
+    } else if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
+        if load {
+            p.load().map_err(|e| load_error(name, e))?;
+        }
+        let id = p
+            .attach(root, skb_attach_type(name), CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+        let link = p.take_link(id).map_err(attach_err)?;
+        FdLink::try_from(link).map_err(link_err)
+    } else {
+        let p: &mut SockOps = program.try_into().map_err(|e| load_error(name, e))?;
+        if load {
+            p.load().map_err(|e| load_error(name, e))?;
+        }
+        let id = p
+            .attach(root, CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+        let link = p.take_link(id).map_err(attach_err)?;
+        FdLink::try_from(link).map_err(link_err)
+    }
 }
 
 /// Pins this daemon's program links under `<pin_dir>/links/<generation>`,
@@ -596,23 +838,18 @@ impl Links {
         })
     }
 
+    /// Pins a link under this daemon's generation and keeps an fd of it:
+    /// the pin outlives the daemon, the fd keeps the link while it runs.
     fn pin(
         &self,
         program: &str,
-        link: Result<FdLink, aya::programs::links::LinkError>,
-    ) -> Result<(), SensorError> {
+        link: FdLink,
+    ) -> Result<(PinnedLink, OwnedFd, PathBuf), SensorError> {
         let n = self
             .count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.dir.join(format!("{program}-{n}"));
-        let err = |message: String| SensorError::Pin {
-            path: path.clone(),
-            message,
-        };
-        let link = link.map_err(|e| err(e.to_string()))?;
-        // The pinned link outlives this handle; dropping it keeps the pin.
-        link.pin(&path).map_err(|e| err(e.to_string()))?;
-        Ok(())
+        pin_link(link, &path)
     }
 
     /// Unpins (and so detaches) links of earlier daemons.
@@ -633,6 +870,26 @@ impl Links {
             }
         }
     }
+}
+
+/// Pins `link` at `path` (replacing what is there) and opens a second fd
+/// of it for the daemon's own queries and re-pins.
+fn pin_link(link: FdLink, path: &Path) -> Result<(PinnedLink, OwnedFd, PathBuf), SensorError> {
+    let err = |message: String| SensorError::Pin {
+        path: path.to_owned(),
+        message,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e.to_string())),
+    }
+    let pinned = link.pin(path).map_err(|e| err(e.to_string()))?;
+    let fd = guard::open_pin(path).map_err(|e| err(e.to_string()))?;
+    Ok((pinned, fd, path.to_owned()))
 }
 
 /// Removes everything pinned under `pin_dir` (programs detach, maps and

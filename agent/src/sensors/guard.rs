@@ -1,0 +1,265 @@
+//! Self-protection of the pinned objects: the daemon holds its own fd for
+//! every link and pinned map, puts back a pin that was removed or replaced,
+//! and re-attaches a cgroup link another process detached.
+//!
+//! Pins exist so that programs and enforcement survive the daemon's death;
+//! while the daemon runs they are not what keeps anything attached (the
+//! fds held here are). A root process can still detach a cgroup link with
+//! `BPF_LINK_DETACH`, which no fd prevents; [`Guard::check`] sees it in the
+//! link's kernel info and attaches a new link.
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    path::{Path, PathBuf},
+};
+
+use aya::programs::links::PinnedLink;
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `bpf_link_type`: links that attach a program to a cgroup.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("{call} on {path}: {source}")]
+    Syscall {
+        call: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("path {0} has a NUL byte")]
+    Path(PathBuf),
+}
+
+/// `bpf_attr` for `BPF_OBJ_PIN` / `BPF_OBJ_GET`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// `bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
+    // SAFETY: `attr` is a valid `bpf_attr` prefix for `cmd`, as large as its size says.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr).cast::<libc::c_void>(),
+            std::mem::size_of::<T>(),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn c_path(path: &Path) -> Result<CString, GuardError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| GuardError::Path(path.to_owned()))
+}
+
+/// Pins the object behind `fd` at `path`.
+pub fn pin(fd: &OwnedFd, path: &Path) -> Result<(), GuardError> {
+    let name = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: name.as_ptr() as u64,
+        bpf_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        file_flags: 0,
+    };
+    bpf(BPF_OBJ_PIN, &mut attr)
+        .map(drop)
+        .map_err(|source| GuardError::Syscall {
+            call: "BPF_OBJ_PIN",
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Opens a new fd for the object pinned at `path`.
+pub fn open_pin(path: &Path) -> Result<OwnedFd, GuardError> {
+    let name = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: name.as_ptr() as u64,
+        ..ObjAttr::default()
+    };
+    let fd = bpf(BPF_OBJ_GET, &mut attr).map_err(|source| GuardError::Syscall {
+        call: "BPF_OBJ_GET",
+        path: path.to_owned(),
+        source,
+    })?;
+    // SAFETY: BPF_OBJ_GET returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) })
+}
+
+/// What the kernel says about a link now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub id: u32,
+    pub prog_id: u32,
+    /// Whether the link still ties its program to its hook. A cgroup link
+    /// that was detached reports no cgroup; the other links this daemon
+    /// makes (tracepoints) cannot be detached while an fd is open.
+    pub attached: bool,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` of a link.
+pub fn link_state(fd: &OwnedFd) -> std::io::Result<LinkState> {
+    // `struct bpf_link_info`: type, id, prog_id, then an 8-aligned union
+    // whose cgroup member starts with the cgroup id.
+    let mut info = [0_u64; 8];
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        info_len: 64,
+        info: info.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let link_type = (info[0] & 0xffff_ffff) as u32;
+    let id = (info[0] >> 32) as u32;
+    let prog_id = (info[1] & 0xffff_ffff) as u32;
+    let attached = link_type != BPF_LINK_TYPE_CGROUP || info[2] != 0;
+    Ok(LinkState {
+        id,
+        prog_id,
+        attached,
+    })
+}
+
+/// The inode of a pin, or `None` when nothing is pinned there.
+pub fn pin_inode(path: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
+}
+
+/// How a pin or link was tampered with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TamperKind {
+    /// The pin file is gone.
+    PinRemoved,
+    /// Another object (or another pin of the same one) is at the path.
+    PinReplaced,
+    /// The link no longer attaches its program (`BPF_LINK_DETACH`).
+    LinkDetached,
+}
+
+impl TamperKind {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::PinRemoved => "pin_removed",
+            Self::PinReplaced => "pin_replaced",
+            Self::LinkDetached => "link_detached",
+        }
+    }
+}
+
+/// One tampering found by a check, and what the daemon did about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tamper {
+    pub kind: TamperKind,
+    /// The sensor of the program (`process`, `network`, `file`), or `maps`.
+    pub sensor: &'static str,
+    /// The program, or the map's name.
+    pub object: String,
+    pub path: PathBuf,
+    /// `re-pinned`, `re-attached as link N`, or what failed.
+    pub action: String,
+    /// Whether the object is back in place.
+    pub repaired: bool,
+}
+
+/// A link this daemon made and holds.
+pub struct HeldLink {
+    pub sensor: &'static str,
+    pub program: &'static str,
+    pub hook: String,
+    pub path: PathBuf,
+    /// aya's handle; dropping it would close one of the two fds.
+    pub pinned: PinnedLink,
+    /// The daemon's own fd of the link, for the kernel queries and re-pins.
+    pub fd: OwnedFd,
+    pub inode: Option<u64>,
+    /// Whether the program is a cgroup program (its link can be detached).
+    pub cgroup: bool,
+    /// Times this hook was attached anew after a detach.
+    pub reattached: u64,
+}
+
+/// A pinned map this daemon holds.
+pub struct HeldMap {
+    pub name: String,
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+    pub inode: Option<u64>,
+}
+
+impl HeldMap {
+    /// Holds every map pinned directly under `pin_dir`.
+    pub fn all(pin_dir: &Path) -> Vec<Self> {
+        let Ok(entries) = std::fs::read_dir(pin_dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.filter_map(Result::ok) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            match open_pin(&path) {
+                Ok(fd) => out.push(Self {
+                    name: e.file_name().to_string_lossy().into_owned(),
+                    inode: pin_inode(&path),
+                    path,
+                    fd,
+                }),
+                Err(err) => tracing::warn!("holding pinned map: {err}"),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+/// Puts `fd` back at `path` if its pin is gone or replaced; returns what
+/// was wrong, or `None` when the pin is ours.
+pub fn check_pin(
+    fd: &OwnedFd,
+    path: &Path,
+    inode: &mut Option<u64>,
+) -> Option<(TamperKind, Result<(), String>)> {
+    let now = pin_inode(path);
+    let kind = match now {
+        None => TamperKind::PinRemoved,
+        Some(i) if Some(i) != *inode => TamperKind::PinReplaced,
+        Some(_) => return None,
+    };
+    Some((kind, repin(fd, path, inode)))
+}
+
+/// Pins `fd` at `path`, replacing whatever is there.
+pub fn repin(fd: &OwnedFd, path: &Path, inode: &mut Option<u64>) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("removing {}: {e}", path.display())),
+    }
+    pin(fd, path).map_err(|e| e.to_string())?;
+    *inode = pin_inode(path);
+    Ok(())
+}
