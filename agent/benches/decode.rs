@@ -9,6 +9,11 @@
 //! with realistic argument vectors.
 //!
 //! Prints `BENCH decode.events <N> events/s >=1000000` (details on stderr).
+//!
+//! Then the output stage on the decoded events: each written as a JSON line
+//! in Vigil's schema (`output.json.events`) and as an OCSF record
+//! (`output.ocsf.events`, conversion included), into memory, so that the
+//! figures are what a format costs per event and not the disk's speed.
 
 use std::hint::black_box;
 use std::mem::size_of;
@@ -371,4 +376,58 @@ fn main() {
         1e9 / median,
     );
     println!("BENCH decode.events {median:.0} events/s >={TARGET:.0}");
+
+    let events: Vec<vigil::event::Event> = records
+        .iter()
+        .filter_map(|b| decode(b).ok())
+        .map(|r| to_event(&r, &clock))
+        .collect();
+    let json = output_rate(&events, |e, out| serde_json::to_writer(out, e));
+    let ocsf = output_rate(&events, |e, out| {
+        serde_json::to_writer(out, &vigil::ocsf::to_ocsf(e, "node-1"))
+    });
+    eprintln!(
+        "output bench: {} events; JSON {json:.0} events/s ({:.0} ns each), OCSF {ocsf:.0} events/s ({:.0} ns each)",
+        events.len(),
+        1e9 / json,
+        1e9 / ocsf,
+    );
+    println!("BENCH output.json.events {json:.0} events/s -");
+    println!("BENCH output.ocsf.events {ocsf:.0} events/s >={OUTPUT_TARGET:.0}");
+}
+
+/// The OCSF line must cost well under the e2e budget of 10 µs an event.
+const OUTPUT_TARGET: f64 = 500_000.0;
+
+/// Median events/s of writing every event as one line with `write`.
+fn output_rate(
+    events: &[vigil::event::Event],
+    write: impl Fn(&vigil::event::Event, &mut Vec<u8>) -> serde_json::Result<()>,
+) -> f64 {
+    let mut buf = Vec::with_capacity(1 << 20);
+    let round = |buf: &mut Vec<u8>| {
+        for e in events {
+            buf.clear();
+            write(black_box(e), buf).expect("serialize");
+            buf.push(b'\n');
+            black_box(&buf);
+        }
+        events.len()
+    };
+    let warm = Instant::now();
+    while warm.elapsed() < WARM_UP {
+        round(&mut buf);
+    }
+    let mut rates: Vec<f64> = (0..WINDOWS)
+        .map(|_| {
+            let start = Instant::now();
+            let mut n = 0usize;
+            while start.elapsed() < WINDOW {
+                n += round(&mut buf);
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
 }

@@ -68,6 +68,18 @@ impl Connection {
     }
 }
 
+/// What `vigil watch` prints for each event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum WatchFormat {
+    /// One readable line.
+    #[default]
+    Text,
+    /// The daemon's JSON-lines schema, with `seq` (`docs/events.md`).
+    Json,
+    /// One OCSF record per line (`docs/integrations.md`).
+    Ocsf,
+}
+
 /// Severities for `--min-severity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SeverityArg {
@@ -127,14 +139,25 @@ pub struct WatchArgs {
     pub oldest: bool,
     /// Print JSON lines (the daemon's event schema, with `seq`) instead of
     /// one readable line per event.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Output format: `text`, `json` (as `--json`) or `ocsf`.
+    #[arg(long, value_enum)]
+    pub format: Option<WatchFormat>,
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
 }
 
 impl WatchArgs {
+    fn output_format(&self) -> WatchFormat {
+        if self.json {
+            WatchFormat::Json
+        } else {
+            self.format.unwrap_or_default()
+        }
+    }
+
     fn request(&self) -> pb::SubscribeRequest {
         use pb::subscribe_request::Start;
         let start = match (self.after, self.oldest) {
@@ -411,6 +434,7 @@ async fn watch(args: &WatchArgs, connection: &Connection) -> anyhow::Result<()> 
         .await
         .map_err(|s| call_error("subscribing", &s))?
         .into_inner();
+    let format = args.output_format();
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     let mut last = args.after;
@@ -426,19 +450,21 @@ async fn watch(args: &WatchArgs, connection: &Connection) -> anyhow::Result<()> 
         };
         last = Some(event.sequence);
         seen += 1;
-        let line = if args.json {
-            match crate::event::Event::try_from(event.clone()) {
-                Ok(e) => serde_json::to_string(&e)?,
-                Err(err) => {
-                    eprintln!(
-                        "vigil: event {} cannot be shown as JSON: {err}",
-                        event.sequence
-                    );
-                    continue;
+        let line = match format {
+            WatchFormat::Text => render::line(&event),
+            WatchFormat::Json | WatchFormat::Ocsf => {
+                match crate::event::Event::try_from(event.clone()) {
+                    Ok(e) if format == WatchFormat::Json => serde_json::to_string(&e)?,
+                    Ok(e) => serde_json::to_string(&crate::ocsf::to_ocsf(&e, &event.node))?,
+                    Err(err) => {
+                        eprintln!(
+                            "vigil: event {} cannot be shown as JSON: {err}",
+                            event.sequence
+                        );
+                        continue;
+                    }
                 }
             }
-        } else {
-            render::line(&event)
         };
         if !emit(&mut out, &line)? {
             return Ok(());
@@ -786,6 +812,18 @@ mod tests {
         );
         assert_eq!(f.min_severity, i32::from(pb::Severity::High));
         assert!(args.json);
+        assert_eq!(args.output_format(), WatchFormat::Json);
+    }
+
+    #[test]
+    fn watch_prints_ocsf_on_request() {
+        let cli = parse(&["watch", "--format", "ocsf"]).unwrap();
+        let Command::Watch { args, .. } = cli.command else {
+            panic!("not watch");
+        };
+        assert_eq!(args.output_format(), WatchFormat::Ocsf);
+        assert!(parse(&["watch", "--format", "ocsf", "--json"]).is_err());
+        assert!(parse(&["watch", "--format", "cef"]).is_err());
     }
 
     #[test]

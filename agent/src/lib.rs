@@ -24,6 +24,7 @@ pub mod identity;
 pub mod journal;
 pub mod kube;
 pub mod metrics;
+pub mod ocsf;
 pub mod output;
 pub mod paths;
 pub mod scope;

@@ -1,4 +1,5 @@
-//! JSON-lines output: one event per line, to stdout or a file.
+//! JSON-lines output: one event per line, to stdout or a file, as Vigil's
+//! own schema (`docs/events.md`) or as OCSF records (`crate::ocsf`).
 
 use std::{
     fs::{File, OpenOptions},
@@ -24,10 +25,21 @@ enum Target {
     None,
 }
 
+/// What each line holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Vigil's own schema.
+    #[default]
+    Json,
+    /// One OCSF record per event; `node` is the record's `device`.
+    Ocsf { node: String },
+}
+
 /// Where events go as JSON lines; buffered, flushed once per batch.
 pub struct JsonLines {
     target: Target,
     anomalies_only: bool,
+    format: Format,
 }
 
 impl JsonLines {
@@ -36,6 +48,7 @@ impl JsonLines {
         Self {
             target: Target::Stdout(BufWriter::with_capacity(1 << 16, io::stdout())),
             anomalies_only,
+            format: Format::Json,
         }
     }
 
@@ -44,6 +57,7 @@ impl JsonLines {
         Self {
             target: Target::None,
             anomalies_only: false,
+            format: Format::Json,
         }
     }
 
@@ -66,7 +80,15 @@ impl JsonLines {
         Ok(Self {
             target: Target::File(BufWriter::with_capacity(1 << 16, f)),
             anomalies_only,
+            format: Format::Json,
         })
+    }
+
+    /// Writes lines in `format` instead of Vigil's own schema.
+    #[must_use]
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     fn writer(&mut self) -> Option<&mut dyn Write> {
@@ -79,14 +101,21 @@ impl JsonLines {
 
     /// Writes one event as a line (not flushed until [`JsonLines::flush`]).
     pub fn write(&mut self, event: &Event) -> Result<(), OutputError> {
-        let anomalies_only = self.anomalies_only;
-        let Some(w) = self.writer() else {
-            return Ok(());
-        };
-        if anomalies_only && !event.is_anomaly() {
+        if self.anomalies_only && !event.is_anomaly() {
             return Ok(());
         }
-        serde_json::to_writer(&mut *w, event).map_err(OutputError::Encode)?;
+        let w: &mut dyn Write = match &mut self.target {
+            Target::Stdout(w) => w,
+            Target::File(w) => w,
+            Target::None => return Ok(()),
+        };
+        match &self.format {
+            Format::Json => serde_json::to_writer(&mut *w, event),
+            Format::Ocsf { node } => {
+                serde_json::to_writer(&mut *w, &crate::ocsf::to_ocsf(event, node))
+            }
+        }
+        .map_err(OutputError::Encode)?;
         w.write_all(b"\n").map_err(OutputError::Write)
     }
 

@@ -707,6 +707,83 @@ impl Drop for Served {
     }
 }
 
+// ---- OCSF validation with the official schema ------------------------------
+
+/// The `PyPI` packages the OCSF validator runs on, pinned: `ocsf-json-schema`
+/// ships the official schema exports (1.0 to 1.8) and turns a class into a
+/// JSON Schema; `jsonschema` checks records against it.
+pub const OCSF_VALIDATOR_PACKAGES: &[&str] = &["ocsf-json-schema==1.2.0", "jsonschema==4.26.0"];
+
+/// The Python of a virtual environment with [`OCSF_VALIDATOR_PACKAGES`],
+/// made under the target directory on first use (this needs `python3` and
+/// `PyPI`). Never skipped: a machine without them fails the OCSF tests.
+#[must_use]
+pub fn ocsf_python() -> PathBuf {
+    static READY: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut ready = READY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = ready.as_ref() {
+        return p.clone();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    let venv = target.join("ocsf-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("vigil-packages");
+    let wanted = OCSF_VALIDATOR_PACKAGES.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let run = |cmd: &mut Command| {
+            let out = cmd
+                .output()
+                .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(OCSF_VALIDATOR_PACKAGES));
+        std::fs::write(&stamp, &wanted).expect("write the venv stamp");
+    }
+    *ready = Some(python.clone());
+    python
+}
+
+/// Runs the OCSF validator (`tests/ocsf/validate.py`) over a file of OCSF
+/// JSON lines; `expect` are Vigil kinds that must each appear. Returns the
+/// validator's verdict: success, and its report.
+#[must_use]
+pub fn ocsf_validate(path: &Path, expect: &[&str]) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ocsf/validate.py");
+    let out = Command::new(ocsf_python())
+        .arg(script)
+        .arg(path)
+        .arg(format!("--expect={}", expect.join(",")))
+        .output()
+        .expect("run the OCSF validator");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 // ---- a simulated Kubernetes node and metrics scraping (issue 6) -----------
 
 pub mod kube;

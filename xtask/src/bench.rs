@@ -90,7 +90,11 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
     daemon::note_machine();
     // Each open of the workload is to be an event of its own: repeat
     // counting would fold the identical opens the workload makes.
-    let daemon = daemon::Daemon::start_with(&bins.vigil, "open_repeat_ms = 0")?;
+    // VIGIL_BENCH_OUTPUT=json|ocsf has the daemon also write every event to
+    // a file in that format, to measure what an output format costs.
+    let format = std::env::var("VIGIL_BENCH_OUTPUT").ok();
+    let daemon =
+        daemon::Daemon::start_with_output(&bins.vigil, "open_repeat_ms = 0", format.as_deref())?;
     let agent = PathBuf::from(daemon::AGENT);
     let pid = PathBuf::from(
         daemon

@@ -26,8 +26,8 @@ pub use server::{
     JournalConfig, MIN_JOURNAL_MAX_BYTES, Role,
 };
 pub use types::{
-    CgroupParent, EventsOutput, HostPattern, MAX_NAME_LEN, Name, OnViolation, PathGlob, PortRange,
-    SystemEntry, Target, build_glob, canonical_ip, check_name, normalize_host,
+    CgroupParent, EventsOutput, HostPattern, MAX_NAME_LEN, Name, OnViolation, OutputFormat,
+    PathGlob, PortRange, SystemEntry, Target, build_glob, canonical_ip, check_name, normalize_host,
 };
 
 use crate::paths;
@@ -211,6 +211,8 @@ impl DaemonConfig {
 pub struct OutputConfig {
     /// `stdout`, `none`, or an absolute file path (JSON lines).
     pub events: EventsOutput,
+    /// `json` (Vigil's schema) or `ocsf` (one OCSF record per event).
+    pub format: OutputFormat,
     /// Emit anomalies only, not every event.
     pub anomalies_only: bool,
 }
@@ -439,8 +441,12 @@ fn summary(source: &str, config: &Config, scope: &crate::scope::Scope) -> String
     );
     let _ = writeln!(
         out,
-        "  output: events to {}{}",
+        "  output: events to {}{}{}",
         config.output.events,
+        match config.output.format {
+            OutputFormat::Json => "",
+            OutputFormat::Ocsf => " as OCSF",
+        },
         if config.output.anomalies_only {
             " (anomalies only)"
         } else {

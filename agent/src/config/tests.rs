@@ -75,6 +75,7 @@ fn issue_example_parses() {
         crate::paths::DEFAULT_CGROUP_PARENT
     );
     assert_eq!(c.output.events, EventsOutput::Stdout);
+    assert_eq!(c.output.format, super::OutputFormat::Json);
     assert_eq!(c.scope.dns_refresh_seconds, 60);
 }
 
@@ -345,6 +346,11 @@ fn bad_globs_and_paths() {
     let e = err("[output]\nevents = \"events.log\"\n");
     assert!(
         e.contains("output.events: events output \"events.log\""),
+        "{e}"
+    );
+    let e = err("[output]\nformat = \"cef\"\n");
+    assert!(
+        e.contains("output.format: output format \"cef\" must be \"json\" or \"ocsf\""),
         "{e}"
     );
     let e = err("[scope]\ndns_refresh_seconds = 0\n");

@@ -236,6 +236,38 @@ impl fmt::Display for EventsOutput {
 
 string_serde!(EventsOutput);
 
+/// What each output line holds: Vigil's own schema or an OCSF record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputFormat {
+    #[default]
+    Json,
+    Ocsf,
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Self::Json),
+            "ocsf" => Ok(Self::Ocsf),
+            other => Err(format!(
+                "output format {other:?} must be \"json\" or \"ocsf\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Json => "json",
+            Self::Ocsf => "ocsf",
+        })
+    }
+}
+
+string_serde!(OutputFormat);
+
 /// An inclusive port range; a bare port is a range of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PortRange {

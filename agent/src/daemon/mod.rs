@@ -18,12 +18,12 @@ use tokio::sync::mpsc;
 
 use crate::{
     api::agents::AgentCounters,
-    config::{EventsOutput, live::LiveConfig},
+    config::{EventsOutput, OutputFormat, live::LiveConfig},
     enforcement::enforcer::Enforcer,
     event::{Event, Identity, Payload},
     identity::cgroup::CgroupFs,
     journal::{Hub, HubConfig, Journal},
-    output::JsonLines,
+    output::{Format, JsonLines},
     sensors::{SensorOptions, Sensors},
     session::SessionManager,
 };
@@ -197,11 +197,6 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         sessions.parent(),
         sessions.parent_id_level().0
     );
-    let output = match &cfg.output.events {
-        EventsOutput::Stdout => JsonLines::stdout(cfg.output.anomalies_only),
-        EventsOutput::None => JsonLines::none(),
-        EventsOutput::File(p) => JsonLines::file(p.as_path(), cfg.output.anomalies_only)?,
-    };
     let node = node_name(
         cfg.daemon
             .node_name
@@ -209,6 +204,15 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
             .or_else(|| cfg.kubernetes.event_node_name())
             .as_deref(),
     );
+    let output = match &cfg.output.events {
+        EventsOutput::Stdout => JsonLines::stdout(cfg.output.anomalies_only),
+        EventsOutput::None => JsonLines::none(),
+        EventsOutput::File(p) => JsonLines::file(p.as_path(), cfg.output.anomalies_only)?,
+    }
+    .with_format(match cfg.output.format {
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Ocsf => Format::Ocsf { node: node.clone() },
+    });
     let journal_path = cfg.journal.path_in(&cfg.daemon.state_dir);
     let journal = Journal::open(&journal_path, &node, cfg.journal.retention())?;
     let journal_stats = journal.stats();

@@ -80,6 +80,16 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra `[daemon]` settings.
     pub fn start_with(vigil: &Path, daemon_settings: &str) -> Result<Self> {
+        Self::start_with_output(vigil, daemon_settings, None)
+    }
+
+    /// [`Daemon::start_with`], writing every event to `events.jsonl` in its
+    /// directory in `format` (`json` or `ocsf`) instead of to no output.
+    pub fn start_with_output(
+        vigil: &Path,
+        daemon_settings: &str,
+        format: Option<&str>,
+    ) -> Result<Self> {
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         let name = format!("vigil-bench-{}-{n}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -97,6 +107,17 @@ impl Daemon {
                 &dir.path().join("state"),
                 &pin_dir,
                 daemon_settings,
+                &format.map_or_else(
+                    || "events = \"none\"".to_owned(),
+                    |f| {
+                        let events = dir.path().join("events.jsonl");
+                        format!(
+                            "events = {}\nformat = {}",
+                            serde_json::Value::from(events.to_string_lossy()),
+                            serde_json::Value::from(f)
+                        )
+                    },
+                ),
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
@@ -302,6 +323,7 @@ fn config_text(
     state: &Path,
     pin_dir: &Path,
     daemon_settings: &str,
+    output_settings: &str,
 ) -> String {
     // A JSON string is a valid TOML basic string.
     let quote = |p: &Path| serde_json::Value::from(p.to_string_lossy()).to_string();
@@ -315,7 +337,7 @@ pin_dir = {pin_dir}
 {daemon_settings}
 
 [output]
-events = "none"
+{output_settings}
 
 [[agent]]
 name = "{AGENT}"
