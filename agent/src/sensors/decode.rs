@@ -602,19 +602,19 @@ mod tests {
         assert_eq!(exe_to_path(&unnamed, 0), None);
     }
 
-    #[test]
-    fn relative_opens_join_the_kernel_base() {
-        let mut path = [0u8; PATH_LEN];
-        path[..12].copy_from_slice(b"../etc/x.txt");
-        let r = OpenRecord {
+    /// An `openat` record of `path` with result `ret`, nothing resolved.
+    fn open_record(path: &str, ret: i64) -> OpenRecord {
+        let mut buf = [0u8; PATH_LEN];
+        buf[..path.len()].copy_from_slice(path.as_bytes());
+        OpenRecord {
             header: header(RecordKind::Open),
-            ret: 3,
+            ret,
             flags: 0,
             mode: 0,
             dfd: -100,
             syscall: open_syscall::OPENAT,
             _pad: 0,
-            path_len: 12,
+            path_len: path.len() as u16,
             base_mnt: 0,
             base_dentry: 0,
             path_hash: 0,
@@ -622,13 +622,23 @@ mod tests {
             ino: 0,
             dev: 0,
             nlink: u32::MAX,
-            path,
-            resolved: components(&["work", "srv"], true),
-        };
-        let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
-        else {
-            panic!()
-        };
+            path: buf,
+            resolved: empty_components(),
+        }
+    }
+
+    fn open_of(bytes: &[u8]) -> FileOpen {
+        match to_event(&decode(bytes).unwrap(), &Clock::now()).payload {
+            Payload::FileOpen(f) => f,
+            other => panic!("not an open: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn relative_opens_join_the_kernel_base() {
+        let mut r = open_record("../etc/x.txt", 3);
+        r.resolved = components(&["work", "srv"], true);
+        let f = open_of(&bytes_of(&r));
         assert_eq!(f.path, "/srv/etc/x.txt");
         assert_eq!(f.raw_path.as_deref(), Some("../etc/x.txt"));
     }
@@ -637,34 +647,14 @@ mod tests {
     /// descriptor: the name used is kept as `raw_path`.
     #[test]
     fn successful_opens_are_the_file_the_descriptor_names() {
-        let mut path = [0u8; PATH_LEN];
-        path[..11].copy_from_slice(b"ws/link.txt");
-        let mut header = header(RecordKind::Open);
-        header.flags = OPEN_RESOLVED_FILE;
-        let r = OpenRecord {
-            header,
-            ret: 3,
-            flags: 0,
-            mode: 0,
-            dfd: -100,
-            syscall: open_syscall::OPENAT,
-            _pad: 0,
-            path_len: 11,
-            base_mnt: 0,
-            base_dentry: 0,
-            path_hash: 0,
-            repeats: 0,
-            ino: 1234,
-            // major 8, minor 1 in the kernel's encoding.
-            dev: (8 << 20) | 1,
-            nlink: 2,
-            path,
-            resolved: components(&["token", "secrets", "srv"], true),
-        };
-        let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
-        else {
-            panic!()
-        };
+        let mut r = open_record("ws/link.txt", 3);
+        r.header.flags = OPEN_RESOLVED_FILE;
+        r.ino = 1234;
+        // major 8, minor 1 in the kernel's encoding.
+        r.dev = (8 << 20) | 1;
+        r.nlink = 2;
+        r.resolved = components(&["token", "secrets", "srv"], true);
+        let f = open_of(&bytes_of(&r));
         assert_eq!(f.path, "/srv/secrets/token");
         assert_eq!(f.raw_path.as_deref(), Some("ws/link.txt"));
         assert_eq!(
@@ -681,36 +671,13 @@ mod tests {
     /// that claims more text than it carries is refused.
     #[test]
     fn trimmed_open_records_decode_and_lies_are_refused() {
-        let mut path = [0u8; PATH_LEN];
-        path[..4].copy_from_slice(b"/etc");
-        let mut header = header(RecordKind::Open);
-        header.flags = OPEN_RESOLVED_FILE;
-        let r = OpenRecord {
-            header,
-            ret: 3,
-            flags: 0,
-            mode: 0,
-            dfd: -100,
-            syscall: open_syscall::OPENAT,
-            _pad: 0,
-            path_len: 4,
-            base_mnt: 0,
-            base_dentry: 0,
-            path_hash: 0,
-            repeats: 0,
-            ino: 7,
-            dev: 1,
-            nlink: 1,
-            path,
-            resolved: components(&["etc"], true),
-        };
+        let mut r = open_record("/etc", 3);
+        r.header.flags = OPEN_RESOLVED_FILE;
+        r.ino = 7;
+        r.resolved = components(&["etc"], true);
         let fixed = std::mem::offset_of!(OpenRecord, resolved) + 8;
         let bytes = bytes_of(&r);
-        let trimmed = &bytes[..fixed + 4];
-        let Payload::FileOpen(f) = to_event(&decode(trimmed).unwrap(), &Clock::now()).payload
-        else {
-            panic!()
-        };
+        let f = open_of(&bytes[..fixed + 4]);
         assert_eq!(f.path, "/etc");
         assert!(matches!(
             decode(&bytes[..fixed + 2]),
@@ -860,31 +827,9 @@ mod tests {
 
     #[test]
     fn open_errors_are_named() {
-        let mut path = [0u8; PATH_LEN];
-        path[..4].copy_from_slice(b"nope");
-        let r = OpenRecord {
-            header: header(RecordKind::Open),
-            ret: -i64::from(libc::ENOENT),
-            flags: libc::O_RDONLY as u32,
-            mode: 0,
-            dfd: -100,
-            syscall: open_syscall::OPENAT,
-            _pad: 0,
-            path_len: 4,
-            base_mnt: 0,
-            base_dentry: 0,
-            path_hash: 0,
-            repeats: 0,
-            ino: 0,
-            dev: 0,
-            nlink: u32::MAX,
-            path,
-            resolved: empty_components(),
-        };
-        let Payload::FileOpen(f) = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now()).payload
-        else {
-            panic!()
-        };
+        let mut r = open_record("nope", -i64::from(libc::ENOENT));
+        r.flags = libc::O_RDONLY as u32;
+        let f = open_of(&bytes_of(&r));
         assert_eq!(f.error.as_deref(), Some("ENOENT"));
         assert_eq!(f.fd, None);
         assert_eq!(f.syscall, "openat");
