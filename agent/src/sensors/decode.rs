@@ -75,17 +75,7 @@ impl Record {
 
 /// Copies a `T` out of `bytes` after checking the length.
 fn read<T: Copy>(bytes: &[u8], kind: RecordKind) -> Result<T, DecodeError> {
-    let need = size_of::<T>();
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
-            kind,
-            need,
-            got: bytes.len(),
-        });
-    }
-    // SAFETY: length checked; T is a repr(C) record of integers and byte
-    // arrays, valid for any bit pattern; the read tolerates any alignment.
-    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+    read_trimmed(bytes, kind, size_of::<T>())
 }
 
 /// Copies a `T` whose last bytes the kernel may leave out (the unused end
@@ -98,9 +88,14 @@ fn read_trimmed<T: Copy>(bytes: &[u8], kind: RecordKind, need: usize) -> Result<
             got: bytes.len(),
         });
     }
-    let n = bytes.len().min(size_of::<T>());
+    if bytes.len() >= size_of::<T>() {
+        // SAFETY: length checked; T is a repr(C) record of integers and byte
+        // arrays, valid for any bit pattern; the read tolerates any alignment.
+        return Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() });
+    }
+    let n = bytes.len();
     let mut out = std::mem::MaybeUninit::<T>::zeroed();
-    // SAFETY: at most size_of::<T>() bytes into the zeroed value; T is a
+    // SAFETY: fewer than size_of::<T>() bytes into the zeroed value; T is a
     // repr(C) record of integers and byte arrays, valid for any bit pattern
     // (all zeros included).
     unsafe {
