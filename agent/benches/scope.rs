@@ -110,7 +110,7 @@ read = ["/data/finance/**", "/srv/finance/**"]
 fn event(agent: usize, payload: Payload) -> Event {
     Event {
         seq: 0,
-        time: String::new(),
+        time: std::time::SystemTime::UNIX_EPOCH,
         kernel_ts_ns: 0,
         identity: Identity {
             agent: Some(format!("agent-{agent}")),

@@ -8,9 +8,9 @@ use tonic::transport::Channel;
 
 use crate::api::{
     client::{ClientFiles, Target},
-    convert::kind_from_name,
-    pb, render,
+    render,
 };
+use crate::wire::{kind_from_name, pb};
 use crate::paths;
 
 #[derive(Debug, Parser)]
@@ -106,7 +106,7 @@ fn parse_kind(s: &str) -> Result<pb::EventKind, String> {
     kind_from_name(s).ok_or_else(|| {
         let known: Vec<String> = (1..)
             .map_while(|v| pb::EventKind::try_from(v).ok())
-            .map(crate::api::convert::kind_name)
+            .map(crate::wire::kind_name)
             .collect();
         format!("unknown event kind {s:?}; one of: {}", known.join(", "))
     })
@@ -346,7 +346,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             connection,
         } => end_task(agent, task, &connection).await,
         Command::CheckConfig { file } => {
-            let summary = crate::config::check_file(&file)?;
+            let summary = crate::live::check_file(&file)?;
             println!("{summary}");
             Ok(())
         }

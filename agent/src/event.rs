@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +16,10 @@ pub struct Event {
     /// Per-node sequence number; 0 until the journal assigns one.
     #[serde(default)]
     pub seq: u64,
-    /// Wall-clock time, RFC 3339 with nanoseconds.
-    pub time: String,
+    /// Wall-clock time; RFC 3339 with nanoseconds in JSON, a timestamp on
+    /// the wire, formatted only where it is written out.
+    #[serde(with = "rfc3339")]
+    pub time: SystemTime,
     /// Kernel timestamp (`CLOCK_BOOTTIME`, ns); 0 for daemon-made events.
     #[serde(default)]
     pub kernel_ts_ns: u64,
@@ -494,7 +497,8 @@ pub struct TaskApproved {
     pub task: String,
     pub purpose: String,
     /// When the approval expires, RFC 3339 like `time`.
-    pub expires: String,
+    #[serde(with = "rfc3339")]
+    pub expires: SystemTime,
     /// `None` when the task uses the agent's whole scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<TaskScope>,
@@ -563,10 +567,44 @@ impl Event {
     }
 }
 
+impl Event {
+    /// An event the daemon makes itself (session start, loss, audit
+    /// records): the current time and no process.
+    #[must_use]
+    pub fn daemon(identity: Identity, payload: Payload) -> Self {
+        Self {
+            seq: 0,
+            time: SystemTime::now(),
+            kernel_ts_ns: 0,
+            identity,
+            process: None,
+            payload,
+        }
+    }
+}
+
 /// Formats a wall-clock time as RFC 3339 with nanoseconds (the `time` field).
 #[must_use]
-pub fn format_time(t: std::time::SystemTime) -> String {
+pub fn format_time(t: SystemTime) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// Serde for wall-clock times as RFC 3339 with nanoseconds, the JSON form
+/// of every time in the event schema.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_nanos(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        humantime::parse_rfc3339(&s)
+            .map_err(|e| D::Error::custom(format!("{s:?} is not an RFC 3339 UTC time: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -576,7 +614,7 @@ mod tests {
     fn sample() -> Event {
         Event {
             seq: 7,
-            time: "2026-11-28T21:00:00.000000001Z".into(),
+            time: humantime::parse_rfc3339("2026-11-28T21:00:00.000000001Z").unwrap(),
             kernel_ts_ns: 42,
             identity: Identity {
                 agent: Some("code-assistant".into()),

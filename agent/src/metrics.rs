@@ -363,7 +363,7 @@ mod tests {
     fn event(payload: Payload, agent: Option<&str>, ts: u64) -> Event {
         Event {
             seq: 0,
-            time: String::new(),
+            time: std::time::SystemTime::UNIX_EPOCH,
             kernel_ts_ns: ts,
             identity: Identity {
                 agent: agent.map(str::to_owned),

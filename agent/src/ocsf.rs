@@ -107,7 +107,7 @@ pub struct Metadata<'a> {
     /// The journal's per-node sequence number.
     pub sequence: u64,
     /// `time` as Vigil wrote it, RFC 3339 with nanoseconds.
-    pub original_time: &'a str,
+    pub original_time: String,
 }
 
 /// The OCSF `product` object: Vigil in `metadata`, the agent in `app`.
@@ -379,10 +379,8 @@ pub const fn severity(s: Severity) -> (u8, &'static str) {
     }
 }
 
-fn millis(time: &str) -> i64 {
-    humantime::parse_rfc3339(time)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+fn millis(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -585,7 +583,7 @@ pub fn to_ocsf<'a>(e: &'a Event, node: &'a str) -> OcsfEvent<'a> {
         type_uid: 0,
         severity_id: 1,
         severity: "Informational",
-        time: millis(&e.time),
+        time: millis(e.time),
         status_id: None,
         status: None,
         status_code: None,
@@ -597,7 +595,7 @@ pub fn to_ocsf<'a>(e: &'a Event, node: &'a str) -> OcsfEvent<'a> {
             product: VIGIL,
             profiles: PROFILES,
             sequence: e.seq,
-            original_time: &e.time,
+            original_time: crate::event::format_time(e.time),
         },
         device: Device {
             hostname: node,
@@ -948,7 +946,7 @@ pub mod samples {
     fn event(seq: u64, process: Option<Process>, payload: Payload) -> Event {
         Event {
             seq,
-            time: "2026-12-02T12:00:00.123456789Z".into(),
+            time: humantime::parse_rfc3339("2026-12-02T12:00:00.123456789Z").unwrap(),
             kernel_ts_ns: if process.is_some() {
                 1_224_270_635_142
             } else {
@@ -1150,7 +1148,7 @@ pub mod samples {
                 agent: "coder".into(),
                 task: "T-7".into(),
                 purpose: "fix the build".into(),
-                expires: "2026-12-02T13:00:00Z".into(),
+                expires: humantime::parse_rfc3339("2026-12-02T13:00:00Z").unwrap(),
                 scope: Some(TaskScope {
                     systems: vec!["github.com:443".into()],
                     tools: vec!["/usr/bin/git".into()],

@@ -135,7 +135,7 @@ mod tests {
     fn loss_event() -> Event {
         Event {
             seq: 1,
-            time: "t".into(),
+            time: std::time::SystemTime::UNIX_EPOCH,
             kernel_ts_ns: 0,
             identity: Identity::default(),
             process: None,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use super::node::timestamp;
-use super::pb;
+use crate::wire::pb;
 use crate::config::OnViolation;
 use crate::enforcement::state::{Revocations, Target};
 use crate::event::{Event, Payload};
@@ -159,11 +159,10 @@ impl Sources<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::daemon_event;
     use crate::event::{Anomaly, AnomalyKind, Connect, Identity, Protocol, Revocation, Severity};
 
     fn of(agent: &str, payload: Payload) -> Event {
-        daemon_event(
+        Event::daemon(
             Identity {
                 agent: Some(agent.into()),
                 ..Identity::default()
@@ -202,7 +201,7 @@ mod tests {
             of("b", connect(false)),
             of("a", anomaly("observed")),
             of("a", anomaly("blocked")),
-            daemon_event(
+            Event::daemon(
                 Identity::default(),
                 Payload::Revocation(Revocation {
                     agent: "a".into(),

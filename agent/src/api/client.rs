@@ -191,8 +191,8 @@ mod tests {
         let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(Duration::from_secs(20), async {
             let channel = connect_with(&target, timeouts).await?;
-            let status = crate::api::pb::node_service_client::NodeServiceClient::new(channel)
-                .status(crate::api::pb::StatusRequest {})
+            let status = crate::wire::pb::node_service_client::NodeServiceClient::new(channel)
+                .status(crate::wire::pb::StatusRequest {})
                 .await;
             Ok::<_, ClientError>(status)
         })

@@ -21,7 +21,7 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
-use super::pb;
+use crate::wire::pb;
 use crate::journal::{Encoded, Filter, Hub, HubError, Start};
 
 /// `SubscribeResponse.event`.
@@ -217,11 +217,11 @@ mod tests {
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let mut e = pb::Event::try_from(e).unwrap();
+            let mut e = pb::Event::from(&e);
             e.sequence = i as u64 + 1;
             e
         })
-        .chain([crate::api::convert::gap_event("node-1", 5, 9)])
+        .chain([crate::wire::gap_event("node-1", 5, 9)])
         .collect()
     }
 

@@ -9,10 +9,11 @@ use crate::{
     event::{TaskApproved, TaskEnded, TaskScope},
 };
 
-use super::{agents::Sources, auth::Caller, pb, server::local_peer};
+use super::{agents::Sources, auth::Caller, server::local_peer};
+use crate::wire::pb;
 use crate::{
     config::Role,
-    daemon::{Shared, daemon_event},
+    daemon::Shared,
     enforcement::state::{Record, Target},
     event::{Event, Identity, Payload, Restore, Revocation, SessionStart},
     scope::{AgentInfo, Scope},
@@ -113,7 +114,7 @@ fn find_agent<'a>(scope: &'a Scope, name: &str) -> Result<&'a AgentInfo, Status>
 }
 
 fn audit_event(target: &Target, payload: Payload) -> Event {
-    daemon_event(
+    Event::daemon(
         Identity {
             agent: Some(target.agent().to_owned()),
             session: target.session().map(str::to_owned),
@@ -316,8 +317,8 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 ttl,
             )
             .map_err(|e| enforce_status(&e))?;
-        let expires = crate::event::format_time(grant.expires);
-        let event = daemon_event(
+        let expires = grant.expires;
+        let event = Event::daemon(
             Identity {
                 agent: Some(r.agent.clone()),
                 task: Some(grant.task.clone()),
@@ -376,7 +377,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 r.task.trim(),
             )
             .map_err(|e| enforce_status(&e))?;
-        let event = daemon_event(
+        let event = Event::daemon(
             Identity {
                 agent: Some(r.agent.clone()),
                 task: Some(grant.task.clone()),
@@ -449,7 +450,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
             info.agent,
             r.pid
         );
-        self.shared.emit(daemon_event(
+        self.shared.emit(Event::daemon(
             Identity {
                 agent: Some(info.agent.clone()),
                 session: Some(info.session.clone()),

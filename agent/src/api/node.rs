@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::Ordering};
 
 use tonic::{Request, Response, Status};
 
-use super::pb;
+use crate::wire::pb;
 use crate::daemon::Shared;
 
 pub struct Node {

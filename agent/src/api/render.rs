@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use super::pb;
+use crate::wire::pb;
 use super::pb::event::Payload as P;
 
 /// `HH:MM:SS.mmm` (UTC) of an event time.

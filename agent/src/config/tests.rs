@@ -527,7 +527,7 @@ fn check_file_summarises() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vigil.toml");
     std::fs::write(&path, ISSUE_EXAMPLE).unwrap();
-    let s = check_file(&path).unwrap();
+    let s = crate::live::check_file(&path).unwrap();
     assert!(s.starts_with(&format!("{}: ok\n", path.display())), "{s}");
     assert!(s.contains("1 agent, 1 data class, 1 identity"), "{s}");
     assert!(
@@ -535,7 +535,7 @@ fn check_file_summarises() {
         "{s}"
     );
     std::fs::write(&path, "[daemon]\nbogus = 1\n").unwrap();
-    let e = check_file(&path).unwrap_err().to_string();
+    let e = crate::live::check_file(&path).unwrap_err().to_string();
     assert!(
         e.starts_with(&format!(
             "{}:2:1: daemon.bogus: unknown field `bogus`",
@@ -543,7 +543,7 @@ fn check_file_summarises() {
         )),
         "{e}"
     );
-    let e = check_file(&dir.path().join("missing.toml"))
+    let e = crate::live::check_file(&dir.path().join("missing.toml"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("missing.toml: cannot read config"), "{e}");

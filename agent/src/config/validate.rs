@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{Config, FieldPath};
-use crate::scope::catalog;
+use crate::config::catalog;
 
 type Problems = Vec<(FieldPath, String)>;
 

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 
 use crate::{
     api::agents::AgentCounters,
-    config::{EventsOutput, OutputFormat, live::LiveConfig},
+    config::{EventsOutput, OutputFormat},
+    live::LiveConfig,
     enforcement::enforcer::Enforcer,
     event::{Event, Identity, Payload},
     identity::cgroup::CgroupFs,
@@ -130,19 +131,6 @@ impl Shared {
     /// next batch.
     pub fn emit(&self, event: Event) {
         let _ = self.side_events.send(event);
-    }
-}
-
-/// A daemon-made event with the current time and no process.
-#[must_use]
-pub fn daemon_event(identity: Identity, payload: Payload) -> Event {
-    Event {
-        seq: 0,
-        time: crate::event::format_time(SystemTime::now()),
-        kernel_ts_ns: 0,
-        identity,
-        process: None,
-        payload,
     }
 }
 
@@ -300,7 +288,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     tokio::spawn(prune(Arc::clone(&shared)));
     // Reload on file change and SIGHUP; the watcher stops when dropped.
     let _watcher = match &config_path {
-        Some(path) => match crate::config::live::spawn_watcher(Arc::clone(&live), path.clone()) {
+        Some(path) => match crate::live::spawn_watcher(Arc::clone(&live), path.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!("config hot reload disabled: {e}");
@@ -442,7 +430,7 @@ async fn guard(shared: Arc<Shared>, interval: Duration) {
                 t.path.display(),
                 t.action
             );
-            shared.emit(daemon_event(
+            shared.emit(Event::daemon(
                 Identity::default(),
                 Payload::SensorTampered(crate::event::SensorTampered {
                     sensor: t.sensor.to_owned(),

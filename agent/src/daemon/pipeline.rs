@@ -146,7 +146,7 @@ impl Pipeline {
             tracing::info!("task {} of agent {agent} expired", grant.task);
             self.shared.emit(Event {
                 seq: 0,
-                time: crate::event::format_time(std::time::SystemTime::now()),
+                time: std::time::SystemTime::now(),
                 kernel_ts_ns: 0,
                 identity: crate::event::Identity {
                     agent: Some(agent.clone()),
@@ -656,7 +656,7 @@ impl Pipeline {
                 );
                 self.shared.emit(Event {
                     seq: 0,
-                    time: crate::event::format_time(std::time::SystemTime::now()),
+                    time: std::time::SystemTime::now(),
                     kernel_ts_ns: 0,
                     identity: crate::event::Identity {
                         agent: Some(agent.to_owned()),
@@ -720,7 +720,7 @@ impl Pipeline {
         self.shared.stats.anomalies.fetch_add(1, Ordering::Relaxed);
         Event {
             seq: 0,
-            time: crate::event::format_time(std::time::SystemTime::now()),
+            time: std::time::SystemTime::now(),
             kernel_ts_ns: a.offending.kernel_ts_ns,
             identity: a.offending.identity.clone(),
             process: a.offending.process.clone(),
@@ -758,7 +758,7 @@ impl Pipeline {
                             "{} kernel records of the {sensor} sensor lost (ring buffer full)",
                             total - before
                         );
-                        out.push(super::daemon_event(
+                        out.push(crate::event::Event::daemon(
                             crate::event::Identity::default(),
                             Payload::Loss(crate::event::Loss {
                                 sensor: sensor.to_owned(),
@@ -802,7 +802,7 @@ impl Pipeline {
                     .and_then(|agent| self.shared.enforcer.active_task(agent)),
                 workload: a.workload.clone(),
             };
-            super::daemon_event(
+            crate::event::Event::daemon(
                 identity,
                 Payload::Loss(crate::event::Loss {
                     sensor: l.sensor.to_owned(),

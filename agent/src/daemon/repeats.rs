@@ -261,7 +261,7 @@ fn summary(
     open.repeats = delta;
     open.repeat_summary = true;
     last.seq = 0;
-    last.time = crate::event::format_time(std::time::SystemTime::now());
+    last.time = std::time::SystemTime::now();
     // Made by the daemon, not read from the kernel.
     last.kernel_ts_ns = 0;
     Some(last)

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use prost::Message as _;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
-use crate::api::convert::gap_event;
-use crate::api::pb;
+use crate::wire::gap_event;
+use crate::wire::pb;
 use crate::journal::filter::Fields;
 
 /// Field numbers of `vigil.v1.Event` and its parts that filters look at.

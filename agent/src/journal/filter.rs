@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use crate::api::convert::kind_of;
-use crate::api::pb;
+use crate::wire::kind_of;
+use crate::wire::pb;
 
 /// Why a requested filter is invalid (an `InvalidArgument` for the client).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,7 +190,7 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::gap_event;
+    use crate::wire::gap_event;
 
     fn event(agent: &str, session: &str, payload: pb::event::Payload) -> pb::Event {
         pb::Event {

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use futures_util::{Stream, StreamExt as _};
 use tokio::sync::broadcast;
 
-use crate::api::pb;
+use crate::wire::pb;
 use crate::event::Event;
 use crate::journal::encoded::Encoded;
 use crate::journal::filter::Filter;
@@ -173,11 +173,7 @@ impl Hub {
         &self,
         events: Vec<Event>,
     ) -> Result<Vec<Event>, (HubError, Vec<Event>)> {
-        let wire = match store::to_wire(&events) {
-            Ok(w) => w,
-            Err(e) => return Err((e.into(), events)),
-        };
-        match self.publish_wire_blocking(wire) {
+        match self.publish_wire_blocking(store::to_wire(&events)) {
             Ok(stored) => Ok(store::with_sequences(events, &stored)),
             Err(e) => Err((e, events)),
         }

@@ -20,8 +20,7 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::api::convert::ConvertError;
-use crate::api::pb;
+use crate::wire::pb;
 use crate::event::Event;
 use crate::journal::encoded::{Encoded, EncodedError};
 
@@ -59,12 +58,6 @@ pub enum JournalError {
         seq: u64,
         #[source]
         source: EncodedError,
-    },
-    #[error("event {index} of the batch cannot be journaled: {source}")]
-    Convert {
-        index: usize,
-        #[source]
-        source: ConvertError,
     },
 }
 
@@ -172,15 +165,9 @@ struct TimeOnly {
     time: Option<prost_types::Timestamp>,
 }
 
-/// `events` in wire form; the index of the first that does not convert.
-pub(crate) fn to_wire(events: &[Event]) -> Result<Vec<pb::Event>, JournalError> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(index, e)| {
-            pb::Event::try_from(e.clone()).map_err(|source| JournalError::Convert { index, source })
-        })
-        .collect()
+/// `events` in wire form.
+pub(crate) fn to_wire(events: &[Event]) -> Vec<pb::Event> {
+    events.iter().map(pb::Event::from).collect()
 }
 
 /// `events` with the sequences the journal gave them (`stored`, in order).
@@ -330,7 +317,7 @@ impl Journal {
     /// Journals a batch in one durable transaction and returns it with its
     /// sequences assigned. Nothing is stored when any event fails to convert.
     pub fn append(&mut self, events: Vec<Event>) -> Result<Vec<Event>, JournalError> {
-        let stored = self.append_wire(to_wire(&events)?)?;
+        let stored = self.append_wire(to_wire(&events))?;
         Ok(with_sequences(events, &stored))
     }
 
@@ -606,21 +593,6 @@ mod tests {
         let events = all(&j);
         assert_contiguous(&events, 1, 7);
         assert!(events.iter().all(|e| u64::from(payload_n(e)) == e.sequence));
-    }
-
-    #[test]
-    fn a_batch_with_an_invalid_event_stores_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(&dir.path().join("j.redb"), "n", Retention::default()).unwrap();
-        let mut events = batch(1, 3, SystemTime::now());
-        events[1].time = "not a time".into();
-        let err = j.append(events).unwrap_err();
-        assert!(
-            matches!(err, JournalError::Convert { index: 1, .. }),
-            "{err}"
-        );
-        assert_eq!((j.last_seq(), j.size_bytes()), (0, 0));
-        assert!(all(&j).is_empty());
     }
 
     #[test]

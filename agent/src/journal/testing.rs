@@ -8,7 +8,7 @@ use crate::event::{Anomaly, AnomalyKind, Event, Exec, Fork, Identity, Payload, S
 pub fn fork(n: u32, time: SystemTime) -> Event {
     Event {
         seq: 0,
-        time: crate::event::format_time(time),
+        time,
         kernel_ts_ns: u64::from(n),
         identity: Identity {
             agent: Some("agent-a".into()),
@@ -23,7 +23,7 @@ pub fn fork(n: u32, time: SystemTime) -> Event {
 pub fn exec(agent: &str, session: &str) -> Event {
     Event {
         seq: 0,
-        time: crate::event::format_time(SystemTime::now()),
+        time: SystemTime::now(),
         kernel_ts_ns: 1,
         identity: Identity {
             agent: Some(agent.into()),

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Kube;
-use crate::config::live::Loaded;
+use crate::live::Loaded;
 use crate::daemon::Stats;
 use crate::event::{Event, Workload};
 use crate::identity::attribute::Attribution;
@@ -275,7 +275,7 @@ mod tests {
 
     use super::*;
     use crate::config::KubernetesConfig;
-    use crate::config::live::LiveConfig;
+    use crate::live::LiveConfig;
     use crate::event::{Identity, Payload};
     use crate::identity::attribute::Attributor;
     use crate::kube::{Health, PodMeta};
@@ -344,7 +344,7 @@ name = "coder"
     fn event(cgroup_id: u64, n: u64) -> Event {
         Event {
             seq: 0,
-            time: String::new(),
+            time: std::time::SystemTime::UNIX_EPOCH,
             kernel_ts_ns: n,
             identity: Identity {
                 cgroup_id,

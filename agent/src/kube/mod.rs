@@ -14,7 +14,6 @@
 
 pub mod hold;
 pub mod pods;
-pub mod select;
 mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -135,7 +135,7 @@ mod tests {
             action: "observed".into(),
             offending: Box::new(Event {
                 seq,
-                time: String::new(),
+                time: std::time::SystemTime::UNIX_EPOCH,
                 kernel_ts_ns: 0,
                 identity: Identity {
                     agent: Some(agent.into()),

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use globset::{Candidate, GlobSet, GlobSetBuilder};
 
-use super::catalog::CATALOG;
+use crate::config::catalog::CATALOG;
 use super::data::{Grants, with_matches};
 use super::inodes::InodeIndex;
 use super::systems::EndpointSet;

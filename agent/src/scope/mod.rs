@@ -14,11 +14,11 @@
 //! in-scope event does not allocate.
 
 pub mod aggregate;
-pub mod catalog;
 mod data;
 pub mod dns;
 mod identities;
 mod inodes;
+pub mod pods;
 mod systems;
 mod tools;
 
@@ -167,7 +167,7 @@ pub struct Scope {
     by_name: HashMap<String, u32>,
     cgroups: GlobSet,
     cgroup_owner: Vec<u32>,
-    pods: crate::kube::select::PodSelectors,
+    pods: pods::PodSelectors,
     identities: IdentityIndex,
     data: DataIndex,
     host_names: Vec<String>,
@@ -289,7 +289,7 @@ impl Scope {
                 .build()
                 .map_err(|e| compile_error(FieldPath::default().key("agent"), e.to_string()))?,
             cgroup_owner,
-            pods: crate::kube::select::PodSelectors::compile(config),
+            pods: pods::PodSelectors::compile(config),
             identities,
             data,
             host_names,
@@ -375,7 +375,7 @@ impl Scope {
 
     /// The agents' `match.kubernetes` selectors.
     #[must_use]
-    pub const fn pod_selectors(&self) -> &crate::kube::select::PodSelectors {
+    pub const fn pod_selectors(&self) -> &pods::PodSelectors {
         &self.pods
     }
 

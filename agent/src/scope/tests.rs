@@ -113,7 +113,7 @@ fn fixture() -> Fixture {
 fn event(payload: Payload, exe: Option<&str>) -> Event {
     Event {
         seq: 0,
-        time: String::new(),
+        time: std::time::SystemTime::UNIX_EPOCH,
         kernel_ts_ns: 0,
         identity: Identity::default(),
         process: Some(Process {

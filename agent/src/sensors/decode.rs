@@ -478,7 +478,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
     }
     Event {
         seq: 0,
-        time: crate::event::format_time(clock.wall(h.ts_ns)),
+        time: clock.wall(h.ts_ns),
         kernel_ts_ns: h.ts_ns,
         identity: Identity {
             cgroup_id: h.cgroup_id,

@@ -11,6 +11,9 @@
 //! untouched.
 
 use std::path::{Path, PathBuf};
+
+mod check;
+pub use check::check_file;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -19,7 +22,7 @@ use futures_util::StreamExt as _;
 use inotify::{EventStream, Inotify, WatchMask};
 use tokio::sync::watch;
 
-use super::{Config, ConfigError, EMBEDDED_SOURCE};
+use crate::config::{Config, ConfigError, EMBEDDED_SOURCE};
 use crate::paths;
 use crate::scope::Scope;
 
