@@ -608,7 +608,7 @@ impl Stream {
 pub fn kind(e: &pb::Event) -> String {
     e.payload.as_ref().map_or_else(
         || "none".to_owned(),
-        |p| vigil::api::convert::kind_name(vigil::api::convert::kind_of(p)),
+        |p| vigil::wire::kind_name(vigil::wire::kind_of(p)),
     )
 }
 
