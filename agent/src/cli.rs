@@ -10,8 +10,8 @@ use crate::api::{
     client::{ClientFiles, Target},
     render,
 };
-use crate::wire::{kind_from_name, pb};
 use crate::paths;
+use crate::wire::{kind_from_name, pb};
 
 #[derive(Debug, Parser)]
 #[command(name = "vigil", version, about = "Runtime governance for AI agents")]

@@ -31,4 +31,5 @@ pub mod paths;
 pub mod scope;
 pub mod sensors;
 pub mod session;
+pub mod stats;
 pub mod wire;

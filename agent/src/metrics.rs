@@ -2,25 +2,25 @@
 //! `OpenMetrics` text format.
 //!
 //! Counters of what was published (events by kind, anomalies by kind and
-//! agent) and the latency histograms are kept here and updated on the hot
-//! path; everything the daemon already counts elsewhere (loss, journal,
-//! subscribers, coverage, reloads, pod identity) is read at scrape time, so
-//! there is one source of truth for each figure.
+//! agent) and the latency histograms are kept here ([`Metrics`]) and updated
+//! on the hot path; everything the daemon already counts elsewhere (loss,
+//! journal, subscribers, coverage, reloads, pod identity) is read at scrape
+//! time by a collector its owner registers, so there is one source of truth
+//! for each figure. This module depends on nothing but the event model.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::daemon::Shared;
 use crate::event::{Event, Payload};
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -44,11 +44,6 @@ struct KindLabel {
 struct AnomalyLabels {
     kind: String,
     agent: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SensorLabel {
-    sensor: String,
 }
 
 /// What is counted as it happens.
@@ -133,213 +128,118 @@ impl Metrics {
     }
 }
 
-fn counter(v: u64) -> Counter {
-    let c = Counter::default();
-    c.inc_by(v);
-    c
-}
-
-fn gauge(v: u64) -> Gauge {
-    let g = Gauge::default();
-    g.set(i64::try_from(v).unwrap_or(i64::MAX));
-    g
-}
-
-/// The whole exposition, read from the daemon's state now.
-#[must_use]
-pub fn render(shared: &Shared) -> String {
-    let m = &shared.metrics;
-    let stats = &shared.stats;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut r = Registry::with_prefix("vigil");
-    r.register("events", "Events journaled, by kind", m.events.clone());
-    r.register(
-        "anomalies",
-        "Anomalies reported, by kind and agent (empty: no agent)",
-        m.anomalies.clone(),
-    );
-    r.register(
-        "revocations",
-        "Revocations journaled since start",
-        m.revocations.clone(),
-    );
-    r.register(
-        "sensor_tampers",
-        "Pins under pin_dir removed or replaced, and links detached, while the daemon ran",
-        counter(shared.sensors.tampers()),
-    );
-    r.register(
-        "sensor_programs_detached",
-        "Links of the daemon the kernel reports detached from their hooks now",
-        gauge(
-            shared
-                .sensors
-                .programs()
-                .iter()
-                .filter(|p| !p.attached)
-                .count() as u64,
-        ),
-    );
-    r.register(
-        "revocations_active",
-        "Agents and sessions revoked now",
-        gauge(shared.enforcer.revocations.list().len() as u64),
-    );
-    r.register_with_unit(
-        "scope_evaluation",
-        "Time to compare one event with its agent's scope",
-        Unit::Seconds,
-        m.scope_evaluation.clone(),
-    );
-    r.register_with_unit(
-        "delivery_latency",
-        "Time from the kernel hook to the journal, per kernel event",
-        Unit::Seconds,
-        m.delivery.clone(),
-    );
-    r.register(
-        "ring_records_read",
-        "Records read from the kernel ring buffer",
-        counter(load(&stats.records)),
-    );
-    r.register(
-        "ring_decode_errors",
-        "Ring buffer records that failed to decode",
-        counter(load(&stats.decode_errors)),
-    );
-    r.register_with_unit(
-        "ring_buffer_size",
-        "Size of the kernel ring buffer",
-        Unit::Bytes,
-        gauge(shared.live.current().config.daemon.ring_buffer_bytes),
-    );
-    let lost: Family<SensorLabel, Counter> = Family::default();
-    for (i, name) in vigil_common::SENSOR_NAMES.iter().enumerate() {
-        lost.get_or_create(&SensorLabel {
-            sensor: (*name).to_owned(),
-        })
-        .inc_by(load(&stats.lost[i]));
+impl Metrics {
+    /// Registers these live counters and histograms.
+    pub fn register(&self, r: &mut Registry) {
+        r.register("events", "Events journaled, by kind", self.events.clone());
+        r.register(
+            "anomalies",
+            "Anomalies reported, by kind and agent (empty: no agent)",
+            self.anomalies.clone(),
+        );
+        r.register(
+            "revocations",
+            "Revocations journaled since start",
+            self.revocations.clone(),
+        );
+        r.register_with_unit(
+            "scope_evaluation",
+            "Time to compare one event with its agent's scope",
+            Unit::Seconds,
+            self.scope_evaluation.clone(),
+        );
+        r.register_with_unit(
+            "delivery_latency",
+            "Time from the kernel hook to the journal, per kernel event",
+            Unit::Seconds,
+            self.delivery.clone(),
+        );
     }
-    r.register(
-        "lost_records",
-        "Kernel records lost because the ring buffer was full, per sensor",
-        lost,
-    );
-    r.register(
-        "attributed_events",
-        "Events attributed to an agent",
-        counter(load(&stats.attributed)),
-    );
-    r.register(
-        "unattributed_events",
-        "Events of watched processes that no agent matched",
-        counter(load(&stats.unattributed)),
-    );
-    r.register(
-        "file_open_repeat_keys",
-        "Repeated-open counters of the kernel the daemon tracks, as of its last sweep",
-        gauge(load(&stats.open_repeat_keys)),
-    );
-    r.register(
-        "events_without_pod_identity",
-        "Events of pod containers that went out without pod metadata",
-        counter(load(&stats.without_pod_identity)),
-    );
-    let coverage: Gauge<f64, AtomicU64> = Gauge::default();
-    coverage.set(stats.coverage());
-    r.register(
-        "attribution_coverage_ratio",
-        "Attributed events / events of watched processes",
-        coverage,
-    );
-    let hub = shared.hub.stats();
-    r.register_with_unit(
-        "journal_size",
-        "Size of the journal file",
-        Unit::Bytes,
-        gauge(hub.journal.size_bytes),
-    );
-    r.register(
-        "journal_newest_sequence",
-        "Sequence of the newest journaled event",
-        gauge(hub.journal.last_seq),
-    );
-    r.register(
-        "journal_pruned_events",
-        "Events removed by journal retention",
-        counter(hub.journal.pruned_events),
-    );
-    r.register(
-        "subscribers",
-        "Event stream subscribers connected",
-        gauge(hub.subscribers as u64),
-    );
-    r.register(
-        "subscriber_gaps",
-        "Gap events sent to subscribers that fell behind retention",
-        counter(hub.gaps_sent),
-    );
-    let (live, _) = shared.live.status();
-    r.register(
-        "config_reloads",
-        "Config reloads accepted",
-        counter(live.reloads),
-    );
-    r.register(
-        "config_reload_failures",
-        "Config reloads rejected",
-        counter(live.failures),
-    );
-    r.register(
-        "config_version",
-        "Version of the config in force (1 at start)",
-        gauge(shared.live.version()),
-    );
-    let kube = &shared.kube;
-    let kc = kube.counters();
-    r.register(
-        "kubernetes_api_up",
-        "1 when the pod list is loaded and the watch runs, else 0",
-        gauge(u64::from(kube.up())),
-    );
-    r.register(
-        "kubernetes_pods",
-        "Pods of this node known",
-        gauge(kube.index().len() as u64),
-    );
-    r.register(
-        "kubernetes_held_events",
-        "Events held back, waiting for their pod's metadata",
-        gauge(load(&kc.held)),
-    );
-    r.register(
-        "kubernetes_speculative_dropped_events",
-        "Events of containers watched while their pod was unknown, dropped because no agent selects the pod",
-        counter(load(&kc.speculative_dropped)),
-    );
-    r.register(
-        "kubernetes_watch_failures",
-        "Failures of the pod watch",
-        counter(load(&kc.watch_failures)),
-    );
-    r.register(
-        "watched_cgroups",
-        "cgroups watched by match.cgroups and match.kubernetes",
-        gauge(load(&kc.watched_cgroups)),
-    );
-    let mut out = String::new();
-    // Writing to a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &r);
-    out
 }
 
-async fn scrape(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&shared))
+/// The registry of the endpoint, prefixed `vigil_`. Each owner of figures
+/// registers its [`Collector`](prometheus_client::collector::Collector)
+/// once at start-up; collectors read their figures at scrape time, so each
+/// has one source of truth.
+#[must_use]
+pub fn registry() -> Registry {
+    Registry::with_prefix("vigil")
+}
+
+/// Encodes one counter read at scrape time.
+pub fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    ConstCounter::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// Encodes one gauge read at scrape time.
+pub fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(enc.encode_descriptor(
+        name,
+        help,
+        None,
+        MetricType::Gauge,
+    )?)
+}
+
+/// Encodes one gauge with a unit.
+pub fn gauge_with_unit(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: &Unit,
+    value: u64,
+) -> std::fmt::Result {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(enc.encode_descriptor(
+        name,
+        help,
+        Some(unit),
+        MetricType::Gauge,
+    )?)
+}
+
+/// Encodes one floating-point gauge.
+pub fn gauge_f64(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> std::fmt::Result {
+    ConstGauge::new(value).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// Encodes a counter per value of one label.
+pub fn labelled_counters<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> std::fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (l, v) in values {
+        let labels = [(label, l)];
+        ConstCounter::new(v).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+async fn scrape(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut out = String::new();
+    // Writing to a String cannot fail; a collector's error leaves a partial page.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!("encoding metrics: {e}");
+    }
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out)
 }
 
 /// Serves `/metrics` on `addr` until the task is aborted.
 pub async fn serve(
-    shared: Arc<Shared>,
+    registry: Arc<Registry>,
     addr: SocketAddr,
 ) -> Result<tokio::task::JoinHandle<()>, MetricsError> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -347,7 +247,7 @@ pub async fn serve(
         .map_err(|source| MetricsError::Bind { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(shared);
+        .with_state(registry);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("metrics endpoint stopped: {e}");

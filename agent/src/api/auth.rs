@@ -19,7 +19,7 @@ use tonic::{Request, Status};
 
 use super::server::Peer;
 use crate::config::{ApiConfig, Role};
-use crate::daemon::Shared;
+use crate::live::LiveConfig;
 
 /// The caller of one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,13 +203,14 @@ fn authorize(caller: &Caller, path: &str) -> Result<(), Status> {
 /// The tower layer that authenticates and authorizes every request.
 #[derive(Clone)]
 pub struct AuthLayer {
-    shared: Arc<Shared>,
+    live: Arc<LiveConfig>,
 }
 
 impl AuthLayer {
+    /// Callers are checked against `api.roles` of the config in force.
     #[must_use]
-    pub const fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub const fn new(live: Arc<LiveConfig>) -> Self {
+        Self { live }
     }
 }
 
@@ -219,7 +220,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Auth<S> {
         Auth {
             inner,
-            shared: Arc::clone(&self.shared),
+            live: Arc::clone(&self.live),
         }
     }
 }
@@ -228,7 +229,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Auth<S> {
     inner: S,
-    shared: Arc<Shared>,
+    live: Arc<LiveConfig>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Auth<S>
@@ -245,7 +246,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let checked = {
-            let loaded = self.shared.live.current();
+            let loaded = self.live.current();
             identify(&loaded.config.api, &req)
                 .and_then(|caller| authorize(&caller, req.uri().path()).map(|()| caller))
         };

@@ -21,8 +21,8 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
-use crate::wire::pb;
 use crate::journal::{Encoded, Filter, Hub, HubError, Start};
+use crate::wire::pb;
 
 /// `SubscribeResponse.event`.
 const RESPONSE_EVENT: u32 = 1;

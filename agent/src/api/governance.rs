@@ -2,40 +2,56 @@
 
 use std::{sync::Arc, time::SystemTime};
 
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::{
-    enforcement::enforcer::Grant,
-    event::{TaskApproved, TaskEnded, TaskScope},
-};
-
 use super::{agents::Sources, auth::Caller, server::local_peer};
-use crate::wire::pb;
 use crate::{
     config::Role,
-    daemon::Shared,
-    enforcement::state::{Record, Target},
-    event::{Event, Identity, Payload, Restore, Revocation, SessionStart},
+    enforcement::{Cause, EnforceError, Enforcer, Grant, state::Target},
+    event::{Event, Identity, Payload, SessionStart, TaskApproved, TaskEnded, TaskScope},
+    journal::{counters::AgentCounters, publisher::Publisher},
+    live::LiveConfig,
     scope::{AgentInfo, Scope},
     session::SessionError,
+    wire::pb,
 };
 
+/// The governance service: built from what it reads and changes.
+#[derive(Clone)]
 pub struct Governance {
-    shared: Arc<Shared>,
+    live: Arc<LiveConfig>,
+    enforcer: Arc<Enforcer>,
+    /// Journals the audit events of every change.
+    publisher: Publisher,
+    counters: Arc<AgentCounters>,
+    /// New session cgroups, for the pipeline to resolve at once.
+    new_cgroups: mpsc::UnboundedSender<(u64, String)>,
 }
 
 impl Governance {
-    pub const fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    #[must_use]
+    pub const fn new(
+        live: Arc<LiveConfig>,
+        enforcer: Arc<Enforcer>,
+        publisher: Publisher,
+        counters: Arc<AgentCounters>,
+        new_cgroups: mpsc::UnboundedSender<(u64, String)>,
+    ) -> Self {
+        Self {
+            live,
+            enforcer,
+            publisher,
+            counters,
+            new_cgroups,
+        }
     }
-}
 
-impl Governance {
     fn sources(&self) -> Sources<'_> {
         Sources {
-            sessions: &self.shared.sessions,
-            revocations: &self.shared.enforcer.revocations,
-            counters: &self.shared.counters,
+            sessions: self.enforcer.sessions(),
+            revocations: self.enforcer.revocations(),
+            counters: &self.counters,
         }
     }
 
@@ -49,9 +65,9 @@ impl Governance {
                 "reason: required, it is recorded in the audit event",
             ));
         }
-        find_agent(&self.shared.live.current().scope, agent)?;
+        find_agent(&self.live.current().scope, agent)?;
         if !session.is_empty() {
-            match self.shared.sessions.get(session) {
+            match self.enforcer.sessions().get(session) {
                 Some(s) if s.agent == agent => {}
                 Some(s) => {
                     return Err(Status::not_found(format!(
@@ -61,9 +77,8 @@ impl Governance {
                 }
                 // A session that ended may still be revoked, so it can be restored.
                 None if self
-                    .shared
                     .enforcer
-                    .revocations
+                    .revocations()
                     .get(&Target::new(agent, session))
                     .is_some() => {}
                 None => {
@@ -78,12 +93,10 @@ impl Governance {
 
     /// Journals an audit event and returns its sequence.
     async fn journal(&self, event: Event) -> Result<u64, Status> {
-        let published = self
-            .shared
-            .publisher
-            .publish(vec![event])
-            .await
-            .map_err(|e| Status::unavailable(format!("the audit event was not journaled: {e}")))?;
+        let published =
+            self.publisher.publish(vec![event]).await.map_err(|e| {
+                Status::unavailable(format!("the audit event was not journaled: {e}"))
+            })?;
         Ok(published.first().map_or(0, |e| e.seq))
     }
 }
@@ -113,17 +126,6 @@ fn find_agent<'a>(scope: &'a Scope, name: &str) -> Result<&'a AgentInfo, Status>
         })
 }
 
-fn audit_event(target: &Target, payload: Payload) -> Event {
-    Event::daemon(
-        Identity {
-            agent: Some(target.agent().to_owned()),
-            session: target.session().map(str::to_owned),
-            ..Identity::default()
-        },
-        payload,
-    )
-}
-
 fn session_status(e: &SessionError) -> Status {
     match e {
         SessionError::InvalidName { .. } => Status::invalid_argument(e.to_string()),
@@ -138,7 +140,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
         &self,
         _req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let loaded = self.shared.live.current();
+        let loaded = self.live.current();
         let sources = self.sources();
         Ok(Response::new(pb::ListAgentsResponse {
             agents: loaded.scope.agents().map(|a| sources.agent(a)).collect(),
@@ -153,7 +155,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
         if name.is_empty() {
             return Err(Status::invalid_argument("name: required"));
         }
-        let loaded = self.shared.live.current();
+        let loaded = self.live.current();
         let info = find_agent(&loaded.scope, &name)?;
         Ok(Response::new(pb::GetAgentResponse {
             agent: Some(self.sources().agent(info)),
@@ -167,58 +169,22 @@ impl pb::governance_service_server::GovernanceService for Governance {
         let caller = operator(&req)?;
         let r = req.into_inner();
         let target = self.target(&r.agent, &r.session, &r.reason)?;
-        let record = Record {
-            reason: r.reason.trim().to_owned(),
-            by: caller.by(),
-            since: SystemTime::now(),
-        };
-        let kill = {
-            let loaded = self.shared.live.current();
-            loaded
-                .scope
-                .agent_id(target.agent())
-                .is_some_and(|id| loaded.scope.agent(id).revoke_kills)
-        };
+        let reason = r.reason.trim().to_owned();
         // The kernel maps are updated before this returns: the first syscall
         // after the response is already refused.
         let started = std::time::Instant::now();
-        self.shared
+        let (_, sequence) = self
             .enforcer
-            .revoke(
-                self.shared.sensors.policy(),
-                &self.shared.sessions,
+            .revoke_audited(
                 target.clone(),
-                record.clone(),
-                kill,
+                Cause::decided(reason.clone()),
+                caller.by(),
+                &self.publisher,
             )
+            .await
             .map_err(|e| enforce_status(&e))?;
         let latency_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let event = audit_event(
-            &target,
-            Payload::Revocation(Revocation {
-                agent: target.agent().to_owned(),
-                session: target.session().map(str::to_owned),
-                reason: record.reason.clone(),
-                by: record.by.clone(),
-                latency_ns: None,
-            }),
-        );
-        let sequence = match self.journal(event).await {
-            Ok(seq) => seq,
-            Err(status) => {
-                // Without its audit event the revocation must not stand.
-                let _ = self.shared.enforcer.restore(
-                    self.shared.sensors.policy(),
-                    &self.shared.sessions,
-                    &target,
-                );
-                return Err(status);
-            }
-        };
-        tracing::warn!(
-            "{target} revoked by {caller}: {:?} (event {sequence})",
-            record.reason
-        );
+        tracing::warn!("{target} revoked by {caller}: {reason:?} (event {sequence})");
         Ok(Response::new(pb::RevokeResponse {
             sequence,
             latency_ns,
@@ -232,34 +198,12 @@ impl pb::governance_service_server::GovernanceService for Governance {
         let caller = operator(&req)?;
         let r = req.into_inner();
         let target = self.target(&r.agent, &r.session, &r.reason)?;
-        let lifted = self
-            .shared
-            .enforcer
-            .restore(self.shared.sensors.policy(), &self.shared.sessions, &target)
-            .map_err(|e| enforce_status(&e))?;
         let reason = r.reason.trim().to_owned();
-        let event = audit_event(
-            &target,
-            Payload::Restore(Restore {
-                agent: target.agent().to_owned(),
-                session: target.session().map(str::to_owned),
-                reason: reason.clone(),
-                by: caller.by(),
-            }),
-        );
-        let sequence = match self.journal(event).await {
-            Ok(seq) => seq,
-            Err(status) => {
-                let _ = self.shared.enforcer.revoke(
-                    self.shared.sensors.policy(),
-                    &self.shared.sessions,
-                    target.clone(),
-                    lifted,
-                    false,
-                );
-                return Err(status);
-            }
-        };
+        let (_, sequence) = self
+            .enforcer
+            .restore_audited(&target, &reason, caller.by(), &self.publisher)
+            .await
+            .map_err(|e| enforce_status(&e))?;
         tracing::warn!("{target} restored by {caller}: {reason:?} (event {sequence})");
         Ok(Response::new(pb::RestoreResponse { sequence }))
     }
@@ -289,7 +233,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
             tools: s.tools,
             data: s.data,
         });
-        let loaded = self.shared.live.current();
+        let loaded = self.live.current();
         find_agent(&loaded.scope, &r.agent)?;
         let grant = Grant {
             task: r.task.trim().to_owned(),
@@ -305,17 +249,8 @@ impl pb::governance_service_server::GovernanceService for Governance {
             data: scope.as_ref().map(|s| s.data.clone()).unwrap_or_default(),
         };
         let grant = self
-            .shared
             .enforcer
-            .approve(
-                self.shared.sensors.policy(),
-                &self.shared.sessions,
-                &loaded.config,
-                &loaded.scope,
-                &r.agent,
-                grant,
-                ttl,
-            )
+            .approve(&loaded.config, &loaded.scope, &r.agent, grant, ttl)
             .map_err(|e| enforce_status(&e))?;
         let expires = grant.expires;
         let event = Event::daemon(
@@ -366,16 +301,10 @@ impl pb::governance_service_server::GovernanceService for Governance {
         if r.agent.is_empty() {
             return Err(Status::invalid_argument("agent: required"));
         }
-        find_agent(&self.shared.live.current().scope, &r.agent)?;
+        find_agent(&self.live.current().scope, &r.agent)?;
         let grant = self
-            .shared
             .enforcer
-            .end_task(
-                self.shared.sensors.policy(),
-                &self.shared.sessions,
-                &r.agent,
-                r.task.trim(),
-            )
+            .end_task(&r.agent, r.task.trim())
             .map_err(|e| enforce_status(&e))?;
         let event = Event::daemon(
             Identity {
@@ -419,7 +348,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
             )));
         }
         {
-            let loaded = self.shared.live.current();
+            let loaded = self.live.current();
             let Some(id) = loaded.scope.agent_id(&r.agent) else {
                 return Err(Status::not_found(format!(
                     "unknown agent {:?}: the node config declares {}",
@@ -436,21 +365,18 @@ impl pb::governance_service_server::GovernanceService for Governance {
         }
         let session = (!r.session.is_empty()).then_some(r.session.as_str());
         let info = self
-            .shared
-            .sessions
+            .enforcer
+            .sessions()
             .start(&r.agent, session, r.pid)
             .map_err(|e| session_status(&e))?;
-        let _ = self
-            .shared
-            .new_cgroups
-            .send((info.cgroup_id, info.cgroup.clone()));
+        let _ = self.new_cgroups.send((info.cgroup_id, info.cgroup.clone()));
         tracing::info!(
             "session {} of agent {} started for pid {} by {peer}",
             info.session,
             info.agent,
             r.pid
         );
-        self.shared.emit(Event::daemon(
+        self.publisher.emit(Event::daemon(
             Identity {
                 agent: Some(info.agent.clone()),
                 session: Some(info.session.clone()),
@@ -473,14 +399,15 @@ impl pb::governance_service_server::GovernanceService for Governance {
 /// Status codes for enforcement errors: what the caller asked cannot apply
 /// (`FailedPrecondition`), names nothing that exists (`NotFound`), or the
 /// kernel refused (`Internal`).
-fn enforce_status(e: &crate::enforcement::enforcer::EnforceError) -> Status {
-    use crate::enforcement::enforcer::EnforceError as E;
+fn enforce_status(e: &EnforceError) -> Status {
+    use EnforceError as E;
     match e {
         E::State(_) | E::NoTask(_) | E::OtherTask { .. } | E::NoApprovalNeeded(_) => {
             Status::failed_precondition(e.to_string())
         }
         E::TaskScope(_) => Status::invalid_argument(e.to_string()),
         E::UnknownAgent(_) | E::UnknownSession { .. } => Status::not_found(e.to_string()),
+        E::Audit(_) => Status::unavailable(e.to_string()),
         E::Kernel(_) | E::Cgroup(_) | E::Session(_) => Status::internal(e.to_string()),
     }
 }

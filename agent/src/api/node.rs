@@ -1,19 +1,45 @@
 //! `NodeService`: the daemon's own health, coverage and loss.
 
+use std::path::PathBuf;
 use std::sync::{Arc, atomic::Ordering};
+use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
 
+use crate::journal::Hub;
+use crate::kube::Kube;
+use crate::live::LiveConfig;
+use crate::sensors::SensorState;
+use crate::stats::Stats;
 use crate::wire::pb;
-use crate::daemon::Shared;
 
+/// What `Status` reports on.
+#[derive(Clone)]
+pub struct NodeParts {
+    /// The node name events carry.
+    pub node: String,
+    pub started: SystemTime,
+    pub live: Arc<LiveConfig>,
+    pub sensors: Arc<dyn SensorState>,
+    pub stats: Arc<Stats>,
+    /// Pod identity, for its warnings.
+    pub kube: Kube,
+    pub hub: Hub,
+    /// The journal file.
+    pub journal_path: PathBuf,
+}
+
+#[derive(Clone)]
 pub struct Node {
-    shared: Arc<Shared>,
+    parts: Arc<NodeParts>,
 }
 
 impl Node {
-    pub const fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    #[must_use]
+    pub fn new(parts: NodeParts) -> Self {
+        Self {
+            parts: Arc::new(parts),
+        }
     }
 }
 
@@ -31,7 +57,7 @@ impl pb::node_service_server::NodeService for Node {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let s = &self.shared;
+        let s = &*self.parts;
         let loaded = s.live.current();
         let states = s.sensors.programs();
         let mut sensors = Vec::new();
@@ -108,7 +134,7 @@ impl pb::node_service_server::NodeService for Node {
 }
 
 /// The journal's size, bounds and counters, and the retention in force.
-fn journal_status(s: &Shared, config: &crate::config::JournalConfig) -> pb::JournalStatus {
+fn journal_status(s: &NodeParts, config: &crate::config::JournalConfig) -> pb::JournalStatus {
     let stats = s.hub.stats();
     let retention = config.retention();
     pb::JournalStatus {

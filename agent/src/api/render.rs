@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::wire::pb;
 use super::pb::event::Payload as P;
+use crate::wire::pb;
 
 /// `HH:MM:SS.mmm` (UTC) of an event time.
 fn clock(t: Option<&prost_types::Timestamp>) -> String {

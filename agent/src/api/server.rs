@@ -13,9 +13,10 @@ use tonic::transport::server::UdsConnectInfo;
 
 use super::{
     auth::AuthLayer, authority::LocalAuthority, events::Events, governance::Governance, node::Node,
-    pb,
 };
-use crate::daemon::Shared;
+use crate::journal::Hub;
+use crate::live::LiveConfig;
+use crate::wire::pb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -70,13 +71,13 @@ pub fn local_peer<T>(req: &tonic::Request<T>) -> Option<Peer> {
 /// API on it in the background. Clients that send the socket's path as the
 /// request authority are served too (see [`super::authority`]).
 pub async fn serve_unix(
-    shared: Arc<Shared>,
+    services: Services,
     path: PathBuf,
     group: Option<String>,
 ) -> Result<tokio::task::JoinHandle<()>, ServeError> {
     let listener = bind(&path, group.as_deref()).await?;
     let incoming = UnixListenerStream::new(listener).map_ok(LocalAuthority::new);
-    let router = router(&shared);
+    let router = router(services);
     Ok(tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming(incoming).await {
             tracing::error!("API server on the local socket stopped: {e}");
@@ -90,8 +91,19 @@ pub type Router = tonic::transport::server::Router<
     tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>,
 >;
 
+/// What the services are built from; cheap to clone, one per transport.
+#[derive(Clone)]
+pub struct Services {
+    /// The config in force, for the callers' roles.
+    pub live: Arc<LiveConfig>,
+    /// The journal, for `Subscribe`.
+    pub hub: Hub,
+    pub governance: Governance,
+    pub node: Node,
+}
+
 /// Every service, ready to serve on any transport.
-pub fn router(shared: &Arc<Shared>) -> Router {
+pub fn router(services: Services) -> Router {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Healthy once serving: the sensors are attached before the API starts.
     tokio::spawn(async move {
@@ -112,15 +124,15 @@ pub fn router(shared: &Arc<Shared>) -> Router {
     let reflection_v1 = reflection().build_v1().ok();
     let reflection_v1alpha = reflection().build_v1alpha().ok();
     let mut router = tonic::transport::Server::builder()
-        .layer(AuthLayer::new(Arc::clone(shared)))
+        .layer(AuthLayer::new(services.live))
         .add_service(health)
-        .add_service(Events::new(shared.hub.clone()))
+        .add_service(Events::new(services.hub))
         .add_service(pb::governance_service_server::GovernanceServiceServer::new(
-            Governance::new(Arc::clone(shared)),
+            services.governance,
         ))
-        .add_service(pb::node_service_server::NodeServiceServer::new(Node::new(
-            Arc::clone(shared),
-        )));
+        .add_service(pb::node_service_server::NodeServiceServer::new(
+            services.node,
+        ));
     if let Some(r) = reflection_v1 {
         router = router.add_service(r);
     }

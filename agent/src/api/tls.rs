@@ -24,7 +24,6 @@ use tokio_rustls::rustls::{self, RootCertStore, ServerConfig, server::WebPkiClie
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 
 use super::server::router;
-use crate::daemon::Shared;
 
 /// How often the certificate files are checked for changes.
 pub const RELOAD_POLL: Duration = Duration::from_secs(2);
@@ -203,7 +202,7 @@ async fn handshake(
 /// plain TCP when `files` is `None` (the config only allows that on a
 /// loopback address).
 pub async fn serve_tcp(
-    shared: Arc<Shared>,
+    services: super::server::Services,
     addr: SocketAddr,
     files: Option<TlsFiles>,
 ) -> Result<tokio::task::JoinHandle<()>, TlsError> {
@@ -211,7 +210,7 @@ pub async fn serve_tcp(
         .await
         .map_err(|source| TlsError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let router = router(&shared);
+    let router = router(services);
     let Some(files) = files else {
         tracing::warn!("API listening on {local} in plain TCP (insecure = true): reader role only");
         return Ok(tokio::spawn(async move {

@@ -1,34 +1,40 @@
-//! `vigil run`: wires sensors, identity, scope, outputs and the API together.
-
 pub mod pipeline;
-pub mod publisher;
 pub mod reader;
 pub mod repeats;
+pub mod watch;
 
 use std::{
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use tokio::sync::mpsc;
 
 use crate::{
-    api::agents::AgentCounters,
+    api::{
+        governance::Governance,
+        node::{Node, NodeParts},
+        server::Services,
+    },
     config::{EventsOutput, OutputFormat},
-    live::LiveConfig,
-    enforcement::enforcer::Enforcer,
+    enforcement::{Enforcer, kernel::KernelPolicy},
     event::{Event, Identity, Payload},
     identity::cgroup::CgroupFs,
-    journal::{Hub, HubConfig, Journal},
+    journal::{
+        Hub, HubConfig, Journal,
+        counters::AgentCounters,
+        publisher::{self, Publisher, Sinks},
+    },
+    kube::Kube,
+    live::LiveConfig,
+    metrics::Metrics,
     output::{Format, JsonLines},
-    sensors::{SensorOptions, Sensors},
+    scope::dns::DnsCache,
+    sensors::{SensorOptions, SensorState, Sensors},
     session::SessionManager,
+    stats::Stats,
 };
-use publisher::Publisher;
 
 /// How often retention is applied when nothing is published.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
@@ -46,7 +52,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Output(#[from] crate::output::OutputError),
     #[error("enforcement: {0}")]
-    Enforcement(#[source] crate::enforcement::enforcer::EnforceError),
+    Enforcement(#[source] crate::enforcement::EnforceError),
+    #[error("enforcement maps: {0}")]
+    Kernel(#[from] crate::enforcement::kernel::KernelPolicyError),
     #[error("API: {0}")]
     Api(String),
     #[error("sensor reader: {0}")]
@@ -59,79 +67,6 @@ pub enum DaemonError {
     Publisher(String),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
-}
-
-/// Counters the daemon keeps and exposes (status API, loss events).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Records read from the ring buffer.
-    pub records: AtomicU64,
-    /// Records that failed to decode (counted, skipped).
-    pub decode_errors: AtomicU64,
-    /// Events produced from kernel records.
-    pub events: AtomicU64,
-    /// Events attributed to an agent.
-    pub attributed: AtomicU64,
-    /// Events from watched processes that no agent matched.
-    pub unattributed: AtomicU64,
-    /// Events of pod containers that went out without pod metadata.
-    pub without_pod_identity: AtomicU64,
-    /// Anomalies reported (after aggregation).
-    pub anomalies: AtomicU64,
-    /// Repeated-open keys the daemon tracks, as of the last sweep (bounded
-    /// by the kernel's `OPEN_SEEN` capacity, see `daemon::repeats`).
-    pub open_repeat_keys: AtomicU64,
-    /// Kernel records lost, per sensor, as last read.
-    pub lost: [AtomicU64; vigil_common::SENSOR_COUNT as usize],
-}
-
-impl Stats {
-    /// Attributed events / events from watched processes (1.0 with no events).
-    pub fn coverage(&self) -> f64 {
-        let a = self.attributed.load(Ordering::Relaxed);
-        let u = self.unattributed.load(Ordering::Relaxed);
-        if a + u == 0 {
-            1.0
-        } else {
-            a as f64 / (a + u) as f64
-        }
-    }
-}
-
-/// State shared by the pipeline, the API and background tasks.
-pub struct Shared {
-    pub node: String,
-    pub started: SystemTime,
-    pub live: Arc<LiveConfig>,
-    pub sessions: SessionManager,
-    pub sensors: Sensors,
-    pub stats: Stats,
-    /// Events made by the daemon (session start, loss, …) for the publisher.
-    pub side_events: mpsc::UnboundedSender<Event>,
-    /// New cgroups the pipeline should know by id without a rescan.
-    pub new_cgroups: mpsc::UnboundedSender<(u64, String)>,
-    /// The journal and its subscribers.
-    pub hub: Hub,
-    /// The journal file.
-    pub journal_path: PathBuf,
-    /// Journals events and writes them to the outputs.
-    pub publisher: Publisher,
-    /// Revocations, task approvals and enforced systems (kernel maps + registry).
-    pub enforcer: Enforcer,
-    /// Per-agent counters of what was journaled.
-    pub counters: AgentCounters,
-    /// Pod identity from the Kubernetes API server.
-    pub kube: crate::kube::Kube,
-    /// Counters and histograms for the Prometheus endpoint.
-    pub metrics: crate::metrics::Metrics,
-}
-
-impl Shared {
-    /// Hands a daemon-made event to the publisher; it is journaled with the
-    /// next batch.
-    pub fn emit(&self, event: Event) {
-        let _ = self.side_events.send(event);
-    }
 }
 
 fn node_name(configured: Option<&str>) -> String {
@@ -147,6 +82,7 @@ fn node_name(configured: Option<&str>) -> String {
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
+#[allow(clippy::too_many_lines)] // the one place that wires every part
 pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let live = Arc::new(match &config_path {
         Some(p) => LiveConfig::load(p)?,
@@ -156,7 +92,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let cfg = &loaded.config;
     let cgroups = CgroupFs::discover()?;
     let sessions = SessionManager::new(cgroups.clone(), cfg.daemon.cgroup_parent.as_str())?;
-    let sensors = Sensors::load(&SensorOptions {
+    let mut sensors = Sensors::load(&SensorOptions {
         cgroup_mount: cgroups.mount.clone(),
         session_parent: Some(sessions.parent_id_level()),
         watch_all: cfg.daemon.watch_all,
@@ -171,10 +107,13 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         },
         pin_dir: cfg.daemon.pin_dir.clone(),
     })?;
-    let mut sensors = sensors;
+    // Each map goes to the one part that uses it.
     let ring = sensors.take_events()?;
     let open_seen = sensors.take_open_repeats()?;
     let losses = sensors.take_session_losses()?;
+    let node_losses = sensors.take_node_losses()?;
+    let watched = sensors.take_watched()?;
+    let (policy_map, systems_map) = sensors.take_policy_maps()?;
     let open_repeat = Duration::from_millis(u64::from(cfg.daemon.open_repeat_ms));
     for hook in sensors.attached() {
         tracing::info!("sensor attached: {hook}");
@@ -185,6 +124,13 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         sessions.parent(),
         sessions.parent_id_level().0
     );
+    let session_parent = sessions.parent().to_owned();
+    let sensors = Arc::new(sensors);
+    let enforcer = Arc::new(Enforcer::load(
+        KernelPolicy::new(policy_map, systems_map)?,
+        sessions,
+        &cfg.daemon.state_dir,
+    ));
     let node = node_name(
         cfg.daemon
             .node_name
@@ -219,34 +165,16 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         },
     );
     let (publisher, queue) = Publisher::channel(publisher::QUEUE_BATCHES);
-    let (side_tx, side_rx) = mpsc::unbounded_channel();
     let (cg_tx, cg_rx) = mpsc::unbounded_channel();
-    let kube = crate::kube::Kube::start(&cfg.kubernetes, &node);
-    let shared = Arc::new(Shared {
-        node,
-        started: SystemTime::now(),
-        live: Arc::clone(&live),
-        sessions,
-        sensors,
-        stats: Stats::default(),
-        side_events: side_tx,
-        new_cgroups: cg_tx,
-        hub,
-        journal_path,
-        publisher: publisher.clone(),
-        enforcer: Enforcer::load(&cfg.daemon.state_dir),
-        counters: AgentCounters::default(),
-        kube,
-        metrics: crate::metrics::Metrics::default(),
-    });
+    let kube = Kube::start(&cfg.kubernetes, &node);
+    let stats = Arc::new(Stats::default());
+    let counters = Arc::new(AgentCounters::default());
+    let metrics = Arc::new(Metrics::default());
     // Kernel enforcement state: what a previous daemon left pinned is kept;
     // the registry is re-applied and every agent's settings loaded.
-    shared
-        .enforcer
-        .reapply(shared.sensors.policy(), &shared.sessions);
-    shared
-        .enforcer
-        .configure(shared.sensors.policy(), &shared.sessions, &loaded.scope)
+    enforcer.reapply();
+    enforcer
+        .configure(&loaded.scope)
         .map_err(DaemonError::Enforcement)?;
     let socket = cfg.daemon.socket.clone();
     let socket_group = cfg.daemon.socket_group.clone();
@@ -256,11 +184,41 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let reader_interval = Duration::from_millis(u64::from(cfg.daemon.reader_interval_ms));
     let guard_interval = Duration::from_millis(u64::from(cfg.daemon.guard_interval_ms));
     drop(loaded);
-    let publishing = publisher::spawn(queue, side_rx, Arc::clone(&shared), output)
-        .map_err(|e| DaemonError::Publisher(format!("starting the journal thread: {e}")))?;
+    let publishing = publisher::spawn(
+        queue,
+        Sinks {
+            hub: hub.clone(),
+            counters: Arc::clone(&counters),
+            metrics: Arc::clone(&metrics),
+            output,
+        },
+    )
+    .map_err(|e| DaemonError::Publisher(format!("starting the journal thread: {e}")))?;
     let mut publishing = std::pin::pin!(publishing);
 
-    let api = crate::api::server::serve_unix(Arc::clone(&shared), socket.clone(), socket_group)
+    let sensor_state: Arc<dyn SensorState> = Arc::clone(&sensors) as Arc<dyn SensorState>;
+    let services = Services {
+        live: Arc::clone(&live),
+        hub: hub.clone(),
+        governance: Governance::new(
+            Arc::clone(&live),
+            Arc::clone(&enforcer),
+            publisher.clone(),
+            Arc::clone(&counters),
+            cg_tx.clone(),
+        ),
+        node: Node::new(NodeParts {
+            node,
+            started: SystemTime::now(),
+            live: Arc::clone(&live),
+            sensors: Arc::clone(&sensor_state),
+            stats: Arc::clone(&stats),
+            kube: kube.clone(),
+            hub: hub.clone(),
+            journal_path: journal_path.clone(),
+        }),
+    };
+    let api = crate::api::server::serve_unix(services.clone(), socket.clone(), socket_group)
         .await
         .map_err(|e| DaemonError::Api(e.to_string()))?;
     tracing::info!("API listening on {}", socket.display());
@@ -277,15 +235,19 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
                 _ => None,
             };
             Some(
-                crate::api::tls::serve_tcp(Arc::clone(&shared), addr, files)
+                crate::api::tls::serve_tcp(services, addr, files)
                     .await
                     .map_err(|e| DaemonError::Api(e.to_string()))?,
             )
         }
         None => None,
     };
-    tokio::spawn(follow_config(Arc::clone(&shared)));
-    tokio::spawn(prune(Arc::clone(&shared)));
+    tokio::spawn(follow_config(
+        Arc::clone(&live),
+        hub.clone(),
+        journal_path.clone(),
+    ));
+    tokio::spawn(prune(hub.clone()));
     // Reload on file change and SIGHUP; the watcher stops when dropped.
     let _watcher = match &config_path {
         Some(path) => match crate::live::spawn_watcher(Arc::clone(&live), path.clone()) {
@@ -297,31 +259,64 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         },
         None => None,
     };
-    tokio::spawn(housekeeping(Arc::clone(&shared)));
-    tokio::spawn(guard(Arc::clone(&shared), guard_interval));
-    tokio::spawn(crate::identity::watch::run(
-        Arc::clone(&shared),
-        cgroups.mount.clone(),
+    tokio::spawn(housekeeping(Arc::clone(&enforcer)));
+    tokio::spawn(guard(
+        Arc::clone(&sensors),
+        publisher.clone(),
+        guard_interval,
     ));
-    let metrics = match metrics_listen {
+    tokio::spawn(watch::run(watch::Parts {
+        live: Arc::clone(&live),
+        kube: kube.clone(),
+        session_parent,
+        watched,
+        new_cgroups: cg_tx,
+        mount: cgroups.mount.clone(),
+    }));
+    let metrics_task = match metrics_listen {
         Some(addr) => {
-            let task = crate::metrics::serve(Arc::clone(&shared), addr).await?;
+            let mut registry = crate::metrics::registry();
+            metrics.register(&mut registry);
+            registry.register_collector(Box::new(Arc::clone(&stats)));
+            registry.register_collector(Box::new(crate::sensors::Figures(sensor_state)));
+            registry
+                .register_collector(Box::new(crate::enforcement::Figures(Arc::clone(&enforcer))));
+            registry.register_collector(Box::new(hub.clone()));
+            registry.register_collector(Box::new(Arc::clone(&live)));
+            registry.register_collector(Box::new(kube.clone()));
+            let task = crate::metrics::serve(Arc::new(registry), addr).await?;
             tracing::info!("metrics on http://{addr}/metrics");
             Some(task)
         }
         None => None,
     };
 
+    // Host names of the agents' systems are resolved off the hot path.
+    let dns = Arc::new(DnsCache::new());
+    let scope_of = Arc::clone(&live);
+    crate::scope::dns::spawn_resolver(Arc::clone(&dns), move || scope_of.scope());
+    let pipeline = pipeline::Pipeline::new(
+        pipeline::Parts {
+            live: Arc::clone(&live),
+            enforcer: Arc::clone(&enforcer),
+            stats: Arc::clone(&stats),
+            metrics: Arc::clone(&metrics),
+            kube,
+            dns,
+            repeats: repeats::Repeats::new(Some(open_seen), open_repeat),
+            node_losses: Some(node_losses),
+            losses: Some(losses),
+        },
+        &cgroups,
+    );
     let mut reader = reader::Reader::spawn(
         ring,
-        &shared,
-        &cgroups,
+        pipeline,
+        publisher.clone(),
         cg_rx,
         reader::Options {
             nice: reader_nice,
             interval: reader_interval,
-            repeats: repeats::Repeats::new(Some(open_seen), open_repeat),
-            losses: Some(losses),
         },
     )?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -340,7 +335,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     publisher.stop().await;
     let published = publishing.await;
     api.abort();
-    if let Some(m) = metrics {
+    if let Some(m) = metrics_task {
         m.abort();
     }
     if let Some(tcp) = tcp_api {
@@ -364,21 +359,21 @@ fn publisher_stopped(outcome: publisher::Outcome) -> DaemonError {
 
 /// Applies journal retention from reloaded configs; says which changes
 /// need a restart.
-async fn follow_config(shared: Arc<Shared>) {
-    let mut versions = shared.live.subscribe();
-    let mut applied = shared.live.current().config.clone();
+async fn follow_config(live: Arc<LiveConfig>, hub: Hub, journal_path: PathBuf) {
+    let mut versions = live.subscribe();
+    let mut applied = live.current().config.clone();
     while versions.changed().await.is_ok() {
-        let loaded = shared.live.current();
+        let loaded = live.current();
         let new = &loaded.config;
         if new.journal.retention() != applied.journal.retention() {
-            shared.hub.set_retention(new.journal.retention());
+            hub.set_retention(new.journal.retention());
             tracing::info!(
                 "journal retention now {} bytes, {}",
                 new.journal.max_bytes,
                 new.journal.max_age
             );
         }
-        if new.journal.path_in(&new.daemon.state_dir) != shared.journal_path {
+        if new.journal.path_in(&new.daemon.state_dir) != journal_path {
             tracing::warn!("journal.path changed: takes effect at the next restart");
         }
         let api_changed = |a: &crate::config::ApiConfig, b: &crate::config::ApiConfig| {
@@ -395,11 +390,11 @@ async fn follow_config(shared: Arc<Shared>) {
 }
 
 /// Applies retention periodically, so age limits hold while nothing is published.
-async fn prune(shared: Arc<Shared>) {
+async fn prune(hub: Hub) {
     let mut every = tokio::time::interval(PRUNE_EVERY);
     loop {
         every.tick().await;
-        match shared.hub.prune().await {
+        match hub.prune().await {
             Ok(p) if p.total() > 0 => tracing::debug!(
                 "journal retention pruned {} events by size, {} by age",
                 p.by_size,
@@ -416,12 +411,12 @@ async fn prune(shared: Arc<Shared>) {
 /// (`daemon.guard_interval_ms`): inotify on bpffs would see an unlinked pin
 /// at once, but not a detached link, where no file changes; a round costs
 /// about 30 syscalls.
-async fn guard(shared: Arc<Shared>, interval: Duration) {
+async fn guard(sensors: Arc<Sensors>, publisher: Publisher, interval: Duration) {
     let mut every = tokio::time::interval(interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        for t in shared.sensors.check() {
+        for t in sensors.check() {
             tracing::error!(
                 "sensor tampered: {} of {} {} at {}: {}",
                 t.kind.as_str(),
@@ -430,7 +425,7 @@ async fn guard(shared: Arc<Shared>, interval: Duration) {
                 t.path.display(),
                 t.action
             );
-            shared.emit(Event::daemon(
+            publisher.emit(Event::daemon(
                 Identity::default(),
                 Payload::SensorTampered(crate::event::SensorTampered {
                     sensor: t.sensor.to_owned(),
@@ -446,11 +441,11 @@ async fn guard(shared: Arc<Shared>, interval: Duration) {
 }
 
 /// Periodic work off the hot path: session reaping.
-async fn housekeeping(shared: Arc<Shared>) {
+async fn housekeeping(enforcer: Arc<Enforcer>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         every.tick().await;
-        for s in shared.sessions.reap() {
+        for s in enforcer.sessions().reap() {
             tracing::info!("session {} of agent {} ended", s.session, s.agent);
         }
     }

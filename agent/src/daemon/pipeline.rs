@@ -14,13 +14,16 @@ use vigil_common::{DNS_EGRESS, DnsRecord, verdict};
 
 use crate::{
     config::OnViolation,
-    enforcement::state::{Record as Revocation, Target},
+    enforcement::{Cause, Enforcer, state::Target},
     event::{Anomaly, AnomalyKind, Event, Payload, Severity},
     identity::{
         attribute::{Attribution, Attributor},
         cgroup::{CgroupFs, CgroupResolver},
         procs::{ProcessTable, resolve_path},
     },
+    kube::Kube,
+    live::{LiveConfig, Loaded},
+    metrics::Metrics,
     scope::{
         AgentId, Scope, Verdict, Violation,
         aggregate::Aggregator,
@@ -30,24 +33,41 @@ use crate::{
     },
     sensors::{
         decode::{self, Clock, Record},
-        loss::SessionLosses,
+        loss::{NodeLosses, SessionLosses},
     },
+    stats::Stats,
 };
-
-use super::Shared;
 
 /// Deepest lineage reported.
 const LINEAGE_MAX: usize = 16;
 
-/// What the pipeline did with one record.
-pub struct Output {
-    pub event: Event,
-    /// Anomalies raised by it (already aggregated: repeats are not here).
-    pub anomalies: Vec<Event>,
+/// What the pipeline is built from.
+pub struct Parts {
+    pub live: Arc<LiveConfig>,
+    pub enforcer: Arc<Enforcer>,
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    pub kube: Kube,
+    /// Addresses of the agents' host names, kept fresh by the resolver.
+    pub dns: Arc<DnsCache>,
+    pub repeats: super::repeats::Repeats,
+    /// The kernel's loss counters of the node, per sensor.
+    pub node_losses: Option<NodeLosses>,
+    /// The kernel's loss counters per cgroup, reported per session.
+    pub losses: Option<SessionLosses>,
 }
 
+/// Everything the pipeline makes goes to one output, in kernel order: each
+/// event, then what it caused (a revocation, anomalies), and between
+/// records what housekeeping made (expiries, folded anomalies, losses).
+pub type Out = Vec<Event>;
+
 pub struct Pipeline {
-    shared: Arc<Shared>,
+    live: Arc<LiveConfig>,
+    enforcer: Arc<Enforcer>,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    node_losses: Option<NodeLosses>,
     clock: Clock,
     clock_sampled: Instant,
     procs: ProcessTable,
@@ -72,31 +92,37 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(
-        shared: Arc<Shared>,
-        cgroups: &CgroupFs,
-        repeats: super::repeats::Repeats,
-        losses: Option<SessionLosses>,
-    ) -> Self {
+    pub fn new(parts: Parts, cgroups: &CgroupFs) -> Self {
+        let Parts {
+            live,
+            enforcer,
+            stats,
+            metrics,
+            kube,
+            dns,
+            repeats,
+            node_losses,
+            losses,
+        } = parts;
         let mut resolver = CgroupResolver::new(cgroups, Duration::from_millis(200));
-        let parent = shared.sessions.parent().to_owned();
-        let (parent_id, _) = shared.sessions.parent_id_level();
+        let sessions = enforcer.sessions();
+        let parent = sessions.parent().to_owned();
+        let (parent_id, _) = sessions.parent_id_level();
         resolver.insert(parent_id, &parent);
-        for s in shared.sessions.list(None) {
+        for s in sessions.list(None) {
             resolver.insert(s.cgroup_id, &s.cgroup);
         }
-        let loaded = shared.live.current();
+        let loaded = live.current();
         let config_version = loaded.version;
         let aggregator = Aggregator::new(loaded.scope.aggregate_window());
-        let dns = Arc::new(DnsCache::new());
-        let live = Arc::clone(&shared.live);
-        crate::scope::dns::spawn_resolver(Arc::clone(&dns), move || live.scope());
-        let pods = crate::kube::hold::PodAttributor::new(
-            shared.kube.clone(),
-            loaded.config.daemon.watch_all,
-        );
+        let pods = crate::kube::hold::PodAttributor::new(kube, loaded.config.daemon.watch_all);
+        drop(loaded);
         Self {
-            shared,
+            live,
+            enforcer,
+            stats,
+            metrics,
+            node_losses,
             clock: Clock::now(),
             clock_sampled: Instant::now(),
             procs: ProcessTable::new().with_cgroup_fs(cgroups.clone()),
@@ -119,91 +145,69 @@ impl Pipeline {
         self.resolver.insert(id, path);
     }
 
-    /// Housekeeping between batches: clock drift, config changes, tombstones.
-    pub fn tick(&mut self) {
+    /// Housekeeping between batches: clock drift, config changes,
+    /// expiries, folded anomalies, losses, tombstones.
+    pub fn tick(&mut self, out: &mut Out) {
         if self.clock_sampled.elapsed() > Duration::from_secs(10) {
             self.clock = Clock::now();
             self.clock_sampled = Instant::now();
         }
-        let loaded = self.shared.live.current();
+        let loaded = self.live.current();
         if loaded.version != self.config_version {
             self.config_version = loaded.version;
             self.attributor.clear();
             // Report what the old window held before taking the new one.
-            for e in self.drain_anomalies() {
-                self.shared.emit(e);
-            }
+            self.drain_anomalies(out);
             self.aggregator = Aggregator::new(loaded.scope.aggregate_window());
-            if let Err(e) = self.shared.enforcer.configure(
-                self.shared.sensors.policy(),
-                &self.shared.sessions,
-                &loaded.scope,
-            ) {
+            if let Err(e) = self.enforcer.configure(&loaded.scope) {
                 tracing::error!("loading the new config's enforcement into the kernel: {e}");
             }
         }
-        for (agent, grant) in self.shared.enforcer.expired() {
+        for (agent, grant) in self.enforcer.expired() {
             tracing::info!("task {} of agent {agent} expired", grant.task);
-            self.shared.emit(Event {
-                seq: 0,
-                time: std::time::SystemTime::now(),
-                kernel_ts_ns: 0,
-                identity: crate::event::Identity {
+            out.push(Event::daemon(
+                crate::event::Identity {
                     agent: Some(agent.clone()),
                     task: Some(grant.task.clone()),
                     ..crate::event::Identity::default()
                 },
-                process: None,
-                payload: Payload::TaskEnded(crate::event::TaskEnded {
+                Payload::TaskEnded(crate::event::TaskEnded {
                     agent,
                     task: grant.task,
                     reason: "expired".to_owned(),
                     by: grant.by,
                 }),
-            });
+            ));
         }
-        for e in self.flush_anomalies() {
-            self.shared.emit(e);
-        }
-        for e in self.losses() {
-            self.shared.emit(e);
-        }
+        self.flush_anomalies(out);
+        self.losses(&loaded, out);
         loaded.scope.refresh_identity_files(Instant::now());
         self.procs.sweep();
-        for e in self.repeats.sweep() {
-            self.shared.emit(e);
-        }
-        self.shared
-            .stats
+        out.extend(self.repeats.sweep());
+        self.stats
             .open_repeat_keys
             .store(self.repeats.tracked() as u64, Ordering::Relaxed);
-        self.release_held(false);
+        self.release_held(&loaded, false, out);
     }
 
     /// Decodes and processes one ring-buffer record. A malformed record is
     /// counted and skipped.
-    pub fn process_bytes(&mut self, bytes: &[u8]) -> Option<Output> {
-        self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
-        self.read_ns = crate::enforcement::enforcer::boot_now_ns();
+    pub fn process_bytes(&mut self, bytes: &[u8], out: &mut Out) {
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.read_ns = crate::enforcement::boot_now_ns();
         match decode::decode(bytes) {
-            Ok(record) => self.process(&record),
+            Ok(record) => self.process(&record, out),
             Err(e) => {
-                let n = self
-                    .shared
-                    .stats
-                    .decode_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                let n = self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 // The first few are logged; all are counted.
                 if n < 10 {
                     tracing::warn!("skipping malformed kernel record: {e}");
                 }
-                None
             }
         }
     }
 
-    fn attribution(&mut self, cgroup_id: u64) -> Arc<Attribution> {
-        let loaded = self.shared.live.current();
+    fn attribution(&mut self, loaded: &Loaded, cgroup_id: u64) -> Arc<Attribution> {
         let resolver = &mut self.resolver;
         let base = self.attributor.attribute(
             cgroup_id,
@@ -215,34 +219,34 @@ impl Pipeline {
                     .map(|id| Arc::from(loaded.scope.agent(id).name.as_str()))
             },
         );
-        self.pods.attribute(cgroup_id, base, &loaded)
+        self.pods.attribute(cgroup_id, base, loaded)
     }
 
     /// Events held for their pod's metadata that may go now (all of them
     /// when `all`, at shutdown): attributed again, checked and emitted.
-    pub fn release_held(&mut self, all: bool) {
+    fn release_held(&mut self, loaded: &Loaded, all: bool, out: &mut Out) {
         for (cgroup_id, event) in self.pods.release(all) {
-            let a = self.attribution(cgroup_id);
-            let Some(event) = self.pods.settle(event, &a, &self.shared.stats) else {
+            let a = self.attribution(loaded, cgroup_id);
+            let Some(event) = self.pods.settle(event, &a, &self.stats) else {
                 continue;
             };
-            let anomalies = self.check(&event, verdict::ALLOWED);
-            self.shared.emit(event);
-            for e in anomalies {
-                self.shared.emit(e);
-            }
+            let caused = self.check(loaded, &event, verdict::ALLOWED);
+            out.push(event);
+            out.extend(caused);
         }
     }
 
-    /// Processes one decoded record; `None` while the event waits for its
-    /// pod's metadata (it is emitted later) or when it is dropped.
-    pub fn process(&mut self, record: &Record) -> Option<Output> {
+    /// Processes one decoded record against one version of the config.
+    /// Nothing comes out while the event waits for its pod's metadata (it
+    /// comes out later) or when it is dropped.
+    pub fn process(&mut self, record: &Record, out: &mut Out) {
+        let loaded = self.live.current();
         let h = *record.header();
         if let Record::Dns(r) = record
             && h.flags & DNS_EGRESS != 0
         {
-            self.on_sent(r);
-            return None;
+            self.on_sent(&loaded, r);
+            return;
         }
         if let Record::Fork(r) = record {
             let comm = String::from_utf8_lossy(
@@ -263,20 +267,22 @@ impl Pipeline {
                 Err(e) => tracing::debug!("ignoring DNS payload: {e}"),
             }
         }
-        let attribution = self.attribution(h.cgroup_id);
+        let attribution = self.attribution(&loaded, h.cgroup_id);
         self.enrich(&mut event, &attribution);
         if let Record::Open(r) = record {
             Self::absolutize_open(&mut event, r.dfd);
         }
         if let Record::Exit(_) = record {
             self.procs.on_exit(h.tgid);
-            for e in self.repeats.on_exit(h.tgid) {
-                self.shared.emit(e);
-            }
+            // Summaries of the process's repeated opens come before its exit.
+            out.extend(self.repeats.on_exit(h.tgid));
         }
         // The kernel decided a blocked event with its attribution already.
         if h.verdict == verdict::ALLOWED {
-            event = self.pods.admit(event, &attribution, &self.shared.stats)?;
+            let Some(admitted) = self.pods.admit(event, &attribution, &self.stats) else {
+                return;
+            };
+            event = admitted;
             // Only for reports that go out: a summary copies the last one.
             // (An open held for its pod's metadata leaves its count in the
             // kernel, for the next report of the same open.)
@@ -284,13 +290,14 @@ impl Pipeline {
                 self.repeats.on_report(r, &mut event);
             }
         }
-        let anomalies = self.check(&event, h.verdict);
-        Some(Output { event, anomalies })
+        let caused = self.check(&loaded, &event, h.verdict);
+        out.push(event);
+        out.extend(caused);
     }
 
     /// Notes a DNS datagram a watched socket sent: a query, for the answer
     /// to come, or an answer a process of an agent served.
-    fn on_sent(&mut self, r: &DnsRecord) {
+    fn on_sent(&mut self, loaded: &Loaded, r: &DnsRecord) {
         let payload = &r.payload[..usize::from(r.len).min(r.payload.len())];
         let src = SocketAddr::new(decode::ip(r.family, &r.src_addr), r.src_port);
         let dst = SocketAddr::new(decode::ip(r.family, &r.dst_addr), r.dst_port);
@@ -306,7 +313,7 @@ impl Pipeline {
             self.queries.sent(flow, q.id, &q.name, ts);
         } else if r.src_port == 53
             && let Ok(a) = parse_response(payload)
-            && self.attribution(r.header.cgroup_id).agent.is_some()
+            && self.attribution(loaded, r.header.cgroup_id).agent.is_some()
         {
             // The receiving socket's cgroup is not known here.
             let flow = Flow {
@@ -357,9 +364,9 @@ impl Pipeline {
     }
 
     /// Counts an event and checks it: against its agent's scope, or as
-    /// refused by the kernel.
-    fn check(&mut self, event: &Event, kernel_verdict: u32) -> Vec<Event> {
-        let stats = &self.shared.stats;
+    /// refused by the kernel. Returns what it caused, in order.
+    fn check(&mut self, loaded: &Loaded, event: &Event, kernel_verdict: u32) -> Vec<Event> {
+        let stats = &self.stats;
         stats.events.fetch_add(1, Ordering::Relaxed);
         if event.identity.agent.is_some() {
             stats.attributed.fetch_add(1, Ordering::Relaxed);
@@ -368,13 +375,11 @@ impl Pipeline {
         }
         if kernel_verdict == verdict::ALLOWED {
             let started = Instant::now();
-            let anomalies = self.evaluate(event);
-            self.shared
-                .metrics
-                .observe_scope_evaluation(started.elapsed());
-            anomalies
+            let caused = self.evaluate(loaded, event);
+            self.metrics.observe_scope_evaluation(started.elapsed());
+            caused
         } else {
-            self.blocked(event, kernel_verdict)
+            self.blocked(loaded, event, kernel_verdict)
         }
     }
 
@@ -384,12 +389,12 @@ impl Pipeline {
         event.identity.cgroup = a.cgroup.as_deref().map(str::to_owned);
         event.identity.workload.clone_from(&a.workload);
         if let Some(agent) = &a.agent {
-            event.identity.task = self.shared.enforcer.active_task(agent);
+            event.identity.task = self.enforcer.active_task(agent);
         }
         let session_root = a
             .session
             .as_deref()
-            .and_then(|s| self.shared.sessions.get(s))
+            .and_then(|s| self.enforcer.sessions().get(s))
             .map_or(0, |s| s.root_pid);
         let Some(process) = event.process.as_mut() else {
             return;
@@ -442,9 +447,8 @@ impl Pipeline {
 
     /// Compares an attributed event with its agent's scope; acts on a
     /// violation (`on_violation`) and returns the anomalies to report now.
-    fn evaluate(&mut self, event: &Event) -> Vec<Event> {
+    fn evaluate(&mut self, loaded: &Loaded, event: &Event) -> Vec<Event> {
         let now = Instant::now();
-        let loaded = self.shared.live.current();
         let scope = &loaded.scope;
         let violation = match event.identity.agent.as_deref() {
             Some(agent) => {
@@ -457,14 +461,10 @@ impl Pipeline {
                         Ok(()) | Err(_) if d.addresses.is_empty() => {}
                         Ok(()) => {
                             self.dns.record(agent, &d.name, &d.addresses, d.ttl, now);
-                            if let Err(e) = self.shared.enforcer.learn_dns(
-                                self.shared.sensors.policy(),
-                                scope,
-                                agent,
-                                &d.name,
-                                &d.addresses,
-                                d.ttl,
-                            ) {
+                            if let Err(e) =
+                                self.enforcer
+                                    .learn_dns(scope, agent, &d.name, &d.addresses, d.ttl)
+                            {
                                 tracing::warn!(
                                     "loading a DNS answer of {agent} into the kernel: {e}"
                                 );
@@ -510,7 +510,7 @@ impl Pipeline {
                     Verdict::InScope => {
                         // Inside the agent's scope; an active task approved
                         // for less must also cover it.
-                        let Some((task, narrowed)) = self.shared.enforcer.task_scope(agent) else {
+                        let Some((task, narrowed)) = self.enforcer.task_scope(agent) else {
                             return Vec::new();
                         };
                         let Some(nid) = narrowed.agent_id(agent) else {
@@ -548,7 +548,7 @@ impl Pipeline {
     /// An action the kernel refused: reported as an anomaly whose reason
     /// names the standing decision, not the action, so repeated attempts fold
     /// into one report with a count instead of flooding the stream.
-    fn blocked(&mut self, event: &Event, verdict: u32) -> Vec<Event> {
+    fn blocked(&mut self, loaded: &Loaded, event: &Event, verdict: u32) -> Vec<Event> {
         let agent = event.identity.agent.as_deref().unwrap_or("(unknown)");
         let who = match event.identity.session.as_deref() {
             Some(s) => format!("session {s} of agent {agent}"),
@@ -595,83 +595,53 @@ impl Pipeline {
         };
         // A refused out-of-scope connect is still a violation: with
         // on_violation = "revoke" it revokes like any other.
-        let revoke = verdict == verdict::BLOCKED_SCOPE && {
-            let loaded = self.shared.live.current();
-            loaded
+        let revoke = verdict == verdict::BLOCKED_SCOPE
+            && loaded
                 .scope
                 .agent_id(agent)
-                .is_some_and(|id| loaded.scope.agent(id).on_violation == OnViolation::Revoke)
-        };
+                .is_some_and(|id| loaded.scope.agent(id).on_violation == OnViolation::Revoke);
+        let mut caused = Vec::new();
         let action = if revoke {
-            self.revoke_for(event, &v.reason)
+            self.revoke_for(event, &v.reason, &mut caused)
         } else if verdict == verdict::BLOCKED_IO_URING {
             "killed"
         } else {
             "blocked"
         };
         let anomaly = v.into_anomaly(event.clone(), action);
-        self.aggregator
-            .observe(anomaly, Instant::now())
-            .into_iter()
-            .map(|a| self.anomaly_event(a))
-            .collect()
+        let folded = self.aggregator.observe(anomaly, Instant::now());
+        caused.extend(folded.into_iter().map(|a| self.anomaly_event(a)));
+        caused
     }
 
     /// `on_violation = "revoke"`: revokes the session (or the agent, outside
-    /// sessions) in the kernel at once, and reports it with the latency from
-    /// the offending kernel event to the map update.
-    fn revoke_for(&self, event: &Event, reason: &str) -> &'static str {
+    /// sessions) in the kernel at once; the revocation event, with the
+    /// latency from the offending kernel event to the map update, goes to
+    /// `caused`.
+    fn revoke_for(&self, event: &Event, reason: &str, caused: &mut Vec<Event>) -> &'static str {
         let Some(agent) = event.identity.agent.as_deref() else {
             return "observed";
         };
         let target = Target::new(agent, event.identity.session.as_deref().unwrap_or(""));
-        if self.shared.enforcer.revocations.get(&target).is_some() {
+        if self.enforcer.revocations().get(&target).is_some() {
             return "revoked";
         }
-        let kill = {
-            let loaded = self.shared.live.current();
-            loaded
-                .scope
-                .agent_id(agent)
-                .is_some_and(|id| loaded.scope.agent(id).revoke_kills)
+        let cause = Cause {
+            reason: reason.to_owned(),
+            kernel_ts_ns: Some(event.kernel_ts_ns),
         };
-        let by = format!("on_violation of agent {agent}");
-        let result = self.shared.enforcer.revoke(
-            self.shared.sensors.policy(),
-            &self.shared.sessions,
+        match self.enforcer.revoke(
             target.clone(),
-            Revocation {
-                reason: reason.to_owned(),
-                by: by.clone(),
-                since: std::time::SystemTime::now(),
-            },
-            kill,
-        );
-        match result {
+            cause,
+            format!("on_violation of agent {agent}"),
+        ) {
             Ok(done) => {
                 let latency = done.applied_ns.saturating_sub(event.kernel_ts_ns);
                 tracing::warn!(
                     "revoked {target} ({reason}); {latency} ns after the kernel event, read after {} ns",
                     self.read_ns.saturating_sub(event.kernel_ts_ns)
                 );
-                self.shared.emit(Event {
-                    seq: 0,
-                    time: std::time::SystemTime::now(),
-                    kernel_ts_ns: 0,
-                    identity: crate::event::Identity {
-                        agent: Some(agent.to_owned()),
-                        session: target.session().map(str::to_owned),
-                        ..crate::event::Identity::default()
-                    },
-                    process: None,
-                    payload: Payload::Revocation(crate::event::Revocation {
-                        agent: agent.to_owned(),
-                        session: target.session().map(str::to_owned),
-                        reason: reason.to_owned(),
-                        by,
-                        latency_ns: Some(latency),
-                    }),
-                });
+                caused.push(done.event);
                 "revoked"
             }
             Err(e) => {
@@ -689,9 +659,10 @@ impl Pipeline {
         on_violation: OnViolation,
         now: Instant,
     ) -> Vec<Event> {
+        let mut caused = Vec::new();
         let action = match on_violation {
             OnViolation::Alert => "observed",
-            OnViolation::Revoke => self.revoke_for(event, &v.reason),
+            OnViolation::Revoke => self.revoke_for(event, &v.reason, &mut caused),
             OnViolation::Kill => match event.process.as_ref().map(|p| p.pid) {
                 Some(pid) if pid > 1 => {
                     match nix::sys::signal::kill(
@@ -709,15 +680,13 @@ impl Pipeline {
             },
         };
         let anomaly = v.into_anomaly(event.clone(), action);
-        self.aggregator
-            .observe(anomaly, now)
-            .into_iter()
-            .map(|a| self.anomaly_event(a))
-            .collect()
+        let folded = self.aggregator.observe(anomaly, now);
+        caused.extend(folded.into_iter().map(|a| self.anomaly_event(a)));
+        caused
     }
 
     fn anomaly_event(&self, a: Anomaly) -> Event {
-        self.shared.stats.anomalies.fetch_add(1, Ordering::Relaxed);
+        self.stats.anomalies.fetch_add(1, Ordering::Relaxed);
         Event {
             seq: 0,
             time: std::time::SystemTime::now(),
@@ -731,28 +700,28 @@ impl Pipeline {
     /// What is still pending at a stop: events held for pod metadata,
     /// losses not yet reported, and every folded anomaly still inside its
     /// aggregation window (no window closes after the daemon is gone).
-    pub fn finish(&mut self) -> Vec<Event> {
-        self.release_held(true);
-        let mut out = self.losses();
-        out.extend(self.drain_anomalies());
-        out
+    pub fn finish(&mut self, out: &mut Out) {
+        let loaded = self.live.current();
+        self.release_held(&loaded, true, out);
+        self.losses(&loaded, out);
+        self.drain_anomalies(out);
     }
 
-    fn drain_anomalies(&mut self) -> Vec<Event> {
+    fn drain_anomalies(&mut self, out: &mut Out) {
         let pending = self.aggregator.drain();
-        pending.into_iter().map(|a| self.anomaly_event(a)).collect()
+        out.extend(pending.into_iter().map(|a| self.anomaly_event(a)));
     }
 
     /// `loss` events for records the kernel dropped since the last look:
     /// first the node's, per sensor (also the figure `vigil status` shows),
     /// then one for each session (cgroup) that lost records, attributed
     /// like the records it lost would have been.
-    fn losses(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        match self.shared.sensors.loss() {
-            Ok(counters) => {
+    fn losses(&mut self, loaded: &Loaded, out: &mut Out) {
+        match self.node_losses.as_ref().map(NodeLosses::read) {
+            None => {}
+            Some(Ok(counters)) => {
                 for (i, (sensor, total)) in counters.into_iter().enumerate() {
-                    let before = self.shared.stats.lost[i].swap(total, Ordering::Relaxed);
+                    let before = self.stats.lost[i].swap(total, Ordering::Relaxed);
                     if total > before {
                         tracing::warn!(
                             "{} kernel records of the {sensor} sensor lost (ring buffer full)",
@@ -769,20 +738,20 @@ impl Pipeline {
                     }
                 }
             }
-            Err(e) => tracing::warn!("reading loss counters: {e}"),
+            Some(Err(e)) => tracing::warn!("reading loss counters: {e}"),
         }
         let Some(losses) = self.losses.as_mut() else {
-            return out;
+            return;
         };
         let found = match losses.poll() {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!("reading per-cgroup loss counters: {e}");
-                return out;
+                return;
             }
         };
         out.extend(found.into_iter().map(|l| {
-            let a = self.attribution(l.cgroup_id);
+            let a = self.attribution(loaded, l.cgroup_id);
             tracing::warn!(
                 "{} kernel records of the {} sensor lost for cgroup {} (agent {}, session {})",
                 l.lost,
@@ -799,7 +768,7 @@ impl Pipeline {
                 task: a
                     .agent
                     .as_deref()
-                    .and_then(|agent| self.shared.enforcer.active_task(agent)),
+                    .and_then(|agent| self.enforcer.active_task(agent)),
                 workload: a.workload.clone(),
             };
             crate::event::Event::daemon(
@@ -811,13 +780,12 @@ impl Pipeline {
                 }),
             )
         }));
-        out
     }
 
     /// Anomalies whose aggregation window closed (repeats with their count).
-    fn flush_anomalies(&mut self) -> Vec<Event> {
+    fn flush_anomalies(&mut self, out: &mut Out) {
         let folded = self.aggregator.flush(Instant::now());
-        folded.into_iter().map(|a| self.anomaly_event(a)).collect()
+        out.extend(folded.into_iter().map(|a| self.anomaly_event(a)));
     }
 }
 

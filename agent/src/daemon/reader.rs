@@ -29,12 +29,9 @@ use nix::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    Shared,
-    pipeline::Pipeline,
-    publisher::{self, Publisher},
-};
-use crate::{event::Event, identity::cgroup::CgroupFs};
+use super::pipeline::Pipeline;
+use crate::event::Event;
+use crate::journal::publisher::{self, Publisher};
 
 /// Most records read from the ring buffer before the batch is handed on,
 /// so a flood still reaches subscribers in steady steps.
@@ -57,16 +54,13 @@ pub enum ReaderError {
 }
 
 /// How the reader runs.
+#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Nice value of the thread (`daemon.reader_nice`).
     pub nice: i32,
     /// Longest wait before collecting records that did not wake the reader
     /// (`daemon.reader_interval_ms`); zero waits for a wake-up.
     pub interval: Duration,
-    /// The kernel's repeat counters of file opens.
-    pub repeats: super::repeats::Repeats,
-    /// The kernel's per-cgroup loss counters, when the sensors have them.
-    pub losses: Option<crate::sensors::loss::SessionLosses>,
 }
 
 /// A running reader; [`Reader::stop`] drains what the kernel delivered and
@@ -83,8 +77,8 @@ impl Reader {
     /// with ordinary latency).
     pub fn spawn(
         ring: RingBuf<MapData>,
-        shared: &Arc<Shared>,
-        cgroups: &CgroupFs,
+        pipeline: Pipeline,
+        publisher: Publisher,
         new_cgroups: mpsc::UnboundedReceiver<(u64, String)>,
         options: Options,
     ) -> Result<Self, ReaderError> {
@@ -92,8 +86,6 @@ impl Reader {
             EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(ReaderError::EventFd)?,
         );
-        let pipeline = Pipeline::new(Arc::clone(shared), cgroups, options.repeats, options.losses);
-        let publisher = shared.publisher.clone();
         let thread_stop = Arc::clone(&stop);
         let (nice, interval) = (options.nice, options.interval);
         // Dropped when the thread ends, also by a panic.
@@ -227,7 +219,7 @@ impl Loop {
             }
             self.send()?;
             if Instant::now() >= next_tick {
-                self.pipeline.tick();
+                self.pipeline.tick(&mut self.batch);
                 next_tick = Instant::now() + TICK;
             }
             if stopping {
@@ -238,8 +230,7 @@ impl Loop {
         while !self.drain() {
             self.send()?;
         }
-        let pending = self.pipeline.finish();
-        self.batch.extend(pending);
+        self.pipeline.finish(&mut self.batch);
         self.send()
     }
 
@@ -265,18 +256,14 @@ impl Loop {
     }
 
     /// Reads up to [`MAX_DRAIN`] records into the batch: each event followed
-    /// by the anomalies it raised. True when the ring buffer was emptied.
+    /// by what it caused. True when the ring buffer was emptied.
     fn drain(&mut self) -> bool {
         for _ in 0..MAX_DRAIN {
             let Some(item) = self.ring.next() else {
                 return true;
             };
-            let result = self.pipeline.process_bytes(&item);
+            self.pipeline.process_bytes(&item, &mut self.batch);
             drop(item);
-            if let Some(out) = result {
-                self.batch.push(out.event);
-                self.batch.extend(out.anomalies);
-            }
         }
         false
     }

@@ -8,14 +8,14 @@ use std::{net::IpAddr, sync::Mutex};
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, lpm_trie::Key};
 use vigil_common::{PORT_RULES, Policy, PortRule, SystemKey, SystemRules, policy};
 
-use crate::sensors::SensorError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum KernelPolicyError {
     #[error("updating the kernel policy of cgroup {cgroup_id}: {source}")]
     Policy { cgroup_id: u64, source: MapError },
     #[error("updating the kernel systems of agent key {agent_key}: {source}")]
     Systems { agent_key: u32, source: MapError },
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
 }
 
 /// Handles on the pinned enforcement maps.
@@ -69,20 +69,21 @@ fn mapped(net: ipnet::IpNet) -> ([u8; 16], u32) {
 }
 
 impl KernelPolicy {
-    pub fn new(policy: Map, systems: Map) -> Result<Self, SensorError> {
+    /// Takes the `POLICY` and `SYSTEMS` maps the sensors loaded.
+    pub fn new(policy: Map, systems: Map) -> Result<Self, KernelPolicyError> {
         Ok(Self {
-            policy: Mutex::new(
-                HashMap::try_from(policy).map_err(|source| SensorError::Map {
+            policy: Mutex::new(HashMap::try_from(policy).map_err(|source| {
+                KernelPolicyError::Map {
                     map: "POLICY",
                     source,
-                })?,
-            ),
-            systems: Mutex::new(
-                LpmTrie::try_from(systems).map_err(|source| SensorError::Map {
+                }
+            })?),
+            systems: Mutex::new(LpmTrie::try_from(systems).map_err(|source| {
+                KernelPolicyError::Map {
                     map: "SYSTEMS",
                     source,
-                })?,
-            ),
+                }
+            })?),
         })
     }
 

@@ -5,11 +5,8 @@
 //! - [`cgroup`]: the cgroup v2 mount, the cgroups the daemon owns, id → path
 //!   resolution and container/pod identity from runtime naming;
 //! - [`procs`]: the process table (parent, executable, lineage) and path
-//!   resolution for relative opens;
-//! - [`watch`]: keeps the kernel's set of watched cgroups in line with the
-//!   agents' `match.cgroups` and `match.kubernetes`.
+//!   resolution for relative opens.
 
 pub mod attribute;
 pub mod cgroup;
 pub mod procs;
-pub mod watch;

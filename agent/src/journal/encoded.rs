@@ -12,9 +12,9 @@ use bytes::Bytes;
 use prost::Message as _;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
+use crate::journal::filter::Fields;
 use crate::wire::gap_event;
 use crate::wire::pb;
-use crate::journal::filter::Fields;
 
 /// Field numbers of `vigil.v1.Event` and its parts that filters look at.
 const EVENT_SEQUENCE: u32 = 1;

@@ -21,13 +21,13 @@ use std::time::SystemTime;
 use futures_util::{Stream, StreamExt as _};
 use tokio::sync::broadcast;
 
-use crate::wire::pb;
 use crate::event::Event;
 use crate::journal::encoded::Encoded;
 use crate::journal::filter::Filter;
 use crate::journal::store::{
     self, Journal, JournalError, JournalReader, JournalStats, Pruned, Retention,
 };
+use crate::wire::pb;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -436,6 +436,44 @@ impl Subscription {
                 self.ready.push_back(e.clone());
             }
         }
+    }
+}
+
+impl prometheus_client::collector::Collector for Hub {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{counter, gauge, gauge_with_unit};
+        let stats = self.stats();
+        gauge_with_unit(
+            &mut enc,
+            "journal_size",
+            "Size of the journal file",
+            &prometheus_client::registry::Unit::Bytes,
+            stats.journal.size_bytes,
+        )?;
+        gauge(
+            &mut enc,
+            "journal_newest_sequence",
+            "Sequence of the newest journaled event",
+            stats.journal.last_seq,
+        )?;
+        counter(
+            &mut enc,
+            "journal_pruned_events",
+            "Events removed by journal retention",
+            stats.journal.pruned_events,
+        )?;
+        gauge(
+            &mut enc,
+            "subscribers",
+            "Event stream subscribers connected",
+            stats.subscribers as u64,
+        )?;
+        counter(
+            &mut enc,
+            "subscriber_gaps",
+            "Gap events sent to subscribers that fell behind retention",
+            stats.gaps_sent,
+        )
     }
 }
 

@@ -1,10 +1,14 @@
 //! The durable, sequenced event journal ([`store`]) and the hub that feeds
 //! subscribers from it ([`hub`]), with their server-side filter ([`filter`]).
 //! Events pass through both as [`encoded`] bytes, made once when journaled.
+//! The [`publisher`] is the one way in: it journals, writes the outputs and
+//! keeps the per-agent [`counters`].
 
+pub mod counters;
 pub mod encoded;
 pub mod filter;
 pub mod hub;
+pub mod publisher;
 pub mod store;
 
 #[cfg(test)]

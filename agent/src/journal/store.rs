@@ -20,9 +20,9 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::wire::pb;
 use crate::event::Event;
 use crate::journal::encoded::{Encoded, EncodedError};
+use crate::wire::pb;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

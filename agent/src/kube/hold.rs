@@ -15,10 +15,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Kube;
-use crate::live::Loaded;
-use crate::daemon::Stats;
 use crate::event::{Event, Workload};
 use crate::identity::attribute::Attribution;
+use crate::live::Loaded;
+use crate::stats::Stats;
 
 /// Cached attributions beyond which the cache starts over (cgroup ids are
 /// never reused, so old entries are only ever stale).
@@ -275,10 +275,10 @@ mod tests {
 
     use super::*;
     use crate::config::KubernetesConfig;
-    use crate::live::LiveConfig;
     use crate::event::{Identity, Payload};
     use crate::identity::attribute::Attributor;
     use crate::kube::{Health, PodMeta};
+    use crate::live::LiveConfig;
 
     const UID: &str = "1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d";
     const OTHER_UID: &str = "99999999-5e6f-7a8b-9c0d-1e2f3a4b5c6d";

@@ -260,3 +260,47 @@ impl Kube {
         self.store_health(health);
     }
 }
+
+impl prometheus_client::collector::Collector for Kube {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{counter, gauge};
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let kc = self.counters();
+        gauge(
+            &mut enc,
+            "kubernetes_api_up",
+            "1 when the pod list is loaded and the watch runs, else 0",
+            u64::from(self.up()),
+        )?;
+        gauge(
+            &mut enc,
+            "kubernetes_pods",
+            "Pods of this node known",
+            self.index().len() as u64,
+        )?;
+        gauge(
+            &mut enc,
+            "kubernetes_held_events",
+            "Events held back, waiting for their pod's metadata",
+            load(&kc.held),
+        )?;
+        counter(
+            &mut enc,
+            "kubernetes_speculative_dropped_events",
+            "Events of containers watched while their pod was unknown, dropped because no agent selects the pod",
+            load(&kc.speculative_dropped),
+        )?;
+        counter(
+            &mut enc,
+            "kubernetes_watch_failures",
+            "Failures of the pod watch",
+            load(&kc.watch_failures),
+        )?;
+        gauge(
+            &mut enc,
+            "watched_cgroups",
+            "cgroups watched by match.cgroups and match.kubernetes",
+            load(&kc.watched_cgroups),
+        )
+    }
+}

@@ -434,6 +434,31 @@ pub fn spawn_watcher_with(
     Ok(ConfigWatcher { task })
 }
 
+impl prometheus_client::collector::Collector for LiveConfig {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{counter, gauge};
+        let (status, _) = self.status();
+        counter(
+            &mut enc,
+            "config_reloads",
+            "Config reloads accepted",
+            status.reloads,
+        )?;
+        counter(
+            &mut enc,
+            "config_reload_failures",
+            "Config reloads rejected",
+            status.failures,
+        )?;
+        gauge(
+            &mut enc,
+            "config_version",
+            "Version of the config in force (1 at start)",
+            self.version(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

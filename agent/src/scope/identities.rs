@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use globset::{Candidate, GlobSet, GlobSetBuilder};
 
-use crate::config::catalog::CATALOG;
 use super::data::{Grants, with_matches};
 use super::inodes::InodeIndex;
 use super::systems::EndpointSet;
+use crate::config::catalog::CATALOG;
 use crate::config::{Config, SystemEntry, build_glob};
 
 /// What touching a path or endpoint means for an agent.

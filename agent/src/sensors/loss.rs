@@ -4,10 +4,37 @@
 
 use std::collections::HashMap;
 
-use aya::maps::{MapData, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use vigil_common::{LossKey, SENSOR_COUNT, SENSOR_NAMES};
 
 use super::SensorError;
+
+/// The node's loss counters, one per sensor (`LOSS`).
+pub struct NodeLosses {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl NodeLosses {
+    pub(super) const fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        Self { map }
+    }
+
+    /// Records lost per sensor since load, summed over CPUs.
+    pub fn read(&self) -> Result<[(&'static str, u64); SENSOR_COUNT as usize], SensorError> {
+        let mut out = [("", 0); SENSOR_COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = self
+                .map
+                .get(&(i as u32), 0)
+                .map_err(|source| SensorError::Map {
+                    map: "LOSS",
+                    source,
+                })?;
+            *slot = (SENSOR_NAMES[i], values.iter().sum());
+        }
+        Ok(out)
+    }
+}
 
 /// Records of one sensor lost for one cgroup since the previous poll.
 #[derive(Clone, Debug, PartialEq, Eq)]

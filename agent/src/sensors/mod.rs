@@ -4,6 +4,9 @@
 pub mod decode;
 pub mod guard;
 pub mod loss;
+mod state;
+
+pub use state::{Figures, SensorState};
 pub mod offsets;
 
 use std::{
@@ -19,13 +22,13 @@ use std::{
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
         RawTracePoint, SockOps, TracePoint,
     },
 };
-use vigil_common::{KernelConfig, Offsets, OpenKey, OpenSeen, SENSOR_COUNT, SENSOR_NAMES};
+use vigil_common::{KernelConfig, Offsets, OpenKey, OpenSeen};
 
 use crate::paths;
 
@@ -215,9 +218,7 @@ pub struct Sensors {
     last_tamper: Mutex<Option<String>>,
     attached: Vec<String>,
     offsets: Offsets,
-    watched: Mutex<HashMap<MapData, u64, u32>>,
-    loss: PerCpuArray<MapData, u64>,
-    policy: crate::enforcement::kernel::KernelPolicy,
+    ring_buffer_bytes: u32,
 }
 
 /// Mounts tracefs and bpffs when they are missing (a fresh node has neither).
@@ -369,28 +370,6 @@ impl Sensors {
         }
         // Our links are in place: only now let go of a previous daemon's.
         links.remove_others();
-        let watched = HashMap::try_from(
-            ebpf.take_map("WATCHED")
-                .ok_or(SensorError::MissingMap("WATCHED"))?,
-        )
-        .map_err(|source| SensorError::Map {
-            map: "WATCHED",
-            source,
-        })?;
-        let loss = PerCpuArray::try_from(
-            ebpf.take_map("LOSS")
-                .ok_or(SensorError::MissingMap("LOSS"))?,
-        )
-        .map_err(|source| SensorError::Map {
-            map: "LOSS",
-            source,
-        })?;
-        let policy = crate::enforcement::kernel::KernelPolicy::new(
-            ebpf.take_map("POLICY")
-                .ok_or(SensorError::MissingMap("POLICY"))?,
-            ebpf.take_map("SYSTEMS")
-                .ok_or(SensorError::MissingMap("SYSTEMS"))?,
-        )?;
         Ok(Self {
             ebpf: Mutex::new(ebpf),
             root,
@@ -399,15 +378,24 @@ impl Sensors {
             last_tamper: Mutex::new(None),
             attached,
             offsets,
-            watched: Mutex::new(watched),
-            loss,
-            policy,
+            ring_buffer_bytes: opts.ring_buffer_bytes,
         })
     }
 
-    /// The pinned enforcement maps.
-    pub const fn policy(&self) -> &crate::enforcement::kernel::KernelPolicy {
-        &self.policy
+    /// Takes the pinned enforcement maps `POLICY` and `SYSTEMS` (once), for
+    /// the enforcer.
+    pub fn take_policy_maps(&mut self) -> Result<(Map, Map), SensorError> {
+        let ebpf = self
+            .ebpf
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let policy = ebpf
+            .take_map("POLICY")
+            .ok_or(SensorError::MissingMap("POLICY"))?;
+        let systems = ebpf
+            .take_map("SYSTEMS")
+            .ok_or(SensorError::MissingMap("SYSTEMS"))?;
+        Ok((policy, systems))
     }
 
     /// Each attached hook, as `sensor: program -> hook`.
@@ -466,26 +454,49 @@ impl Sensors {
         })
     }
 
-    /// Records lost per sensor since load, summed over CPUs.
-    pub fn loss(&self) -> Result<[(&'static str, u64); SENSOR_COUNT as usize], SensorError> {
-        let mut out = [("", 0); SENSOR_COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let values = self
-                .loss
-                .get(&(i as u32), 0)
-                .map_err(|source| SensorError::Map {
-                    map: "LOSS",
-                    source,
-                })?;
-            *slot = (SENSOR_NAMES[i], values.iter().sum());
-        }
-        Ok(out)
+    /// Takes the per-sensor loss counters of the node (once).
+    pub fn take_node_losses(&mut self) -> Result<loss::NodeLosses, SensorError> {
+        let map = self
+            .ebpf
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take_map("LOSS")
+            .ok_or(SensorError::MissingMap("LOSS"))?;
+        PerCpuArray::try_from(map)
+            .map(loss::NodeLosses::new)
+            .map_err(|source| SensorError::Map {
+                map: "LOSS",
+                source,
+            })
     }
 
+    /// Takes the kernel's set of watched cgroups (once).
+    pub fn take_watched(&mut self) -> Result<Watched, SensorError> {
+        let map = self
+            .ebpf
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take_map("WATCHED")
+            .ok_or(SensorError::MissingMap("WATCHED"))?;
+        HashMap::try_from(map)
+            .map(|m| Watched { map: Mutex::new(m) })
+            .map_err(|source| SensorError::Map {
+                map: "WATCHED",
+                source,
+            })
+    }
+}
+
+/// The cgroups the programs report outside sessions (`WATCHED`).
+pub struct Watched {
+    map: Mutex<HashMap<MapData, u64, u32>>,
+}
+
+impl Watched {
     /// Starts reporting activity of a cgroup (and only that cgroup, not its children).
     pub fn watch(&self, cgroup_id: u64) -> Result<(), SensorError> {
         let mut map = self
-            .watched
+            .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.insert(cgroup_id, vigil_common::watch::CONFIGURED, 0)
@@ -495,10 +506,10 @@ impl Sensors {
             })
     }
 
-    /// Stops reporting a cgroup added with [`Sensors::watch`].
+    /// Stops reporting a cgroup added with [`Watched::watch`].
     pub fn unwatch(&self, cgroup_id: u64) -> Result<(), SensorError> {
         let mut map = self
-            .watched
+            .map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.get(&cgroup_id, 0).is_err() {

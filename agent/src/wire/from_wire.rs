@@ -354,4 +354,3 @@ impl TryFrom<pb::event::Payload> for Payload {
         })
     }
 }
-

@@ -328,7 +328,10 @@ fn json_time_must_be_rfc3339() {
     let mut v = serde_json::to_value(base(Payload::Fork(Fork { child_pid: 1 }))).unwrap();
     v["time"] = "yesterday".into();
     let err = serde_json::from_value::<Event>(v).unwrap_err().to_string();
-    assert!(err.contains("\"yesterday\" is not an RFC 3339 UTC time"), "{err}");
+    assert!(
+        err.contains("\"yesterday\" is not an RFC 3339 UTC time"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,8 +6,7 @@ use std::time::SystemTime;
 
 use super::pb;
 use crate::event::{
-    Access, AnomalyKind, Event, Identity, Payload, Process, Protocol, Severity, TaskScope,
-    Workload,
+    Access, AnomalyKind, Event, Identity, Payload, Process, Protocol, Severity, TaskScope, Workload,
 };
 
 fn opt(s: Option<&String>) -> String {

@@ -26,8 +26,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::Shared;
+use super::Hub;
+use super::counters::AgentCounters;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::output::{JsonLines, OutputError};
 
 /// Batches waiting for the publisher before the sensor reader waits.
@@ -85,18 +87,37 @@ enum Request {
 #[derive(Clone, Debug)]
 pub struct Publisher {
     tx: mpsc::Sender<Request>,
+    side: mpsc::UnboundedSender<Event>,
 }
 
 /// The publisher's end of the queue, for [`run`].
 pub struct Queue {
     rx: mpsc::Receiver<Request>,
+    side: mpsc::UnboundedReceiver<Event>,
+}
+
+/// Where published events go besides the journal's subscribers.
+pub struct Sinks {
+    pub hub: Hub,
+    pub counters: Arc<AgentCounters>,
+    pub metrics: Arc<Metrics>,
+    pub output: JsonLines,
 }
 
 impl Publisher {
+    /// A queue of at most `batches` batches from the sensor reader, and an
+    /// unbounded one for the few events the daemon makes itself.
     #[must_use]
     pub fn channel(batches: usize) -> (Self, Queue) {
         let (tx, rx) = mpsc::channel(batches.max(1));
-        (Self { tx }, Queue { rx })
+        let (side_tx, side_rx) = mpsc::unbounded_channel();
+        (Self { tx, side: side_tx }, Queue { rx, side: side_rx })
+    }
+
+    /// Hands a daemon-made event (session start, tampering, …) to the
+    /// publisher; it is journaled with the next batch. Nobody waits for it.
+    pub fn emit(&self, event: Event) {
+        let _ = self.side.send(event);
     }
 
     /// Queues a batch from the sensor reader thread; blocks while the queue
@@ -152,32 +173,33 @@ impl Round {
     }
 }
 
-/// Publishes until [`Publisher::stop`]; daemon-made events come in on
-/// `side`. Returns the output's error if writing it fails, which stops the
-/// daemon as it always has.
-pub async fn run(
-    mut queue: Queue,
-    mut side: mpsc::UnboundedReceiver<Event>,
-    shared: Arc<Shared>,
-    mut output: JsonLines,
-) -> Result<(), OutputError> {
+/// Publishes until [`Publisher::stop`]. Returns the output's error if
+/// writing it fails, which stops the daemon.
+pub async fn run(queue: Queue, sinks: Sinks) -> Result<(), OutputError> {
+    let Queue { mut rx, mut side } = queue;
+    let Sinks {
+        hub,
+        counters,
+        metrics,
+        mut output,
+    } = sinks;
     let mut next_commit = Instant::now();
     loop {
         let mut round = Round::default();
         tokio::select! {
-            Some(r) = queue.rx.recv() => round.add(r),
+            Some(r) = rx.recv() => round.add(r),
             Some(e) = side.recv() => round.events.push(e),
             else => return Ok(()),
         }
         while round.stop.is_none() && round.events.len() < MAX_COMMIT_EVENTS {
-            if let Ok(r) = queue.rx.try_recv() {
+            if let Ok(r) = rx.try_recv() {
                 round.add(r);
             } else if let Ok(e) = side.try_recv() {
                 round.events.push(e);
             } else if Instant::now() < next_commit {
                 // Too soon after the last commit: gather what comes meanwhile.
                 tokio::select! {
-                    Some(r) = queue.rx.recv() => round.add(r),
+                    Some(r) = rx.recv() => round.add(r),
                     Some(e) = side.recv() => round.events.push(e),
                     () = tokio::time::sleep_until(next_commit) => break,
                 }
@@ -197,7 +219,7 @@ pub async fn run(
             stop,
         } = round;
         // Blocking here is what this thread is for.
-        let (out, written) = commit(&shared, output, events, replies);
+        let (out, written) = commit(&hub, &counters, &metrics, output, events, replies);
         output = out;
         written?;
         if let Some(done) = stop {
@@ -216,12 +238,7 @@ pub type Outcome = Option<Result<(), OutputError>>;
 ///
 /// # Errors
 /// The thread or its runtime could not be created.
-pub fn spawn(
-    queue: Queue,
-    side: mpsc::UnboundedReceiver<Event>,
-    shared: Arc<Shared>,
-    output: JsonLines,
-) -> std::io::Result<impl Future<Output = Outcome>> {
+pub fn spawn(queue: Queue, sinks: Sinks) -> std::io::Result<impl Future<Output = Outcome>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
@@ -229,7 +246,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("vigil-journal".into())
         .spawn(move || {
-            let outcome = runtime.block_on(run(queue, side, shared, output));
+            let outcome = runtime.block_on(run(queue, sinks));
             let _ = done.send(outcome);
         })?;
     Ok(async move { ended.await.ok() })
@@ -237,7 +254,9 @@ pub fn spawn(
 
 /// Journals, writes and counts one round; answers its waiters.
 fn commit(
-    shared: &Shared,
+    hub: &Hub,
+    counters: &AgentCounters,
+    metrics: &Metrics,
     mut output: JsonLines,
     events: Vec<Event>,
     replies: Vec<(std::ops::Range<usize>, Reply)>,
@@ -247,7 +266,7 @@ fn commit(
         return (output, flushed);
     }
     let count = events.len();
-    let events = match shared.hub.publish_or_return(events) {
+    let events = match hub.publish_or_return(events) {
         Ok(sequenced) => sequenced,
         Err((e, events)) => {
             // Subscribers cannot get them (they read the journal), but the
@@ -266,8 +285,8 @@ fn commit(
             return (output, written);
         }
     };
-    shared.counters.count(&events);
-    shared.metrics.observe_published(&events);
+    counters.count(&events);
+    metrics.observe_published(&events);
     let written = events
         .iter()
         .try_for_each(|e| output.write(e))

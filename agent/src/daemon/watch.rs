@@ -17,8 +17,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::cgroup::parse_workload;
-use crate::daemon::Shared;
+use tokio::sync::mpsc;
+
+use crate::identity::cgroup::parse_workload;
+use crate::kube::Kube;
+use crate::live::LiveConfig;
+use crate::sensors::Watched;
+
+/// What the walk reads and changes.
+pub struct Parts {
+    pub live: Arc<LiveConfig>,
+    pub kube: Kube,
+    /// The session parent cgroup, left to the kernel.
+    pub session_parent: String,
+    pub watched: Watched,
+    /// Newly watched cgroups, for the pipeline to resolve at once.
+    pub new_cgroups: mpsc::UnboundedSender<(u64, String)>,
+    /// The cgroup v2 mount.
+    pub mount: PathBuf,
+}
 
 /// Time between two walks.
 pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -54,10 +71,10 @@ fn is_under(path: &str, parent: &str) -> bool {
 }
 
 /// Whether any agent is matched by `match.cgroups` or `match.kubernetes`.
-fn matches_outside_sessions(shared: &Shared) -> bool {
-    let scope = shared.live.scope();
+fn matches_outside_sessions(parts: &Parts) -> bool {
+    let scope = parts.live.scope();
     scope.agents().any(|a| !a.cgroups.is_empty())
-        || (!scope.pod_selectors().is_empty() && shared.kube.enabled())
+        || (!scope.pod_selectors().is_empty() && parts.kube.enabled())
 }
 
 /// The state kept between walks.
@@ -82,21 +99,21 @@ impl WatchSet {
 
     /// The cgroups that should be watched now, of those in `cgroups`.
     /// (Globs and selectors are asked again: a reload may have come between.)
-    fn wanted(&mut self, shared: &Shared, cgroups: &[(u64, String)]) -> HashSet<u64> {
-        let loaded = shared.live.current();
+    fn wanted(&mut self, parts: &Parts, cgroups: &[(u64, String)]) -> HashSet<u64> {
+        let loaded = parts.live.current();
         let scope = &loaded.scope;
         let by_glob = scope.agents().any(|a| !a.cgroups.is_empty());
-        let by_pod = !scope.pod_selectors().is_empty() && shared.kube.enabled();
+        let by_pod = !scope.pod_selectors().is_empty() && parts.kube.enabled();
         let mut want = HashSet::new();
         if !by_glob && !by_pod {
             self.first_seen.clear();
             return want;
         }
         let now = Instant::now();
-        let index = shared.kube.index();
-        let may_wait = shared.kube.metadata_expected();
-        let wait = shared.kube.metadata_wait();
-        let parent = shared.sessions.parent();
+        let index = parts.kube.index();
+        let may_wait = parts.kube.metadata_expected();
+        let wait = parts.kube.metadata_wait();
+        let parent = parts.session_parent.as_str();
         let mut seen = HashMap::with_capacity(self.first_seen.len());
         for (id, path) in cgroups {
             if is_under(path, parent) {
@@ -130,9 +147,10 @@ impl WatchSet {
     }
 
     /// One walk: watches what is wanted and not watched, unwatches the rest.
-    pub fn scan(&mut self, shared: &Shared, mount: &Path) {
+    pub fn scan(&mut self, parts: &Parts) {
+        let mount = parts.mount.as_path();
         // Nothing to walk for when no agent is matched outside sessions.
-        let cgroups = if matches_outside_sessions(shared) {
+        let cgroups = if matches_outside_sessions(parts) {
             match walk(mount) {
                 Ok(c) => c,
                 Err(e) => {
@@ -143,7 +161,7 @@ impl WatchSet {
         } else {
             Vec::new()
         };
-        let want = self.wanted(shared, &cgroups);
+        let want = self.wanted(parts, &cgroups);
         let paths: HashMap<u64, &str> = cgroups
             .iter()
             .filter(|(id, _)| want.contains(id) && !self.watched.contains(id))
@@ -151,11 +169,11 @@ impl WatchSet {
             .collect();
         let mut failed = None;
         for (&id, path) in &paths {
-            match shared.sensors.watch(id) {
+            match parts.watched.watch(id) {
                 Ok(()) => {
                     self.watched.insert(id);
                     // The pipeline then resolves its events without a rescan.
-                    let _ = shared.new_cgroups.send((id, (*path).to_owned()));
+                    let _ = parts.new_cgroups.send((id, (*path).to_owned()));
                     tracing::debug!("watching cgroup {path} (id {id})");
                 }
                 Err(e) => failed = Some(format!("watching cgroup {path}: {e}")),
@@ -163,7 +181,7 @@ impl WatchSet {
         }
         let gone: Vec<u64> = self.watched.difference(&want).copied().collect();
         for id in gone {
-            match shared.sensors.unwatch(id) {
+            match parts.watched.unwatch(id) {
                 Ok(()) => {
                     self.watched.remove(&id);
                 }
@@ -178,7 +196,7 @@ impl WatchSet {
             Some(_) => {}
             None => self.failing = false,
         }
-        shared
+        parts
             .kube
             .counters()
             .watched_cgroups
@@ -187,16 +205,16 @@ impl WatchSet {
 }
 
 /// Walks the hierarchy every [`SCAN_INTERVAL`] until the daemon exits.
-pub async fn run(shared: Arc<Shared>, mount: PathBuf) {
+pub async fn run(parts: Parts) {
+    let parts = Arc::new(parts);
     let mut set = WatchSet::default();
     let mut every = tokio::time::interval(SCAN_INTERVAL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let s = Arc::clone(&shared);
-        let m = mount.clone();
+        let p = Arc::clone(&parts);
         set = match tokio::task::spawn_blocking(move || {
-            set.scan(&s, &m);
+            set.scan(&p);
             set
         })
         .await

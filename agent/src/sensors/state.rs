@@ -1,0 +1,78 @@
+//! What the sensors report about themselves: each program's state as the
+//! kernel tells it, and the tampering the guard found. [`SensorState`] is
+//! the narrow view that `vigil status` and the metrics read, so they can be
+//! built (and tested) without the programs loaded.
+
+use std::sync::Arc;
+
+use super::{ProgramState, Sensors};
+
+/// The sensors' own state.
+pub trait SensorState: Send + Sync {
+    /// Each link's state, asked of the kernel.
+    fn programs(&self) -> Vec<ProgramState>;
+    /// Each attached hook, as `sensor: program -> hook`.
+    fn attached(&self) -> Vec<String>;
+    /// Tamperings found since load.
+    fn tampers(&self) -> u64;
+    /// The last tampering, in words.
+    fn last_tamper(&self) -> Option<String>;
+    /// Size of the ring buffer as loaded.
+    fn ring_buffer_bytes(&self) -> u32;
+}
+
+impl SensorState for Sensors {
+    fn programs(&self) -> Vec<ProgramState> {
+        Self::programs(self)
+    }
+
+    fn attached(&self) -> Vec<String> {
+        Self::attached(self).to_vec()
+    }
+
+    fn tampers(&self) -> u64 {
+        Self::tampers(self)
+    }
+
+    fn last_tamper(&self) -> Option<String> {
+        Self::last_tamper(self)
+    }
+
+    fn ring_buffer_bytes(&self) -> u32 {
+        self.ring_buffer_bytes
+    }
+}
+
+/// The sensors' figures for the Prometheus endpoint.
+pub struct Figures(pub Arc<dyn SensorState>);
+
+impl std::fmt::Debug for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("sensors::Figures").finish_non_exhaustive()
+    }
+}
+
+impl prometheus_client::collector::Collector for Figures {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{counter, gauge, gauge_with_unit};
+        counter(
+            &mut enc,
+            "sensor_tampers",
+            "Pins under pin_dir removed or replaced, and links detached, while the daemon ran",
+            self.0.tampers(),
+        )?;
+        gauge(
+            &mut enc,
+            "sensor_programs_detached",
+            "Links of the daemon the kernel reports detached from their hooks now",
+            self.0.programs().iter().filter(|p| !p.attached).count() as u64,
+        )?;
+        gauge_with_unit(
+            &mut enc,
+            "ring_buffer_size",
+            "Size of the kernel ring buffer",
+            &prometheus_client::registry::Unit::Bytes,
+            u64::from(self.0.ring_buffer_bytes()),
+        )
+    }
+}
