@@ -1,4 +1,5 @@
-//! `cargo xtask lint`: formatting and clippy, userspace and eBPF.
+//! `cargo xtask lint`: formatting and clippy, userspace and eBPF, and the
+//! daemon's module layers (no import cycle, see [`crate::layers`]).
 
 use std::process::Command;
 
@@ -10,6 +11,21 @@ use crate::{cmd, setup, workspace};
 /// nightly for the BPF target, so it gets its own invocations.
 const EBPF_DIR: &str = "ebpf/vigil-ebpf";
 const EBPF_TARGET: &str = "bpfel-unknown-none";
+
+/// Whether the daemon's top-level modules import each other without a cycle.
+fn layers_ok() -> Result<bool> {
+    let graph = crate::layers::graph(&workspace::root().join("agent/src"))?;
+    match crate::layers::cycle(&graph) {
+        None => Ok(true),
+        Some(c) => {
+            println!(
+                "  import cycle between top-level modules: {}",
+                c.join(" -> ")
+            );
+            Ok(false)
+        }
+    }
+}
 
 pub fn lint() -> Result<()> {
     // Clippy runs build scripts, and agent/build.rs compiles the eBPF object.
@@ -50,6 +66,8 @@ pub fn lint() -> Result<()> {
 
     // Every check runs even after a failure, so one CI run shows them all.
     let mut results = Vec::new();
+    println!("lint: module layers");
+    results.push(("module layers", layers_ok()?));
     for (name, mut check) in checks {
         println!("lint: {name}");
         let ok = cmd::status(&mut check)?.success();

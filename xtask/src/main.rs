@@ -6,6 +6,7 @@ mod cgroups;
 mod cmd;
 mod demo;
 mod helm;
+mod layers;
 mod lint;
 mod manifests;
 mod run;
