@@ -377,4 +377,75 @@ mod tests {
         let e = cert_names(b"not a certificate").unwrap_err();
         assert!(e.contains("cannot be parsed"), "{e}");
     }
+
+    /// The layer in front of a service that answers every request it is
+    /// handed with 200 and the caller it was given.
+    async fn through_layer(
+        live: &Arc<LiveConfig>,
+        path: &str,
+        transport: impl FnOnce(&mut http::Extensions),
+    ) -> (http::StatusCode, Option<String>, Option<Caller>) {
+        use tower::{Layer as _, ServiceExt as _};
+        let inner = tower::service_fn(|req: http::Request<()>| async move {
+            let caller = req.extensions().get::<Caller>().cloned();
+            let mut resp = http::Response::new(tonic::body::Body::empty());
+            resp.extensions_mut().insert(caller);
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let svc = AuthLayer::new(Arc::clone(live)).layer(inner);
+        let mut req = http::Request::builder().uri(path).body(()).unwrap();
+        transport(req.extensions_mut());
+        let resp = svc.oneshot(req).await.unwrap();
+        let status = Status::from_header_map(resp.headers());
+        let caller = resp.extensions().get::<Option<Caller>>().cloned().flatten();
+        (
+            resp.status(),
+            status.map(|s| format!("{:?}: {}", s.code(), s.message())),
+            caller,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_layer_identifies_callers_and_refuses_before_the_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = crate::api::testing::live(dir.path(), crate::api::testing::AGENTS);
+        let revoke = "/vigil.v1.GovernanceService/Revoke";
+        let tcp = |e: &mut http::Extensions| {
+            e.insert(TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some("127.0.0.1:5000".parse().unwrap()),
+            });
+        };
+        // A plain-TCP client reads, and never reaches an operator RPC.
+        let (_, refused, caller) = through_layer(&live, "/vigil.v1.NodeService/Status", tcp).await;
+        assert_eq!(refused, None);
+        assert!(
+            matches!(caller, Some(Caller::Insecure { .. })),
+            "{caller:?}"
+        );
+        let (_, refused, caller) = through_layer(&live, revoke, tcp).await;
+        let refused = refused.unwrap();
+        assert!(refused.starts_with("PermissionDenied: "), "{refused}");
+        assert!(refused.contains("needs operator"), "{refused}");
+        assert_eq!(caller, None, "the service must not have been called");
+        // The local socket is the operator's.
+        let local = |e: &mut http::Extensions| {
+            e.insert(UdsConnectInfo {
+                peer_addr: None,
+                peer_cred: None,
+            });
+        };
+        let (_, refused, caller) = through_layer(&live, revoke, local).await;
+        assert_eq!(refused, None);
+        assert_eq!(caller, Some(Caller::Local(None)));
+        // No transport information: nobody is served.
+        let (_, refused, caller) =
+            through_layer(&live, "/vigil.v1.NodeService/Status", |_| {}).await;
+        assert!(refused.unwrap().starts_with("Unauthenticated: "));
+        assert_eq!(caller, None);
+        // Starting a session needs the local socket, whatever the role.
+        let (_, refused, _) =
+            through_layer(&live, "/vigil.v1.GovernanceService/StartSession", tcp).await;
+        assert!(refused.unwrap().starts_with("PermissionDenied: "));
+    }
 }

@@ -420,3 +420,224 @@ fn declared(scope: &Scope) -> String {
         names.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+    use vigil_common::policy;
+
+    use super::*;
+    use crate::api::server::Peer;
+    use crate::api::testing::{AGENTS, Parts, parts};
+    use crate::wire::pb::governance_service_server::GovernanceService as _;
+
+    fn governance(p: &Parts) -> Governance {
+        Governance::new(
+            Arc::clone(&p.live),
+            Arc::clone(&p.enforcer),
+            p.publisher.clone(),
+            Arc::clone(&p.counters),
+            p.new_cgroups_tx.clone(),
+        )
+    }
+
+    fn as_root<T>(msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.extensions_mut().insert(Caller::Local(Some(Peer {
+            pid: Some(4242),
+            uid: 0,
+        })));
+        req
+    }
+
+    fn revoke(agent: &str, session: &str, reason: &str) -> pb::RevokeRequest {
+        pb::RevokeRequest {
+            agent: agent.into(),
+            session: session.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn revoked_in_kernel(p: &Parts, agent: &str) -> bool {
+        let (id, _) = p.enforcer.sessions().agent_dir(agent).unwrap();
+        p.enforcer.kernel().get(id).flags & policy::REVOKED != 0
+    }
+
+    fn journaled(p: &Parts) -> Vec<pb::Event> {
+        p.hub.reader().read_after(0, 100).unwrap()
+    }
+
+    #[tokio::test]
+    async fn revoke_takes_effect_in_the_kernel_and_is_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parts(dir.path(), AGENTS).await;
+        let g = governance(&p);
+        let r = g
+            .revoke(as_root(revoke("coder", "", "leaked a token")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.sequence > 0);
+        assert!(revoked_in_kernel(&p, "coder"));
+        let events = journaled(&p);
+        let Some(pb::event::Payload::Revocation(rev)) = &events[0].payload else {
+            panic!("{events:?}");
+        };
+        assert_eq!(
+            (rev.agent.as_str(), rev.reason.as_str()),
+            ("coder", "leaked a token")
+        );
+        assert!(rev.by.contains("uid 0 pid 4242"), "{}", rev.by);
+        // A second revocation names the standing one.
+        let again = g
+            .revoke(as_root(revoke("coder", "", "twice")))
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), Code::FailedPrecondition, "{again}");
+        assert!(again.message().contains("leaked a token"), "{again}");
+        // Restore lifts it, on record too.
+        g.restore(as_root(pb::RestoreRequest {
+            agent: "coder".into(),
+            session: String::new(),
+            reason: "rotated".into(),
+        }))
+        .await
+        .unwrap();
+        assert!(!revoked_in_kernel(&p, "coder"));
+        assert!(matches!(
+            journaled(&p)[1].payload,
+            Some(pb::event::Payload::Restore(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_that_cannot_be_journaled_does_not_stand() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parts(dir.path(), AGENTS).await;
+        let g = governance(&p);
+        p.publisher.stop().await;
+        let err = g
+            .revoke(as_root(revoke("coder", "", "no journal")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        assert!(!revoked_in_kernel(&p, "coder"));
+        assert!(p.enforcer.revocations().list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_requests_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parts(dir.path(), AGENTS).await;
+        let g = governance(&p);
+        let cases = [
+            (
+                revoke("", "", "r"),
+                Code::InvalidArgument,
+                "agent: required",
+            ),
+            (
+                revoke("coder", "", "  "),
+                Code::InvalidArgument,
+                "reason: required",
+            ),
+            (
+                revoke("nobody", "", "r"),
+                Code::NotFound,
+                "unknown agent \"nobody\": the node config declares \"coder\", \"gated\"",
+            ),
+            (
+                revoke("coder", "s-missing", "r"),
+                Code::NotFound,
+                "agent \"coder\" has no active session \"s-missing\"",
+            ),
+        ];
+        for (req, code, words) in cases {
+            let err = g.revoke(as_root(req)).await.unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+            assert!(err.message().contains(words), "{err}");
+        }
+        // Nothing was changed or journaled by any of them.
+        assert!(p.enforcer.revocations().list().is_empty());
+        assert!(journaled(&p).is_empty());
+    }
+
+    #[tokio::test]
+    async fn unauthenticated_and_reader_callers_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parts(dir.path(), AGENTS).await;
+        let g = governance(&p);
+        let err = g
+            .revoke(Request::new(revoke("coder", "", "r")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+        let mut req = Request::new(revoke("coder", "", "r"));
+        req.extensions_mut().insert(Caller::Insecure { addr: None });
+        let err = g.revoke(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        // Sessions start only over the local socket, with the caller's pid.
+        let err = g
+            .start_session(as_root(pb::StartSessionRequest {
+                agent: "coder".into(),
+                session: String::new(),
+                pid: 1,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+        assert!(!revoked_in_kernel(&p, "coder"));
+    }
+
+    #[tokio::test]
+    async fn task_approvals_open_and_close_the_kernel_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = parts(dir.path(), AGENTS).await;
+        let g = governance(&p);
+        let approve = |agent: &str, ttl: u64| pb::ApproveTaskRequest {
+            agent: agent.into(),
+            task: "t-1".into(),
+            purpose: "release".into(),
+            ttl: Some(prost_types::Duration {
+                seconds: i64::try_from(ttl).unwrap(),
+                nanos: 0,
+            }),
+            scope: None,
+        };
+        let err = g
+            .approve_task(as_root(approve("coder", 60)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        let err = g
+            .approve_task(as_root(approve("gated", 0)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        let r = g
+            .approve_task(as_root(approve("gated", 60)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.sequence > 0);
+        let (id, _) = p.enforcer.sessions().agent_dir("gated").unwrap();
+        let window = p.enforcer.kernel().get(id).grant_expires_ns;
+        assert!(window > crate::enforcement::boot_now_ns());
+        assert_eq!(p.enforcer.active_task("gated").as_deref(), Some("t-1"));
+        let err = g
+            .end_task(as_root(pb::EndTaskRequest {
+                agent: "gated".into(),
+                task: "t-2".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        g.end_task(as_root(pb::EndTaskRequest {
+            agent: "gated".into(),
+            task: "t-1".into(),
+        }))
+        .await
+        .unwrap();
+        assert_eq!(p.enforcer.kernel().get(id).grant_expires_ns, 0);
+    }
+}

@@ -150,3 +150,94 @@ fn journal_status(s: &NodeParts, config: &crate::config::JournalConfig) -> pb::J
             .and_then(|a| prost_types::Duration::try_from(a).ok()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::testing;
+    use crate::sensors::ProgramState;
+    use crate::wire::pb::node_service_server::NodeService as _;
+
+    /// Sensors as the kernel would report them: one program detached.
+    struct Reported;
+
+    impl SensorState for Reported {
+        fn programs(&self) -> Vec<ProgramState> {
+            let state = |program, attached| ProgramState {
+                sensor: "network",
+                program,
+                hook: format!("cgroup/{program}"),
+                attached,
+                link_id: if attached { 7 } else { 0 },
+                pinned: true,
+                reattached: 0,
+                error: None,
+            };
+            vec![
+                state("vigil_connect4", true),
+                state("vigil_connect6", false),
+            ]
+        }
+
+        fn attached(&self) -> Vec<String> {
+            vec!["network: vigil_connect4 -> cgroup/connect4".into()]
+        }
+
+        fn tampers(&self) -> u64 {
+            2
+        }
+
+        fn last_tamper(&self) -> Option<String> {
+            Some("link of vigil_connect6 detached".into())
+        }
+
+        fn ring_buffer_bytes(&self) -> u32 {
+            1 << 20
+        }
+    }
+
+    #[tokio::test]
+    async fn status_reports_sensors_attribution_and_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = testing::live(dir.path(), testing::AGENTS);
+        let hub = testing::hub(dir.path());
+        let stats = Arc::new(Stats::default());
+        stats.attributed.store(9, Ordering::Relaxed);
+        stats.unattributed.store(1, Ordering::Relaxed);
+        stats.lost[1].store(5, Ordering::Relaxed);
+        let kube = Kube::start(&live.current().config.kubernetes, "n1");
+        let node = Node::new(NodeParts {
+            node: "n1".into(),
+            started: SystemTime::now(),
+            live: Arc::clone(&live),
+            sensors: Arc::new(Reported),
+            stats,
+            kube,
+            hub,
+            journal_path: dir.path().join("journal.redb"),
+        });
+        let s = node
+            .status(Request::new(pb::StatusRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.node, "n1");
+        let network = s.sensors.iter().find(|x| x.name == "network").unwrap();
+        assert!(!network.attached);
+        assert_eq!(network.error, "detached: vigil_connect6");
+        assert_eq!(network.programs.len(), 2);
+        assert_eq!(s.sensors[1].lost, 5);
+        assert_eq!(
+            (s.sensor_tampers, s.last_tamper.as_str()),
+            (2, "link of vigil_connect6 detached")
+        );
+        let a = s.attribution.unwrap();
+        assert_eq!((a.attributed, a.unattributed), (9, 1));
+        let config = s.config.unwrap();
+        assert_eq!(config.version, "1");
+        assert!(config.path.ends_with("vigil.toml"), "{}", config.path);
+        let journal = s.journal.unwrap();
+        assert!(journal.path.ends_with("journal.redb"), "{}", journal.path);
+        assert_eq!(journal.newest_sequence, 0);
+    }
+}

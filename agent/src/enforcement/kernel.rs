@@ -3,7 +3,7 @@
 //! governed process. An update here takes effect on the next syscall: a call
 //! that returns after updating a map leaves no window.
 
-use std::{net::IpAddr, sync::Mutex};
+use std::{collections::BTreeMap, net::IpAddr, sync::Mutex};
 
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, lpm_trie::Key};
 use vigil_common::{PORT_RULES, Policy, PortRule, SystemKey, SystemRules, policy};
@@ -20,8 +20,135 @@ pub enum KernelPolicyError {
 
 /// Handles on the pinned enforcement maps.
 pub struct KernelPolicy {
-    policy: Mutex<HashMap<MapData, u64, Policy>>,
-    systems: Mutex<LpmTrie<MapData, SystemKey, SystemRules>>,
+    policy: Mutex<PolicyRows>,
+    systems: Mutex<SystemRows>,
+}
+
+/// The `POLICY` rows: the kernel's map, or (for tests of the layers above,
+/// which run without BPF) the same rows in memory.
+enum PolicyRows {
+    Kernel(HashMap<MapData, u64, Policy>),
+    #[cfg_attr(not(test), allow(dead_code))]
+    Memory(BTreeMap<u64, Policy>),
+}
+
+impl PolicyRows {
+    fn get(&self, cgroup_id: u64) -> Option<Policy> {
+        match self {
+            Self::Kernel(m) => m.get(&cgroup_id, 0).ok(),
+            Self::Memory(m) => m.get(&cgroup_id).copied(),
+        }
+    }
+
+    fn entries(&self) -> Vec<(u64, Policy)> {
+        match self {
+            Self::Kernel(m) => m.iter().filter_map(Result::ok).collect(),
+            Self::Memory(m) => m.iter().map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+
+    fn insert(&mut self, cgroup_id: u64, p: Policy) -> Result<(), MapError> {
+        match self {
+            Self::Kernel(m) => m.insert(cgroup_id, p, 0),
+            Self::Memory(m) => {
+                m.insert(cgroup_id, p);
+                Ok(())
+            }
+        }
+    }
+
+    fn remove(&mut self, cgroup_id: u64) -> Result<(), MapError> {
+        match self {
+            Self::Kernel(m) => m.remove(&cgroup_id),
+            Self::Memory(m) => {
+                m.remove(&cgroup_id);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `SYSTEMS` trie, or its rows in memory keyed by (agent, address,
+/// prefix length in bits of the whole key) with a longest-prefix lookup.
+enum SystemRows {
+    Kernel(LpmTrie<MapData, SystemKey, SystemRules>),
+    #[cfg_attr(not(test), allow(dead_code))]
+    Memory(BTreeMap<([u8; 4], [u8; 16], u32), SystemRules>),
+}
+
+impl SystemRows {
+    fn keys_of(&self, agent_be: [u8; 4]) -> Vec<Key<SystemKey>> {
+        match self {
+            Self::Kernel(t) => t
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.data().agent_be == agent_be)
+                .collect(),
+            Self::Memory(m) => m
+                .keys()
+                .filter(|(a, _, _)| *a == agent_be)
+                .map(|(a, addr, prefix)| {
+                    Key::new(
+                        *prefix,
+                        SystemKey {
+                            agent_be: *a,
+                            addr: *addr,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn remove(&mut self, key: &Key<SystemKey>) -> Result<(), MapError> {
+        match self {
+            Self::Kernel(t) => t.remove(key),
+            Self::Memory(m) => {
+                let d = key.data();
+                m.remove(&(d.agent_be, d.addr, key.prefix_len()));
+                Ok(())
+            }
+        }
+    }
+
+    fn insert(&mut self, key: &Key<SystemKey>, value: SystemRules) -> Result<(), MapError> {
+        match self {
+            Self::Kernel(t) => t.insert(key, value, 0),
+            Self::Memory(m) => {
+                let d = key.data();
+                m.insert((d.agent_be, d.addr, key.prefix_len()), value);
+                Ok(())
+            }
+        }
+    }
+
+    /// The rules of the longest prefix covering a full-length `key`.
+    fn lookup(&self, key: &Key<SystemKey>) -> Option<SystemRules> {
+        match self {
+            Self::Kernel(t) => t.get(key, 0).ok(),
+            Self::Memory(m) => {
+                let want = key.data();
+                m.iter()
+                    .filter(|((agent, addr, prefix), _)| {
+                        *agent == want.agent_be
+                            && prefix_covers(addr, prefix.saturating_sub(32), &want.addr)
+                    })
+                    .max_by_key(|((_, _, prefix), _)| *prefix)
+                    .map(|(_, v)| *v)
+            }
+        }
+    }
+}
+
+/// Whether `net/bits` (an address in the v6 space) covers `addr`.
+fn prefix_covers(net: &[u8; 16], bits: u32, addr: &[u8; 16]) -> bool {
+    let bits = bits.min(128);
+    let mask = if bits == 0 {
+        0
+    } else {
+        u128::MAX << (128 - bits)
+    };
+    u128::from_be_bytes(*net) & mask == u128::from_be_bytes(*addr) & mask
 }
 
 /// An agent's standing settings in its policy row.
@@ -72,29 +199,39 @@ impl KernelPolicy {
     /// Takes the `POLICY` and `SYSTEMS` maps the sensors loaded.
     pub fn new(policy: Map, systems: Map) -> Result<Self, KernelPolicyError> {
         Ok(Self {
-            policy: Mutex::new(HashMap::try_from(policy).map_err(|source| {
-                KernelPolicyError::Map {
+            policy: Mutex::new(PolicyRows::Kernel(HashMap::try_from(policy).map_err(
+                |source| KernelPolicyError::Map {
                     map: "POLICY",
                     source,
-                }
-            })?),
-            systems: Mutex::new(LpmTrie::try_from(systems).map_err(|source| {
-                KernelPolicyError::Map {
+                },
+            )?)),
+            systems: Mutex::new(SystemRows::Kernel(LpmTrie::try_from(systems).map_err(
+                |source| KernelPolicyError::Map {
                     map: "SYSTEMS",
                     source,
-                }
-            })?),
+                },
+            )?)),
         })
+    }
+
+    /// The same policy held in memory, for unit tests of the layers above
+    /// (the API, the pipeline), which run without root or BPF.
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Self {
+        Self {
+            policy: Mutex::new(PolicyRows::Memory(BTreeMap::new())),
+            systems: Mutex::new(SystemRows::Memory(BTreeMap::new())),
+        }
     }
 
     /// The policy of one cgroup (default when none).
     pub fn get(&self, cgroup_id: u64) -> Policy {
-        lock(&self.policy).get(&cgroup_id, 0).unwrap_or_default()
+        lock(&self.policy).get(cgroup_id).unwrap_or_default()
     }
 
     /// Every cgroup with a policy (adopted from a previous daemon, too).
     pub fn entries(&self) -> Vec<(u64, Policy)> {
-        lock(&self.policy).iter().filter_map(Result::ok).collect()
+        lock(&self.policy).entries()
     }
 
     /// Changes one cgroup's policy; an all-default policy removes the entry.
@@ -104,17 +241,17 @@ impl KernelPolicy {
         f: impl FnOnce(&mut Policy),
     ) -> Result<Policy, KernelPolicyError> {
         let mut map = lock(&self.policy);
-        let existing = map.get(&cgroup_id, 0).ok();
+        let existing = map.get(cgroup_id);
         let mut p = existing.unwrap_or_default();
         f(&mut p);
         let result = if p == Policy::default() {
             if existing.is_some() {
-                map.remove(&cgroup_id)
+                map.remove(cgroup_id)
             } else {
                 Ok(())
             }
         } else {
-            map.insert(cgroup_id, p, 0)
+            map.insert(cgroup_id, p)
         };
         result.map_err(|source| KernelPolicyError::Policy { cgroup_id, source })?;
         Ok(p)
@@ -179,15 +316,7 @@ impl KernelPolicy {
         let err = |source| KernelPolicyError::Systems { agent_key, source };
         let mut trie = lock(&self.systems);
         let agent_be = agent_key.to_be_bytes();
-        let old: Vec<Key<SystemKey>> = trie
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| {
-                let data = k.data();
-                data.agent_be == agent_be
-            })
-            .collect();
-        for k in &old {
+        for k in &trie.keys_of(agent_be) {
             trie.remove(k).map_err(err)?;
         }
         let mut nets: Vec<ipnet::IpNet> = rules.iter().map(|r| r.network.trunc()).collect();
@@ -214,7 +343,7 @@ impl KernelPolicy {
             }
             let (addr, prefix) = mapped(*net);
             let key = Key::new(32 + prefix, SystemKey { agent_be, addr });
-            trie.insert(&key, value, 0).map_err(err)?;
+            trie.insert(&key, value).map_err(err)?;
         }
         Ok(nets.len())
     }
@@ -240,7 +369,7 @@ impl KernelPolicy {
                 addr,
             },
         );
-        let Ok(v) = lock(&self.systems).get(&key, 0) else {
+        let Some(v) = lock(&self.systems).lookup(&key) else {
             return false;
         };
         v.rules[..(v.count as usize).min(PORT_RULES)]
@@ -264,4 +393,60 @@ pub fn agent_key(name: &str) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(net: &str, lo: u16, hi: u16, protocol: u8) -> SystemRule {
+        SystemRule {
+            network: net.parse().unwrap(),
+            lo,
+            hi,
+            protocol,
+            expires_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_narrow_prefix_keeps_the_rules_of_the_broad_one_that_covers_it() {
+        let k = KernelPolicy::in_memory();
+        let tcp = libc::IPPROTO_TCP as u8;
+        k.set_systems(
+            7,
+            &[
+                rule("10.0.0.0/8", 443, 443, tcp),
+                rule("10.1.2.3/32", 22, 22, 0),
+            ],
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // The /32 row shadows the /8 in a longest-prefix lookup, so it must
+        // carry the /8's rule as well.
+        assert!(k.system_allowed(7, ip("10.1.2.3"), 443, tcp, 0));
+        assert!(k.system_allowed(7, ip("10.1.2.3"), 22, libc::IPPROTO_UDP as u8, 0));
+        assert!(k.system_allowed(7, ip("10.9.9.9"), 443, tcp, 0));
+        assert!(!k.system_allowed(7, ip("10.9.9.9"), 22, tcp, 0));
+        assert!(!k.system_allowed(7, ip("11.0.0.1"), 443, tcp, 0));
+        assert!(
+            !k.system_allowed(8, ip("10.9.9.9"), 443, tcp, 0),
+            "another agent"
+        );
+        // Replacing the agent's rows drops the old ones.
+        k.set_systems(7, &[rule("192.168.0.0/16", 1, 1024, 0)])
+            .unwrap();
+        assert!(!k.system_allowed(7, ip("10.9.9.9"), 443, tcp, 0));
+        assert!(k.system_allowed(7, ip("192.168.1.1"), 80, tcp, 0));
+    }
+
+    #[test]
+    fn an_all_default_policy_leaves_no_row() {
+        let k = KernelPolicy::in_memory();
+        k.revoke(5).unwrap();
+        assert_eq!(k.entries().len(), 1);
+        assert!(k.get(5).flags & policy::REVOKED != 0);
+        k.restore(5).unwrap();
+        assert!(k.entries().is_empty());
+    }
 }
