@@ -26,7 +26,8 @@ pub fn graph(src: &Path) -> Result<Graph> {
             }
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             // Test-only files, declared under #[cfg(test)].
-            if !name.ends_with(".rs") || name == "tests.rs" || name == "testing.rs" {
+            let rust = path.extension().is_some_and(|e| e == "rs");
+            if !rust || name == "tests.rs" || name == "testing.rs" {
                 continue;
             }
             let rel = path.strip_prefix(src).unwrap_or(&path);
