@@ -1,0 +1,410 @@
+//! The event pipeline: kernel record → typed, enriched, attributed event →
+//! scope verdict. It owns all per-event state (process table, cgroup and
+//! attribution caches) and runs on one task, so it needs no locks on the hot
+//! path and keeps events in kernel order.
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use vigil_common::{DNS_EGRESS, verdict};
+
+use crate::{
+    enforcement::Enforcer,
+    event::{Anomaly, Event, Payload},
+    identity::{
+        attribute::{Attribution, Attributor},
+        cgroup::{CgroupFs, CgroupResolver},
+        procs::{ProcessTable, resolve_path},
+    },
+    kube::Kube,
+    live::{LiveConfig, Loaded},
+    metrics::Metrics,
+    scope::{
+        aggregate::Aggregator,
+        dns::{DnsCache, PendingQueries, parse_response},
+    },
+    sensors::{
+        decode::{self, Clock, Record},
+        loss::{NodeLosses, SessionLosses},
+    },
+    stats::Stats,
+};
+
+mod dns;
+mod loss;
+mod violation;
+
+/// Deepest lineage reported.
+const LINEAGE_MAX: usize = 16;
+
+/// What the pipeline is built from.
+pub struct Parts {
+    pub live: Arc<LiveConfig>,
+    pub enforcer: Arc<Enforcer>,
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    pub kube: Kube,
+    /// Addresses of the agents' host names, kept fresh by the resolver.
+    pub dns: Arc<DnsCache>,
+    pub repeats: super::repeats::Repeats,
+    /// The kernel's loss counters of the node, per sensor.
+    pub node_losses: Option<NodeLosses>,
+    /// The kernel's loss counters per cgroup, reported per session.
+    pub losses: Option<SessionLosses>,
+}
+
+/// Everything the pipeline makes goes to one output, in kernel order: each
+/// event, then what it caused (a revocation, anomalies), and between
+/// records what housekeeping made (expiries, folded anomalies, losses).
+pub type Out = Vec<Event>;
+
+pub struct Pipeline {
+    live: Arc<LiveConfig>,
+    enforcer: Arc<Enforcer>,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    node_losses: Option<NodeLosses>,
+    clock: Clock,
+    clock_sampled: Instant,
+    procs: ProcessTable,
+    resolver: CgroupResolver,
+    attributor: Attributor,
+    pods: crate::kube::hold::PodAttributor,
+    config_version: u64,
+    dns: Arc<DnsCache>,
+    /// DNS queries of watched sockets awaiting their answers: only an
+    /// answer to one of them is believed.
+    queries: PendingQueries,
+    /// DNS answers that processes of agents sent from port 53, so that their
+    /// arrival is not taken for a resolver's.
+    served: PendingQueries,
+    aggregator: Aggregator,
+    /// Boot-clock time at which the record being processed was read, for
+    /// the revocation log (how much of its latency was wake-up).
+    read_ns: u64,
+    repeats: super::repeats::Repeats,
+    /// Ring-buffer losses per cgroup, reported per session.
+    losses: Option<SessionLosses>,
+}
+
+impl Pipeline {
+    pub fn new(parts: Parts, cgroups: &CgroupFs) -> Self {
+        let Parts {
+            live,
+            enforcer,
+            stats,
+            metrics,
+            kube,
+            dns,
+            repeats,
+            node_losses,
+            losses,
+        } = parts;
+        let mut resolver = CgroupResolver::new(cgroups, Duration::from_millis(200));
+        let sessions = enforcer.sessions();
+        let parent = sessions.parent().to_owned();
+        let (parent_id, _) = sessions.parent_id_level();
+        resolver.insert(parent_id, &parent);
+        for s in sessions.list(None) {
+            resolver.insert(s.cgroup_id, &s.cgroup);
+        }
+        let loaded = live.current();
+        let config_version = loaded.version;
+        let aggregator = Aggregator::new(loaded.scope.aggregate_window());
+        let pods = crate::kube::hold::PodAttributor::new(kube, loaded.config.daemon.watch_all);
+        drop(loaded);
+        Self {
+            live,
+            enforcer,
+            stats,
+            metrics,
+            node_losses,
+            clock: Clock::now(),
+            clock_sampled: Instant::now(),
+            procs: ProcessTable::new().with_cgroup_fs(cgroups.clone()),
+            resolver,
+            attributor: Attributor::new(&parent),
+            pods,
+            config_version,
+            dns,
+            queries: PendingQueries::default(),
+            served: PendingQueries::default(),
+            aggregator,
+            read_ns: 0,
+            repeats,
+            losses,
+        }
+    }
+
+    /// Tells the pipeline about a cgroup the daemon just created.
+    pub fn learn_cgroup(&mut self, id: u64, path: &str) {
+        self.resolver.insert(id, path);
+    }
+
+    /// Housekeeping between batches: clock drift, config changes,
+    /// expiries, folded anomalies, losses, tombstones.
+    pub fn tick(&mut self, out: &mut Out) {
+        if self.clock_sampled.elapsed() > Duration::from_secs(10) {
+            self.clock = Clock::now();
+            self.clock_sampled = Instant::now();
+        }
+        let loaded = self.live.current();
+        if loaded.version != self.config_version {
+            self.config_version = loaded.version;
+            self.attributor.clear();
+            // Report what the old window held before taking the new one.
+            self.drain_anomalies(out);
+            self.aggregator = Aggregator::new(loaded.scope.aggregate_window());
+            if let Err(e) = self.enforcer.configure(&loaded.scope) {
+                tracing::error!("loading the new config's enforcement into the kernel: {e}");
+            }
+        }
+        for (agent, grant) in self.enforcer.expired() {
+            tracing::info!("task {} of agent {agent} expired", grant.task);
+            out.push(Event::daemon(
+                crate::event::Identity {
+                    agent: Some(agent.clone()),
+                    task: Some(grant.task.clone()),
+                    ..crate::event::Identity::default()
+                },
+                Payload::TaskEnded(crate::event::TaskEnded {
+                    agent,
+                    task: grant.task,
+                    reason: "expired".to_owned(),
+                    by: grant.by,
+                }),
+            ));
+        }
+        self.flush_anomalies(out);
+        self.losses(&loaded, out);
+        loaded.scope.refresh_identity_files(Instant::now());
+        self.procs.sweep();
+        out.extend(self.repeats.sweep());
+        self.stats
+            .open_repeat_keys
+            .store(self.repeats.tracked() as u64, Ordering::Relaxed);
+        self.release_held(&loaded, false, out);
+    }
+
+    /// Decodes and processes one ring-buffer record. A malformed record is
+    /// counted and skipped.
+    pub fn process_bytes(&mut self, bytes: &[u8], out: &mut Out) {
+        self.stats.records.fetch_add(1, Ordering::Relaxed);
+        self.read_ns = crate::enforcement::boot_now_ns();
+        match decode::decode(bytes) {
+            Ok(record) => self.process(&record, out),
+            Err(e) => {
+                let n = self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                // The first few are logged; all are counted.
+                if n < 10 {
+                    tracing::warn!("skipping malformed kernel record: {e}");
+                }
+            }
+        }
+    }
+
+    fn attribution(&mut self, loaded: &Loaded, cgroup_id: u64) -> Arc<Attribution> {
+        let resolver = &mut self.resolver;
+        let base = self.attributor.attribute(
+            cgroup_id,
+            || resolver.resolve(cgroup_id),
+            |path| {
+                loaded
+                    .scope
+                    .match_cgroup(path)
+                    .map(|id| Arc::from(loaded.scope.agent(id).name.as_str()))
+            },
+        );
+        self.pods.attribute(cgroup_id, base, loaded)
+    }
+
+    /// Events held for their pod's metadata that may go now (all of them
+    /// when `all`, at shutdown): attributed again, checked and emitted.
+    fn release_held(&mut self, loaded: &Loaded, all: bool, out: &mut Out) {
+        for (cgroup_id, event) in self.pods.release(all) {
+            let a = self.attribution(loaded, cgroup_id);
+            let Some(event) = self.pods.settle(event, &a, &self.stats) else {
+                continue;
+            };
+            let caused = self.check(loaded, &event, verdict::ALLOWED);
+            out.push(event);
+            out.extend(caused);
+        }
+    }
+
+    /// Processes one decoded record against one version of the config.
+    /// Nothing comes out while the event waits for its pod's metadata (it
+    /// comes out later) or when it is dropped.
+    pub fn process(&mut self, record: &Record, out: &mut Out) {
+        let loaded = self.live.current();
+        let h = *record.header();
+        if let Record::Dns(r) = record
+            && h.flags & DNS_EGRESS != 0
+        {
+            self.on_sent(&loaded, r);
+            return;
+        }
+        if let Record::Fork(r) = record {
+            let comm = String::from_utf8_lossy(
+                &h.comm[..h.comm.iter().position(|&b| b == 0).unwrap_or(16)],
+            )
+            .into_owned();
+            self.procs.on_fork(h.tgid, r.child_tgid, &comm, h.cgroup_id);
+        }
+        let mut event = decode::to_event(record, &self.clock);
+        if let (Record::Dns(r), Payload::DnsAnswer(answer)) = (record, &mut event.payload) {
+            match parse_response(&r.payload[..usize::from(r.len).min(r.payload.len())]) {
+                Ok(resp) => {
+                    answer.id = resp.id;
+                    answer.name = resp.name;
+                    answer.addresses = resp.addresses;
+                    answer.ttl = resp.ttl;
+                }
+                Err(e) => tracing::debug!("ignoring DNS payload: {e}"),
+            }
+        }
+        let attribution = self.attribution(&loaded, h.cgroup_id);
+        self.enrich(&mut event, &attribution);
+        if let Record::Open(r) = record {
+            Self::absolutize_open(&mut event, r.dfd);
+        }
+        if let Record::Exit(_) = record {
+            self.procs.on_exit(h.tgid);
+            // Summaries of the process's repeated opens come before its exit.
+            out.extend(self.repeats.on_exit(h.tgid));
+        }
+        // The kernel decided a blocked event with its attribution already.
+        if h.verdict == verdict::ALLOWED {
+            let Some(admitted) = self.pods.admit(event, &attribution, &self.stats) else {
+                return;
+            };
+            event = admitted;
+            // Only for reports that go out: a summary copies the last one.
+            // (An open held for its pod's metadata leaves its count in the
+            // kernel, for the next report of the same open.)
+            if let Record::Open(r) = record {
+                self.repeats.on_report(r, &mut event);
+            }
+        }
+        let caused = self.check(&loaded, &event, h.verdict);
+        out.push(event);
+        out.extend(caused);
+    }
+
+    /// Counts an event and checks it: against its agent's scope, or as
+    /// refused by the kernel. Returns what it caused, in order.
+    fn check(&mut self, loaded: &Loaded, event: &Event, kernel_verdict: u32) -> Vec<Event> {
+        let stats = &self.stats;
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        if event.identity.agent.is_some() {
+            stats.attributed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.unattributed.fetch_add(1, Ordering::Relaxed);
+        }
+        if kernel_verdict == verdict::ALLOWED {
+            let started = Instant::now();
+            let caused = self.evaluate(loaded, event);
+            self.metrics.observe_scope_evaluation(started.elapsed());
+            caused
+        } else {
+            self.blocked(loaded, event, kernel_verdict)
+        }
+    }
+
+    fn enrich(&mut self, event: &mut Event, a: &Attribution) {
+        event.identity.agent = a.agent.as_deref().map(str::to_owned);
+        event.identity.session = a.session.as_deref().map(str::to_owned);
+        event.identity.cgroup = a.cgroup.as_deref().map(str::to_owned);
+        event.identity.workload.clone_from(&a.workload);
+        if let Some(agent) = &a.agent {
+            event.identity.task = self.enforcer.active_task(agent);
+        }
+        let session_root = a
+            .session
+            .as_deref()
+            .and_then(|s| self.enforcer.sessions().get(s))
+            .map_or(0, |s| s.root_pid);
+        let Some(process) = event.process.as_mut() else {
+            return;
+        };
+        let tgid = process.pid;
+        if let Payload::Exec(exec) = &mut event.payload {
+            // A relative exec path is relative to the caller's working directory.
+            if !exec.filename.starts_with('/')
+                && let Some(abs) = resolve_path(tgid, -100, &exec.filename)
+            {
+                exec.filename = abs;
+            }
+            // The kernel names the program from `mm->exe_file`; when its walk
+            // could not (a path deeper than it follows), the process's own
+            // view is next best, never the file name resolved here.
+            if process.exe.is_none() {
+                process.exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+                    .ok()
+                    .and_then(|p| p.into_os_string().into_string().ok());
+            }
+            let exe = process.exe.clone().unwrap_or_else(|| exec.filename.clone());
+            self.procs.on_exec(tgid, &exe, &process.comm);
+            process.argv.clone_from(&exec.argv);
+        }
+        if let Some(info) = self.procs.get_or_load(tgid) {
+            if process.exe.is_none() {
+                process.exe = info.exe.as_deref().map(str::to_owned);
+            }
+            if process.ppid == 0 {
+                process.ppid = info.ppid;
+            }
+        }
+        process.lineage =
+            self.procs
+                .lineage(tgid, |pid| pid == session_root || pid == 1, LINEAGE_MAX);
+    }
+
+    /// Resolves a relative open path against the opener's cwd or dfd.
+    fn absolutize_open(event: &mut Event, dfd: i32) {
+        let Some(pid) = event.process.as_ref().map(|p| p.pid) else {
+            return;
+        };
+        if let Payload::FileOpen(open) = &mut event.payload
+            && !open.path.starts_with('/')
+            && let Some(abs) = resolve_path(pid, dfd, &open.path)
+        {
+            open.raw_path = Some(std::mem::replace(&mut open.path, abs));
+        }
+    }
+
+    fn anomaly_event(&self, a: Anomaly) -> Event {
+        self.stats.anomalies.fetch_add(1, Ordering::Relaxed);
+        Event {
+            seq: 0,
+            time: std::time::SystemTime::now(),
+            kernel_ts_ns: a.offending.kernel_ts_ns,
+            identity: a.offending.identity.clone(),
+            process: a.offending.process.clone(),
+            payload: Payload::Anomaly(a),
+        }
+    }
+
+    /// What is still pending at a stop: events held for pod metadata,
+    /// losses not yet reported, and every folded anomaly still inside its
+    /// aggregation window (no window closes after the daemon is gone).
+    pub fn finish(&mut self, out: &mut Out) {
+        let loaded = self.live.current();
+        self.release_held(&loaded, true, out);
+        self.losses(&loaded, out);
+        self.drain_anomalies(out);
+    }
+
+    fn drain_anomalies(&mut self, out: &mut Out) {
+        let pending = self.aggregator.drain();
+        out.extend(pending.into_iter().map(|a| self.anomaly_event(a)));
+    }
+
+    /// Anomalies whose aggregation window closed (repeats with their count).
+    fn flush_anomalies(&mut self, out: &mut Out) {
+        let folded = self.aggregator.flush(Instant::now());
+        out.extend(folded.into_iter().map(|a| self.anomaly_event(a)));
+    }
+}
