@@ -8,6 +8,10 @@
 //! `BPF_LINK_DETACH`, which no fd prevents; [`Guard::check`] sees it in the
 //! link's kernel info and attaches a new link.
 
+use std::sync::atomic::Ordering;
+
+use super::attach::{attach_cgroup, pin_link};
+use super::{ProgramState, SensorError, Sensors};
 use std::{
     ffi::CString,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
@@ -262,4 +266,137 @@ pub fn repin(fd: &OwnedFd, path: &Path, inode: &mut Option<u64>) -> Result<(), S
     pin(fd, path).map_err(|e| e.to_string())?;
     *inode = pin_inode(path);
     Ok(())
+}
+
+impl Sensors {
+    /// Each link's state, asked of the kernel.
+    pub fn programs(&self) -> Vec<ProgramState> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.links
+            .iter()
+            .map(|l| {
+                let state = link_state(&l.fd);
+                ProgramState {
+                    sensor: l.sensor,
+                    program: l.program,
+                    hook: l.hook.clone(),
+                    attached: state.as_ref().is_ok_and(|s| s.attached),
+                    link_id: state.as_ref().map_or(0, |s| s.id),
+                    pinned: l.inode.is_some() && pin_inode(&l.path) == l.inode,
+                    reattached: l.reattached,
+                    error: state.err().map(|e| e.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    /// Tamperings found since load.
+    pub fn tampers(&self) -> u64 {
+        self.tampers.load(Ordering::Relaxed)
+    }
+
+    /// The last tampering, in words.
+    pub fn last_tamper(&self) -> Option<String> {
+        self.last_tamper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Checks every link and pinned map: re-attaches a detached cgroup link
+    /// (and pins the new link in the old one's place) and puts back a pin
+    /// that was removed or replaced. Returns what it found.
+    pub fn check(&self) -> Vec<Tamper> {
+        let mut found = Vec::new();
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for l in &mut held.links {
+            if l.cgroup && link_state(&l.fd).is_ok_and(|s| !s.attached) {
+                let (action, repaired) = match self.reattach(l) {
+                    Ok(id) => (format!("re-attached as link {id}"), true),
+                    Err(e) => (format!("re-attaching failed: {e}"), false),
+                };
+                found.push(Tamper {
+                    kind: TamperKind::LinkDetached,
+                    sensor: l.sensor,
+                    object: l.program.to_owned(),
+                    path: l.path.clone(),
+                    action,
+                    repaired,
+                });
+                continue;
+            }
+            if let Some((kind, result)) = check_pin(&l.fd, &l.path, &mut l.inode) {
+                found.push(tamper(kind, l.sensor, l.program, &l.path, result));
+            }
+        }
+        for m in &mut held.maps {
+            if let Some((kind, result)) = check_pin(&m.fd, &m.path, &mut m.inode) {
+                found.push(tamper(kind, "maps", &m.name, &m.path, result));
+            }
+        }
+        drop(held);
+        if let Some(last) = found.last() {
+            self.tampers
+                .fetch_add(found.len() as u64, Ordering::Relaxed);
+            *self
+                .last_tamper
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!(
+                "{} of {} ({}): {}",
+                last.kind.as_str(),
+                last.object,
+                last.path.display(),
+                last.action
+            ));
+        }
+        found
+    }
+
+    /// Attaches a cgroup program anew and pins the new link at the old path.
+    fn reattach(&self, l: &mut HeldLink) -> Result<u32, SensorError> {
+        let mut ebpf = self
+            .ebpf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let program = ebpf
+            .program_mut(l.program)
+            .ok_or(SensorError::MissingProgram(l.program))?;
+        let link = attach_cgroup(program, l.program, &self.root, false)?;
+        drop(ebpf);
+        let (pinned, fd, _) = pin_link(link, &l.path)?;
+        let id = link_state(&fd).map_or(0, |s| s.id);
+        // The detached link goes with these handles.
+        l.pinned = pinned;
+        l.fd = fd;
+        l.inode = pin_inode(&l.path);
+        l.reattached += 1;
+        Ok(id)
+    }
+}
+
+fn tamper(
+    kind: TamperKind,
+    sensor: &'static str,
+    object: &str,
+    path: &Path,
+    result: Result<(), String>,
+) -> Tamper {
+    let (action, repaired) = match result {
+        Ok(()) => ("re-pinned".to_owned(), true),
+        Err(e) => (format!("re-pinning failed: {e}"), false),
+    };
+    Tamper {
+        kind,
+        sensor,
+        object: object.to_owned(),
+        path: path.to_owned(),
+        action,
+        repaired,
+    }
 }

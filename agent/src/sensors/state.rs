@@ -5,7 +5,25 @@
 
 use std::sync::Arc;
 
-use super::{ProgramState, Sensors};
+use super::Sensors;
+
+/// What the kernel says about one of the daemon's links now.
+#[derive(Clone, Debug)]
+pub struct ProgramState {
+    pub sensor: &'static str,
+    pub program: &'static str,
+    pub hook: String,
+    /// The program is attached to its hook (from the link's kernel info).
+    pub attached: bool,
+    /// Kernel id of the link, 0 when it could not be queried.
+    pub link_id: u32,
+    /// Its pin is in place.
+    pub pinned: bool,
+    /// Times it was attached anew after a detach.
+    pub reattached: u64,
+    /// Why the state could not be read.
+    pub error: Option<String>,
+}
 
 /// The sensors' own state.
 pub trait SensorState: Send + Sync {
