@@ -1,0 +1,274 @@
+//! Comparing one event with its agent's compiled scope.
+
+use super::*;
+
+impl Scope {
+    /// The verdict on one event of `agent`. `now` is the monotonic clock
+    /// used for DNS expiry and the symlink cache.
+    pub fn evaluate(&self, agent: AgentId, event: &Event, dns: &DnsCache, now: Instant) -> Verdict {
+        let Some(a) = self.get(agent) else {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::Unattributed,
+                severity: Severity::Medium,
+                reason: "event carries an agent id of a replaced config".into(),
+                identity: None,
+            });
+        };
+        match &event.payload {
+            Payload::Exec(e) => self.eval_exec(a, e, event.process.as_ref(), now),
+            Payload::Connect(c) => self.eval_connect(a, c, dns, now),
+            Payload::FileOpen(f) => self.eval_open(a, f),
+            Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
+            _ => Verdict::InScope,
+        }
+    }
+
+    fn eval_io_uring(a: &CompiledAgent) -> Verdict {
+        if a.info.io_uring == IoUringPolicy::Allow {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::IoUringUsed,
+            severity: Severity::High,
+            reason: format!(
+                "io_uring set up by {}: its requests pass no syscall the file and network sensors see",
+                a.info.name
+            ),
+            identity: None,
+        })
+    }
+
+    fn identity_violation(&self, a: &CompiledAgent, what: &str, id: usize) -> Verdict {
+        let name = &self.identities.names[id];
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::IdentityOutsideScope,
+            severity: Severity::Critical,
+            reason: format!(
+                "{what} touches identity {name}, outside identities of {}",
+                a.info.name
+            ),
+            identity: Some(name.clone()),
+        })
+    }
+
+    fn eval_exec(
+        &self,
+        a: &CompiledAgent,
+        e: &Exec,
+        process: Option<&Process>,
+        now: Instant,
+    ) -> Verdict {
+        let path = normalize(&e.filename);
+        let known = process.and_then(|p| p.exe.as_deref());
+        // The dynamic loader run directly (`ld-linux-x86-64.so.2 /tmp/x`)
+        // runs the program its arguments name: that program is the tool,
+        // whether or not the loader itself is allowed.
+        if (tools::is_loader(&path) || known.is_some_and(tools::is_loader))
+            && let Some((program, args)) = tools::loader_program(&e.argv)
+        {
+            let run = Exec {
+                filename: program.to_owned(),
+                argv: args.to_vec(),
+                argv_truncated: e.argv_truncated,
+                blocked: e.blocked,
+            };
+            return match self.eval_exec(a, &run, None, now) {
+                Verdict::Violation(mut v) => {
+                    v.reason = format!("{} (run through the dynamic loader {path})", v.reason);
+                    Verdict::Violation(v)
+                }
+                Verdict::InScope => Verdict::InScope,
+            };
+        }
+        let cand = Candidate::from_bytes(path.as_bytes());
+        if let Touch::Denied(id) = self.identities.touch_file(&cand, &a.identities) {
+            return self.identity_violation(a, &format!("exec of {path}"), id);
+        }
+        if a.tools.is_match_candidate(&cand) {
+            return Verdict::InScope;
+        }
+        let exe = known.filter(|x| **x != *path);
+        if exe.is_some_and(|x| a.tools.is_match(x)) {
+            return Verdict::InScope;
+        }
+        // The kernel's name of the program (`mm->exe_file`, resolved within
+        // the process's root) is what the file name canonicalises to; only
+        // without it is the name resolved here, on the daemon's view of
+        // the file system.
+        let canonical = if known.is_some() {
+            Err(None)
+        } else {
+            self.exe_cache.with_canonical(&path, now, |c| match c {
+                Some(c) if c != path && a.tools.is_match(c) => Ok(()),
+                Some(c) if c != path => Err(Some(c.to_owned())),
+                _ => Err(None),
+            })
+        };
+        let Err(canonical) = canonical else {
+            return Verdict::InScope;
+        };
+        let mut reason = format!("exec of {path}");
+        let mut shown: Vec<&str> = Vec::new();
+        for alt in exe.into_iter().chain(canonical.as_deref()) {
+            if !shown.contains(&alt) {
+                shown.push(alt);
+            }
+        }
+        if !shown.is_empty() {
+            let _ = write!(reason, " ({})", shown.join(", "));
+        }
+        let _ = write!(reason, " is outside tools of {}", a.info.name);
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedTool,
+            severity: Severity::High,
+            reason,
+            identity: None,
+        })
+    }
+
+    fn eval_connect(
+        &self,
+        a: &CompiledAgent,
+        c: &Connect,
+        dns: &DnsCache,
+        now: Instant,
+    ) -> Verdict {
+        let ip = canonical_ip(c.address);
+        let (port, proto) = (c.port, c.protocol);
+        let granted = |id: usize| a.identities.contains(id);
+        let endpoints = &self.identities.endpoints;
+        let mut denied = endpoints.nets.find(ip, port, proto, |id| !granted(id));
+        let mut identity_ok = endpoints.nets.find(ip, port, proto, granted).is_some();
+        let mut system_ok = a.systems.nets.find(ip, port, proto, |()| true).is_some();
+        let names_matter = !endpoints.hosts.is_empty()
+            || (!identity_ok && !system_ok && !a.systems.hosts.is_empty());
+        if denied.is_none() && names_matter {
+            // One pass over the names learnt for this address serves both the
+            // identity endpoints (an allowed CIDR does not excuse touching a
+            // credential endpoint) and the agent's host rules.
+            dns.any_name(&a.info.name, ip, now, |name| {
+                if let Some(id) = endpoints.hosts.find(name, port, proto, |id| !granted(id)) {
+                    denied = Some(id);
+                    return true;
+                }
+                identity_ok |= endpoints.hosts.find(name, port, proto, granted).is_some();
+                system_ok |= a.systems.hosts.find(name, port, proto, |()| true).is_some();
+                false
+            });
+        }
+        if let Some(id) = denied {
+            return self.identity_violation(a, &connect_words(c, ip, dns, &a.info.name, now), id);
+        }
+        if identity_ok || system_ok {
+            return Verdict::InScope;
+        }
+        // glibc's getaddrinfo picks source addresses by connecting UDP
+        // sockets to each candidate with port 0; no datagram can go there.
+        if proto == Protocol::Udp && port == 0 && c.op == "connect" {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedSystem,
+            severity: Severity::High,
+            reason: format!(
+                "{} is outside systems of {}",
+                connect_words(c, ip, dns, &a.info.name, now),
+                a.info.name
+            ),
+            identity: None,
+        })
+    }
+
+    fn eval_open(&self, a: &CompiledAgent, f: &FileOpen) -> Verdict {
+        let path = normalize(&f.path);
+        let cand = Candidate::from_bytes(path.as_bytes());
+        let words = || open_words(f, &path);
+        let mut touch = self.identities.touch_file(&cand, &a.identities);
+        // The same credential under another name: a hard link, a rename,
+        // a bind mount.
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(inode) = f.inode
+        {
+            match self
+                .identities
+                .touch_inode(inode.dev, inode.ino, &a.identities)
+            {
+                Touch::None => {}
+                by_inode => touch = by_inode,
+            }
+        }
+        // The name used matters too: a path rule names what the agent asked for.
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(raw) = f.raw_path.as_deref().filter(|r| r.starts_with('/'))
+        {
+            let raw = normalize(raw);
+            if let Touch::Denied(id) = self
+                .identities
+                .touch_file(&Candidate::from_bytes(raw.as_bytes()), &a.identities)
+            {
+                touch = Touch::Denied(id);
+            }
+        }
+        if let Touch::Denied(id) = touch {
+            return self.identity_violation(a, &words(), id);
+        }
+        if f.access.reads()
+            && touch == Touch::None
+            && let ReadCheck::Foreign(class) = self.data.check_read(&cand, &a.data)
+        {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::DataOutsideScope,
+                severity: Severity::Medium,
+                reason: format!(
+                    "{} is in data class {}, outside data of {}",
+                    words(),
+                    self.data.names[class],
+                    a.info.name
+                ),
+                identity: None,
+            });
+        }
+        if f.access.writes() && !self.data.may_write(&cand, &a.data) {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::DataOutsideScope,
+                severity: Severity::High,
+                reason: format!(
+                    "{} is outside the writable data of {}",
+                    words(),
+                    a.info.name
+                ),
+                identity: None,
+            });
+        }
+        Verdict::InScope
+    }
+}
+
+/// `read of /x`, `write to /x`, `read-write open of /x`, plus a failure.
+fn open_words(f: &FileOpen, path: &str) -> String {
+    let mut s = match f.access {
+        Access::Read => format!("read of {path}"),
+        Access::Write => format!("write to {path}"),
+        Access::ReadWrite => format!("read-write open of {path}"),
+    };
+    if let Some(err) = &f.error {
+        let _ = write!(s, " (failed: {err})");
+    }
+    s
+}
+
+/// `connect to 10.9.9.9:22`, `udp send to [::1]:53 (dns.example)`.
+fn connect_words(c: &Connect, ip: IpAddr, dns: &DnsCache, agent: &str, now: Instant) -> String {
+    let verb = match (c.protocol, c.op.as_str()) {
+        (Protocol::Tcp, _) => "connect to",
+        (Protocol::Udp, "sendmsg") => "udp send to",
+        (Protocol::Udp, _) => "udp connect to",
+        (Protocol::Other, _) => "connection to",
+    };
+    let mut s = format!("{verb} {}", SocketAddr::new(ip, c.port));
+    let names = dns.names_for(agent, ip, now);
+    if !names.is_empty() {
+        let _ = write!(s, " ({})", names.join(", "));
+    }
+    s
+}
