@@ -10,6 +10,11 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+mod time;
+
+pub use time::format_time;
+use time::rfc3339;
+
 /// One attributed runtime action (or a daemon-side record such as an anomaly).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -580,30 +585,6 @@ impl Event {
             process: None,
             payload,
         }
-    }
-}
-
-/// Formats a wall-clock time as RFC 3339 with nanoseconds (the `time` field).
-#[must_use]
-pub fn format_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
-}
-
-/// Serde for wall-clock times as RFC 3339 with nanoseconds, the JSON form
-/// of every time in the event schema.
-mod rfc3339 {
-    use std::time::SystemTime;
-
-    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_nanos(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let s = std::borrow::Cow::<str>::deserialize(d)?;
-        humantime::parse_rfc3339(&s)
-            .map_err(|e| D::Error::custom(format!("{s:?} is not an RFC 3339 UTC time: {e}")))
     }
 }
 
