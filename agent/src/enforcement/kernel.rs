@@ -219,7 +219,8 @@ impl KernelPolicy {
     }
 
     /// Whether the kernel would let `agent_key` reach `addr:port` (for tests
-    /// and diagnostics; the programs do the same lookup).
+    /// and diagnostics; the programs do the same lookup and the same
+    /// [`SystemRules::allows`]).
     pub fn system_allowed(
         &self,
         agent_key: u32,
@@ -239,17 +240,9 @@ impl KernelPolicy {
                 addr,
             },
         );
-        let Ok(v) = lock(&self.systems).get(&key, 0) else {
-            return false;
-        };
-        v.rules[..(v.count as usize).min(PORT_RULES)]
-            .iter()
-            .any(|r| {
-                (r.protocol == 0 || r.protocol == protocol)
-                    && r.lo <= port
-                    && port <= r.hi
-                    && (r.expires_ns == 0 || r.expires_ns > now_ns)
-            })
+        lock(&self.systems)
+            .get(&key, 0)
+            .is_ok_and(|rules| rules.allows(port, protocol, now_ns))
     }
 }
 
