@@ -349,7 +349,8 @@ impl KernelPolicy {
     }
 
     /// Whether the kernel would let `agent_key` reach `addr:port` (for tests
-    /// and diagnostics; the programs do the same lookup).
+    /// and diagnostics; the programs do the same lookup and the same
+    /// [`SystemRules::allows`]).
     pub fn system_allowed(
         &self,
         agent_key: u32,
@@ -369,17 +370,9 @@ impl KernelPolicy {
                 addr,
             },
         );
-        let Some(v) = lock(&self.systems).lookup(&key) else {
-            return false;
-        };
-        v.rules[..(v.count as usize).min(PORT_RULES)]
-            .iter()
-            .any(|r| {
-                (r.protocol == 0 || r.protocol == protocol)
-                    && r.lo <= port
-                    && port <= r.hi
-                    && (r.expires_ns == 0 || r.expires_ns > now_ns)
-            })
+        lock(&self.systems)
+            .lookup(&key)
+            .is_some_and(|rules| rules.allows(port, protocol, now_ns))
     }
 }
 

@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use procfs::ProcessCGroups;
+use procfs::process::{MountInfo, Process};
 
 use crate::event::Workload;
 use crate::paths;
@@ -61,27 +63,24 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupErro
 ///
 /// Several `cgroup2` lines appear in containers that bind-mount sub-cgroups;
 /// the one whose root field is `/` is the whole (namespace) hierarchy, so it
-/// wins over the others, which are only used when it is absent.
+/// wins over the others, which are only used when it is absent. On a hybrid
+/// host that is `/sys/fs/cgroup/unified`, on a pure v2 one `/sys/fs/cgroup`.
 pub fn parse_mountinfo(text: &str) -> Option<PathBuf> {
     let mut fallback = None;
-    for line in text.lines() {
-        // Fields before " - " are: id, parent, major:minor, root, mount point,
-        // options, optional fields; the filesystem type follows it. Spaces in
-        // fields are escaped (`\040`), so splitting on ' ' is exact.
-        let Some((before, after)) = line.split_once(" - ") else {
-            continue;
-        };
-        if after.split(' ').next() != Some("cgroup2") {
-            continue;
+    // Line by line, so that a line procfs cannot parse costs only that line,
+    // not the whole table.
+    let mounts = text
+        .lines()
+        .filter_map(|line| MountInfo::from_line(line).ok())
+        .filter(|m| m.fs_type == "cgroup2");
+    for m in mounts {
+        // procfs hands the mount point over as the kernel wrote it, with
+        // spaces and the like still escaped.
+        let mount_point = || unescape_mount_field(&m.mount_point.to_string_lossy());
+        if m.root == "/" {
+            return Some(mount_point());
         }
-        let mut fields = before.split(' ');
-        let (Some(root), Some(mount_point)) = (fields.nth(3), fields.next()) else {
-            continue;
-        };
-        if root == "/" {
-            return Some(unescape_mount_field(mount_point));
-        }
-        fallback.get_or_insert_with(|| unescape_mount_field(mount_point));
+        fallback.get_or_insert_with(mount_point);
     }
     fallback
 }
@@ -116,11 +115,26 @@ pub fn level_of(rel: &str) -> usize {
 /// The cgroup v2 path of a process (its `0::` line), or `None` when the
 /// process is gone or is not in a v2 hierarchy.
 pub fn cgroup_of_pid(pid: u32) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    cgroup_of(&Process::new(i32::try_from(pid).ok()?).ok()?)
+}
+
+/// [`cgroup_of_pid`] for a process already opened.
+pub fn cgroup_of(process: &Process) -> Option<String> {
+    v2_path(process.cgroups().ok()?)
+}
+
+/// The path of the cgroup v2 entry (hierarchy 0, no controllers).
+fn v2_path(cgroups: ProcessCGroups) -> Option<String> {
+    let path = cgroups
+        .into_iter()
+        .find(|c| c.hierarchy == 0 && c.controllers.is_empty())?
+        .pathname;
     // The kernel marks a cgroup that was removed while the process still
     // pointed at it (possible for zombies).
-    Some(path.strip_suffix(" (deleted)").unwrap_or(path).to_owned())
+    Some(match path.strip_suffix(" (deleted)") {
+        Some(live) => live.to_owned(),
+        None => path,
+    })
 }
 
 /// A mounted cgroup v2 hierarchy.
@@ -574,6 +588,44 @@ garbage line
             unescape_mount_field(r"/a\9b\04"),
             PathBuf::from(r"/a\9b\04")
         );
+    }
+
+    fn v2_of(text: &str) -> Option<String> {
+        v2_path(procfs::FromBufRead::from_buf_read(text.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn v2_path_of_hybrid_and_pure_hosts() {
+        let hybrid = "\
+12:cpu,cpuacct:/user.slice
+1:name=systemd:/user.slice/user-0.slice/session-3.scope
+0::/vigil/code-assistant/s-1
+";
+        assert_eq!(v2_of(hybrid).as_deref(), Some("/vigil/code-assistant/s-1"));
+        assert_eq!(v2_of("0::/\n").as_deref(), Some("/"));
+        // Colons in a cgroup name belong to the path.
+        assert_eq!(v2_of("0::/a:b/c\n").as_deref(), Some("/a:b/c"));
+    }
+
+    #[test]
+    fn v2_path_of_a_removed_cgroup_and_of_none() {
+        assert_eq!(
+            v2_of("0::/vigil/gone (deleted)\n").as_deref(),
+            Some("/vigil/gone")
+        );
+        assert_eq!(v2_of("4:memory:/x\n1:name=systemd:/y\n"), None);
+        assert_eq!(v2_of(""), None);
+    }
+
+    #[test]
+    fn cgroup_of_this_process_matches_its_procfs_file() {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let expected = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(str::to_owned);
+        assert_eq!(cgroup_of_pid(std::process::id()), expected);
+        assert_eq!(cgroup_of_pid(u32::MAX), None);
     }
 
     #[test]

@@ -154,13 +154,10 @@ pub fn ensure_mounts() -> Result<PathBuf, SensorError> {
 }
 
 fn ensure_bpffs() -> Result<(), SensorError> {
-    let mounted = std::fs::read_to_string("/proc/self/mounts")
+    let mounted = procfs::mounts()
         .unwrap_or_default()
-        .lines()
-        .any(|l| {
-            let mut f = l.split_whitespace();
-            f.nth(1) == Some(paths::BPFFS) && f.next() == Some("bpf")
-        });
+        .iter()
+        .any(|m| m.fs_file == paths::BPFFS && m.fs_vfstype == "bpf");
     if mounted {
         return Ok(());
     }

@@ -178,6 +178,26 @@ pub struct PortRule {
     pub expires_ns: u64,
 }
 
+impl PortRule {
+    /// Whether this rule lets a connect or send to `port` with `protocol`
+    /// through at `now_ns` (`CLOCK_BOOTTIME`). The kernel programs and the
+    /// daemon both decide with it, so they cannot disagree on a rule.
+    ///
+    /// Plain comparisons only, no loop and no panic path: it is inlined into
+    /// the connect and sendmsg programs, where each branch costs verifier
+    /// steps.
+    // Inlined on purpose: a BPF-to-BPF call costs stack and verifier work.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    #[must_use]
+    pub const fn allows(&self, port: u16, protocol: u8, now_ns: u64) -> bool {
+        (self.protocol == 0 || self.protocol == protocol)
+            && self.lo <= port
+            && port <= self.hi
+            && (self.expires_ns == 0 || self.expires_ns > now_ns)
+    }
+}
+
 /// Value of the `SYSTEMS` trie: what a prefix allows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -185,6 +205,30 @@ pub struct SystemRules {
     pub count: u32,
     pub _pad: u32,
     pub rules: [PortRule; PORT_RULES],
+}
+
+impl SystemRules {
+    /// Whether any of the first `count` rules [allows](PortRule::allows)
+    /// `port` with `protocol` at `now_ns`; a `count` above [`PORT_RULES`]
+    /// counts as [`PORT_RULES`].
+    ///
+    /// The loop has a constant bound and indexes below it, so the compiler
+    /// unrolls it without a bounds check and the verifier accepts it.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    #[must_use]
+    pub fn allows(&self, port: u16, protocol: u8, now_ns: u64) -> bool {
+        let count = self.count as usize;
+        for i in 0..PORT_RULES {
+            if i >= count {
+                break;
+            }
+            if self.rules[i].allows(port, protocol, now_ns) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// `Header::flags` of an exec: argv did not fit.
@@ -739,6 +783,114 @@ mod tests {
         assert_eq!(size_of::<SystemKey>(), 20);
         assert_eq!(size_of::<PortRule>(), 16);
         assert_eq!(size_of::<SystemRules>(), 8 + 16 * PORT_RULES);
+    }
+
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+
+    fn rule(lo: u16, hi: u16, protocol: u8, expires_ns: u64) -> PortRule {
+        PortRule {
+            lo,
+            hi,
+            protocol,
+            _pad: [0; 3],
+            expires_ns,
+        }
+    }
+
+    fn rules(list: &[PortRule]) -> SystemRules {
+        let mut r = SystemRules::default();
+        r.rules[..list.len()].copy_from_slice(list);
+        r.count = list.len() as u32;
+        r
+    }
+
+    #[test]
+    fn any_port_rule_allows_every_port_including_zero() {
+        let any = rule(0, u16::MAX, 0, 0);
+        for port in [0, 1, 53, 443, u16::MAX - 1, u16::MAX] {
+            assert!(any.allows(port, TCP, 1), "{port}");
+            assert!(any.allows(port, UDP, 1), "{port}");
+            assert!(any.allows(port, 0, 1), "{port}");
+        }
+    }
+
+    #[test]
+    fn a_single_port_allows_only_that_port() {
+        let https = rule(443, 443, TCP, 0);
+        assert!(https.allows(443, TCP, 0));
+        assert!(!https.allows(442, TCP, 0));
+        assert!(!https.allows(444, TCP, 0));
+        assert!(!https.allows(0, TCP, 0));
+        // Port 0 as a rule is the port 0 a socket may name, not "any".
+        let zero = rule(0, 0, 0, 0);
+        assert!(zero.allows(0, TCP, 0));
+        assert!(!zero.allows(1, TCP, 0));
+    }
+
+    #[test]
+    fn ranges_include_both_bounds() {
+        let r = rule(8000, 8080, 0, 0);
+        assert!(r.allows(8000, TCP, 0));
+        assert!(r.allows(8040, UDP, 0));
+        assert!(r.allows(8080, TCP, 0));
+        assert!(!r.allows(7999, TCP, 0));
+        assert!(!r.allows(8081, TCP, 0));
+        let top = rule(65_000, u16::MAX, 0, 0);
+        assert!(top.allows(u16::MAX, TCP, 0));
+        assert!(!top.allows(64_999, TCP, 0));
+        // An inverted range (never written by the daemon) allows nothing.
+        let inverted = rule(90, 80, 0, 0);
+        assert!(!inverted.allows(85, TCP, 0));
+        assert!(!inverted.allows(80, TCP, 0));
+        assert!(!inverted.allows(90, TCP, 0));
+    }
+
+    #[test]
+    fn protocol_zero_is_any_else_it_must_match() {
+        let udp = rule(53, 53, UDP, 0);
+        assert!(udp.allows(53, UDP, 0));
+        assert!(!udp.allows(53, TCP, 0));
+        // A socket that named no protocol matches only an any-protocol rule.
+        assert!(!udp.allows(53, 0, 0));
+        assert!(rule(53, 53, 0, 0).allows(53, 0, 0));
+    }
+
+    #[test]
+    fn expiry_is_exclusive_and_zero_never_expires() {
+        let r = rule(443, 443, TCP, 1_000);
+        assert!(r.allows(443, TCP, 0));
+        assert!(r.allows(443, TCP, 999));
+        assert!(!r.allows(443, TCP, 1_000));
+        assert!(!r.allows(443, TCP, u64::MAX));
+        assert!(rule(443, 443, TCP, 0).allows(443, TCP, u64::MAX));
+    }
+
+    #[test]
+    fn system_rules_check_only_the_first_count_rules() {
+        let mut r = rules(&[rule(22, 22, TCP, 0), rule(443, 443, TCP, 0)]);
+        assert!(r.allows(22, TCP, 0));
+        assert!(r.allows(443, TCP, 0));
+        assert!(!r.allows(80, TCP, 0));
+        // A stale rule past `count` is not consulted.
+        r.count = 1;
+        assert!(!r.allows(443, TCP, 0));
+        assert!(!SystemRules::default().allows(0, 0, 0));
+        // A rule that has expired does not hide a later one that has not.
+        let r = rules(&[rule(443, 443, TCP, 10), rule(443, 443, 0, 0)]);
+        assert!(r.allows(443, TCP, 20));
+    }
+
+    #[test]
+    fn system_rules_clamp_count_to_the_array() {
+        let mut r = SystemRules::default();
+        r.rules[PORT_RULES - 1] = rule(443, 443, TCP, 0);
+        r.count = u32::MAX;
+        assert!(r.allows(443, TCP, 0));
+        r.count = PORT_RULES as u32;
+        assert!(r.allows(443, TCP, 0));
+        r.count = PORT_RULES as u32 - 1;
+        assert!(!r.allows(443, TCP, 0));
     }
 
     #[test]

@@ -20,9 +20,11 @@ use crate::{
     task::fill_header_no_task,
 };
 
+/// `skb->protocol` values, from `linux/if_ether.h` (not in the BPF bindings).
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86DD;
-/// Let the packet through (`cgroup_skb`: 1 = allow).
+/// Let the packet through (`cgroup_skb`: 1 = allow; the uapi names no
+/// constant for it).
 const PASS: i32 = 1;
 
 #[cgroup_skb(ingress)]

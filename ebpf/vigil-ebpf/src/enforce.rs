@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LpmTrie, lpm_trie::Key},
 };
-use vigil_common::{KernelConfig, PORT_RULES, Policy, SystemKey, SystemRules, policy, verdict};
+use vigil_common::{KernelConfig, Policy, SystemKey, SystemRules, policy, verdict};
 
 /// Policy by cgroup id (session, agent directory or container cgroup).
 #[map]
@@ -105,19 +105,5 @@ pub fn system_allowed(p: &Policy, addr: &[u8; 16], port: u16, protocol: u8) -> b
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let count = rules.count as usize;
-    for i in 0..PORT_RULES {
-        if i >= count {
-            break;
-        }
-        let r = &rules.rules[i];
-        if (r.protocol == 0 || r.protocol == protocol)
-            && r.lo <= port
-            && port <= r.hi
-            && (r.expires_ns == 0 || r.expires_ns > now)
-        {
-            return true;
-        }
-    }
-    false
+    rules.allows(port, protocol, now)
 }

@@ -1,13 +1,11 @@
 //! Maps and the load-time configuration shared by every program.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use vigil_common::{KernelConfig, LOSS_BY_CGROUP_ENTRIES, LossKey, SENSOR_COUNT, Sensor};
-
-use crate::abi::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 
 /// Load-time settings; the loader overrides this read-only global, so the
 /// verifier sees its fields as constants.
@@ -53,10 +51,10 @@ pub fn wake_flags(cfg: &KernelConfig, urgent: bool) -> u64 {
     if cfg.wake_bytes == 0 {
         return 0;
     }
-    if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(cfg.wake_bytes) {
-        BPF_RB_FORCE_WAKEUP
+    if urgent || EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(cfg.wake_bytes) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
-        BPF_RB_NO_WAKEUP
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 

@@ -5,7 +5,7 @@
 //! running there is whoever the softirq interrupted).
 
 use aya_ebpf::{
-    bindings::{bpf_sock_addr, bpf_sock_ops},
+    bindings::{BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, bpf_sock_addr, bpf_sock_ops},
     helpers::bpf_probe_read_kernel,
     macros::{cgroup_sock_addr, sock_ops},
     programs::{SockAddrContext, SockOpsContext},
@@ -19,9 +19,8 @@ use crate::{
     task::{fill_header, fill_header_no_task, read_field, watched_cgroup, watched_current},
 };
 
-/// `BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB`.
-const PASSIVE_ESTABLISHED: u32 = 5;
-/// Return value of a cgroup `sock_addr` program that lets the call proceed.
+/// Return value of a cgroup `sock_addr` program that lets the call proceed
+/// (the uapi names no constant for it).
 const ALLOW: i32 = 1;
 /// Return value that fails the call with EPERM.
 const DENY: i32 = 0;
@@ -119,7 +118,7 @@ fn try_sock_addr(ctx: &SockAddrContext, family: u16, op: u8) -> i32 {
 
 #[sock_ops]
 pub fn vigil_sock_ops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == PASSIVE_ESTABLISHED {
+    if ctx.op() == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
         let _ = try_accept(&ctx);
     }
     0
