@@ -198,9 +198,9 @@ impl DaemonConfig {
         if let Some(n) = &self.node_name {
             return n.clone();
         }
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
+        nix::unistd::gethostname()
             .ok()
-            .map(|s| s.trim().to_owned())
+            .and_then(|h| h.into_string().ok())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "localhost".to_owned())
     }

@@ -69,18 +69,6 @@ pub enum DaemonError {
     Metrics(#[from] crate::metrics::MetricsError),
 }
 
-fn node_name(configured: Option<&str>) -> String {
-    configured.map_or_else(
-        || {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "unknown".to_owned())
-        },
-        str::to_owned,
-    )
-}
-
 /// Runs the daemon until SIGINT or SIGTERM.
 #[allow(clippy::too_many_lines)] // the one place that wires every part
 pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
@@ -131,13 +119,11 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         sessions,
         &cfg.daemon.state_dir,
     ));
-    let node = node_name(
-        cfg.daemon
-            .node_name
-            .clone()
-            .or_else(|| cfg.kubernetes.event_node_name())
-            .as_deref(),
-    );
+    // A configured name first, then the Kubernetes node's, then the host's.
+    let node = match (&cfg.daemon.node_name, cfg.kubernetes.event_node_name()) {
+        (None, Some(kube)) => kube,
+        _ => cfg.daemon.node_name(),
+    };
     let output = match &cfg.output.events {
         EventsOutput::Stdout => JsonLines::stdout(cfg.output.anomalies_only),
         EventsOutput::None => JsonLines::none(),

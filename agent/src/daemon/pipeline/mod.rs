@@ -341,8 +341,7 @@ impl Pipeline {
             // could not (a path deeper than it follows), the process's own
             // view is next best, never the file name resolved here.
             if process.exe.is_none() {
-                process.exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
-                    .ok()
+                process.exe = crate::identity::procs::proc_link(tgid, "exe")
                     .and_then(|p| p.into_os_string().into_string().ok());
             }
             let exe = process.exe.clone().unwrap_or_else(|| exec.filename.clone());
