@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::event::Protocol;
 
-/// The example of issue 3, verbatim.
-const ISSUE_EXAMPLE: &str = r#"
+/// A full agent declaration, as the configuration reference shows one.
+const EXAMPLE: &str = r#"
 [daemon]
 socket = "/run/vigil/vigil.sock"
 
@@ -46,8 +46,8 @@ fn agent(name: &str) -> String {
 }
 
 #[test]
-fn issue_example_parses() {
-    let c = Config::from_toml_str(ISSUE_EXAMPLE, "issue.toml").unwrap();
+fn the_reference_example_parses() {
+    let c = Config::from_toml_str(EXAMPLE, "example.toml").unwrap();
     assert_eq!(c.agents.len(), 1);
     let a = &c.agents[0];
     assert_eq!(a.name.as_str(), "code-assistant");
@@ -526,7 +526,7 @@ fn glob_edge_cases() {
 fn check_file_summarises() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vigil.toml");
-    std::fs::write(&path, ISSUE_EXAMPLE).unwrap();
+    std::fs::write(&path, EXAMPLE).unwrap();
     let s = crate::live::check_file(&path).unwrap();
     assert!(s.starts_with(&format!("{}: ok\n", path.display())), "{s}");
     assert!(s.contains("1 agent, 1 data class, 1 identity"), "{s}");
