@@ -32,4 +32,6 @@ pub mod scope;
 pub mod sensors;
 pub mod session;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 pub mod wire;

@@ -408,7 +408,7 @@ mod tests {
     #[tokio::test]
     async fn the_layer_identifies_callers_and_refuses_before_the_service() {
         let dir = tempfile::tempdir().unwrap();
-        let live = crate::api::testing::live(dir.path(), crate::api::testing::AGENTS);
+        let live = crate::testing::live(dir.path(), crate::testing::AGENTS);
         let revoke = "/vigil.v1.GovernanceService/Revoke";
         let tcp = |e: &mut http::Extensions| {
             e.insert(TcpConnectInfo {

@@ -428,7 +428,7 @@ mod tests {
 
     use super::*;
     use crate::api::server::Peer;
-    use crate::api::testing::{AGENTS, Parts, parts};
+    use crate::testing::{AGENTS, Parts, parts};
     use crate::wire::pb::governance_service_server::GovernanceService as _;
 
     fn governance(p: &Parts) -> Governance {

@@ -15,8 +15,5 @@ pub mod render;
 pub mod server;
 pub mod tls;
 
-#[cfg(test)]
-mod testing;
-
 /// The generated `vigil.v1` types, where API clients look for them.
 pub use crate::wire::pb;

@@ -154,8 +154,8 @@ fn journal_status(s: &NodeParts, config: &crate::config::JournalConfig) -> pb::J
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::testing;
     use crate::sensors::ProgramState;
+    use crate::testing;
     use crate::wire::pb::node_service_server::NodeService as _;
 
     /// Sensors as the kernel would report them: one program detached.

@@ -407,3 +407,105 @@ impl Pipeline {
         out.extend(folded.into_iter().map(|a| self.anomaly_event(a)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vigil_common::{ConnectRecord, Header, RecordKind, sock_op};
+
+    use super::*;
+    use crate::testing;
+
+    const REVOKING: &str = r#"
+[[agent]]
+name = "coder"
+on_violation = "revoke"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1:8080"]
+"#;
+
+    fn connect(cgroup_id: u64, addr: [u8; 4], port: u16) -> Record {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&addr);
+        Record::Connect(ConnectRecord {
+            header: Header {
+                kind: RecordKind::Connect as u16,
+                flags: 0,
+                verdict: verdict::ALLOWED,
+                ts_ns: crate::enforcement::boot_now_ns(),
+                cgroup_id,
+                pid: std::process::id(),
+                tgid: std::process::id(),
+                ppid: 1,
+                uid: 0,
+                gid: 0,
+                _pad: 0,
+                comm,
+            },
+            family: libc::AF_INET as u16,
+            port,
+            protocol: libc::IPPROTO_TCP as u8,
+            op: sock_op::CONNECT,
+            sock_type: libc::SOCK_STREAM as u8,
+            _pad: 0,
+            addr: a,
+        })
+    }
+
+    #[tokio::test]
+    async fn an_event_comes_out_before_what_it_caused_and_revokes_in_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = testing::parts(dir.path(), REVOKING).await;
+        let session = p
+            .enforcer
+            .sessions()
+            .start("coder", Some("s-1"), std::process::id())
+            .unwrap();
+        let loaded = p.live.current();
+        let mut pipeline = Pipeline::new(
+            Parts {
+                live: Arc::clone(&p.live),
+                enforcer: Arc::clone(&p.enforcer),
+                stats: Arc::new(Stats::default()),
+                metrics: Arc::new(Metrics::default()),
+                kube: Kube::start(&loaded.config.kubernetes, "n1"),
+                dns: Arc::new(DnsCache::new()),
+                repeats: super::super::repeats::Repeats::new(None, Duration::from_secs(1)),
+                node_losses: None,
+                losses: None,
+            },
+            p.enforcer.sessions().cgroups(),
+        );
+        let mut out = Out::new();
+        pipeline.process(&connect(session.cgroup_id, [127, 0, 0, 1], 8080), &mut out);
+        assert_eq!(out.len(), 1, "in scope: the event alone, {out:?}");
+        pipeline.process(&connect(session.cgroup_id, [10, 9, 9, 9], 443), &mut out);
+        let kinds: Vec<&str> = out.iter().map(|e| e.payload.kind()).collect();
+        assert_eq!(kinds, ["connect", "connect", "revocation", "anomaly"]);
+        for e in &out {
+            assert_eq!(e.identity.session.as_deref(), Some("s-1"), "{e:?}");
+        }
+        let Payload::Anomaly(a) = &out[3].payload else {
+            unreachable!()
+        };
+        assert_eq!(a.action, "revoked");
+        let Payload::Revocation(r) = &out[2].payload else {
+            unreachable!()
+        };
+        assert!(r.latency_ns.is_some(), "{r:?}");
+        assert_eq!(r.by, "on_violation of agent coder");
+        // In the kernel's policy at once, for the session's cgroup.
+        let policy = p.enforcer.kernel().get(session.cgroup_id);
+        assert!(policy.flags & vigil_common::policy::REVOKED != 0);
+        // The next violation finds it revoked and revokes nothing more.
+        out.clear();
+        pipeline.process(&connect(session.cgroup_id, [10, 9, 9, 8], 443), &mut out);
+        assert!(
+            !out.iter().any(|e| e.payload.kind() == "revocation"),
+            "{out:?}"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! Fixtures for unit tests of the services: each is built from real parts
+//! Fixtures for unit tests of the services and the pipeline: each is built from real parts
 //! that need neither root nor a kernel (a config file, a journal in a
 //! temporary directory, the enforcement policy in memory, session cgroups as
 //! plain directories).
