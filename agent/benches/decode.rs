@@ -17,7 +17,7 @@
 
 use std::hint::black_box;
 use std::mem::size_of;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vigil::sensors::decode::{Clock, decode, to_event};
 use vigil_common::{
@@ -25,32 +25,13 @@ use vigil_common::{
     NAME_READ, OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, open_syscall,
     path_flags, sock_op,
 };
+use vigil_harness::stats::{Rng, rates};
 
 const RECORDS: usize = 10_000;
 const WARM_UP: Duration = Duration::from_millis(300);
 const WINDOW: Duration = Duration::from_millis(400);
 const WINDOWS: usize = 9;
 const TARGET: f64 = 1_000_000.0;
-
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
 
 /// The bytes of a record as the ring buffer hands them over.
 fn bytes_of<T: Copy>(record: &T) -> Vec<u8> {
@@ -343,22 +324,8 @@ fn main() {
     assert_eq!(decoded, records.len(), "every bench record must decode");
     let bytes: usize = records.iter().map(Vec::len).sum();
 
-    let warm = Instant::now();
-    while warm.elapsed() < WARM_UP {
-        pass(&records, &clock);
-    }
-    let mut rates: Vec<f64> = (0..WINDOWS)
-        .map(|_| {
-            let start = Instant::now();
-            let mut n = 0usize;
-            while start.elapsed() < WINDOW {
-                n += pass(&records, &clock);
-            }
-            n as f64 / start.elapsed().as_secs_f64()
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let rates = rates(WARM_UP, WINDOW, WINDOWS, || pass(&records, &clock));
+    let median = rates.median();
     eprintln!(
         "decode bench: {} records ({} opens, {} forks, {} exits, {} connects, {} accepts, {} execs; \
          {:.0} bytes each on average); {WINDOWS} windows of {WINDOW:?}: min {:.0}, median {median:.0}, \
@@ -371,8 +338,8 @@ fn main() {
         counts[4],
         counts[5],
         bytes as f64 / records.len() as f64,
-        rates[0],
-        rates[rates.len() - 1],
+        rates.min(),
+        rates.max(),
         1e9 / median,
     );
     println!("BENCH decode.events {median:.0} events/s >={TARGET:.0}");
@@ -414,20 +381,5 @@ fn output_rate(
         }
         events.len()
     };
-    let warm = Instant::now();
-    while warm.elapsed() < WARM_UP {
-        round(&mut buf);
-    }
-    let mut rates: Vec<f64> = (0..WINDOWS)
-        .map(|_| {
-            let start = Instant::now();
-            let mut n = 0usize;
-            while start.elapsed() < WINDOW {
-                n += round(&mut buf);
-            }
-            n as f64 / start.elapsed().as_secs_f64()
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+    rates(WARM_UP, WINDOW, WINDOWS, || round(&mut buf)).median()
 }

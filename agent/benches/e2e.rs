@@ -37,6 +37,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use tonic::transport::Channel;
 use vigil::api::pb;
 use vigil::sensors::decode::clock_ns;
+use vigil_harness::stats::median;
 
 /// Events per throughput run.
 const THROUGHPUT_EVENTS: u64 = 200_000;
@@ -140,22 +141,9 @@ struct Run {
     subscriber_cores: f64,
 }
 
-/// CPU time a process used so far (utime + stime of `/proc/PID/stat`, in
-/// `USER_HZ` ticks of 10 ms).
+/// CPU time a process used so far, in nanoseconds (of whole clock ticks).
 fn cpu_ns(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-    // Fields 14 and 15 of the file; the state (field 3) comes first here.
-    let ticks: Option<u64> = after_comm
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|f| f.parse::<u64>().ok())
-        .sum();
-    ticks
-        .map(|t| t * 10_000_000)
-        .with_context(|| format!("/proc/{pid}/stat has no CPU times"))
+    Ok(vigil_harness::cpu::time(pid)?.as_nanos() as u64)
 }
 
 /// Cores used by the daemon and by this process since [`Usage::start`].
@@ -430,11 +418,6 @@ async fn run(
     })
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i] as f64
@@ -462,19 +445,19 @@ impl Series {
         // the subscribers took, explain the rate on a small machine.
         println!(
             "BENCH {name}.offered {:.0} events/s -",
-            median(self.offered)
+            median(&self.offered)
         );
         println!(
             "BENCH {name}.events {:.0} events/s {target}",
-            median(self.rate)
+            median(&self.rate)
         );
         println!(
             "BENCH {name}.daemon_cpu {:.2} cores -",
-            median(self.daemon_cores)
+            median(&self.daemon_cores)
         );
         println!(
             "BENCH {name}.subscribers_cpu {:.2} cores -",
-            median(self.subscriber_cores)
+            median(&self.subscriber_cores)
         );
     }
 }
@@ -555,10 +538,10 @@ async fn bench(setup: &Setup) -> Result<()> {
     }
     println!("BENCH e2e.lost {lost} events <=0");
     println!("BENCH e2e.kernel_lost {kernel_lost} records -");
-    println!("BENCH e2e.latency.p50 {:.3} ms -", median(p50s));
+    println!("BENCH e2e.latency.p50 {:.3} ms -", median(&p50s));
     println!(
         "BENCH e2e.latency.p99 {:.3} ms <={TARGET_P99_MS}",
-        median(p99s)
+        median(&p99s)
     );
     Ok(())
 }

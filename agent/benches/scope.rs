@@ -17,28 +17,14 @@ use vigil::event::{
     Protocol,
 };
 use vigil::scope::{AgentId, DnsCache, Scope};
+use vigil_harness::stats::{Rng, rates};
 
 const AGENTS: usize = 100;
 const EVENTS: usize = 20_000;
+const WARM_UP: Duration = Duration::from_millis(300);
 const WINDOW: Duration = Duration::from_millis(400);
 const WINDOWS: usize = 9;
 const TARGET: f64 = 2_000_000.0;
-
-/// xorshift64*: deterministic and dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// About 50 rules per agent: 1 cgroup glob, 20 systems, 15 tools, 3 data
 /// classes (8 globs), 2 identities (2 files/endpoints), plus shared classes.
@@ -169,10 +155,6 @@ fn exec(path: &str) -> Payload {
     })
 }
 
-fn pick<'a>(rng: &mut Rng, items: &[&'a str]) -> &'a str {
-    items[rng.below(items.len())]
-}
-
 fn workload(rng: &mut Rng) -> Vec<(usize, Event)> {
     const LIBS: &[&str] = &[
         "/usr/lib/x86_64-linux-gnu/libc.so.6",
@@ -189,7 +171,7 @@ fn workload(rng: &mut Rng) -> Vec<(usize, Event)> {
             let n = rng.below(1000);
             let roll = rng.below(100);
             let payload = match roll {
-                0..=21 => open(pick(rng, LIBS).to_owned(), Access::Read),
+                0..=21 => open(rng.pick(LIBS).to_owned(), Access::Read),
                 22..=33 => open(format!("/srv/ws/{i}/src/module{n}.py"), Access::Read),
                 34..=35 => open(format!("/models/m{}/weights.bin", n % 4), Access::Read),
                 36..=39 => open(format!("/srv/ws/{i}/out/{n}.txt"), Access::Write),
@@ -212,16 +194,13 @@ fn workload(rng: &mut Rng) -> Vec<(usize, Event)> {
                 60..=62 => connect(Protocol::Tcp, &format!("203.0.113.{i}"), 443, "connect"),
                 63 => connect(Protocol::Tcp, &format!("fd00:{i:x}::{n:x}"), 443, "connect"),
                 64..=65 => connect(Protocol::Tcp, "198.51.100.1", 443, "connect"),
-                66..=72 => exec(pick(
-                    rng,
-                    &[
-                        "/usr/bin/git",
-                        "/usr/bin/python3.12",
-                        "/usr/lib/git-core/git-remote-https",
-                        "/bin/sh",
-                        "/usr/bin/grep",
-                    ],
-                )),
+                66..=72 => exec(rng.pick(&[
+                    "/usr/bin/git",
+                    "/usr/bin/python3.12",
+                    "/usr/lib/git-core/git-remote-https",
+                    "/bin/sh",
+                    "/usr/bin/grep",
+                ])),
                 73..=85 => Payload::Fork(Fork {
                     child_pid: 5000 + n as u32,
                 }),
@@ -298,29 +277,13 @@ fn main() {
         .count();
 
     // Warm up, then measure whole passes over the event list.
-    let warm = Instant::now();
-    while warm.elapsed() < Duration::from_millis(300) {
+    let rates = rates(WARM_UP, WINDOW, WINDOWS, || {
         for (i, e) in &events {
             black_box(scope.evaluate(ids[*i], black_box(e), &dns, now));
         }
-    }
-    // The machine is shared and noisy: the median of short windows resists
-    // a neighbour's burst better than one long average.
-    let mut rates: Vec<f64> = (0..WINDOWS)
-        .map(|_| {
-            let start = Instant::now();
-            let mut evaluated = 0u64;
-            while start.elapsed() < WINDOW {
-                for (i, e) in &events {
-                    black_box(scope.evaluate(ids[*i], black_box(e), &dns, now));
-                }
-                evaluated += events.len() as u64;
-            }
-            evaluated as f64 / start.elapsed().as_secs_f64()
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    let per_sec = rates[rates.len() / 2];
+        events.len()
+    });
+    let per_sec = rates.median();
     eprintln!(
         "scope bench: {AGENTS} agents, {rules} rules ({:.0} per agent), compiled in {:.1} ms; \
          {} events, {:.2}% violations; {WINDOWS} windows of {WINDOW:?}: min {:.0}, median \
@@ -329,8 +292,8 @@ fn main() {
         compile.as_secs_f64() * 1e3,
         events.len(),
         100.0 * violations as f64 / events.len() as f64,
-        rates[0],
-        rates[rates.len() - 1],
+        rates.min(),
+        rates.max(),
         1e9 / per_sec,
     );
     println!("BENCH scope.evaluations {per_sec:.0} evaluations/s >={TARGET:.0}");

@@ -1,4 +1,4 @@
-//! A simulated Kubernetes node for the issue 6 tests: container-style
+//! A simulated Kubernetes node for the Kubernetes tests: container-style
 //! cgroups (containerd and CRI-O naming) under the real cgroup v2 mount with
 //! real processes in them, a small API server that speaks the pod list and
 //! watch protocol the daemon's kube-rs client uses, and a scraper for the
@@ -128,13 +128,8 @@ impl Drop for SimNode {
 
 /// Kills everything in a cgroup tree and removes it.
 fn remove_cgroup(dir: &std::path::Path) {
-    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    for _ in 0..100 {
-        if remove_dirs(dir).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _ = vigil_harness::cgroup::kill(dir);
+    let _ = vigil_harness::cgroup::remove(dir);
 }
 
 /// A container's cgroup in kubelet's layout; its pod's cgroup is removed
@@ -197,19 +192,6 @@ impl ContainerCgroup {
 impl Drop for ContainerCgroup {
     fn drop(&mut self) {
         remove_cgroup(&self.pod_dir);
-    }
-}
-
-fn remove_dirs(dir: &std::path::Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_dirs(&entry.path())?;
-        }
-    }
-    match std::fs::remove_dir(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Harness for Vigil's integration tests: starts a real daemon on a private
 //! socket, cgroup parent and output file, runs real workloads, and reads the
-//! events it reports.
+//! events it reports. The daemon itself is `vigil_harness`'s, which the demo
+//! and the benchmarks share; this crate adds what only the tests need and
+//! fails (panics) where they fail.
 //!
 //! The tests need root and a BPF-capable kernel. Without root they skip with
 //! a message, unless `VIGIL_REQUIRE_KERNEL` is set (as `cargo xtask test`
@@ -9,12 +11,15 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+use vigil_harness::{Events, Layout, cgroup, every, names};
+
+pub use vigil_harness::{cgroup::v2_mount as cgroup2_mount, vigil_bin, workload_bin};
 
 /// True when kernel tests can run; false (after saying why) when they are
 /// to be skipped. Panics when they cannot run but are required.
@@ -31,68 +36,29 @@ pub fn kernel_available() -> bool {
     false
 }
 
-/// The `vigil` binary under test.
-#[must_use]
-pub fn vigil_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("VIGIL_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/vigil");
-    assert!(
-        p.exists(),
-        "vigil binary not found at {}: build it (`cargo build -p vigil`) or set VIGIL_BIN",
-        p.display()
-    );
-    p
-}
+/// The prefix of test daemons' cgroup parents and pin directories.
+const NAME_PREFIX: &str = "vigil-test";
 
-/// The workload helper binary (built next to the test executables).
-#[must_use]
-pub fn workload_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("VIGIL_WORKLOAD") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // Binaries sit next to each other; test binaries one level down, in deps/.
-    let here = exe.parent().expect("executable directory");
-    [here, here.parent().unwrap_or(here)]
-        .iter()
-        .map(|d| d.join("vigil-workload"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("vigil-workload not built next to {}", exe.display()))
-}
+/// How long a test waits for an expected event in the events file.
+const EVENT_WAIT: Duration = Duration::from_secs(15);
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SETTLES: AtomicU32 = AtomicU32::new(0);
 
 /// A running daemon with its own socket, cgroup parent and event file.
 pub struct Daemon {
-    child: Option<Child>,
+    // Declared before `dir`, so that the daemon is stopped before its
+    // directory is removed.
+    inner: vigil_harness::Daemon,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub events_path: PathBuf,
     pub config_path: PathBuf,
     pub cgroup_parent: String,
-    stderr_path: PathBuf,
     extra_daemon_lines: String,
 }
 
 /// The default agent of test configs: sessions allowed, a loose scope.
-pub const CODER_AGENT: &str = r#"
-[[agent]]
-name = "coder"
-owner = "tests@example.com"
-on_violation = "alert"
-  [agent.match]
-  sessions = true
-  [agent.scope]
-  systems = ["127.0.0.0/8", "[::1]"]
-  tools = ["/**"]
-  data = ["everything"]
-
-[data.everything]
-read = ["/**"]
-write = ["/**"]
-"#;
+pub const CODER_AGENT: &str = vigil_harness::permissive_agent!("coder", "tests@example.com");
 
 impl Daemon {
     /// Starts a daemon whose config is the test's private `[daemon]` and
@@ -111,24 +77,21 @@ impl Daemon {
     pub fn start_fn(extra: impl FnOnce(&Path) -> String, daemon_extra: &str) -> Self {
         static LEFTOVERS: std::sync::Once = std::sync::Once::new();
         LEFTOVERS.call_once(remove_leftovers);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("vigil.sock");
-        let events_path = dir.path().join("events.jsonl");
-        let cgroup_parent = format!("vigil-test-{}-{n}", std::process::id());
-        let config_path = dir.path().join("vigil.toml");
+        let (dir, layout) = Layout::temp("vigil-test-", &names::unique(NAME_PREFIX))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let extra = extra(dir.path());
         let mut d = Self {
-            child: None,
-            stderr_path: dir.path().join("daemon.log"),
+            socket: layout.socket.clone(),
+            events_path: layout.events.clone(),
+            config_path: layout.config.clone(),
+            cgroup_parent: layout.cgroup_parent.clone(),
+            inner: vigil_harness::Daemon::new(&vigil_bin(), layout),
             dir,
-            socket,
-            events_path,
-            config_path,
-            cgroup_parent,
             extra_daemon_lines: daemon_extra.to_owned(),
         };
-        std::fs::write(&d.config_path, d.full_config(&extra)).expect("write config");
+        d.inner
+            .write_config(&d.full_config(&extra))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         d.spawn();
         d
     }
@@ -136,124 +99,71 @@ impl Daemon {
     /// The whole config file for `extra` (agents, data classes, …) with this
     /// daemon's private `[daemon]` and `[output]` sections.
     #[must_use]
-    // `{:?}` of a path is a quoted, escaped string: a valid TOML string.
-    #[allow(clippy::unnecessary_debug_formatting)]
     pub fn full_config(&self, extra: &str) -> String {
-        format!(
-            "[daemon]\nsocket = {socket:?}\ncgroup_parent = {parent:?}\nstate_dir = {state:?}\npin_dir = {pin:?}\n{daemon_extra}\n\
-             [output]\nevents = {events:?}\n{extra}",
-            socket = self.socket,
-            parent = self.cgroup_parent,
-            state = self.dir.path().join("state"),
-            pin = format!("/sys/fs/bpf/{}", self.cgroup_parent),
-            daemon_extra = self.extra_daemon_lines,
-            events = self.events_path,
-        )
+        self.inner
+            .layout()
+            .config_text(&self.extra_daemon_lines, Events::File, extra)
     }
 
-    /// Starts (or restarts) the daemon process on the same config.
+    /// Starts (or restarts) the daemon process on the same config and waits
+    /// until it answers.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr_path)
-            .expect("daemon log");
-        let child = Command::new(vigil_bin())
-            .args(["run", "--config"])
-            .arg(&self.config_path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn vigil run");
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_mins(1);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("daemon exited during start ({status}):\n{}", self.log());
-            }
-            if self.socket.exists() && self.vigil(&["status"]).status.success() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon not ready after 60 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        self.inner.spawn().unwrap_or_else(|e| panic!("{e:#}"));
+        if let Err(e) = self.inner.wait_ready(
+            vigil_harness::START_TIMEOUT,
+            every(Duration::from_millis(50)),
+        ) {
+            panic!("{e:#}:\n{}", self.log());
         }
     }
 
     /// The daemon's stderr so far.
     #[must_use]
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+        self.inner.log()
     }
 
     /// Runs a `vigil` client command against this daemon.
     #[must_use]
     pub fn vigil(&self, args: &[&str]) -> Output {
-        Command::new(vigil_bin())
-            .args(args)
-            .env("VIGIL_SOCKET", &self.socket)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run vigil client")
+        self.inner.vigil(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Runs `cmd` as a session of `agent` and waits for it.
     #[must_use]
     pub fn exec(&self, agent: &str, session: &str, cmd: &[&str]) -> Output {
-        let mut args = vec!["exec", "--agent", agent, "--session", session, "--"];
-        args.extend_from_slice(cmd);
-        self.vigil(&args)
+        self.inner
+            .exec(agent, session)
+            .args(cmd)
+            .output()
+            .expect("run vigil client")
     }
 
     /// Every event written so far.
     #[must_use]
     pub fn events(&self) -> Vec<Value> {
-        let Ok(text) = std::fs::read_to_string(&self.events_path) else {
-            return Vec::new();
-        };
-        // The daemon may be mid-way through writing the last line.
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        complete
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect()
+        self.inner.events().unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Waits until some event satisfies `pred` and returns it.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no event for {what} after 15 s; events:\n{}\ndaemon log:\n{}",
+        let found = self
+            .inner
+            .wait_for_event(EVENT_WAIT, every(Duration::from_millis(50)), pred)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        found.unwrap_or_else(|| {
+            panic!(
+                "no event for {what} after {EVENT_WAIT:?}; events:\n{}\ndaemon log:\n{}",
                 self.dump(),
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            )
+        })
     }
 
     /// Lets the daemon drain what the kernel has delivered: waits for a
     /// marker exec in a fresh session to show up.
     pub fn settle(&self) {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let n = SETTLES.fetch_add(1, Ordering::Relaxed);
         let session = format!("settle-{n}");
         let marker = format!("settle-marker-{n}");
         let out = self.exec("coder", &session, &["/bin/true", &marker]);
@@ -278,57 +188,23 @@ impl Daemon {
 
     /// Sends SIGKILL to the daemon (crash simulation) and waits for it.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.inner.kill();
     }
 
     /// Stops the daemon with SIGTERM and waits for it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.inner.terminate(Duration::from_secs(10));
     }
 
     /// The daemon's process id, while it runs.
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.inner.pid()
     }
 
     /// True while the daemon process runs.
     pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-        // Kill what the tests left in their sessions, then remove the cgroups.
-        if let Some(mount) = cgroup2_mount() {
-            let parent = mount.join(&self.cgroup_parent);
-            if parent.exists() {
-                kill_tree(&parent);
-                let _ = remove_tree(&parent);
-            }
-        }
-        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.cgroup_parent));
+        self.inner.alive()
     }
 }
 
@@ -338,7 +214,11 @@ impl Drop for Daemon {
 /// syscall of the machine until the next reboot, and `cargo xtask bench`
 /// refuses to measure while they do.
 fn remove_leftovers() {
-    let dead = |name: &str| leftover(name, |pid| Path::new(&format!("/proc/{pid}")).exists());
+    let dead = |name: &str| {
+        names::is_leftover(name, NAME_PREFIX, |pid| {
+            Path::new(&format!("/proc/{pid}")).exists()
+        })
+    };
     let entries = |dir: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(dir)
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -353,51 +233,11 @@ fn remove_leftovers() {
     if let Some(mount) = cgroup2_mount() {
         for parent in entries(&mount) {
             if name_of(&parent).is_some_and(|n| dead(&n)) {
-                kill_tree(&parent);
-                let _ = remove_tree(&parent);
+                let _ = cgroup::kill(&parent);
+                let _ = cgroup::remove(&parent);
             }
         }
     }
-}
-
-/// Whether `name` is a test daemon's pin directory or cgroup parent
-/// (`vigil-test-PID-N`) whose process is not `alive`.
-fn leftover(name: &str, alive: impl Fn(u32) -> bool) -> bool {
-    name.strip_prefix("vigil-test-")
-        .and_then(|rest| rest.split_once('-'))
-        .and_then(|(pid, n)| Some((pid.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
-        .is_some_and(|(pid, _)| !alive(pid))
-}
-
-fn kill_tree(dir: &Path) {
-    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-}
-
-fn remove_tree(dir: &Path) -> std::io::Result<()> {
-    for _ in 0..50 {
-        if remove_once(dir).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    remove_once(dir)
-}
-
-fn remove_once(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_once(&entry.path())?;
-        }
-    }
-    std::fs::remove_dir(dir)
-}
-
-/// The cgroup v2 mount of this machine.
-#[must_use]
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    vigil::identity::cgroup::parse_mountinfo(&text)
 }
 
 /// Events of one kind from one session.
@@ -458,7 +298,7 @@ impl Drop for DnsServer {
     }
 }
 
-// ---- gRPC clients of the daemon under test (issue 4) ----------------------
+// ---- gRPC clients of the daemon under test ---------------------------------
 
 pub use vigil::api::pb;
 
@@ -645,65 +485,30 @@ pub fn assert_contiguous(events: &[pb::Event], first: u64, last: u64) {
 /// A `vigil-workload serve` process in an agent session: the test sends
 /// it actions one at a time and reads each answer (`ok`, `err ERRNO`,
 /// `exit N`, `signal N`).
-pub struct Served {
-    child: Child,
-    stdin: std::process::ChildStdin,
-    stdout: std::io::BufReader<std::process::ChildStdout>,
-}
+pub struct Served(vigil_harness::Served);
 
 impl Served {
     /// Starts the server as session `session` of `agent` and waits for it.
     pub fn start(d: &Daemon, agent: &str, session: &str) -> Self {
-        let mut child = Command::new(vigil_bin())
-            .args(["exec", "--agent", agent, "--session", session, "--"])
-            .arg(workload_bin())
-            .arg("serve")
-            .env("VIGIL_SOCKET", &d.socket)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn vigil exec");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        let mut s = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = s.read_line();
-        assert_eq!(ready.as_deref(), Some("ready"), "session did not start");
-        s
-    }
-
-    fn read_line(&mut self) -> Option<String> {
-        use std::io::BufRead as _;
-        let mut line = String::new();
-        match self.stdout.read_line(&mut line) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => Some(line.trim().to_owned()),
-        }
+        let served = vigil_harness::Served::start(
+            &d.inner,
+            &workload_bin(),
+            agent,
+            session,
+            Stdio::inherit(),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        Self(served)
     }
 
     /// Sends one action; `None` when the process died instead of answering.
     pub fn ask(&mut self, action: &str) -> Option<String> {
-        use std::io::Write as _;
-        if writeln!(self.stdin, "{action}").is_err() || self.stdin.flush().is_err() {
-            return None;
-        }
-        self.read_line()
+        self.0.ask(action).ok().flatten()
     }
 
     /// Waits for the process and returns the signal that ended it, if any.
     pub fn wait_signal(&mut self) -> Option<i32> {
-        use std::os::unix::process::ExitStatusExt as _;
-        self.child.wait().ok().and_then(|s| s.signal())
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.wait_signal().ok().flatten()
     }
 }
 
@@ -784,23 +589,6 @@ pub fn ocsf_validate(path: &Path, expect: &[&str]) -> (bool, String) {
     )
 }
 
-// ---- a simulated Kubernetes node and metrics scraping (issue 6) -----------
+// ---- a simulated Kubernetes node and metrics scraping ----------------------
 
 pub mod kube;
-
-#[cfg(test)]
-mod tests {
-    use super::leftover;
-
-    #[test]
-    fn only_test_daemons_of_dead_processes_are_leftovers() {
-        let alive = |pid| pid == 42;
-        assert!(leftover("vigil-test-7-0", alive));
-        assert!(leftover("vigil-test-7-12", alive));
-        assert!(!leftover("vigil-test-42-3", alive), "its process runs");
-        assert!(!leftover("vigil-bench-7-0", alive), "not a test's");
-        assert!(!leftover("vigil-test-7", alive));
-        assert!(!leftover("vigil-test-x-0", alive));
-        assert!(!leftover("vigil", alive));
-    }
-}

@@ -83,7 +83,7 @@ fn scope(ctx: &Context) -> Result<Vec<Figure>> {
 /// The e2e bench binary is the subscriber and drives the workload; xtask
 /// owns the daemon, as it does for `overhead`.
 fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
-    let bins = daemon::Binaries::build(&ctx.meta.target_dir()?)?;
+    let bins = daemon::build_release(&ctx.meta.target_dir()?)?;
     // Built before the daemon starts, so the compiler does not compete
     // with it for the CPU.
     cmd::run(cmd::new("cargo").args(["bench", "-p", "vigil", "--bench", "e2e", "--no-run"]))?;
@@ -124,7 +124,7 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
 /// 1,000 trials, and syscalls that got through after `Revoke` returned. The
 /// bench binary drives its own daemon through the integration harness.
 fn revocation(ctx: &Context) -> Result<Vec<Figure>> {
-    let bins = daemon::Binaries::build(&ctx.meta.target_dir()?)?;
+    let bins = daemon::build_release(&ctx.meta.target_dir()?)?;
     cmd::run(cmd::new("cargo").args([
         "build",
         "--release",

@@ -18,24 +18,22 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
-use nix::unistd::Pid;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use serde_json::Value;
+use vigil_harness::{Binaries, Daemon, Events, Layout, START_TIMEOUT, Served, Stop, cgroup};
 
 use crate::{cmd, setup, workspace};
 
 const CGROUP_PARENT: &str = "vigil-demo";
-const PIN_DIR: &str = "/sys/fs/bpf/vigil-demo";
 const CODER: &str = "code-assistant";
 const RELEASE_BOT: &str = "release-bot";
 const CODER_SESSION: &str = "refactor-1";
@@ -43,8 +41,6 @@ const RELEASE_SESSION: &str = "release-1";
 const TASK: &str = "REL-42";
 const TASK_TTL: Duration = Duration::from_secs(2);
 
-/// How long the daemon may take to load its programs and open its socket.
-const START_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long an expected event may take to reach the events file.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long SIGTERM may take before the daemon is killed.
@@ -58,8 +54,7 @@ pub fn demo() -> Result<()> {
     setup::ensure(setup::Scope::Kernel, setup::Report::Changes)?;
     cmd::run(cmd::new("cargo").args(["build", "-p", "vigil", "-p", "vigil-tests", "--bins"]))?;
     let debug = workspace::Metadata::load()?.target_dir()?.join("debug");
-    let vigil = built(&debug.join("vigil"))?;
-    let workload = built(&debug.join("vigil-workload"))?;
+    let Binaries { vigil, workload } = Binaries::in_dir(&debug)?;
     // Held until the demo ends: the cgroup parent and pin dir are shared
     // by every run, so a second one would tear down the first's sessions.
     let _lock = lock()?;
@@ -72,15 +67,16 @@ pub fn demo() -> Result<()> {
     std::thread::spawn(move || service.incoming().for_each(drop));
 
     let stage = Stage::create(&workload, service_addr)?;
-    let cgroup2 = crate::cgroups::v2_mount().context("no cgroup v2 hierarchy is mounted")?;
+    let cgroup2 = cgroup::v2_mount().context("no cgroup v2 hierarchy is mounted")?;
+    // Plain text: the log is read in a file or a failure message.
+    let daemon = Daemon::new(&vigil, stage.layout.clone()).with_env("NO_COLOR", "1");
     let mut demo = Demo {
-        vigil,
+        sessions: Vec::new(),
+        daemon,
         workload,
         service: service_addr,
         cgroup_parent: cgroup2.join(CGROUP_PARENT),
         stage,
-        daemon: None,
-        sessions: Vec::new(),
     };
     let told = demo.remove_leftovers().and_then(|()| demo.tell());
     let cleaned = demo.clean_up();
@@ -166,47 +162,24 @@ fn pause(d: Duration) -> Result<()> {
     }
 }
 
-fn built(bin: &Path) -> Result<PathBuf> {
-    if !cmd::exists(bin)? {
-        bail!("{} is missing after the build", bin.display());
-    }
-    bin.canonicalize()
-        .with_context(|| format!("resolving {}", bin.display()))
-}
-
 /// The demo's temp dir: config, workspace, events file and daemon log.
 struct Stage {
     dir: tempfile::TempDir,
-    /// The temp dir with symlinks resolved, as the kernel reports paths.
-    root: PathBuf,
-    config: PathBuf,
-    socket: PathBuf,
-    events: PathBuf,
-    log: PathBuf,
+    /// In the temp dir, with symlinks resolved as the kernel reports paths.
+    layout: Layout,
     notes: PathBuf,
     dotenv: PathBuf,
 }
 
 impl Stage {
     fn create(workload: &Path, service: SocketAddr) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("vigil-demo-")
-            .tempdir()
-            .context("creating the demo's temp dir")?;
-        let root = dir
-            .path()
-            .canonicalize()
-            .context("resolving the temp dir")?;
-        let workspace = root.join("workspace");
+        let (dir, layout) = Layout::temp("vigil-demo-", CGROUP_PARENT)?;
+        let workspace = layout.root.join("workspace");
         fs::create_dir(&workspace).context("creating the demo workspace")?;
         let stage = Self {
-            config: root.join("vigil.toml"),
-            socket: root.join("vigil.sock"),
-            events: root.join("events.jsonl"),
-            log: root.join("daemon.log"),
             notes: workspace.join("NOTES.md"),
             dotenv: workspace.join(".env"),
-            root,
+            layout,
             dir,
         };
         fs::write(
@@ -219,32 +192,21 @@ impl Stage {
             "DATABASE_URL=postgres://app:hunter2@db.internal/app\n",
         )
         .context("writing the workspace .env")?;
-        fs::write(&stage.config, stage.config_text(workload, service))
-            .with_context(|| format!("writing {}", stage.config.display()))?;
+        let config = stage
+            .layout
+            .config_text("", Events::File, &stage.agents(workload, service));
+        fs::write(&stage.layout.config, config)
+            .with_context(|| format!("writing {}", stage.layout.config.display()))?;
         Ok(stage)
     }
 
-    fn config_text(&self, workload: &Path, service: SocketAddr) -> String {
-        // A JSON string is a valid TOML basic string.
-        let quote = |p: &Path| Value::from(p.to_string_lossy()).to_string();
-        let workspace = quote(&self.root.join("workspace/**"));
-        let (socket, state, events) = (
-            quote(&self.socket),
-            quote(&self.root.join("state")),
-            quote(&self.events),
-        );
+    /// The agents of the story and the data class they share.
+    fn agents(&self, workload: &Path, service: SocketAddr) -> String {
+        let quote = |p: &Path| vigil_harness::toml_string(&p.to_string_lossy());
+        let workspace = quote(&self.layout.root.join("workspace/**"));
         let workload = quote(workload);
         format!(
-            r#"# `cargo xtask demo`: a private daemon for the story.
-[daemon]
-socket = {socket}
-cgroup_parent = "{CGROUP_PARENT}"
-state_dir = {state}
-pin_dir = "{PIN_DIR}"
-
-[output]
-events = {events}
-
+            r#"
 [[agent]]
 name = "{CODER}"
 owner = "platform-team@example.com"
@@ -281,14 +243,14 @@ write = [{workspace}]
 }
 
 struct Demo {
-    vigil: PathBuf,
+    // The sessions, then the daemon, go before the stage's temp dir.
+    sessions: Vec<Served>,
+    daemon: Daemon,
     workload: PathBuf,
     service: SocketAddr,
     /// `<cgroup v2 mount>/vigil-demo`: every session of the demo lives below.
     cgroup_parent: PathBuf,
     stage: Stage,
-    daemon: Option<Child>,
-    sessions: Vec<Session>,
 }
 
 impl Demo {
@@ -313,10 +275,13 @@ impl Demo {
 
     fn start_daemon(&mut self) -> Result<()> {
         heading("Setting the stage");
-        println!("  a private daemon on {}", self.stage.config.display());
+        println!(
+            "  a private daemon on {}",
+            self.stage.layout.config.display()
+        );
         println!(
             "  {CODER}: may read and write {}/workspace, connect to loopback",
-            self.stage.root.display()
+            self.stage.layout.root.display()
         );
         println!(
             "      (a local service listens on {}), run vigil-workload and /bin/sh;",
@@ -324,42 +289,19 @@ impl Demo {
         );
         println!("      on_violation = \"revoke\"");
         println!("  {RELEASE_BOT}: the same scope, but require_approval = true");
-        println!("  events (JSON lines): {}", self.stage.events.display());
-
-        let log = fs::File::create(&self.stage.log).context("creating the daemon log")?;
-        let mut run = Command::new(&self.vigil);
-        run.args(["run", "--config"])
-            .arg(&self.stage.config)
-            .env("RUST_LOG", "info")
-            // Plain text: the log is read in a file or a failure message.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let started = Instant::now();
-        self.daemon = Some(
-            run.spawn()
-                .with_context(|| format!("starting `{}`", cmd::display(&run)))?,
-        );
-        loop {
-            if let Some(status) = self
-                .daemon
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                bail!("the daemon exited during start ({status})");
-            }
-            if self.stage.socket.exists() && self.client(&["status"])?.status.success() {
-                break;
-            }
-            if started.elapsed() > START_TIMEOUT {
-                bail!("the daemon did not answer `vigil status` within {START_TIMEOUT:?}");
-            }
-            pause(Duration::from_millis(50))?;
-        }
         println!(
-            "  daemon ready in {:.1} s: sensors attached, programs pinned under {PIN_DIR}",
-            started.elapsed().as_secs_f64()
+            "  events (JSON lines): {}",
+            self.stage.layout.events.display()
+        );
+
+        let started = Instant::now();
+        self.daemon.spawn()?;
+        self.daemon
+            .wait_ready(START_TIMEOUT, || pause(Duration::from_millis(50)))?;
+        println!(
+            "  daemon ready in {:.1} s: sensors attached, programs pinned under {}",
+            started.elapsed().as_secs_f64(),
+            self.stage.layout.pin_dir.display()
         );
         Ok(())
     }
@@ -519,15 +461,14 @@ impl Demo {
 
     /// Starts `vigil-workload serve` as session `name` of `agent`.
     fn start_session(&mut self, agent: &str, name: &str) -> Result<()> {
-        let log = self.stage.root.join(format!("session-{name}.log"));
-        let session = Session::start(
-            &self.vigil,
-            &self.workload,
-            &self.stage.socket,
-            agent,
-            name,
-            &log,
-        )?;
+        let log = self.stage.layout.root.join(format!("session-{name}.log"));
+        let stderr =
+            fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let session = Served::start(&self.daemon, &self.workload, agent, name, stderr.into())
+            .map_err(|e| {
+                let said = fs::read_to_string(&log).unwrap_or_default();
+                anyhow!("{e:#}: {}", said.trim())
+            })?;
         self.sessions.push(session);
         Ok(())
     }
@@ -536,12 +477,18 @@ impl Demo {
     /// `expect`.
     fn act(&mut self, name: &str, action: &str, expect: Expect) -> Result<()> {
         interrupted()?;
-        let Some(session) = self.sessions.iter_mut().find(|s| s.name == name) else {
+        let Some(session) = self.sessions.iter_mut().find(|s| s.session() == name) else {
             bail!("no session {name} was started");
         };
-        let answer = session.ask(action)?;
-        let got = Outcome::parse(answer.as_deref(), || session.wait_signal())?;
-        println!("  {} $ {action}", session.agent);
+        let answer = session
+            .ask(action)
+            .with_context(|| format!("reading from session {name}"))?;
+        let got = Outcome::parse(answer.as_deref(), || {
+            session
+                .wait_signal()
+                .with_context(|| format!("waiting for session {name}"))
+        })?;
+        println!("  {} $ {action}", session.agent());
         println!("      → {got}");
         if !expect.matches(&got) {
             bail!(
@@ -570,12 +517,7 @@ impl Demo {
     }
 
     fn client(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.vigil)
-            .args(args)
-            .env("VIGIL_SOCKET", &self.stage.socket)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", self.vigil.display()))
+        self.daemon.vigil(args)
     }
 
     /// Waits for the first event of `session` that satisfies `pred`, prints
@@ -599,44 +541,19 @@ impl Demo {
     }
 
     fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + EVENT_TIMEOUT;
-        loop {
-            if let Some(e) = self.events()?.into_iter().find(|e| pred(e)) {
-                return Ok(e);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "no {what} event reached {} within {EVENT_TIMEOUT:?}",
-                    self.stage.events.display()
-                );
-            }
-            pause(Duration::from_millis(20))?;
-        }
-    }
-
-    /// Every complete line of the events file so far.
-    fn events(&self) -> Result<Vec<Value>> {
-        let text = match fs::read_to_string(&self.stage.events) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading {}", self.stage.events.display()));
-            }
-        };
-        // The daemon may be half-way through the last line.
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        complete
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l)
-                    .with_context(|| format!("bad JSON line in the events file: {l}"))
-            })
-            .collect()
+        let found =
+            self.daemon
+                .wait_for_event(EVENT_TIMEOUT, || pause(Duration::from_millis(20)), pred)?;
+        found.with_context(|| {
+            format!(
+                "no {what} event reached {} within {EVENT_TIMEOUT:?}",
+                self.stage.layout.events.display()
+            )
+        })
     }
 
     fn daemon_log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.stage.log).unwrap_or_default();
+        let log = self.daemon.log();
         let lines: Vec<&str> = log.lines().collect();
         let tail = &lines[lines.len().saturating_sub(30)..];
         format!(
@@ -650,7 +567,7 @@ impl Demo {
     /// processes) and the pins; the lock says no run is in progress.
     fn remove_leftovers(&mut self) -> Result<()> {
         let cgroups = cmd::exists(&self.cgroup_parent)?;
-        let pins = cmd::exists(Path::new(PIN_DIR))?;
+        let pins = cmd::exists(&self.stage.layout.pin_dir)?;
         if !cgroups && !pins {
             return Ok(());
         }
@@ -669,32 +586,27 @@ impl Demo {
         let removed = self.remove_cgroups_and_pins();
         if stopped.is_ok() && removed.is_ok() {
             println!(
-                "  daemon stopped (SIGTERM), sessions killed, {} and {PIN_DIR} removed",
-                self.cgroup_parent.display()
+                "  daemon stopped (SIGTERM), sessions killed, {} and {} removed",
+                self.cgroup_parent.display(),
+                self.stage.layout.pin_dir.display()
             );
         }
         stopped.and(removed)
     }
 
     fn stop_daemon(&mut self) -> Result<()> {
-        let Some(mut child) = self.daemon.take() else {
-            return Ok(());
-        };
-        let pid = Pid::from_raw(i32::try_from(child.id()).context("daemon pid")?);
-        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the daemon")?;
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().context("waiting for the daemon")? {
-                if !status.success() {
-                    bail!("the daemon exited with {status} on SIGTERM");
-                }
-                return Ok(());
+        let stopped = self
+            .daemon
+            .terminate(STOP_TIMEOUT)
+            .context("sending SIGTERM to the daemon")?;
+        match stopped {
+            Stop::NotRunning => Ok(()),
+            Stop::Exited(status) if status.success() => Ok(()),
+            Stop::Exited(status) => bail!("the daemon exited with {status} on SIGTERM"),
+            Stop::Killed => {
+                bail!("the daemon did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("the daemon did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
     }
 
     fn remove_cgroups_and_pins(&self) -> Result<()> {
@@ -702,30 +614,22 @@ impl Demo {
         if cmd::exists(&self.cgroup_parent)? {
             // cgroup.kill covers the whole subtree, and a cgroup can be
             // removed once its last task has gone.
-            if let Err(e) = fs::write(self.cgroup_parent.join("cgroup.kill"), "1") {
+            if let Err(e) = cgroup::kill(&self.cgroup_parent) {
                 problems.push(format!(
                     "killing the processes in {}: {e}",
                     self.cgroup_parent.display()
                 ));
             }
-            let mut removed = crate::cgroups::remove(&self.cgroup_parent);
-            for _ in 0..100 {
-                if removed.is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-                removed = crate::cgroups::remove(&self.cgroup_parent);
-            }
-            if let Err(e) = removed {
+            if let Err(e) = cgroup::remove(&self.cgroup_parent) {
                 problems.push(format!("removing {}: {e}", self.cgroup_parent.display()));
             }
         }
         // `vigil run --cleanup` knows what the daemon pins; it reads pin_dir
         // from the config.
-        let mut cleanup = Command::new(&self.vigil);
+        let mut cleanup = Command::new(self.daemon.vigil_path());
         cleanup
             .args(["run", "--cleanup", "--config"])
-            .arg(&self.stage.config);
+            .arg(&self.stage.layout.config);
         match cleanup.output() {
             Ok(out) if out.status.success() => {}
             Ok(out) => problems.push(format!(
@@ -741,100 +645,6 @@ impl Demo {
         } else {
             bail!("{}", problems.join("; "))
         }
-    }
-}
-
-/// A `vigil-workload serve` process in an agent session: it performs one
-/// action per line on its stdin and answers each on its stdout (`ok`,
-/// `err ERRNO`, `exit N`, `signal N`).
-struct Session {
-    agent: String,
-    name: String,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    log: PathBuf,
-}
-
-impl Session {
-    fn start(
-        vigil: &Path,
-        workload: &Path,
-        socket: &Path,
-        agent: &str,
-        name: &str,
-        log: &Path,
-    ) -> Result<Self> {
-        let stderr =
-            fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut exec = Command::new(vigil);
-        exec.args(["exec", "--agent", agent, "--session", name, "--"])
-            .arg(workload)
-            .arg("serve")
-            .env("VIGIL_SOCKET", socket)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        let mut child = exec
-            .spawn()
-            .with_context(|| format!("starting `{}`", cmd::display(&exec)))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            bail!("session {name}: stdin and stdout were not piped");
-        };
-        let mut session = Self {
-            agent: agent.to_owned(),
-            name: name.to_owned(),
-            child,
-            stdin,
-            stdout: BufReader::new(stdout),
-            log: log.to_owned(),
-        };
-        match session.read_line()? {
-            Some(line) if line == "ready" => Ok(session),
-            other => bail!(
-                "session {name} of agent {agent} did not start (it said {other:?}): {}",
-                fs::read_to_string(&session.log).unwrap_or_default().trim()
-            ),
-        }
-    }
-
-    fn read_line(&mut self) -> Result<Option<String>> {
-        let mut line = String::new();
-        let n = self
-            .stdout
-            .read_line(&mut line)
-            .with_context(|| format!("reading from session {}", self.name))?;
-        Ok((n > 0).then(|| line.trim().to_owned()))
-    }
-
-    /// Sends one action; `None` when the process died instead of answering.
-    fn ask(&mut self, action: &str) -> Result<Option<String>> {
-        let sent = writeln!(self.stdin, "{action}").and_then(|()| self.stdin.flush());
-        if sent.is_err() {
-            return Ok(None);
-        }
-        self.read_line()
-    }
-
-    /// The signal that ended the process, once it has ended.
-    fn wait_signal(&mut self) -> Result<Option<i32>> {
-        use std::os::unix::process::ExitStatusExt as _;
-        let status = self
-            .child
-            .wait()
-            .with_context(|| format!("waiting for session {}", self.name))?;
-        Ok(status.signal())
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -2,7 +2,6 @@
 //! `.cargo/config.toml`). DEVELOPERS.md describes each command.
 
 mod bench;
-mod cgroups;
 mod cmd;
 mod demo;
 mod helm;

@@ -8,67 +8,43 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use anyhow::{Context as _, Result, anyhow, bail};
+use vigil_harness::{Binaries, Events, Layout, START_TIMEOUT, Stop, every, names};
 
 use crate::cmd;
 
 /// The agent the benchmark workloads run as.
 pub const AGENT: &str = "bench";
+const AGENT_CONFIG: &str =
+    vigil_harness::permissive_agent!("bench", "bench@localhost", "cargo xtask bench workloads");
 
-/// How long the daemon may take to load its programs and open its socket.
-const START_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long SIGTERM may take before the daemon is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The release binaries the kernel benchmarks run.
-pub struct Binaries {
-    pub vigil: PathBuf,
-    pub workload: PathBuf,
+/// Builds `vigil` (with its eBPF object) and `vigil-workload` in release
+/// mode: a debug daemon would overstate its own cost several times.
+pub fn build_release(target_dir: &Path) -> Result<Binaries> {
+    cmd::run(cmd::new("cargo").args(["build", "--release", "-p", "vigil", "--bin", "vigil"]))?;
+    cmd::run(cmd::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "vigil-tests",
+        "--bin",
+        "vigil-workload",
+    ]))?;
+    Binaries::in_dir(&target_dir.join("release"))
 }
-
-impl Binaries {
-    /// Builds `vigil` (with its eBPF object) and `vigil-workload` in release
-    /// mode: a debug daemon would overstate its own cost several times.
-    pub fn build(target_dir: &Path) -> Result<Self> {
-        cmd::run(cmd::new("cargo").args(["build", "--release", "-p", "vigil", "--bin", "vigil"]))?;
-        cmd::run(cmd::new("cargo").args([
-            "build",
-            "--release",
-            "-p",
-            "vigil-tests",
-            "--bin",
-            "vigil-workload",
-        ]))?;
-        let release = target_dir.join("release");
-        let bins = Self {
-            vigil: release.join("vigil"),
-            workload: release.join("vigil-workload"),
-        };
-        for bin in [&bins.vigil, &bins.workload] {
-            if !cmd::exists(bin)? {
-                bail!("{} is missing after the build", bin.display());
-            }
-        }
-        Ok(bins)
-    }
-}
-
-static STARTED: AtomicU32 = AtomicU32::new(0);
 
 /// A running daemon; stopped and cleaned up on [`Daemon::stop`] or drop.
 pub struct Daemon {
-    child: Option<Child>,
-    vigil: PathBuf,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    cgroup_parent: String,
-    pin_dir: PathBuf,
+    // Declared before `_dir`, so that the daemon is stopped before its
+    // directory is removed.
+    inner: vigil_harness::Daemon,
+    _dir: tempfile::TempDir,
 }
 
 impl Daemon {
@@ -90,110 +66,38 @@ impl Daemon {
         daemon_settings: &str,
         format: Option<&str>,
     ) -> Result<Self> {
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let name = format!("vigil-bench-{}-{n}", std::process::id());
-        let dir = tempfile::Builder::new()
-            .prefix("vigil-bench-")
-            .tempdir()
-            .context("creating the daemon's directory")?;
-        let socket = dir.path().join("vigil.sock");
-        let config = dir.path().join("vigil.toml");
-        let pin_dir = Path::new("/sys/fs/bpf").join(&name);
-        fs::write(
-            &config,
-            config_text(
-                &socket,
-                &name,
-                &dir.path().join("state"),
-                &pin_dir,
-                daemon_settings,
-                &format.map_or_else(
-                    || "events = \"none\"".to_owned(),
-                    |f| {
-                        let events = dir.path().join("events.jsonl");
-                        format!(
-                            "events = {}\nformat = {}",
-                            serde_json::Value::from(events.to_string_lossy()),
-                            serde_json::Value::from(f)
-                        )
-                    },
-                ),
-            ),
-        )
-        .with_context(|| format!("writing {}", config.display()))?;
-        let log = fs::File::create(dir.path().join("daemon.log")).context("daemon log")?;
-
-        let mut run = Command::new(vigil);
-        run.args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        eprintln!("$ {}", cmd::display(&run));
-        let child = run
-            .spawn()
-            .with_context(|| format!("starting {}", vigil.display()))?;
-        let mut daemon = Self {
-            child: Some(child),
-            vigil: vigil.to_owned(),
-            dir,
-            socket,
-            cgroup_parent: name,
-            pin_dir,
-        };
-        daemon.wait_ready()?;
-        Ok(daemon)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("the daemon exited during start ({status}):\n{}", self.log());
-            }
-            if self.socket.exists() && self.status().is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the daemon did not answer within {START_TIMEOUT:?}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (dir, layout) = Layout::temp("vigil-bench-", &names::unique("vigil-bench"))?;
+        let events = format.map_or(Events::Off, Events::FileAs);
+        let config = layout.config_text(daemon_settings, events, AGENT_CONFIG);
+        let mut inner = vigil_harness::Daemon::new(vigil, layout);
+        inner.write_config(&config)?;
+        eprintln!("$ {}", cmd::display(&inner.run_command()));
+        inner.spawn()?;
+        inner
+            .wait_ready(START_TIMEOUT, every(Duration::from_millis(50)))
+            .map_err(|e| anyhow!("{e:#}:\n{}", inner.log()))?;
+        Ok(Self { inner, _dir: dir })
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        &self.inner.layout().socket
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// `vigil` as a client of this daemon.
-    fn client(&self) -> Command {
-        let mut c = Command::new(&self.vigil);
-        c.env("VIGIL_SOCKET", &self.socket).stdin(Stdio::null());
-        c
+        self.inner.pid()
     }
 
     /// `vigil exec --agent bench --session SESSION -- PROGRAM`: the caller
     /// adds the program's arguments.
     pub fn exec(&self, session: &str, program: impl AsRef<OsStr>) -> Command {
-        let mut c = self.client();
-        c.args(["exec", "--agent", AGENT, "--session", session, "--"])
-            .arg(program);
+        let mut c = self.inner.exec(AGENT, session);
+        c.arg(program);
         c
     }
 
     /// `vigil status` output.
     pub fn status(&self) -> Result<String> {
-        cmd::probe(self.client().arg("status"))
+        cmd::probe(self.inner.client().arg("status"))
     }
 
     /// Records the kernel could not deliver so far, over all sensors (from
@@ -217,19 +121,7 @@ impl Daemon {
 
     /// CPU time the daemon used so far, in clock ticks.
     fn cpu_ticks(&self) -> Result<u64> {
-        let pid = self.pid().context("the daemon is not running")?;
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let tick = |i: usize| -> Result<u64> {
-            fields
-                .get(i)
-                .and_then(|f| f.parse().ok())
-                .with_context(|| format!("/proc/{pid}/stat has no field {}", i + 3))
-        };
-        Ok(tick(11)? + tick(12)?)
+        vigil_harness::cpu::ticks(self.pid().context("the daemon is not running")?)
     }
 
     /// Waits until the daemon has worked off what earlier runs left it (at
@@ -254,108 +146,26 @@ impl Daemon {
 
     /// The daemon's log so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        self.inner.log()
     }
 
     /// Stops the daemon with SIGTERM and removes its cgroups and pins.
     pub fn stop(mut self) -> Result<()> {
-        let result = self.terminate();
-        self.clean_up();
-        result
-    }
-
-    fn terminate(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let pid = Pid::from_raw(i32::try_from(child.id()).context("daemon pid")?);
-        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the daemon")?;
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait()? {
-                if status.success() {
-                    return Ok(());
-                }
-                bail!(
-                    "the daemon exited with {status} on SIGTERM:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("the daemon did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
-    }
-
-    /// Kills what is left in the sessions, then removes the session cgroups
-    /// (innermost first; a cgroup is removable once its tasks are gone) and
-    /// the pinned programs and maps.
-    fn clean_up(&self) {
-        if let Some(mount) = crate::cgroups::v2_mount() {
-            let parent = mount.join(&self.cgroup_parent);
-            if parent.exists() {
-                let _ = fs::write(parent.join("cgroup.kill"), "1");
-                for _ in 0..100 {
-                    if crate::cgroups::remove(&parent).is_ok() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        let stopped = self.inner.terminate(STOP_TIMEOUT);
+        // Dropping the daemon would do this too, without saying so.
+        let _ = self.inner.clean_up();
+        match stopped.context("sending SIGTERM to the daemon")? {
+            Stop::NotRunning => Ok(()),
+            Stop::Exited(status) if status.success() => Ok(()),
+            Stop::Exited(status) => bail!(
+                "the daemon exited with {status} on SIGTERM:\n{}",
+                self.log()
+            ),
+            Stop::Killed => {
+                bail!("the daemon did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
             }
         }
-        let _ = fs::remove_dir_all(&self.pin_dir);
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.terminate();
-            self.clean_up();
-        }
-    }
-}
-
-fn config_text(
-    socket: &Path,
-    cgroup_parent: &str,
-    state: &Path,
-    pin_dir: &Path,
-    daemon_settings: &str,
-    output_settings: &str,
-) -> String {
-    // A JSON string is a valid TOML basic string.
-    let quote = |p: &Path| serde_json::Value::from(p.to_string_lossy()).to_string();
-    let (socket, state, pin_dir) = (quote(socket), quote(state), quote(pin_dir));
-    format!(
-        r#"[daemon]
-socket = {socket}
-cgroup_parent = "{cgroup_parent}"
-state_dir = {state}
-pin_dir = {pin_dir}
-{daemon_settings}
-
-[output]
-{output_settings}
-
-[[agent]]
-name = "{AGENT}"
-owner = "bench@localhost"
-description = "cargo xtask bench workloads"
-on_violation = "alert"
-  [agent.match]
-  sessions = true
-  [agent.scope]
-  systems = ["127.0.0.0/8", "[::1]"]
-  tools = ["/**"]
-  data = ["everything"]
-
-[data.everything]
-read = ["/**"]
-write = ["/**"]
-"#
-    )
 }
 
 /// Refuses to measure while Vigil programs left by a daemon that is gone

@@ -23,7 +23,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::daemon::{Binaries, Daemon};
+use vigil_harness::Binaries;
+use vigil_harness::stats::median;
+
+use super::daemon::{self, Daemon};
 use super::{Figure, Target};
 use crate::cmd;
 
@@ -92,8 +95,8 @@ struct Sample {
 type Samples = BTreeMap<(&'static str, Condition), Vec<Sample>>;
 
 pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
-    let bins = Binaries::build(target_dir)?;
-    super::daemon::note_machine();
+    let bins = daemon::build_release(target_dir)?;
+    daemon::note_machine();
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let loops = Loop::all(scratch.path());
     std::fs::write(scratch.path().join("open-target.txt"), b"vigil bench\n")
@@ -116,7 +119,7 @@ pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
             }
         }
     }
-    super::daemon::note_machine();
+    daemon::note_machine();
     Ok(figures(&loops, &samples, lost))
 }
 
@@ -209,16 +212,6 @@ fn record(samples: &mut Samples, l: &Loop, condition: Condition, sample: Sample,
     samples.entry((l.name, condition)).or_default().push(sample);
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
-    }
-}
-
 fn figures(loops: &[Loop], samples: &Samples, lost: u64) -> Vec<Figure> {
     let med = |name, c, of: fn(&Sample) -> f64| {
         let values: Vec<f64> = samples
@@ -279,13 +272,6 @@ fn figures(loops: &[Loop], samples: &Samples, lost: u64) -> Vec<Figure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians_of_odd_and_even_samples() {
-        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
-        assert!((median(&[4.0, 1.0, 3.0, 2.0]) - 2.5).abs() < f64::EPSILON);
-        assert!(median(&[]).is_nan());
-    }
 
     #[test]
     fn samples_are_wall_and_cpu_nanoseconds() {
