@@ -1,4 +1,4 @@
-//! Issue 4: the gRPC API, the journal behind its stream, and access control,
+//! The gRPC API, the journal behind its stream, and access control,
 //! against a real daemon on the real kernel.
 
 // Paths are written into TOML with `{:?}` (a quoted, escaped string), and

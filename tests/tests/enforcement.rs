@@ -1,4 +1,4 @@
-//! Issue 5: revocation and task approvals enforced in the kernel, with a
+//! Revocation and task approvals enforced in the kernel, with a
 //! real daemon and real processes.
 
 // Paths are written into TOML with `{:?}` (a quoted, escaped string), and

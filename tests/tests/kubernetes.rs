@@ -1,4 +1,4 @@
-//! Issue 6: a real daemon on a simulated Kubernetes node. Container-style
+//! A real daemon on a simulated Kubernetes node. Container-style
 //! cgroups (containerd and CRI-O naming) hold real processes; a test API
 //! server serves the node's pods over the list and watch protocol.
 

@@ -1,4 +1,4 @@
-//! Issue 6: the Prometheus endpoint of a real daemon, after a known
+//! The Prometheus endpoint of a real daemon, after a known
 //! workload, agrees with what the daemon journaled and reports.
 
 // Paths are written into TOML with `{:?}` (a quoted, escaped string), and

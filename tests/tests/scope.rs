@@ -1,4 +1,4 @@
-//! Issue 3: agent scope and anomalies, against the real kernel with a real
+//! Agent scope and anomalies, against the real kernel with a real
 //! daemon: each kind of anomaly is triggered by a real action.
 
 // Paths are written into TOML with `{:?}` (a quoted, escaped string), and

@@ -1,4 +1,4 @@
-//! Issue 2: the kernel sensors and the event pipeline, against the real
+//! The kernel sensors and the event pipeline, against the real
 //! kernel with a real daemon and real workloads.
 
 // Paths are written into TOML with `{:?}` (a quoted, escaped string), and

@@ -1,4 +1,4 @@
-//! Revocation latency (issue 5), against a real daemon and kernel:
+//! Revocation latency, against a real daemon and kernel:
 //!
 //! - automatic revocation: an agent with `on_violation = "revoke"` runs an
 //!   out-of-scope tool; the `revocation` event's `latency_ns` is the time
