@@ -230,6 +230,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     };
     tokio::spawn(follow_config(
         Arc::clone(&live),
+        Arc::clone(&enforcer),
         hub.clone(),
         journal_path.clone(),
     ));
@@ -343,13 +344,29 @@ fn publisher_stopped(outcome: publisher::Outcome) -> DaemonError {
     }
 }
 
-/// Applies journal retention from reloaded configs; says which changes
-/// need a restart.
-async fn follow_config(live: Arc<LiveConfig>, hub: Hub, journal_path: PathBuf) {
+/// Applies reloaded configs: enforcement and journal retention at once;
+/// says which changes need a restart.
+async fn follow_config(
+    live: Arc<LiveConfig>,
+    enforcer: Arc<Enforcer>,
+    hub: Hub,
+    journal_path: PathBuf,
+) {
     let mut versions = live.subscribe();
     let mut applied = live.current().config.clone();
     while versions.changed().await.is_ok() {
         let loaded = live.current();
+        // Into the kernel as soon as the version is in force: each agent's
+        // settings and systems, and whether revoking it kills.
+        let scope = Arc::clone(&loaded.scope);
+        let e = Arc::clone(&enforcer);
+        match tokio::task::spawn_blocking(move || e.configure(&scope)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("loading the new config's enforcement into the kernel: {e}");
+            }
+            Err(e) => tracing::error!("loading the new config's enforcement: {e}"),
+        }
         let new = &loaded.config;
         if new.journal.retention() != applied.journal.retention() {
             hub.set_retention(new.journal.retention());

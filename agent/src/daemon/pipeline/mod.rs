@@ -157,9 +157,6 @@ impl Pipeline {
             // Report what the old window held before taking the new one.
             self.drain_anomalies(out);
             self.aggregator = Aggregator::new(loaded.scope.aggregate_window());
-            if let Err(e) = self.enforcer.configure(&loaded.scope) {
-                tracing::error!("loading the new config's enforcement into the kernel: {e}");
-            }
         }
         for (agent, grant) in self.enforcer.expired() {
             tracing::info!("task {} of agent {agent} expired", grant.task);
