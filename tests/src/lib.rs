@@ -129,6 +129,19 @@ impl Daemon {
         self.inner.vigil(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// Runs a client command that must succeed; its stdout. A failure
+    /// panics with the command's stderr and the daemon's log.
+    pub fn vigil_ok(&self, args: &[&str]) -> String {
+        let out = self.vigil(args);
+        assert!(
+            out.status.success(),
+            "vigil {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `cmd` as a session of `agent` and waits for it.
     #[must_use]
     pub fn exec(&self, agent: &str, session: &str, cmd: &[&str]) -> Output {

@@ -42,17 +42,6 @@ name = "other"
     .replace("WORKLOAD", wl.to_str().unwrap())
 }
 
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let out = d.vigil(args);
-    assert!(
-        out.status.success(),
-        "vigil {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn revoke_blocks_connect_exec_and_open_until_restored() {
     if !kernel_available() {
@@ -65,17 +54,14 @@ fn revoke_blocks_connect_exec_and_open_until_restored() {
     let mut other = Served::start(&d, "other", "s-other");
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
 
-    ok(
-        &d,
-        &[
-            "revoke",
-            "coder",
-            "--session",
-            "s-rv",
-            "--reason",
-            "test revocation",
-        ],
-    );
+    d.vigil_ok(&[
+        "revoke",
+        "coder",
+        "--session",
+        "s-rv",
+        "--reason",
+        "test revocation",
+    ]);
     // Revoke returned: the very next syscall is refused.
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
     assert_eq!(s.ask(&format!("udp {addr}")).as_deref(), Some(EPERM));
@@ -105,15 +91,12 @@ fn revoke_blocks_connect_exec_and_open_until_restored() {
     assert_eq!(other.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
     assert_eq!(other.ask("exec /bin/true").as_deref(), Some("exit 0"));
 
-    ok(
-        &d,
-        &["restore", "coder", "--session", "s-rv", "--reason", "fixed"],
-    );
+    d.vigil_ok(&["restore", "coder", "--session", "s-rv", "--reason", "fixed"]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
     assert_eq!(s.ask("exec /bin/true").as_deref(), Some("exit 0"));
     assert_eq!(s.ask("open /etc/hostname").as_deref(), Some("ok"));
 
-    ok(&d, &["revoke", "coder", "--reason", "whole agent"]);
+    d.vigil_ok(&["revoke", "coder", "--reason", "whole agent"]);
     assert_eq!(s.ask("open /etc/hostname"), None, "the opener is killed");
     assert_eq!(s.wait_signal(), Some(9));
 
@@ -296,19 +279,16 @@ require_approval = true
         e["kind"] == "anomaly" && e["anomaly"] == "unapproved_task"
     });
 
-    let text = ok(
-        &d,
-        &[
-            "approve",
-            "tasked",
-            "--task",
-            "T-1",
-            "--purpose",
-            "refactor",
-            "--ttl",
-            "3s",
-        ],
-    );
+    let text = d.vigil_ok(&[
+        "approve",
+        "tasked",
+        "--task",
+        "T-1",
+        "--purpose",
+        "refactor",
+        "--ttl",
+        "3s",
+    ]);
     assert!(text.contains("T-1"), "{text}");
     let mut s = Served::start(&d, "tasked", "s-task");
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
@@ -324,21 +304,18 @@ require_approval = true
         "expired with the daemon down"
     );
     d.spawn();
-    ok(
-        &d,
-        &[
-            "approve",
-            "tasked",
-            "--task",
-            "T-2",
-            "--purpose",
-            "again",
-            "--ttl",
-            "30s",
-        ],
-    );
+    d.vigil_ok(&[
+        "approve",
+        "tasked",
+        "--task",
+        "T-2",
+        "--purpose",
+        "again",
+        "--ttl",
+        "30s",
+    ]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
-    ok(&d, &["end-task", "tasked", "--task", "T-2"]);
+    d.vigil_ok(&["end-task", "tasked", "--task", "T-2"]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
 }
 
@@ -351,17 +328,14 @@ fn a_revocation_survives_kill_9_and_the_restarted_daemon_restores_it() {
     let addr = l.local_addr().unwrap().to_string();
     let mut d = Daemon::start(&agents(""));
     let mut s = Served::start(&d, "coder", "s-crash");
-    ok(
-        &d,
-        &[
-            "revoke",
-            "coder",
-            "--session",
-            "s-crash",
-            "--reason",
-            "before crash",
-        ],
-    );
+    d.vigil_ok(&[
+        "revoke",
+        "coder",
+        "--session",
+        "s-crash",
+        "--reason",
+        "before crash",
+    ]);
     d.kill9();
     assert_eq!(
         s.ask(&format!("connect {addr}")).as_deref(),
@@ -374,24 +348,21 @@ fn a_revocation_survives_kill_9_and_the_restarted_daemon_restores_it() {
         Some(EPERM),
         "adopted after restart"
     );
-    let agents = ok(&d, &["agent", "coder"]);
+    let agents = d.vigil_ok(&["agent", "coder"]);
     assert!(
         agents
             .lines()
             .any(|l| l.contains("s-crash") && l.contains("REVOKED")),
         "the restarted daemon knows the revocation:\n{agents}"
     );
-    ok(
-        &d,
-        &[
-            "restore",
-            "coder",
-            "--session",
-            "s-crash",
-            "--reason",
-            "after crash",
-        ],
-    );
+    d.vigil_ok(&[
+        "restore",
+        "coder",
+        "--session",
+        "s-crash",
+        "--reason",
+        "after crash",
+    ]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
 }
 
@@ -413,21 +384,18 @@ require_approval = true
 "#,
     ));
     let wl = workload_bin();
-    ok(
-        &d,
-        &[
-            "approve",
-            "tasked",
-            "--task",
-            "T-narrow",
-            "--purpose",
-            "only the workload",
-            "--ttl",
-            "60s",
-            "--tool",
-            wl.to_str().unwrap(),
-        ],
-    );
+    d.vigil_ok(&[
+        "approve",
+        "tasked",
+        "--task",
+        "T-narrow",
+        "--purpose",
+        "only the workload",
+        "--ttl",
+        "60s",
+        "--tool",
+        wl.to_str().unwrap(),
+    ]);
     let mut s = Served::start(&d, "tasked", "s-narrow");
     assert_eq!(s.ask("exec /bin/true").as_deref(), Some("exit 0"));
     let a = d.wait_for("task-scope anomaly", |e| {

@@ -142,11 +142,6 @@ fn wait_kinds(d: &Daemon, kinds: &[&str]) {
     }
 }
 
-fn ok(d: &Daemon, args: &[&str]) {
-    let out = d.vigil(args);
-    assert!(out.status.success(), "vigil {args:?}: {out:?}");
-}
-
 /// The kinds a daemon makes from real activity. `loss` and `gap` need a
 /// flooded ring buffer and a pruned journal, and the daemon reports a
 /// reload in its log, not yet as a `config_change` event: the sample covers
@@ -261,42 +256,33 @@ write = ["/**"]
     drop(TcpStream::connect(addr).unwrap());
     child.wait().unwrap();
     // Governance: revocation, restore, task approval and its end.
-    ok(
-        &d,
-        &[
-            "revoke",
-            "coder",
-            "--session",
-            "s-proc",
-            "--reason",
-            "ocsf test",
-        ],
-    );
-    ok(
-        &d,
-        &[
-            "restore",
-            "coder",
-            "--session",
-            "s-proc",
-            "--reason",
-            "reviewed",
-        ],
-    );
-    ok(
-        &d,
-        &[
-            "approve",
-            "tasked",
-            "--task",
-            "T-1",
-            "--purpose",
-            "ocsf",
-            "--ttl",
-            "30s",
-        ],
-    );
-    ok(&d, &["end-task", "tasked", "--task", "T-1"]);
+    d.vigil_ok(&[
+        "revoke",
+        "coder",
+        "--session",
+        "s-proc",
+        "--reason",
+        "ocsf test",
+    ]);
+    d.vigil_ok(&[
+        "restore",
+        "coder",
+        "--session",
+        "s-proc",
+        "--reason",
+        "reviewed",
+    ]);
+    d.vigil_ok(&[
+        "approve",
+        "tasked",
+        "--task",
+        "T-1",
+        "--purpose",
+        "ocsf",
+        "--ttl",
+        "30s",
+    ]);
+    d.vigil_ok(&["end-task", "tasked", "--task", "T-1"]);
     wait_kinds(&d, LIVE_KINDS);
     let (valid, report) = ocsf_validate(&d.events_path, LIVE_KINDS);
     assert!(valid, "{report}\nrecords:\n{}", d.dump());

@@ -41,17 +41,6 @@ name = "other"
     .replace("WORKLOAD", wl.to_str().unwrap())
 }
 
-fn ok(d: &Daemon, args: &[&str]) -> String {
-    let out = d.vigil(args);
-    assert!(
-        out.status.success(),
-        "vigil {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn pin_dir(d: &Daemon) -> PathBuf {
     PathBuf::from(format!("/sys/fs/bpf/{}", d.cgroup_parent))
 }
@@ -171,10 +160,7 @@ fn removing_every_pin_neither_blinds_nor_disarms_the_running_daemon() {
     let addr = l.local_addr().unwrap().to_string();
     let mut s = Served::start(&d, "coder", "s-pins");
     let mut other = Served::start(&d, "other", "s-other");
-    ok(
-        &d,
-        &["revoke", "coder", "--session", "s-pins", "--reason", "pins"],
-    );
+    d.vigil_ok(&["revoke", "coder", "--session", "s-pins", "--reason", "pins"]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
     let dir = pin_dir(&d);
     let before = files(&dir);
@@ -238,7 +224,7 @@ fn removing_every_pin_neither_blinds_nor_disarms_the_running_daemon() {
     let status = d.api().status().unwrap();
     assert!(status.sensor_tampers >= before.len() as u64, "{status:?}");
     assert!(status.sensors.iter().all(|x| x.attached), "{status:?}");
-    let text = ok(&d, &["status"]);
+    let text = d.vigil_ok(&["status"]);
     assert!(text.contains("tamper"), "{text}");
 
     // The pins put back still outlive the daemon.
@@ -261,17 +247,14 @@ fn a_detached_link_shows_in_status_and_is_attached_again() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let mut s = Served::start(&d, "coder", "s-det");
-    ok(
-        &d,
-        &[
-            "revoke",
-            "coder",
-            "--session",
-            "s-det",
-            "--reason",
-            "detach",
-        ],
-    );
+    d.vigil_ok(&[
+        "revoke",
+        "coder",
+        "--session",
+        "s-det",
+        "--reason",
+        "detach",
+    ]);
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
     let before = api.status().unwrap();
     assert!(program(&before, "vigil_connect4").attached, "{before:?}");
@@ -309,7 +292,7 @@ fn a_detached_link_shows_in_status_and_is_attached_again() {
         sensor(&st, "network").error.contains("vigil_connect4"),
         "{st:?}"
     );
-    let text = ok(&d, &["status"]);
+    let text = d.vigil_ok(&["status"]);
     assert!(text.contains("DETACHED"), "{text}");
     // The detach was real: the revoked session connects while it lasts.
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some("ok"));
@@ -356,10 +339,7 @@ fn a_detached_link_is_attached_again_within_the_check_interval() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let mut s = Served::start(&d, "coder", "s-fast");
-    ok(
-        &d,
-        &["revoke", "coder", "--session", "s-fast", "--reason", "fast"],
-    );
+    d.vigil_ok(&["revoke", "coder", "--session", "s-fast", "--reason", "fast"]);
     let api = d.api();
     let mut worst = Duration::ZERO;
     for n in 1..=5 {
