@@ -1,7 +1,6 @@
 //! What `ListAgents` and `GetAgent` report: each configured agent's declared
 //! scope, state, counters and sessions.
 
-use super::node::timestamp;
 use crate::config::OnViolation;
 use crate::enforcement::state::{Revocations, Target};
 use crate::journal::counters::{AgentCounters, Counters};
@@ -65,7 +64,7 @@ impl Sources<'_> {
             .map(|s| pb::Session {
                 id: s.session.clone(),
                 cgroup_path: s.cgroup.clone(),
-                started_at: Some(timestamp(s.started)),
+                started_at: Some(s.started.into()),
                 process_count: cgroups.procs(&s.cgroup).map_or(0, |p| p.len() as u32),
                 revoked: self.revocations.is_revoked(name, Some(&s.session)),
                 task: String::new(),

@@ -172,8 +172,8 @@ impl pb::governance_service_server::GovernanceService for Governance {
         let reason = r.reason.trim().to_owned();
         // The kernel maps are updated before this returns: the first syscall
         // after the response is already refused.
-        let started = std::time::Instant::now();
-        let (_, sequence) = self
+        let started_ns = crate::enforcement::boot_now_ns();
+        let (revoked, sequence) = self
             .enforcer
             .revoke_audited(
                 target.clone(),
@@ -183,7 +183,9 @@ impl pb::governance_service_server::GovernanceService for Governance {
             )
             .await
             .map_err(|e| enforce_status(&e))?;
-        let latency_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // From the request to the kernel maps, not counting the journal
+        // commit of the audit event that follows.
+        let latency_ns = revoked.applied_ns.saturating_sub(started_ns);
         tracing::warn!("{target} revoked by {caller}: {reason:?} (event {sequence})");
         Ok(Response::new(pb::RevokeResponse {
             sequence,
@@ -280,7 +282,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 agent: r.agent,
                 task: grant.task,
                 purpose: grant.purpose,
-                expires_at: Some(super::node::timestamp(grant.expires)),
+                expires_at: Some(grant.expires.into()),
                 scope: scope.map(|s| pb::TaskScope {
                     systems: s.systems,
                     tools: s.tools,

@@ -43,14 +43,6 @@ impl Node {
     }
 }
 
-pub(crate) fn timestamp(t: std::time::SystemTime) -> prost_types::Timestamp {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 #[tonic::async_trait]
 impl pb::node_service_server::NodeService for Node {
     async fn status(
@@ -108,11 +100,11 @@ impl pb::node_service_server::NodeService for Node {
         Ok(Response::new(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             node: s.node.clone(),
-            started_at: Some(timestamp(s.started)),
+            started_at: Some(s.started.into()),
             config: Some(pb::ConfigStatus {
                 version: loaded.version.to_string(),
                 path: live_status.path,
-                loaded_at: Some(timestamp(loaded.loaded_at)),
+                loaded_at: Some(loaded.loaded_at.into()),
                 load_errors: live_status.last_error.into_iter().collect(),
                 reloads: live_status.reloads,
                 reload_failures: live_status.failures,

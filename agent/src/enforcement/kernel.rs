@@ -142,13 +142,10 @@ impl SystemRows {
 
 /// Whether `net/bits` (an address in the v6 space) covers `addr`.
 fn prefix_covers(net: &[u8; 16], bits: u32, addr: &[u8; 16]) -> bool {
-    let bits = bits.min(128);
-    let mask = if bits == 0 {
-        0
-    } else {
-        u128::MAX << (128 - bits)
-    };
-    u128::from_be_bytes(*net) & mask == u128::from_be_bytes(*addr) & mask
+    u8::try_from(bits)
+        .ok()
+        .and_then(|bits| ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(*net), bits).ok())
+        .is_some_and(|n| n.contains(&std::net::Ipv6Addr::from(*addr)))
 }
 
 /// An agent's standing settings in its policy row.

@@ -570,9 +570,7 @@ impl Event {
     pub const fn is_anomaly(&self) -> bool {
         matches!(self.payload, Payload::Anomaly(_))
     }
-}
 
-impl Event {
     /// An event the daemon makes itself (session start, loss, audit
     /// records): the current time and no process.
     #[must_use]

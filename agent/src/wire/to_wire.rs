@@ -2,8 +2,6 @@
 //! wire form. Conversions borrow the event, so journaling one costs the
 //! copies of its strings and no clone of the whole event first.
 
-use std::time::SystemTime;
-
 use super::pb;
 use crate::event::{
     Access, AnomalyKind, Event, Identity, Payload, Process, Protocol, Severity, TaskScope, Workload,
@@ -13,17 +11,13 @@ fn opt(s: Option<&String>) -> String {
     s.cloned().unwrap_or_default()
 }
 
-fn timestamp(t: SystemTime) -> prost_types::Timestamp {
-    prost_types::Timestamp::from(t)
-}
-
 impl From<&Event> for pb::Event {
     /// The `node` field is left empty: the journal stamps its node name.
     fn from(e: &Event) -> Self {
         Self {
             sequence: e.seq,
             node: String::new(),
-            time: Some(timestamp(e.time)),
+            time: Some(e.time.into()),
             kernel_ts_ns: e.kernel_ts_ns,
             identity: Some((&e.identity).into()),
             process: e.process.as_ref().map(Into::into),
@@ -237,7 +231,7 @@ impl From<&Payload> for pb::event::Payload {
                 by: x.by.clone(),
             }),
             Payload::TaskApproved(x) => W::TaskApproved(pb::TaskApproved {
-                expires_at: Some(timestamp(x.expires)),
+                expires_at: Some(x.expires.into()),
                 agent: x.agent.clone(),
                 task: x.task.clone(),
                 purpose: x.purpose.clone(),
