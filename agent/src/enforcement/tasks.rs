@@ -85,10 +85,15 @@ impl Enforcer {
         (g.expires_boot_ns > boot_now_ns()).then_some(g)
     }
 
-    /// The task id events of `agent` belong to now.
+    /// The task id events of `agent` belong to now. Asked for every
+    /// attributed event, so it copies the id, not the whole grant.
     #[must_use]
     pub fn active_task(&self, agent: &str) -> Option<String> {
-        self.grant(agent).map(|g| g.task)
+        let now = boot_now_ns();
+        lock(&self.grants)
+            .get(agent)
+            .filter(|g| g.expires_boot_ns > now)
+            .map(|g| g.task.clone())
     }
 
     /// The active task's narrowed scope of an agent, when the approval named one.
