@@ -8,6 +8,7 @@
 //! - [`config`] and [`scope`]: the declared boundary of each agent and the
 //!   engine that compares runtime actions with it;
 //! - [`journal`]: the durable, sequenced event store;
+//! - [`export`]: `[[export]]` sinks that deliver the journal to collectors (OTLP);
 //! - [`kube`]: pod identity from the Kubernetes API server;
 //! - [`metrics`]: the Prometheus endpoint;
 //! - [`api`]: the gRPC services and the CLI client;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod daemon;
 pub mod enforcement;
 pub mod event;
+pub mod export;
 pub mod identity;
 pub mod journal;
 pub mod kube;

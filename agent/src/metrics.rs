@@ -228,6 +228,23 @@ pub fn labelled_counters<'a>(
     Ok(())
 }
 
+/// Encodes a gauge per value of one label.
+pub fn labelled_gauges<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) -> std::fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (l, v) in values {
+        let labels = [(label, l)];
+        ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+            .encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 async fn scrape(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let mut out = String::new();
     // Writing to a String cannot fail; a collector's error leaves a partial page.

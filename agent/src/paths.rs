@@ -6,6 +6,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/vigil/vigil.toml";
 pub const DEFAULT_SOCKET: &str = "/run/vigil/vigil.sock";
 /// Where the journal and other state live.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/vigil";
+/// Directory under the state directory that holds each export sink's cursor.
+pub const EXPORT_DIR: &str = "export";
 /// bpffs mount point; Vigil pins under [`DEFAULT_PIN_DIR`].
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Pinned maps and links of this daemon.

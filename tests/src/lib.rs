@@ -605,3 +605,5 @@ pub fn ocsf_validate(path: &Path, expect: &[&str]) -> (bool, String) {
 // ---- a simulated Kubernetes node and metrics scraping ----------------------
 
 pub mod kube;
+pub mod pki;
+pub mod python;

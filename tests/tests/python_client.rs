@@ -9,69 +9,14 @@
 #![allow(clippy::unnecessary_debug_formatting)]
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
+use vigil_tests::pki::Ca;
+use vigil_tests::python::{python, repo, run};
 use vigil_tests::{CODER_AGENT, Daemon, Served, kernel_available};
 
 const EPERM: &str = "err 1";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is in the workspace")
-        .to_owned()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// The venv's python, with the pinned packages installed.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let pins = std::fs::read_to_string(repo().join("tests/python/requirements.txt"))
-            .expect("tests/python/requirements.txt");
-        // The test binary is target/<profile>/deps/NAME.
-        let exe = std::env::current_exe().expect("test binary path");
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .expect("the test binary is under target/");
-        let venv = target.join("python/venv");
-        let stamp = venv.join("vigil-requirements.txt");
-        let bin = venv.join("bin/python");
-        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) && bin.exists() {
-            return bin;
-        }
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(&bin)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--quiet",
-                "-r",
-            ])
-            .arg(repo().join("tests/python/requirements.txt")));
-        std::fs::write(&stamp, &pins).expect("venv stamp");
-        bin
-    })
-}
 
 /// Generates the `vigil.v1` Python modules into a fresh directory.
 fn stubs() -> tempfile::TempDir {
@@ -141,59 +86,6 @@ fn grpcio_works_on_the_local_socket_without_options() {
     assert_eq!(s.ask(&format!("connect {addr}")).as_deref(), Some(EPERM));
     let by = d.wait_for("the revocation", |e| e["kind"] == "revocation");
     assert_eq!(by["session"], "s-py", "{by}");
-}
-
-/// A CA that signs the server's and the client's certificates.
-struct Ca {
-    params: rcgen::CertificateParams,
-    key: rcgen::KeyPair,
-    pem: String,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "vigil python test CA");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
-    }
-
-    /// Writes `NAME.crt` and `NAME.key` into `dir` for `cn`.
-    fn issue(&self, dir: &Path, name: &str, cn: &str, server: bool) -> (PathBuf, PathBuf) {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        if server {
-            params.subject_alt_names = vec![
-                rcgen::SanType::DnsName("localhost".try_into().unwrap()),
-                rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()),
-            ];
-        }
-        params.extended_key_usages = vec![if server {
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        let (c, k) = (
-            dir.join(format!("{name}.crt")),
-            dir.join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
 
+use crate::export::{Exports, SinkStatus};
 use crate::journal::Hub;
 use crate::kube::Kube;
 use crate::live::LiveConfig;
@@ -27,6 +28,7 @@ pub struct NodeParts {
     pub hub: Hub,
     /// The journal file.
     pub journal_path: PathBuf,
+    pub exports: Exports,
 }
 
 #[derive(Clone)]
@@ -121,6 +123,7 @@ impl pb::node_service_server::NodeService for Node {
             warnings,
             sensor_tampers: s.sensors.tampers(),
             last_tamper: s.sensors.last_tamper().unwrap_or_default(),
+            exports: s.exports.status().into_iter().map(Into::into).collect(),
         }))
     }
 }
@@ -140,6 +143,27 @@ fn journal_status(s: &NodeParts, config: &crate::config::JournalConfig) -> pb::J
         max_age: retention
             .max_age
             .and_then(|a| prost_types::Duration::try_from(a).ok()),
+    }
+}
+
+impl From<SinkStatus> for pb::ExportStatus {
+    fn from(s: SinkStatus) -> Self {
+        Self {
+            name: s.name,
+            r#type: s.kind.to_owned(),
+            endpoint: s.endpoint,
+            format: s.format.as_str().to_owned(),
+            position: s.position,
+            lag: s.lag,
+            exported: s.exported,
+            retries: s.retries,
+            rejected: s.rejected,
+            skipped: s.skipped,
+            failing: s.failing,
+            error: s.error.unwrap_or_default(),
+            warning: s.warning.unwrap_or_default(),
+            last_success: s.last_success.map(Into::into),
+        }
     }
 }
 
@@ -205,8 +229,9 @@ mod tests {
             sensors: Arc::new(Reported),
             stats,
             kube,
-            hub,
+            hub: hub.clone(),
             journal_path: dir.path().join("journal.redb"),
+            exports: crate::export::Exports::new(hub, "n1".into(), dir.path().join("export")),
         });
         let s = node
             .status(Request::new(pb::StatusRequest {}))

@@ -79,6 +79,28 @@ pub(super) async fn status(connection: &Connection) -> anyhow::Result<()> {
         );
     }
     println!("clients   {} subscribers", s.subscribers);
+    for e in &s.exports {
+        println!(
+            "export    {} {} to {} ({}): {}, at sequence {}, {} behind, {} exported, {} retries, {} rejected, {} skipped",
+            e.name,
+            e.r#type,
+            e.endpoint,
+            e.format,
+            if e.failing { "FAILING" } else { "delivering" },
+            e.position,
+            e.lag,
+            e.exported,
+            e.retries,
+            e.rejected,
+            e.skipped
+        );
+        if !e.error.is_empty() {
+            println!("          error: {}", e.error);
+        }
+        if !e.warning.is_empty() {
+            println!("          warning: {}", e.warning);
+        }
+    }
     for w in &s.warnings {
         println!("warning   {w}");
     }

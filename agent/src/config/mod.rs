@@ -8,6 +8,7 @@
 
 pub mod catalog;
 mod diag;
+mod export;
 mod kube;
 mod server;
 mod types;
@@ -20,6 +21,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, FieldPath, Seg};
+pub use export::{
+    DEFAULT_EXPORT_BATCH, DEFAULT_EXPORT_RETRY_MAX, DEFAULT_EXPORT_TIMEOUT, ExportConfig,
+    ExportFormat, ExportStart, ExportType, MAX_EXPORT_BATCH,
+};
 pub use kube::{DEFAULT_TRUST_DOMAIN, KubeEnabled, KubeSelector, KubernetesConfig, MetricsConfig};
 pub use server::{
     ApiConfig, DEFAULT_JOURNAL_MAX_AGE, DEFAULT_JOURNAL_MAX_BYTES, HumanDuration, JOURNAL_FILE,
@@ -111,6 +116,9 @@ pub struct Config {
     /// `[metrics]`: the Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[[export]]`: sinks fed from the journal.
+    #[serde(default, rename = "export", skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<ExportConfig>,
     /// `[[agent]]` tables, in file order.
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentConfig>,

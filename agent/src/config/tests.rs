@@ -585,3 +585,57 @@ proptest! {
         let _ = Config::from_toml_str(&s, "fuzz.toml");
     }
 }
+
+#[test]
+fn an_export_sink_parses_with_its_defaults() {
+    let c = Config::from_toml_str(
+        "[[export]]\nname = \"siem\"\ntype = \"otlp\"\nendpoint = \"https://collector.example:4317\"\n\
+         format = \"ocsf\"\nca = \"/etc/vigil/ca.pem\"\ncert = \"/etc/vigil/c.pem\"\nkey = \"/etc/vigil/k.pem\"\n\
+         kinds = [\"anomaly\", \"revocation\"]\n[export.headers]\n\"x-api-key\" = \"k1\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let e = &c.exports[0];
+    assert_eq!(e.kind, ExportType::Otlp);
+    assert_eq!(e.format, ExportFormat::Ocsf);
+    assert_eq!(e.start, ExportStart::Now);
+    assert!(e.tls());
+    assert_eq!(e.batch, DEFAULT_EXPORT_BATCH);
+    assert_eq!(e.timeout.0, DEFAULT_EXPORT_TIMEOUT);
+    assert_eq!(e.retry_max.0, DEFAULT_EXPORT_RETRY_MAX);
+    assert_eq!(e.headers["x-api-key"], "k1");
+}
+
+#[test]
+fn export_mistakes_name_the_field() {
+    let sink = |extra: &str| {
+        format!("[[export]]\nname = \"s\"\ntype = \"otlp\"\nendpoint = \"http://c:4317\"\n{extra}\n")
+    };
+    for (extra, want) in [
+        ("", "export[1].name: s is already the name of export[0]"),
+        ("batch = 0", "export[0].batch: 0 must be between 1 and 10000"),
+        ("ca = \"/ca.pem\"", "export[0].ca: has no effect on an http:// endpoint"),
+        ("kinds = [\"exce\"]", "export[0].kinds[0]: \"exce\" is not an event kind"),
+        ("[export.headers]\n\"X Key\" = \"v\"", "export[0].headers.X Key"),
+        ("timeout = \"1ms\"", "export[0].timeout: 1ms must be at least 10ms"),
+    ] {
+        let text = if extra.is_empty() {
+            format!("{}{}", sink(""), sink(""))
+        } else {
+            sink(extra)
+        };
+        let e = err(&text);
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+    let e = err("[[export]]\nname = \"s\"\ntype = \"otlp\"\nendpoint = \"grpc://c:4317\"\n");
+    assert!(
+        e.contains("export[0].endpoint: \"grpc://c:4317\" must start with http:// or https://"),
+        "{e}"
+    );
+    let e = err("[[export]]\nname = \"s\"\ntype = \"otlp\"\nendpoint = \"http://c:4317/v1/logs\"\n");
+    assert!(e.contains("the gRPC path is fixed"), "{e}");
+    let e = err("[[export]]\nname = \"s\"\ntype = \"kafka\"\nendpoint = \"http://c:4317\"\n");
+    assert!(e.contains("export[0].type") || e.contains("kafka"), "{e}");
+    let e = err(&sink("cert = \"/c.pem\"").replace("http://", "https://"));
+    assert!(e.contains("export[0].key: is missing"), "{e}");
+}

@@ -18,6 +18,7 @@ pub fn check(config: &Config) -> Problems {
     check_daemon(config, &mut out);
     super::server::check(&config.journal, &config.api, &mut out);
     super::kube::check(config, &mut out);
+    super::export::check(&config.exports, &mut out);
     check_scope(config, &mut out);
     check_classes(config, &mut out);
     check_agents(config, &mut out);

@@ -20,6 +20,7 @@ use crate::{
     config::{EventsOutput, OutputFormat},
     enforcement::{Enforcer, kernel::KernelPolicy},
     event::{Event, Identity, Payload},
+    export::Exports,
     identity::cgroup::CgroupFs,
     journal::{
         Hub, HubConfig, Journal,
@@ -30,11 +31,15 @@ use crate::{
     live::LiveConfig,
     metrics::Metrics,
     output::{Format, JsonLines},
+    paths,
     scope::dns::DnsCache,
     sensors::{SensorOptions, SensorState, Sensors},
     session::SessionManager,
     stats::Stats,
 };
+
+/// How long the sinks that deliver get at shutdown to send what is journaled.
+const EXPORT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How often retention is applied when nothing is published.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
@@ -150,6 +155,14 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
             ..HubConfig::default()
         },
     );
+    // Sinks start before anything is published, so `start = "now"` counts
+    // from here.
+    let exports = Exports::new(
+        hub.clone(),
+        node.clone(),
+        cfg.daemon.state_dir.join(paths::EXPORT_DIR),
+    );
+    exports.apply(&cfg.exports);
     let (publisher, queue) = Publisher::channel(publisher::QUEUE_BATCHES);
     let (cg_tx, cg_rx) = mpsc::unbounded_channel();
     let kube = Kube::start(&cfg.kubernetes, &node);
@@ -202,6 +215,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
             kube: kube.clone(),
             hub: hub.clone(),
             journal_path: journal_path.clone(),
+            exports: exports.clone(),
         }),
     };
     let api = crate::api::server::serve_unix(services.clone(), socket.clone(), socket_group)
@@ -232,6 +246,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
         Arc::clone(&live),
         Arc::clone(&enforcer),
         hub.clone(),
+        exports.clone(),
         journal_path.clone(),
     ));
     tokio::spawn(prune(hub.clone()));
@@ -269,6 +284,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
             registry
                 .register_collector(Box::new(crate::enforcement::Figures(Arc::clone(&enforcer))));
             registry.register_collector(Box::new(hub.clone()));
+            registry.register_collector(Box::new(exports.clone()));
             registry.register_collector(Box::new(Arc::clone(&live)));
             registry.register_collector(Box::new(kube.clone()));
             let task = crate::metrics::serve(Arc::new(registry), addr).await?;
@@ -321,6 +337,8 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let stopped = tokio::task::block_in_place(|| reader.stop());
     publisher.stop().await;
     let published = publishing.await;
+    // What the last batches journaled reaches the collectors that are up.
+    exports.stop(EXPORT_DRAIN).await;
     api.abort();
     if let Some(m) = metrics_task {
         m.abort();
@@ -344,12 +362,13 @@ fn publisher_stopped(outcome: publisher::Outcome) -> DaemonError {
     }
 }
 
-/// Applies reloaded configs: enforcement and journal retention at once;
+/// Applies reloaded configs: enforcement, export sinks and journal retention at once;
 /// says which changes need a restart.
 async fn follow_config(
     live: Arc<LiveConfig>,
     enforcer: Arc<Enforcer>,
     hub: Hub,
+    exports: Exports,
     journal_path: PathBuf,
 ) {
     let mut versions = live.subscribe();
@@ -375,6 +394,9 @@ async fn follow_config(
                 new.journal.max_bytes,
                 new.journal.max_age
             );
+        }
+        if new.exports != applied.exports {
+            exports.apply(&new.exports);
         }
         if new.journal.path_in(&new.daemon.state_dir) != journal_path {
             tracing::warn!("journal.path changed: takes effect at the next restart");

@@ -407,6 +407,20 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// The severity as in JSON (`medium`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
 /// A step outside an agent's declared boundary.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Anomaly {

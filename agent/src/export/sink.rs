@@ -1,0 +1,249 @@
+//! One sink's delivery loop: a journal subscription from the sink's cursor,
+//! sent a request at a time, each retried until the collector takes it.
+//!
+//! The cursor moves only past what the collector acknowledged, and is
+//! saved after every acknowledgement, so a collector that is down, or a
+//! daemon that restarts, resumes where delivery stopped: within one run
+//! every event is sent once; across a crash or a timed-out request that the
+//! collector did take, a few may be sent twice (`vigil.sequence` tells
+//! them apart), none is skipped.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{ExportConfig, ExportStart};
+use crate::event::Event;
+use crate::export::SinkState;
+use crate::export::cursor::Cursor;
+use crate::export::otlp::{self, Client};
+use crate::journal::{Encoded, Filter, Hub, HubError, Start};
+use crate::wire::kind_from_name;
+
+/// First wait after a failed request; it doubles up to `retry_max`.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// What a sink reads and writes besides its config.
+pub struct Parts {
+    pub hub: Hub,
+    pub node: String,
+    pub cursor: Cursor,
+    pub state: Arc<SinkState>,
+    /// The journal's newest sequence when the sink was configured: where a
+    /// sink with `start = "now"` and no cursor begins.
+    pub configured_at: u64,
+}
+
+fn filter(config: &ExportConfig) -> Filter {
+    let mut f = Filter::all();
+    if !config.kinds.is_empty() {
+        // Validated with the config.
+        f = f.kinds(config.kinds.iter().filter_map(|k| kind_from_name(k)));
+    }
+    if !config.agents.is_empty() {
+        f = f.agents(config.agents.iter().cloned());
+    }
+    f
+}
+
+/// Where delivery starts: the cursor, else `start`.
+fn start(config: &ExportConfig, parts: &Parts) -> Start {
+    match parts.cursor.load() {
+        Ok(Some(seq)) => Start::AfterSequence(seq),
+        Ok(None) => match config.start {
+            ExportStart::Now => {
+                // Saved at once: a restart before the first acknowledgement
+                // must not move "now" past what was journaled meanwhile.
+                if let Err(e) = parts.cursor.save(parts.configured_at) {
+                    parts.state.fail(format!("saving the cursor: {e}"));
+                }
+                Start::AfterSequence(parts.configured_at)
+            }
+            ExportStart::Oldest => Start::Oldest,
+        },
+        Err(e) => {
+            // Every retained event again rather than any skipped.
+            parts
+                .state
+                .warn(format!("{e}; delivering from the oldest journaled event"));
+            Start::Oldest
+        }
+    }
+}
+
+/// Runs the sink until its task is aborted.
+pub async fn run(config: ExportConfig, parts: Parts) {
+    let mut client = loop {
+        match Client::new(&config) {
+            Ok(c) => break c,
+            Err(e) => {
+                // A certificate file may appear later (a secret mounted late).
+                parts.state.fail(e.to_string());
+                tokio::time::sleep(config.retry_max.0).await;
+            }
+        }
+    };
+    let mut from = start(&config, &parts);
+    loop {
+        let sub = match parts.hub.subscribe(from, filter(&config)) {
+            Ok(sub) => sub,
+            Err(HubError::AheadOfJournal { requested, newest }) => {
+                // The journal was replaced: everything in it is new here.
+                parts.state.warn(format!(
+                    "cursor {requested} is past the journal's newest sequence {newest} (a new journal?); delivering from its oldest event"
+                ));
+                from = Start::Oldest;
+                continue;
+            }
+            Err(e) => {
+                parts.state.fail(format!("reading the journal: {e}"));
+                tokio::time::sleep(config.retry_max.0).await;
+                continue;
+            }
+        };
+        if let Start::AfterSequence(seq) = from {
+            parts.state.acked.store(seq, Ordering::Relaxed);
+        }
+        match deliver(&config, &parts, &mut client, sub).await {
+            // Every Hub handle is gone: the daemon is stopping.
+            Ok(()) => return,
+            Err(e) => {
+                parts.state.fail(format!("reading the journal: {e}"));
+                tokio::time::sleep(config.retry_max.0).await;
+                from = Start::AfterSequence(parts.state.acked.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
+async fn deliver(
+    config: &ExportConfig,
+    parts: &Parts,
+    client: &mut Client,
+    mut sub: crate::journal::Subscription,
+) -> Result<(), HubError> {
+    while let Some(batch) = sub.next_batch().await {
+        let batch = batch?;
+        let mut records = Vec::with_capacity(batch.len().min(config.batch));
+        let mut last = 0;
+        let observed = SystemTime::now();
+        for encoded in &batch {
+            last = encoded.sequence();
+            match convert(encoded, config, &parts.node, observed) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    // The journal holds it, so a subscriber can still read
+                    // it; this sink cannot, and says so.
+                    parts.state.skipped.fetch_add(1, Ordering::Relaxed);
+                    parts
+                        .state
+                        .warn(format!("event {}: {e}", encoded.sequence()));
+                }
+            }
+            if records.len() == config.batch {
+                send(config, parts, client, std::mem::take(&mut records)).await;
+                acknowledge(parts, last);
+            }
+        }
+        if !records.is_empty() {
+            send(config, parts, client, records).await;
+        }
+        // Past everything the filter skipped too.
+        acknowledge(parts, sub.position().max(last));
+    }
+    Ok(())
+}
+
+fn convert(
+    encoded: &Encoded,
+    config: &ExportConfig,
+    node: &str,
+    observed: SystemTime,
+) -> Result<opentelemetry_proto::tonic::logs::v1::LogRecord, String> {
+    let wire = encoded.decode().map_err(|e| e.to_string())?;
+    let event = Event::try_from(wire).map_err(|e| e.to_string())?;
+    otlp::record(&event, node, config.format, observed).map_err(|e| e.to_string())
+}
+
+fn acknowledge(parts: &Parts, seq: u64) {
+    if parts.state.acked.fetch_max(seq, Ordering::Relaxed) >= seq {
+        return;
+    }
+    if let Err(e) = parts.cursor.save(seq) {
+        parts.state.fail(format!("saving the cursor: {e}"));
+    }
+}
+
+/// Sends one request until the collector answers it. A collector that
+/// refuses the content itself (`INVALID_ARGUMENT`) would refuse it forever:
+/// those records are counted as rejected and delivery goes on; any other
+/// failure is retried, so an outage or bad credentials stall the sink
+/// (visible as lag) instead of losing events.
+async fn send(
+    config: &ExportConfig,
+    parts: &Parts,
+    client: &mut Client,
+    records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,
+) {
+    let n = records.len() as u64;
+    let request = otlp::request(&parts.node, records);
+    let mut wait = FIRST_RETRY;
+    loop {
+        match client.export(request.clone()).await {
+            Ok(response) => {
+                let rejected = response
+                    .partial_success
+                    .filter(|p| p.rejected_log_records > 0);
+                let rejected_n = rejected
+                    .as_ref()
+                    .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0));
+                parts
+                    .state
+                    .exported
+                    .fetch_add(n - rejected_n.min(n), Ordering::Relaxed);
+                parts.state.succeeded();
+                if let Some(p) = rejected {
+                    parts
+                        .state
+                        .rejected
+                        .fetch_add(rejected_n, Ordering::Relaxed);
+                    parts.state.warn(format!(
+                        "the collector rejected {} records: {}",
+                        p.rejected_log_records, p.error_message
+                    ));
+                }
+                return;
+            }
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                parts.state.rejected.fetch_add(n, Ordering::Relaxed);
+                parts.state.warn(format!(
+                    "the collector refused {n} records: {}",
+                    status.message()
+                ));
+                return;
+            }
+            Err(status) => {
+                parts.state.retries.fetch_add(1, Ordering::Relaxed);
+                parts.state.fail(describe(&status));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(config.retry_max.0);
+            }
+        }
+    }
+}
+
+/// A failed request in words, with the transport's own cause.
+fn describe(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    let mut s = format!("{:?}: {}", status.code(), status.message());
+    let mut source = status.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = e.source();
+    }
+    s
+}
