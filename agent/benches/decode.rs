@@ -361,6 +361,43 @@ fn main() {
     );
     println!("BENCH output.json.events {json:.0} events/s -");
     println!("BENCH output.ocsf.events {ocsf:.0} events/s >={OUTPUT_TARGET:.0}");
+
+    let export = export_rate(&events);
+    eprintln!(
+        "export bench: journaled event to an encoded OTLP request with an OCSF body: {export:.0} events/s ({:.0} ns each)",
+        1e9 / export
+    );
+    println!("BENCH output.otlp_ocsf.events {export:.0} events/s -");
+}
+
+/// Median events/s of an `[[export]]` sink's work per event, from the
+/// journal's bytes: decode, convert, the OCSF body, the log record, and
+/// its share of encoding a request of 1,024 records.
+fn export_rate(events: &[vigil::event::Event]) -> f64 {
+    use vigil::config::ExportFormat;
+    use vigil::export::otlp;
+    let journaled: Vec<vigil::journal::Encoded> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut wire = vigil::wire::pb::Event::from(e);
+            wire.sequence = i as u64 + 1;
+            vigil::journal::Encoded::encode(&wire).expect("encode")
+        })
+        .collect();
+    let observed = std::time::SystemTime::now();
+    let round = || {
+        for chunk in journaled.chunks(1024) {
+            let records = chunk
+                .iter()
+                .map(|e| otlp::journaled(black_box(e), "node-1", ExportFormat::Ocsf, observed))
+                .collect::<Result<Vec<_>, _>>()
+                .expect("convert");
+            black_box(otlp::EncodedRequest::new(&otlp::request("node-1", records)));
+        }
+        journaled.len()
+    };
+    rates(WARM_UP, WINDOW, WINDOWS, round).median()
 }
 
 /// The OCSF line must cost well under the e2e budget of 10 µs an event.

@@ -323,6 +323,35 @@ async fn receive<R: Response>(
     Ok(got)
 }
 
+/// Runs the workload in `session`: `events` opens of the bench's file at
+/// `rate` per second. The time it took, in nanoseconds.
+async fn workload(setup: &Setup, session: &str, events: u64, rate: u64) -> Result<f64> {
+    let output = tokio::process::Command::new(&setup.vigil)
+        .args(["exec", "--agent", &setup.agent, "--session", session, "--"])
+        .arg(&setup.workload)
+        .args([
+            "bench-open-rate",
+            &setup.file.to_string_lossy(),
+            &events.to_string(),
+            &rate.to_string(),
+        ])
+        .env("VIGIL_SOCKET", &setup.socket)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .context("running the workload")?;
+    ensure!(
+        output.status.success(),
+        "workload failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .context("workload printed no elapsed time")
+}
+
 /// One run: `subscribers` subscriptions to a fresh session, then a workload
 /// in that session making `events` opens at `rate` per second.
 async fn run(
@@ -366,30 +395,7 @@ async fn run(
     }
 
     let usage = Usage::start(setup.daemon_pid)?;
-    let output = tokio::process::Command::new(&setup.vigil)
-        .args(["exec", "--agent", &setup.agent, "--session", &session, "--"])
-        .arg(&setup.workload)
-        .args([
-            "bench-open-rate",
-            &path,
-            &events.to_string(),
-            &rate.to_string(),
-        ])
-        .env("VIGIL_SOCKET", &setup.socket)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running the workload")?;
-    ensure!(
-        output.status.success(),
-        "workload failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    let elapsed_ns: f64 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .context("workload printed no elapsed time")?;
+    let elapsed_ns = workload(setup, &session, events, rate).await?;
 
     let mut received = Vec::with_capacity(subscribers);
     for reader in readers {
@@ -558,5 +564,172 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("building the client runtime")?;
-    runtime.block_on(bench(&setup))
+    match std::env::var("VIGIL_BENCH_OTLP_PORT") {
+        Ok(port) => {
+            let port = port
+                .parse()
+                .with_context(|| format!("VIGIL_BENCH_OTLP_PORT {port:?} is not a port"))?;
+            runtime.block_on(export::bench(&setup, port))
+        }
+        Err(_) => runtime.block_on(bench(&setup)),
+    }
+}
+
+/// The `export` bench: the daemon writes every event to a file as OCSF and
+/// exports it to an OTLP sink (OCSF bodies), whose collector is this
+/// process: a tonic `LogsService` that decodes every request in full and
+/// counts the records of the run's session. A run's rate is the records
+/// received over the time from the first event's time to the receipt of the
+/// last; lost are the events the collector never received.
+mod export {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use anyhow::{Context as _, Result};
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+        logs_service_server::{LogsService, LogsServiceServer},
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use vigil_harness::stats::median;
+
+    use super::{IDLE, OFFERED_RATE, REPEATS, Setup, TARGET_RATE, THROUGHPUT_EVENTS, Usage};
+
+    /// What the collector saw of one session.
+    #[derive(Default, Clone, Copy)]
+    struct Seen {
+        records: u64,
+        first_event_ns: Option<u64>,
+        last_receipt_ns: u64,
+    }
+
+    #[derive(Clone, Default)]
+    struct Collector {
+        sessions: Arc<Mutex<HashMap<String, Seen>>>,
+    }
+
+    fn wall_ns() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    #[tonic::async_trait]
+    impl LogsService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportLogsServiceRequest>,
+        ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+            let now = wall_ns();
+            let mut sessions = self.sessions.lock().unwrap();
+            for rl in &request.get_ref().resource_logs {
+                for sl in &rl.scope_logs {
+                    for r in &sl.log_records {
+                        if r.event_name != "vigil.file_open" {
+                            continue;
+                        }
+                        let session = r.attributes.iter().find_map(|kv| {
+                            match kv.value.as_ref()?.value.as_ref()? {
+                                Value::StringValue(s) if kv.key == "vigil.session" => Some(s),
+                                _ => None,
+                            }
+                        });
+                        let Some(session) = session else { continue };
+                        let seen = sessions.entry(session.clone()).or_default();
+                        seen.records += 1;
+                        seen.first_event_ns.get_or_insert(r.time_unix_nano);
+                        seen.last_receipt_ns = now;
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
+    impl Collector {
+        fn seen(&self, session: &str) -> Seen {
+            self.sessions
+                .lock()
+                .unwrap()
+                .get(session)
+                .copied()
+                .unwrap_or_default()
+        }
+
+        /// Waits until `expect` records of `session` arrived, or none came for [`IDLE`].
+        async fn wait(&self, session: &str, expect: u64) -> Seen {
+            let mut last = (0, Instant::now());
+            loop {
+                let seen = self.seen(session);
+                if seen.records >= expect {
+                    return seen;
+                }
+                if seen.records != last.0 {
+                    last = (seen.records, Instant::now());
+                } else if last.1.elapsed() > IDLE {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    pub async fn bench(setup: &Setup, port: u16) -> Result<()> {
+        let collector = Collector::default();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LogsServiceServer::new(collector.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let (mut rates, mut offered, mut daemon_cores, mut own_cores) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut lost = 0;
+        for repeat in 0..REPEATS {
+            let session = format!("export-{repeat}-{}", std::process::id());
+            let usage = Usage::start(setup.daemon_pid)?;
+            let elapsed_ns =
+                super::workload(setup, &session, THROUGHPUT_EVENTS, OFFERED_RATE).await?;
+            let seen = collector.wait(&session, THROUGHPUT_EVENTS).await;
+            let (daemon, own) = usage.cores(setup.daemon_pid)?;
+            let span = seen
+                .last_receipt_ns
+                .saturating_sub(seen.first_event_ns.unwrap_or(seen.last_receipt_ns));
+            let rate = if span == 0 {
+                0.0
+            } else {
+                seen.records as f64 * 1e9 / span as f64
+            };
+            let offer = THROUGHPUT_EVENTS as f64 * 1e9 / elapsed_ns;
+            let missed = THROUGHPUT_EVENTS.saturating_sub(seen.records);
+            eprintln!(
+                "export: offered {offer:.0}/s, collector received {rate:.0}/s, lost {missed}; \
+                 daemon {daemon:.2} cores, collector {own:.2} cores"
+            );
+            rates.push(rate);
+            offered.push(offer);
+            daemon_cores.push(daemon);
+            own_cores.push(own);
+            lost += missed;
+        }
+        server.abort();
+        println!("BENCH export.offered {:.0} events/s -", median(&offered));
+        println!(
+            "BENCH export.events {:.0} events/s >={TARGET_RATE:.0}",
+            median(&rates)
+        );
+        println!("BENCH export.lost {lost} events <=0");
+        println!(
+            "BENCH export.daemon_cpu {:.2} cores -",
+            median(&daemon_cores)
+        );
+        println!(
+            "BENCH export.collector_cpu {:.2} cores -",
+            median(&own_cores)
+        );
+        Ok(())
+    }
 }

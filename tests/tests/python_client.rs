@@ -124,3 +124,112 @@ fn grpcio_works_over_tls_with_a_client_certificate() {
     );
     assert!(report["newest"].as_u64().unwrap() > 0, "{report}");
 }
+
+/// The Python subscriber of `docs/integrations.md`, the code block as it
+/// is written there.
+fn documented_subscriber() -> String {
+    let doc = std::fs::read_to_string(repo().join("docs/integrations.md")).unwrap();
+    let section = doc
+        .split_once("## A Python subscriber")
+        .expect("docs/integrations.md has the Python subscriber section")
+        .1;
+    let code = section.split_once("```python\n").expect("a python block").1;
+    code.split_once("```").expect("the block ends").0.to_owned()
+}
+
+/// Runs the documented subscriber in `dir` until it has printed a line
+/// for which `done` holds; its lines up to then.
+fn follow(
+    d: &Daemon,
+    dir: &std::path::Path,
+    stubs: &std::path::Path,
+    done: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    use std::io::BufRead as _;
+    let mut child = Command::new(python())
+        .arg("-c")
+        .arg(documented_subscriber())
+        .current_dir(dir)
+        .env("PYTHONPATH", stubs)
+        .env("VIGIL_SOCKET", &d.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the documented subscriber");
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Ends at the program's end of output, once it is killed below.
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+    let mut lines = Vec::new();
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        let found = done(&line);
+        lines.push(line);
+        if found {
+            break;
+        }
+    }
+    // The program saves its cursor just after printing each event: stop it
+    // once it has saved the one looked for.
+    let seq: u64 = lines
+        .last()
+        .and_then(|l| l.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX);
+    let saved = || {
+        std::fs::read_to_string(dir.join("vigil.cursor"))
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while saved().is_none_or(|s| s < seq) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn the_documented_python_subscriber_works_as_written_and_resumes() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let out = d.exec("coder", "s-doc-1", &["/bin/true"]);
+    assert!(out.status.success(), "{out:?}");
+    d.settle();
+    let stubs = stubs();
+    let dir = tempfile::tempdir().unwrap();
+    let first = follow(&d, dir.path(), stubs.path(), |l| {
+        l.contains(" coder s-doc-1 exec")
+    });
+    assert!(
+        first.iter().any(|l| l.contains(" coder s-doc-1 exec")),
+        "{first:?}"
+    );
+    // With no cursor yet it starts at the journal's first event.
+    assert!(first[0].starts_with("1 "), "{first:?}");
+    // Where it stopped: the cursor it saved (it may have printed one
+    // more event before it was killed, which it then prints again).
+    let last: u64 = std::fs::read_to_string(dir.path().join("vigil.cursor"))
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Run again: it goes on after the last event it handled.
+    let out = d.exec("coder", "s-doc-2", &["/bin/true"]);
+    assert!(out.status.success(), "{out:?}");
+    let second = follow(&d, dir.path(), stubs.path(), |l| {
+        l.contains(" coder s-doc-2 exec")
+    });
+    let resumed: u64 = second[0].split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(resumed, last + 1, "{second:?}");
+}

@@ -66,6 +66,12 @@ const BENCHES: &[Bench] = &[
         kernel: true,
         run: e2e,
     },
+    Bench {
+        name: "export",
+        about: "kernel record to an OTLP collector, with OCSF output and bodies: events/s and loss (agent/benches/e2e.rs)",
+        kernel: true,
+        run: export,
+    },
 ];
 
 fn overhead(ctx: &Context) -> Result<Vec<Figure>> {
@@ -83,6 +89,40 @@ fn scope(ctx: &Context) -> Result<Vec<Figure>> {
 /// The e2e bench binary is the subscriber and drives the workload; xtask
 /// owns the daemon, as it does for `overhead`.
 fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
+    // VIGIL_BENCH_OUTPUT=json|ocsf has the daemon also write every event to
+    // a file in that format, to measure what an output format costs.
+    let format = std::env::var("VIGIL_BENCH_OUTPUT").ok();
+    e2e_with(ctx, format.as_deref(), "", &[])
+}
+
+/// The e2e bench binary in its `export` mode is the OTLP collector of an
+/// `[[export]]` sink with OCSF bodies, while the daemon also writes OCSF to
+/// its output file: both of the SIEM formats on one event stream.
+fn export(ctx: &Context) -> Result<Vec<Figure>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port for the collector")?
+        .port();
+    // The collector starts after the daemon: the sink connects on retry.
+    let sink = format!(
+        "[[export]]\nname = \"bench\"\ntype = \"otlp\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
+         format = \"ocsf\"\nretry_max = \"200ms\"\n"
+    );
+    let port = port.to_string();
+    e2e_with(
+        ctx,
+        Some("ocsf"),
+        &sink,
+        &[("VIGIL_BENCH_OTLP_PORT", OsStr::new(&port))],
+    )
+}
+
+fn e2e_with(
+    ctx: &Context,
+    format: Option<&str>,
+    config: &str,
+    env: &[(&str, &OsStr)],
+) -> Result<Vec<Figure>> {
     let bins = daemon::build_release(&ctx.meta.target_dir()?)?;
     // Built before the daemon starts, so the compiler does not compete
     // with it for the CPU.
@@ -90,11 +130,8 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
     daemon::note_machine();
     // Each open of the workload is to be an event of its own: repeat
     // counting would fold the identical opens the workload makes.
-    // VIGIL_BENCH_OUTPUT=json|ocsf has the daemon also write every event to
-    // a file in that format, to measure what an output format costs.
-    let format = std::env::var("VIGIL_BENCH_OUTPUT").ok();
     let daemon =
-        daemon::Daemon::start_with_output(&bins.vigil, "open_repeat_ms = 0", format.as_deref())?;
+        daemon::Daemon::start_with_config(&bins.vigil, "open_repeat_ms = 0", format, config)?;
     let agent = PathBuf::from(daemon::AGENT);
     let pid = PathBuf::from(
         daemon
@@ -102,17 +139,15 @@ fn e2e(ctx: &Context) -> Result<Vec<Figure>> {
             .context("the daemon is not running")?
             .to_string(),
     );
-    let figures = ctx.cargo_bench_with(
-        "vigil",
-        "e2e",
-        &[
-            ("VIGIL_BENCH_SOCKET", daemon.socket().as_os_str()),
-            ("VIGIL_BENCH_AGENT", agent.as_os_str()),
-            ("VIGIL_BENCH_VIGIL", bins.vigil.as_os_str()),
-            ("VIGIL_BENCH_WORKLOAD", bins.workload.as_os_str()),
-            ("VIGIL_BENCH_DAEMON_PID", pid.as_os_str()),
-        ],
-    );
+    let mut vars = vec![
+        ("VIGIL_BENCH_SOCKET", daemon.socket().as_os_str()),
+        ("VIGIL_BENCH_AGENT", agent.as_os_str()),
+        ("VIGIL_BENCH_VIGIL", bins.vigil.as_os_str()),
+        ("VIGIL_BENCH_WORKLOAD", bins.workload.as_os_str()),
+        ("VIGIL_BENCH_DAEMON_PID", pid.as_os_str()),
+    ];
+    vars.extend_from_slice(env);
+    let figures = ctx.cargo_bench_with("vigil", "e2e", &vars);
     if figures.is_err() {
         eprintln!("bench: e2e: daemon log:\n{}", daemon.log());
     }

@@ -609,15 +609,32 @@ fn an_export_sink_parses_with_its_defaults() {
 #[test]
 fn export_mistakes_name_the_field() {
     let sink = |extra: &str| {
-        format!("[[export]]\nname = \"s\"\ntype = \"otlp\"\nendpoint = \"http://c:4317\"\n{extra}\n")
+        format!(
+            "[[export]]\nname = \"s\"\ntype = \"otlp\"\nendpoint = \"http://c:4317\"\n{extra}\n"
+        )
     };
     for (extra, want) in [
         ("", "export[1].name: s is already the name of export[0]"),
-        ("batch = 0", "export[0].batch: 0 must be between 1 and 10000"),
-        ("ca = \"/ca.pem\"", "export[0].ca: has no effect on an http:// endpoint"),
-        ("kinds = [\"exce\"]", "export[0].kinds[0]: \"exce\" is not an event kind"),
-        ("[export.headers]\n\"X Key\" = \"v\"", "export[0].headers.X Key"),
-        ("timeout = \"1ms\"", "export[0].timeout: 1ms must be at least 10ms"),
+        (
+            "batch = 0",
+            "export[0].batch: 0 must be between 1 and 10000",
+        ),
+        (
+            "ca = \"/ca.pem\"",
+            "export[0].ca: has no effect on an http:// endpoint",
+        ),
+        (
+            "kinds = [\"exce\"]",
+            "export[0].kinds[0]: \"exce\" is not an event kind",
+        ),
+        (
+            "[export.headers]\n\"X Key\" = \"v\"",
+            "export[0].headers.X Key",
+        ),
+        (
+            "timeout = \"1ms\"",
+            "export[0].timeout: 1ms must be at least 10ms",
+        ),
     ] {
         let text = if extra.is_empty() {
             format!("{}{}", sink(""), sink(""))
@@ -632,7 +649,8 @@ fn export_mistakes_name_the_field() {
         e.contains("export[0].endpoint: \"grpc://c:4317\" must start with http:// or https://"),
         "{e}"
     );
-    let e = err("[[export]]\nname = \"s\"\ntype = \"otlp\"\nendpoint = \"http://c:4317/v1/logs\"\n");
+    let e =
+        err("[[export]]\nname = \"s\"\ntype = \"otlp\"\nendpoint = \"http://c:4317/v1/logs\"\n");
     assert!(e.contains("the gRPC path is fixed"), "{e}");
     let e = err("[[export]]\nname = \"s\"\ntype = \"kafka\"\nendpoint = \"http://c:4317\"\n");
     assert!(e.contains("export[0].type") || e.contains("kafka"), "{e}");

@@ -9,16 +9,22 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::{BufMut as _, Bytes};
+use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, logs_service_client::LogsServiceClient,
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use tonic::client::Grpc;
+use tonic::codec::{EncodeBuf, Encoder};
 use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic_prost::ProstDecoder;
 
 use crate::config::{ExportConfig, ExportFormat};
 use crate::event::{Event, Payload, Severity};
@@ -175,6 +181,19 @@ pub fn record(
     })
 }
 
+/// A journaled event as a log record: decoded from the journal's bytes,
+/// converted to the event model, then as [`record`].
+pub fn journaled(
+    encoded: &crate::journal::Encoded,
+    node: &str,
+    format: ExportFormat,
+    observed: SystemTime,
+) -> Result<LogRecord, String> {
+    let wire = encoded.decode().map_err(|e| e.to_string())?;
+    let event = Event::try_from(wire).map_err(|e| e.to_string())?;
+    record(&event, node, format, observed).map_err(|e| e.to_string())
+}
+
 /// The request for a batch of records: one resource (this node's daemon),
 /// one instrumentation scope.
 #[must_use]
@@ -204,12 +223,70 @@ pub fn request(node: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest 
     }
 }
 
+/// The gRPC method every request goes to.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// A request encoded once: a retry sends the same bytes again, with no
+/// copy of its records and no second encoding.
+#[derive(Clone, Debug)]
+pub struct EncodedRequest(Bytes);
+
+impl EncodedRequest {
+    #[must_use]
+    pub fn new(request: &ExportLogsServiceRequest) -> Self {
+        Self(Bytes::from(request.encode_to_vec()))
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Sends [`EncodedRequest`]s as they are and decodes the collector's
+/// `ExportLogsServiceResponse` with prost, as the generated client would.
+#[derive(Clone, Copy, Debug, Default)]
+struct Codec;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = EncodedRequest;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: EncodedRequest, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(&item.0);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for Codec {
+    type Encode = EncodedRequest;
+    type Decode = ExportLogsServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ProstDecoder<ExportLogsServiceResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::default()
+    }
+}
+
 /// A client of one collector. The connection is made on first use and
 /// again after every failure, so a collector that is down at start or
 /// restarts later is reached without any action here.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: LogsServiceClient<Channel>,
+    grpc: Grpc<Channel>,
     headers: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
     timeout: Duration,
 }
@@ -256,7 +333,7 @@ impl Client {
             .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
             .collect();
         Ok(Self {
-            inner: LogsServiceClient::new(endpoint.connect_lazy()),
+            grpc: Grpc::new(endpoint.connect_lazy()),
             headers,
             timeout: config.timeout.0,
         })
@@ -265,15 +342,19 @@ impl Client {
     /// Sends one request and waits for the collector's answer.
     pub async fn export(
         &mut self,
-        request: ExportLogsServiceRequest,
+        request: EncodedRequest,
     ) -> Result<ExportLogsServiceResponse, tonic::Status> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("connecting: {e}")))?;
         let mut request = tonic::Request::new(request);
         request.set_timeout(self.timeout);
         for (k, v) in &self.headers {
             request.metadata_mut().insert(k.clone(), v.clone());
         }
-        self.inner
-            .export(request)
+        self.grpc
+            .unary(request, PathAndQuery::from_static(EXPORT_PATH), Codec)
             .await
             .map(tonic::Response::into_inner)
     }

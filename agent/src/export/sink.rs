@@ -13,11 +13,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ExportConfig, ExportStart};
-use crate::event::Event;
 use crate::export::SinkState;
 use crate::export::cursor::Cursor;
 use crate::export::otlp::{self, Client};
-use crate::journal::{Encoded, Filter, Hub, HubError, Start};
+use crate::journal::{Filter, Hub, HubError, Start};
 use crate::wire::kind_from_name;
 
 /// First wait after a failed request; it doubles up to `retry_max`.
@@ -71,6 +70,22 @@ fn start(config: &ExportConfig, parts: &Parts) -> Start {
     }
 }
 
+/// Requests converted ahead of the one in flight: conversion of the next
+/// overlaps the collector's handling of the current one.
+const AHEAD: usize = 2;
+
+/// What the converting side hands the sending side, in journal order.
+enum Work {
+    /// A request of `records` records, the last of them at `last`.
+    Send {
+        request: otlp::EncodedRequest,
+        records: u64,
+        last: u64,
+    },
+    /// Everything up to here is handled (the filter skipped the rest).
+    Ack(u64),
+}
+
 /// Runs the sink until its task is aborted.
 pub async fn run(config: ExportConfig, parts: Parts) {
     let mut client = loop {
@@ -104,7 +119,15 @@ pub async fn run(config: ExportConfig, parts: Parts) {
         if let Start::AfterSequence(seq) = from {
             parts.state.acked.store(seq, Ordering::Relaxed);
         }
-        match deliver(&config, &parts, &mut client, sub).await {
+        // Both sides in this task, so stopping the sink stops both; the
+        // converting side runs while the sending side waits on the collector.
+        let (tx, rx) = tokio::sync::mpsc::channel(AHEAD);
+        let convert = async {
+            let tx = tx;
+            convert_all(&config, &parts, sub, &tx).await
+        };
+        let (read, ()) = tokio::join!(convert, send_all(&config, &parts, &mut client, rx));
+        match read {
             // Every Hub handle is gone: the daemon is stopping.
             Ok(()) => return,
             Err(e) => {
@@ -116,20 +139,22 @@ pub async fn run(config: ExportConfig, parts: Parts) {
     }
 }
 
-async fn deliver(
+/// Reads the subscription and converts it into requests of at most
+/// `batch` records.
+async fn convert_all(
     config: &ExportConfig,
     parts: &Parts,
-    client: &mut Client,
     mut sub: crate::journal::Subscription,
+    tx: &tokio::sync::mpsc::Sender<Work>,
 ) -> Result<(), HubError> {
-    while let Some(batch) = sub.next_batch().await {
+    while let Some(batch) = sub.next_batch_up_to(config.batch).await {
         let batch = batch?;
         let mut records = Vec::with_capacity(batch.len().min(config.batch));
         let mut last = 0;
         let observed = SystemTime::now();
         for encoded in &batch {
             last = encoded.sequence();
-            match convert(encoded, config, &parts.node, observed) {
+            match otlp::journaled(encoded, &parts.node, config.format, observed) {
                 Ok(r) => records.push(r),
                 Err(e) => {
                     // The journal holds it, so a subscriber can still read
@@ -141,28 +166,56 @@ async fn deliver(
                 }
             }
             if records.len() == config.batch {
-                send(config, parts, client, std::mem::take(&mut records)).await;
-                acknowledge(parts, last);
+                let work = request(&parts.node, std::mem::take(&mut records), last);
+                if tx.send(work).await.is_err() {
+                    return Ok(());
+                }
             }
         }
-        if !records.is_empty() {
-            send(config, parts, client, records).await;
+        if !records.is_empty() && tx.send(request(&parts.node, records, last)).await.is_err() {
+            return Ok(());
         }
         // Past everything the filter skipped too.
-        acknowledge(parts, sub.position().max(last));
+        if tx.send(Work::Ack(sub.position().max(last))).await.is_err() {
+            return Ok(());
+        }
     }
     Ok(())
 }
 
-fn convert(
-    encoded: &Encoded,
-    config: &ExportConfig,
+fn request(
     node: &str,
-    observed: SystemTime,
-) -> Result<opentelemetry_proto::tonic::logs::v1::LogRecord, String> {
-    let wire = encoded.decode().map_err(|e| e.to_string())?;
-    let event = Event::try_from(wire).map_err(|e| e.to_string())?;
-    otlp::record(&event, node, config.format, observed).map_err(|e| e.to_string())
+    records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,
+    last: u64,
+) -> Work {
+    Work::Send {
+        records: records.len() as u64,
+        request: otlp::EncodedRequest::new(&otlp::request(node, records)),
+        last,
+    }
+}
+
+/// Sends the work in order, acknowledging each part once it is taken,
+/// until the converting side is done.
+async fn send_all(
+    config: &ExportConfig,
+    parts: &Parts,
+    client: &mut Client,
+    mut rx: tokio::sync::mpsc::Receiver<Work>,
+) {
+    while let Some(work) = rx.recv().await {
+        match work {
+            Work::Send {
+                request,
+                records,
+                last,
+            } => {
+                send(config, parts, client, request, records).await;
+                acknowledge(parts, last);
+            }
+            Work::Ack(seq) => acknowledge(parts, seq),
+        }
+    }
 }
 
 fn acknowledge(parts: &Parts, seq: u64) {
@@ -183,10 +236,9 @@ async fn send(
     config: &ExportConfig,
     parts: &Parts,
     client: &mut Client,
-    records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,
+    request: otlp::EncodedRequest,
+    n: u64,
 ) {
-    let n = records.len() as u64;
-    let request = otlp::request(&parts.node, records);
     let mut wait = FIRST_RETRY;
     loop {
         match client.export(request.clone()).await {
@@ -196,11 +248,12 @@ async fn send(
                     .filter(|p| p.rejected_log_records > 0);
                 let rejected_n = rejected
                     .as_ref()
-                    .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0));
+                    .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0))
+                    .min(n);
                 parts
                     .state
                     .exported
-                    .fetch_add(n - rejected_n.min(n), Ordering::Relaxed);
+                    .fetch_add(n - rejected_n, Ordering::Relaxed);
                 parts.state.succeeded();
                 if let Some(p) = rejected {
                     parts

@@ -346,6 +346,31 @@ impl Subscription {
         }
     }
 
+    /// Like [`Subscription::next_batch`], and also takes the live batches
+    /// already published, without waiting, until `max` events are ready: a
+    /// consumer that sends each batch on (an export sink) then pays its
+    /// round trip per `max` events rather than per published batch.
+    pub async fn next_batch_up_to(
+        &mut self,
+        max: usize,
+    ) -> Option<Result<VecDeque<Encoded>, HubError>> {
+        match self.wait_ready().await {
+            Ok(true) => {
+                while self.ready.len() < max && !self.catching_up && !self.done {
+                    match self.live.try_recv() {
+                        Ok(batch) => self.take_live(&batch),
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => self.catching_up = true,
+                        Err(broadcast::error::TryRecvError::Closed) => self.done = true,
+                    }
+                }
+                Some(Ok(std::mem::take(&mut self.ready)))
+            }
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Waits until an event is ready; `false` once the stream has ended.
     async fn wait_ready(&mut self) -> Result<bool, HubError> {
         loop {
@@ -569,6 +594,32 @@ mod tests {
         publish_forks(&hub, 1, 1).await;
         assert_eq!(take(&mut again, 1).await, [151]);
         assert_eq!(hub.stats().gaps_sent, 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_up_to_takes_every_published_batch_ready_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(&dir);
+        let mut sub = hub.subscribe(Start::Now, Filter::all()).unwrap();
+        // Caught up first: what follows arrives live, seven batches of 10.
+        assert_quiet(&mut sub).await;
+        publish_forks(&hub, 70, 10).await;
+        let seqs = |b: VecDeque<Encoded>| b.iter().map(Encoded::sequence).collect::<Vec<_>>();
+        let first = timeout(WAIT, sub.next_batch_up_to(25))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // Whole published batches, stopping once the bound is reached.
+        assert_eq!(seqs(first), (1..=30).collect::<Vec<_>>());
+        let rest = timeout(WAIT, sub.next_batch_up_to(1000))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(seqs(rest), (31..=70).collect::<Vec<_>>());
+        assert_eq!(sub.position(), 70);
+        assert_quiet(&mut sub).await;
     }
 
     #[tokio::test]

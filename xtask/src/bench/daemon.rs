@@ -56,19 +56,25 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra `[daemon]` settings.
     pub fn start_with(vigil: &Path, daemon_settings: &str) -> Result<Self> {
-        Self::start_with_output(vigil, daemon_settings, None)
+        Self::start_with_config(vigil, daemon_settings, None, "")
     }
 
     /// [`Daemon::start_with`], writing every event to `events.jsonl` in its
-    /// directory in `format` (`json` or `ocsf`) instead of to no output.
-    pub fn start_with_output(
+    /// directory in `format` (`json` or `ocsf`) instead of to no output, and
+    /// with more config after the agent's (`[[export]]` sinks).
+    pub fn start_with_config(
         vigil: &Path,
         daemon_settings: &str,
         format: Option<&str>,
+        config: &str,
     ) -> Result<Self> {
         let (dir, layout) = Layout::temp("vigil-bench-", &names::unique("vigil-bench"))?;
         let events = format.map_or(Events::Off, Events::FileAs);
-        let config = layout.config_text(daemon_settings, events, AGENT_CONFIG);
+        let config = layout.config_text(
+            daemon_settings,
+            events,
+            &format!("{AGENT_CONFIG}\n{config}"),
+        );
         let mut inner = vigil_harness::Daemon::new(vigil, layout);
         inner.write_config(&config)?;
         eprintln!("$ {}", cmd::display(&inner.run_command()));
