@@ -92,6 +92,16 @@ fn shipped_configs_parse_and_compile() {
     let c = Config::from_toml_str(example, "vigil.toml").unwrap();
     assert!(c.agents.len() >= 3);
     crate::scope::Scope::compile(&c).unwrap();
+    // The commented-out export sink is valid once uncommented.
+    let sink: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# [[export]]"))
+        .take_while(|l| l.starts_with("# "))
+        .map(|l| format!("{}\n", &l[2..]))
+        .collect();
+    let c = Config::from_toml_str(&format!("{example}\n{sink}"), "vigil.toml").unwrap();
+    assert_eq!(c.exports.len(), 1);
+    assert_eq!(c.exports[0].headers.len(), 1);
 }
 
 #[test]
