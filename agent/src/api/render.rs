@@ -125,6 +125,10 @@ fn what(payload: &P) -> String {
             x.ttl,
             x.server
         ),
+        P::DnsQuery(x) => format!(
+            "dns query {} (type {}) to {}:{}",
+            x.name, x.qtype, x.server, x.server_port
+        ),
         P::Anomaly(x) => {
             let mut s = format!(
                 "ANOMALY {} {}: {}",

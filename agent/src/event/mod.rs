@@ -123,6 +123,8 @@ pub enum Payload {
     Accept(Accept),
     FileOpen(FileOpen),
     DnsAnswer(DnsAnswer),
+    /// A DNS query a watched socket sent to port 53.
+    DnsQuery(DnsQuery),
     Anomaly(Anomaly),
     /// Records the kernel could not deliver (ring buffer full), per sensor.
     Loss(Loss),
@@ -158,6 +160,7 @@ impl Payload {
             Self::Accept(_) => "accept",
             Self::FileOpen(_) => "file_open",
             Self::DnsAnswer(_) => "dns_answer",
+            Self::DnsQuery(_) => "dns_query",
             Self::Anomaly(_) => "anomaly",
             Self::Loss(_) => "loss",
             Self::SessionStart(_) => "session_start",
@@ -354,6 +357,26 @@ pub struct DnsAnswer {
     pub ttl: u32,
 }
 
+/// A query as it left the sending socket: the name asked is itself data
+/// that reaches the resolver (and the servers of the name's domain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsQuery {
+    /// Destination of the query: the resolver.
+    pub server: IpAddr,
+    pub server_port: u16,
+    /// Source of the query: the sending socket.
+    pub client: IpAddr,
+    pub client_port: u16,
+    /// The message id.
+    pub id: u16,
+    /// The question name, lower-case, no trailing dot; bytes outside
+    /// printable ASCII written `\DDD`.
+    pub name: String,
+    /// The question type (1 A, 28 AAAA, 12 PTR, 16 TXT, ...); 0 when unknown.
+    #[serde(default)]
+    pub qtype: u16,
+}
+
 const fn unspecified() -> IpAddr {
     IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
 }
@@ -378,6 +401,9 @@ pub enum AnomalyKind {
     /// A watched process set up an io_uring: its requests pass no syscall
     /// the other sensors see.
     IoUringUsed,
+    /// A DNS query whose name looks like encoded data (a label too long, or
+    /// of too high entropy): a tunnel or exfiltration through a resolver.
+    DnsExfiltrationSuspected,
 }
 
 impl AnomalyKind {
@@ -393,6 +419,7 @@ impl AnomalyKind {
             Self::RevokedActivity => "revoked_activity",
             Self::DnsAnswerRejected => "dns_answer_rejected",
             Self::IoUringUsed => "io_uring_used",
+            Self::DnsExfiltrationSuspected => "dns_exfiltration_suspected",
         }
     }
 }

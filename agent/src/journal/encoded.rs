@@ -86,6 +86,7 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         25 => K::Gap,
         26 => K::SensorTampered,
         27 => K::IoUring,
+        28 => K::DnsQuery,
         _ => return None,
     })
 }
@@ -321,6 +322,7 @@ mod tests {
                 ..pb::FileOpen::default()
             }),
             P::DnsAnswer(pb::DnsAnswer::default()),
+            P::DnsQuery(pb::DnsQuery::default()),
             P::Anomaly(Box::new(pb::Anomaly {
                 kind: pb::AnomalyKind::UnapprovedTool.into(),
                 severity: pb::Severity::Critical.into(),

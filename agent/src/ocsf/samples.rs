@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::event::{
-    Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, Event, Exec, Exit,
-    FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore, Revocation,
+    Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, DnsQuery, Event, Exec,
+    Exit, FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore, Revocation,
     SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
 };
 
@@ -195,6 +195,19 @@ pub fn all() -> Vec<Event> {
                     "2001:db8::6".parse().unwrap(),
                 ],
                 ttl: 60,
+            }),
+        ),
+        event(
+            10,
+            Some(process()),
+            Payload::DnsQuery(DnsQuery {
+                server: "10.96.0.10".parse().unwrap(),
+                server_port: 53,
+                client: "10.0.0.5".parse().unwrap(),
+                client_port: 40_000,
+                id: 0x1235,
+                name: "api.github.com".into(),
+                qtype: 28,
             }),
         ),
     ];

@@ -461,6 +461,18 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             })
         }
         Record::IoUring(r) => io_uring(h, r),
+        // Sent by a watched socket: a query (the daemon parses its payload).
+        Record::Dns(r) if h.flags & vigil_common::DNS_EGRESS != 0 => {
+            Payload::DnsQuery(crate::event::DnsQuery {
+                server: ip(r.family, &r.dst_addr),
+                server_port: r.dst_port,
+                client: ip(r.family, &r.src_addr),
+                client_port: r.src_port,
+                id: 0,
+                name: String::new(),
+                qtype: 0,
+            })
+        }
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
             server: ip(r.family, &r.src_addr),
             server_port: r.src_port,

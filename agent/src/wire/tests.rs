@@ -189,6 +189,15 @@ fn every_payload() -> Vec<Payload> {
             first_missing: 3,
             last_missing: 9,
         }),
+        Payload::DnsQuery(DnsQuery {
+            server: "127.0.0.53".parse().unwrap(),
+            server_port: 53,
+            client: "::1".parse().unwrap(),
+            client_port: 41_001,
+            id: 0x4321,
+            name: "orugkidbobusa23f.evil.example".into(),
+            qtype: 16,
+        }),
     ]
 }
 

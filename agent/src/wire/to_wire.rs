@@ -107,6 +107,7 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::RevokedActivity => Self::RevokedActivity,
             AnomalyKind::DnsAnswerRejected => Self::DnsAnswerRejected,
             AnomalyKind::IoUringUsed => Self::IoUringUsed,
+            AnomalyKind::DnsExfiltrationSuspected => Self::DnsExfiltrationSuspected,
         }
     }
 }
@@ -190,6 +191,15 @@ impl From<&Payload> for pb::event::Payload {
                 client: x.client.to_string(),
                 client_port: x.client_port.into(),
                 id: x.id.into(),
+            }),
+            Payload::DnsQuery(x) => W::DnsQuery(pb::DnsQuery {
+                server: x.server.to_string(),
+                server_port: x.server_port.into(),
+                client: x.client.to_string(),
+                client_port: x.client_port.into(),
+                id: x.id.into(),
+                name: x.name.clone(),
+                qtype: x.qtype.into(),
             }),
             Payload::Anomaly(x) => W::Anomaly(Box::new(pb::Anomaly {
                 kind: pb::AnomalyKind::from(x.anomaly).into(),

@@ -237,11 +237,15 @@ impl Pipeline {
     pub fn process(&mut self, record: &Record, out: &mut Out) {
         let loaded = self.live.current();
         let h = *record.header();
+        let mut query = None;
         if let Record::Dns(r) = record
             && h.flags & DNS_EGRESS != 0
         {
-            self.on_sent(&loaded, r);
-            return;
+            // Answers a process serves are only noted.
+            let Some(q) = self.on_sent(&loaded, r) else {
+                return;
+            };
+            query = Some(q);
         }
         if let Record::Fork(r) = record {
             let comm = String::from_utf8_lossy(
@@ -261,6 +265,11 @@ impl Pipeline {
                 }
                 Err(e) => tracing::debug!("ignoring DNS payload: {e}"),
             }
+        }
+        if let (Some(q), Payload::DnsQuery(x)) = (query, &mut event.payload) {
+            x.id = q.id;
+            x.name = q.name;
+            x.qtype = q.qtype;
         }
         let attribution = self.attribution(&loaded, h.cgroup_id);
         self.enrich(&mut event, &attribution);
