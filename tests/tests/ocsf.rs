@@ -22,6 +22,7 @@ const EVERY_KIND: &[&str] = &[
     "connect",
     "accept",
     "file_open",
+    "file_link",
     "dns_answer",
     "dns_query",
     "anomaly",

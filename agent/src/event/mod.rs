@@ -122,6 +122,8 @@ pub enum Payload {
     Connect(Connect),
     Accept(Accept),
     FileOpen(FileOpen),
+    /// A new name for a file: a hard link, a symbolic link or a rename.
+    FileLink(FileLink),
     DnsAnswer(DnsAnswer),
     /// A DNS query a watched socket sent to port 53.
     DnsQuery(DnsQuery),
@@ -159,6 +161,7 @@ impl Payload {
             Self::Connect(_) => "connect",
             Self::Accept(_) => "accept",
             Self::FileOpen(_) => "file_open",
+            Self::FileLink(_) => "file_link",
             Self::DnsAnswer(_) => "dns_answer",
             Self::DnsQuery(_) => "dns_query",
             Self::Anomaly(_) => "anomaly",
@@ -319,6 +322,42 @@ pub struct FileOpen {
     pub inode: Option<FileInode>,
 }
 
+/// A new name for a file, at the return of the syscall that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLink {
+    /// `hardlink`, `symlink` or `rename`.
+    pub op: String,
+    /// `link`, `linkat`, `symlink`, `symlinkat`, `rename`, `renameat` or
+    /// `renameat2`.
+    pub syscall: String,
+    /// The file the new name reaches, absolute when it could be resolved:
+    /// the existing file of a hard link or rename, the text of a symbolic
+    /// link resolved against the link's directory.
+    pub target: String,
+    /// The first path as passed (a symbolic link's text), when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_target: Option<String>,
+    /// The new name, absolute when it could be resolved.
+    pub path: String,
+    /// The new name as passed, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<String>,
+    /// The identity of the file the new name reaches, looked up by the
+    /// daemon after the call (absent when the call failed or the name was
+    /// gone by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<FileInode>,
+    /// The errno name on failure (`EEXIST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True when a path was cut to fit the kernel record.
+    #[serde(default)]
+    pub path_truncated: bool,
+    /// True when the kernel killed the caller (revoked, or no task approval).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
 /// Which file a descriptor is: the same under any name (hard links,
 /// symlinks, renames).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -404,6 +443,9 @@ pub enum AnomalyKind {
     /// A DNS query whose name looks like encoded data (a label too long, or
     /// of too high entropy): a tunnel or exfiltration through a resolver.
     DnsExfiltrationSuspected,
+    /// A hard link, symbolic link or rename that gives a credential or
+    /// data outside the agent's scope a new name.
+    LinkToProtected,
 }
 
 impl AnomalyKind {
@@ -420,6 +462,7 @@ impl AnomalyKind {
             Self::DnsAnswerRejected => "dns_answer_rejected",
             Self::IoUringUsed => "io_uring_used",
             Self::DnsExfiltrationSuspected => "dns_exfiltration_suspected",
+            Self::LinkToProtected => "link_to_protected",
         }
     }
 }

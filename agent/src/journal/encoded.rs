@@ -87,6 +87,7 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         26 => K::SensorTampered,
         27 => K::IoUring,
         28 => K::DnsQuery,
+        29 => K::FileLink,
         _ => return None,
     })
 }
@@ -323,6 +324,7 @@ mod tests {
             }),
             P::DnsAnswer(pb::DnsAnswer::default()),
             P::DnsQuery(pb::DnsQuery::default()),
+            P::FileLink(pb::FileLink::default()),
             P::Anomaly(Box::new(pb::Anomaly {
                 kind: pb::AnomalyKind::UnapprovedTool.into(),
                 severity: pb::Severity::Critical.into(),

@@ -58,6 +58,7 @@ const fn anomaly_title(kind: AnomalyKind) -> &'static str {
         AnomalyKind::DnsAnswerRejected => "DNS answer not believed",
         AnomalyKind::IoUringUsed => "io_uring set up by an agent",
         AnomalyKind::DnsExfiltrationSuspected => "Data encoded in a DNS query name",
+        AnomalyKind::LinkToProtected => "New name for a protected file",
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::event::{
     Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, DnsQuery, Event, Exec,
-    Exit, FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore, Revocation,
-    SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
+    Exit, FileLink, FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore,
+    Revocation, SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
 };
 
 /// The identity of the samples' agent session.
@@ -157,6 +157,42 @@ pub fn all() -> Vec<Event> {
                 repeats: 0,
                 repeat_summary: false,
                 inode: None,
+            }),
+        ),
+        event(
+            8,
+            Some(process()),
+            Payload::FileLink(FileLink {
+                op: "hardlink".into(),
+                syscall: "linkat".into(),
+                target: "/srv/secrets/token".into(),
+                raw_target: Some("../secrets/token".into()),
+                path: "/srv/repo/hl".into(),
+                raw_path: Some("hl".into()),
+                inode: Some(crate::event::FileInode {
+                    dev: 2049,
+                    ino: 1_310_999,
+                    nlink: 2,
+                }),
+                error: None,
+                path_truncated: false,
+                blocked: false,
+            }),
+        ),
+        event(
+            8,
+            Some(process()),
+            Payload::FileLink(FileLink {
+                op: "rename".into(),
+                syscall: "renameat2".into(),
+                target: "/srv/secrets/token".into(),
+                raw_target: None,
+                path: "/srv/repo/token".into(),
+                raw_path: None,
+                inode: None,
+                error: Some("EXDEV".into()),
+                path_truncated: false,
+                blocked: true,
             }),
         ),
         connect(false),

@@ -19,6 +19,7 @@ impl Scope {
             Payload::Connect(c) => self.eval_connect(a, c, dns, now),
             Payload::FileOpen(f) => self.eval_open(a, f),
             Payload::DnsQuery(q) => self.eval_query(a, q),
+            Payload::FileLink(l) => self.eval_link(a, l),
             Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
             _ => Verdict::InScope,
         }
@@ -256,6 +257,79 @@ impl Scope {
             ),
             identity: None,
         })
+    }
+
+    /// A new name for a credential, or for data the agent may not read,
+    /// is a way to read it under a name no rule names (and to keep it where
+    /// the agent works): the link itself is the violation, before any open.
+    /// The file is known by the target's path (resolved, and as passed) and
+    /// by the inode the new name reaches.
+    fn eval_link(&self, a: &CompiledAgent, l: &FileLink) -> Verdict {
+        let target = normalize(&l.target);
+        let cand = Candidate::from_bytes(target.as_bytes());
+        let mut touch = self.identities.touch_file(&cand, &a.identities);
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(raw) = l.raw_target.as_deref().filter(|r| r.starts_with('/'))
+        {
+            let raw = normalize(raw);
+            if let Touch::Denied(id) = self
+                .identities
+                .touch_file(&Candidate::from_bytes(raw.as_bytes()), &a.identities)
+            {
+                touch = Touch::Denied(id);
+            }
+        }
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(inode) = l.inode
+        {
+            match self
+                .identities
+                .touch_inode(inode.dev, inode.ino, &a.identities)
+            {
+                Touch::None => {}
+                by_inode => touch = by_inode,
+            }
+        }
+        let words = || {
+            let mut s = match l.op.as_str() {
+                "rename" => format!("rename of {target} to {}", l.path),
+                "symlink" => format!("symbolic link {} to {target}", l.path),
+                _ => format!("hard link {} to {target}", l.path),
+            };
+            if let Some(err) = &l.error {
+                let _ = write!(s, " (failed: {err})");
+            }
+            s
+        };
+        if let Touch::Denied(id) = touch {
+            let name = &self.identities.names[id];
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::LinkToProtected,
+                severity: Severity::Critical,
+                reason: format!(
+                    "{} names identity {name}, outside identities of {}",
+                    words(),
+                    a.info.name
+                ),
+                identity: Some(name.clone()),
+            });
+        }
+        if touch == Touch::None
+            && let ReadCheck::Foreign(class) = self.data.check_read(&cand, &a.data)
+        {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::LinkToProtected,
+                severity: Severity::High,
+                reason: format!(
+                    "{} names data class {}, outside data of {}",
+                    words(),
+                    self.data.names[class],
+                    a.info.name
+                ),
+                identity: None,
+            });
+        }
+        Verdict::InScope
     }
 
     fn eval_open(&self, a: &CompiledAgent, f: &FileOpen) -> Verdict {

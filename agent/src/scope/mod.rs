@@ -36,8 +36,8 @@ use crate::config::{
     canonical_ip,
 };
 use crate::event::{
-    Access, Anomaly, AnomalyKind, Connect, DnsQuery, Event, Exec, FileOpen, Payload, Process,
-    Protocol, Severity,
+    Access, Anomaly, AnomalyKind, Connect, DnsQuery, Event, Exec, FileLink, FileOpen, Payload,
+    Process, Protocol, Severity,
 };
 use data::{DataIndex, Grants, ReadCheck, normalize, with_matches};
 pub use dns::DnsCache;

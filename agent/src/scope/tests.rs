@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{Accept, Access, Connect, DnsQuery, Exec, FileOpen, Fork, Identity, Process};
+use crate::event::{
+    Accept, Access, Connect, DnsQuery, Exec, FileInode, FileLink, FileOpen, Fork, Identity, Process,
+};
 
 /// Counts allocations of the current thread, so a test can prove that an
 /// evaluation did not allocate.
@@ -935,4 +937,73 @@ fn dns_label_limits_come_from_the_config() {
         Verdict::Violation(v) => assert_eq!(v.kind, AnomalyKind::DnsExfiltrationSuspected),
         Verdict::InScope => panic!("a label of 11 characters is long here"),
     }
+}
+
+fn link(op: &str, target: &str, path: &str, inode: Option<FileInode>) -> Event {
+    event(
+        Payload::FileLink(FileLink {
+            op: op.into(),
+            syscall: "linkat".into(),
+            target: target.into(),
+            raw_target: None,
+            path: path.into(),
+            raw_path: None,
+            inode,
+            error: None,
+            path_truncated: false,
+            blocked: false,
+        }),
+        None,
+    )
+}
+
+#[test]
+fn links_to_credentials_and_foreign_data_are_violations() {
+    let f = fixture();
+    // Inside the workspace: in scope, whatever the kind of link.
+    for op in ["hardlink", "symlink", "rename"] {
+        f.ok(
+            f.code,
+            &link(op, "/srv/workspace/a", "/srv/workspace/b", None),
+        );
+    }
+    // code-assistant was given git-token: in scope; the browser was not.
+    f.ok(
+        f.code,
+        &link(
+            "symlink",
+            "/var/run/secrets/git/../git/token",
+            "/srv/workspace/t",
+            None,
+        ),
+    );
+    let v = f.violation(
+        f.browser,
+        &link(
+            "hardlink",
+            "/var/run/secrets/git/token",
+            "/srv/shared/public/t",
+            None,
+        ),
+    );
+    assert_eq!(v.kind, AnomalyKind::LinkToProtected);
+    assert_eq!(v.severity, Severity::Critical);
+    assert_eq!(v.identity.as_deref(), Some("git-token"));
+    assert_eq!(
+        v.reason,
+        "hard link /srv/shared/public/t to /var/run/secrets/git/token names identity \
+         git-token, outside identities of browser"
+    );
+    // Data of a class the agent was not given.
+    let v = f.violation(
+        f.code,
+        &link("rename", "/data/hr/pay.csv", "/srv/workspace/p", None),
+    );
+    assert_eq!(v.kind, AnomalyKind::LinkToProtected);
+    assert_eq!(v.severity, Severity::High);
+    assert_eq!(
+        v.reason,
+        "rename of /data/hr/pay.csv to /srv/workspace/p names data class hr, outside data of \
+         code-assistant"
+    );
 }

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use super::{ConvertError, pb};
 use crate::event::{
     Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, DnsQuery, Event, Exec,
-    Exit, FileInode, FileOpen, Fork, Gap, Identity, IoUring, Loss, Payload, Process, Protocol,
-    Restore, Revocation, SensorTampered, SessionStart, Severity, TaskApproved, TaskEnded,
+    Exit, FileInode, FileLink, FileOpen, Fork, Gap, Identity, IoUring, Loss, Payload, Process,
+    Protocol, Restore, Revocation, SensorTampered, SessionStart, Severity, TaskApproved, TaskEnded,
     TaskScope, Workload,
 };
 
@@ -151,6 +151,7 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::DnsAnswerRejected => Ok(Self::DnsAnswerRejected),
             pb::AnomalyKind::IoUringUsed => Ok(Self::IoUringUsed),
             pb::AnomalyKind::DnsExfiltrationSuspected => Ok(Self::DnsExfiltrationSuspected),
+            pb::AnomalyKind::LinkToProtected => Ok(Self::LinkToProtected),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
                 value: k.into(),
@@ -289,6 +290,22 @@ impl TryFrom<pb::event::Payload> for Payload {
                     .map(|a| parse_ip("dns_answer.addresses", a))
                     .collect::<Result<_, _>>()?,
                 ttl: x.ttl,
+            }),
+            W::FileLink(x) => Self::FileLink(FileLink {
+                op: x.op,
+                syscall: x.syscall,
+                target: x.target,
+                raw_target: non_empty(x.raw_target),
+                path: x.path,
+                raw_path: non_empty(x.raw_path),
+                inode: x.inode.map(|i| FileInode {
+                    dev: i.dev,
+                    ino: i.ino,
+                    nlink: i.nlink,
+                }),
+                error: non_empty(x.error),
+                path_truncated: x.path_truncated,
+                blocked: x.blocked,
             }),
             W::DnsQuery(x) => Self::DnsQuery(DnsQuery {
                 server: parse_ip("dns_query.server", &x.server)?,

@@ -198,6 +198,22 @@ fn every_payload() -> Vec<Payload> {
             name: "orugkidbobusa23f.evil.example".into(),
             qtype: 16,
         }),
+        Payload::FileLink(FileLink {
+            op: "hardlink".into(),
+            syscall: "linkat".into(),
+            target: "/home/u/secrets/token".into(),
+            raw_target: Some("secrets/token".into()),
+            path: "/home/u/ws/hl".into(),
+            raw_path: Some("ws/hl".into()),
+            inode: Some(FileInode {
+                dev: 2049,
+                ino: 77,
+                nlink: 2,
+            }),
+            error: None,
+            path_truncated: false,
+            blocked: false,
+        }),
     ]
 }
 
