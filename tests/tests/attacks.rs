@@ -58,6 +58,9 @@ on_violation = "kill"
 read = ["{r}/ws/**"]
 write = ["{r}/ws/**"]
 
+[data.hr]
+read = ["{r}/hr/**"]
+
 [identity.tok]
 files = ["{r}/secrets/token"]
 "#,
@@ -69,11 +72,12 @@ files = ["{r}/secrets/token"]
 /// the workspace that exists before the daemon starts (as one an agent made
 /// in an earlier session would).
 fn lay_out(root: &Path) {
-    for dir in ["ws", "secrets"] {
+    for dir in ["ws", "secrets", "hr"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::fs::write(root.join("secrets/token"), "s3cr3t").unwrap();
     std::fs::write(root.join("ws/notes.txt"), "in scope").unwrap();
+    std::fs::write(root.join("hr/pay.csv"), "alice,1").unwrap();
     std::fs::hard_link(root.join("secrets/token"), root.join("ws/old-link")).unwrap();
 }
 
@@ -540,6 +544,30 @@ fn a_new_name_for_a_credential_is_reported_when_it_is_made() {
             "{name}"
         );
     }
+    // Data of a class the agent was not given, linked into its workspace.
+    let out = d.exec(
+        "coder",
+        "s-data",
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("cd {root}/ws && ln -s ../hr/pay.csv pay"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let a = d.wait_for("the data link anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-data"
+            && e["anomaly"] == "link_to_protected"
+    });
+    assert_eq!(a["severity"], "high", "{a}");
+    assert_eq!(
+        a["reason"],
+        format!(
+            "symbolic link {root}/ws/pay to {root}/hr/pay.csv names data class hr, outside data of coder"
+        ),
+        "{a}"
+    );
     // The control: the same calls on a workspace file.
     let control = format!("cd {root}/ws && ln notes.txt n2 && ln -s notes.txt n3 && mv n2 n4");
     let out = d.exec("coder", "s-control", &["/bin/sh", "-c", &control]);
