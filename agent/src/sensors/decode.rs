@@ -424,7 +424,7 @@ fn link(h: &Header, r: &LinkRecord) -> Payload {
         raw_path,
         inode: None,
         error: (r.ret < 0).then(|| errno_name((-r.ret) as i32)),
-        path_truncated: h.flags & OPEN_PATH_TRUNCATED != 0,
+        path_truncated: h.flags & vigil_common::LINK_PATH_TRUNCATED != 0,
         blocked: h.verdict != vigil_common::verdict::ALLOWED,
     })
 }

@@ -244,6 +244,8 @@ pub const OPEN_PATH_TRUNCATED: u16 = 1;
 /// `Header::flags` of an open: [`OpenRecord::resolved`] is the opened file
 /// itself (the open succeeded), not the base directory of a relative path.
 pub const OPEN_RESOLVED_FILE: u16 = 2;
+/// `Header::flags` of a link or rename: one of its paths did not fit.
+pub const LINK_PATH_TRUNCATED: u16 = 1;
 
 /// A successful `execve`/`execveat` (from `sched_process_exec`).
 #[repr(C)]

@@ -22,7 +22,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use core::mem::size_of;
-use vigil_common::{LinkRecord, PATH_LEN, RecordKind, Sensor, link_syscall, verdict};
+use vigil_common::{
+    LINK_PATH_TRUNCATED, LinkRecord, PATH_LEN, RecordKind, Sensor, link_syscall, verdict,
+};
 
 use crate::{
     abi::SIGKILL,
@@ -121,7 +123,7 @@ fn try_link(ctx: &TracePointContext) -> Option<()> {
     let (old_len, old_cut) = read_str(&mut rec.old, old);
     let (new_len, new_cut) = read_str(&mut rec.new, new);
     if old_cut || new_cut {
-        rec.header.flags |= vigil_common::OPEN_PATH_TRUNCATED;
+        rec.header.flags |= LINK_PATH_TRUNCATED;
     }
     rec.ret = ret;
     rec.old_dfd = old_dfd;
