@@ -274,7 +274,13 @@ pub struct DnsServer {
 impl DnsServer {
     #[must_use]
     pub fn start(answer: std::net::Ipv4Addr) -> Self {
-        let sock = std::net::UdpSocket::bind("127.0.0.1:53").expect("bind 127.0.0.1:53");
+        Self::on("127.0.0.1:53", answer)
+    }
+
+    /// The same server bound to `addr`, so tests can run side by side.
+    #[must_use]
+    pub fn on(addr: &str, answer: std::net::Ipv4Addr) -> Self {
+        let sock = std::net::UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -30,7 +30,7 @@ on_violation = "alert"
   sessions = true
   [agent.scope]
   systems = ["127.0.0.1", "[::1]"]
-  tools = ["{wl}", "/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/true", "/usr/bin/true", "/usr/bin/id", "/bin/cat", "/usr/bin/cat", "/bin/ln", "/usr/bin/ln"]
+  tools = ["{wl}", "/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/true", "/usr/bin/true", "/usr/bin/id", "/bin/cat", "/usr/bin/cat", "/bin/ln", "/usr/bin/ln", "/bin/mv", "/usr/bin/mv"]
   data = ["workspace"]
 
 [[agent]]
@@ -44,9 +44,22 @@ enforce = true
   tools = ["{wl}"]
   data = ["workspace"]
 
+[[agent]]
+name = "killer"
+on_violation = "kill"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1"]
+  tools = ["{wl}"]
+  data = ["workspace"]
+
 [data.workspace]
 read = ["{r}/ws/**"]
 write = ["{r}/ws/**"]
+
+[data.hr]
+read = ["{r}/hr/**"]
 
 [identity.tok]
 files = ["{r}/secrets/token"]
@@ -59,11 +72,12 @@ files = ["{r}/secrets/token"]
 /// the workspace that exists before the daemon starts (as one an agent made
 /// in an earlier session would).
 fn lay_out(root: &Path) {
-    for dir in ["ws", "secrets"] {
+    for dir in ["ws", "secrets", "hr"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
     }
     std::fs::write(root.join("secrets/token"), "s3cr3t").unwrap();
     std::fs::write(root.join("ws/notes.txt"), "in scope").unwrap();
+    std::fs::write(root.join("hr/pay.csv"), "alice,1").unwrap();
     std::fs::hard_link(root.join("secrets/token"), root.join("ws/old-link")).unwrap();
 }
 
@@ -476,6 +490,155 @@ fn a_program_run_through_the_dynamic_loader_is_judged_as_that_program() {
             .iter()
             .all(|a| a["anomaly"] != "unapproved_tool"),
         "/usr/bin/id is allowed however it is started:\n{}",
+        d.dump()
+    );
+}
+
+/// The reads above begin with a new name for the credential, which the
+/// owner of a file may always make: `ln`, `ln -s` and `mv` of the token (and
+/// a hard link to a link of it made before the daemon started, known by its
+/// inode) each succeed, and each is reported as what it is, a
+/// `link_to_protected` anomaly, before anything opens the new name. Links
+/// and renames inside the workspace are not. A revoked session's link is
+/// killed in the kernel as it returns, and an agent with
+/// `on_violation = "kill"` dies for it.
+#[test]
+fn a_new_name_for_a_credential_is_reported_when_it_is_made() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let root = d.dir.path().to_str().unwrap().to_owned();
+    let token = format!("{root}/secrets/token");
+    let attacks = [
+        (
+            "s-ln",
+            format!("cd {root} && ln secrets/token ws/hl"),
+            "hardlink",
+        ),
+        (
+            "s-lns",
+            format!("cd {root}/ws && ln -s ../secrets/token link"),
+            "symlink",
+        ),
+        (
+            "s-mv",
+            format!("cd {root} && mv secrets/token ws/moved && mv ws/moved secrets/token"),
+            "rename",
+        ),
+        (
+            "s-inode",
+            format!("ln {root}/ws/old-link {root}/ws/hl2"),
+            "hardlink",
+        ),
+    ];
+    for (session, script, _) in &attacks {
+        let out = d.exec("coder", session, &["/bin/sh", "-c", script]);
+        assert!(out.status.success(), "{session}: {out:?}\n{}", d.log());
+    }
+    // The attack worked: the workspace names reach the credential.
+    for name in ["hl", "link", "hl2"] {
+        assert_eq!(
+            std::fs::read_to_string(format!("{root}/ws/{name}")).unwrap(),
+            "s3cr3t",
+            "{name}"
+        );
+    }
+    // Data of a class the agent was not given, linked into its workspace.
+    let out = d.exec(
+        "coder",
+        "s-data",
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("cd {root}/ws && ln -s ../hr/pay.csv pay"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let a = d.wait_for("the data link anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-data"
+            && e["anomaly"] == "link_to_protected"
+    });
+    assert_eq!(a["severity"], "high", "{a}");
+    assert_eq!(
+        a["reason"],
+        format!(
+            "symbolic link {root}/ws/pay to {root}/hr/pay.csv names data class hr, outside data of coder"
+        ),
+        "{a}"
+    );
+    // The control: the same calls on a workspace file.
+    let control = format!("cd {root}/ws && ln notes.txt n2 && ln -s notes.txt n3 && mv n2 n4");
+    let out = d.exec("coder", "s-control", &["/bin/sh", "-c", &control]);
+    assert!(out.status.success(), "{out:?}");
+    for (session, _, op) in &attacks {
+        let a = d.wait_for(&format!("the link anomaly of {session}"), |e| {
+            e["kind"] == "anomaly"
+                && e["identity"]["session"] == *session
+                && e["anomaly"] == "link_to_protected"
+        });
+        assert_eq!(a["identity_name"], "tok", "{session}: {a}");
+        assert_eq!(a["severity"], "critical", "{session}: {a}");
+        assert_eq!(a["offending"]["kind"], "file_link", "{session}: {a}");
+        assert_eq!(a["offending"]["op"], *op, "{session}: {a}");
+    }
+    let ln = d.wait_for("the hard link", |e| {
+        e["kind"] == "file_link" && e["identity"]["session"] == "s-ln"
+    });
+    assert_eq!(ln["syscall"], "linkat", "{ln}");
+    assert_eq!(ln["target"], token.as_str(), "{ln}");
+    assert_eq!(ln["raw_target"], "secrets/token", "{ln}");
+    assert_eq!(ln["path"], format!("{root}/ws/hl"), "{ln}");
+    let sym = d.wait_for("the symbolic link", |e| {
+        e["kind"] == "file_link" && e["identity"]["session"] == "s-lns"
+    });
+    assert_eq!(sym["target"], token.as_str(), "{sym}");
+    assert_eq!(sym["raw_target"], "../secrets/token", "{sym}");
+    // Known by its inode: the name linked is a workspace name.
+    let by_inode = d.wait_for("the link anomaly of s-inode", |e| {
+        e["kind"] == "anomaly" && e["identity"]["session"] == "s-inode"
+    });
+    assert_eq!(
+        by_inode["offending"]["target"],
+        format!("{root}/ws/old-link"),
+        "{by_inode}"
+    );
+
+    // Revoked: killed in the kernel as the call returns (the link exists).
+    let mut s = Served::start(&d, "coder", "s-revoked");
+    d.vigil_ok(&[
+        "revoke",
+        "coder",
+        "--session",
+        "s-revoked",
+        "--reason",
+        "test",
+    ]);
+    let _ = s.ask(&format!("hardlink {token} {root}/ws/by-revoked"));
+    assert_eq!(s.wait_signal(), Some(9));
+    let blocked = d.wait_for("the revoked link", |e| {
+        e["kind"] == "file_link" && e["identity"]["session"] == "s-revoked"
+    });
+    assert_eq!(blocked["blocked"], true, "{blocked}");
+
+    // on_violation = "kill": the daemon kills the process that made it.
+    let mut k = Served::start(&d, "killer", "s-kill");
+    let _ = k.ask(&format!("symlink {token} {root}/ws/by-killer"));
+    let a = d.wait_for("the killer's link anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-kill"
+            && e["anomaly"] == "link_to_protected"
+    });
+    assert_eq!(a["action"], "killed", "{a}");
+    assert_eq!(k.wait_signal(), Some(9));
+
+    d.settle();
+    let links = of(&d.events(), "file_link", "s-control");
+    assert_eq!(links.len(), 3, "{links:#?}");
+    assert!(
+        anomalies(&d, "s-control").is_empty(),
+        "workspace links are in scope:\n{}",
         d.dump()
     );
 }

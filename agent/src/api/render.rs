@@ -125,6 +125,20 @@ fn what(payload: &P) -> String {
             x.ttl,
             x.server
         ),
+        P::FileLink(x) => {
+            let mut s = format!("{} {} -> {} ({})", x.op, x.path, x.target, x.syscall);
+            if !x.error.is_empty() {
+                let _ = write!(s, " failed: {}", x.error);
+            }
+            if x.blocked {
+                s.push_str(" BLOCKED");
+            }
+            s
+        }
+        P::DnsQuery(x) => format!(
+            "dns query {} (type {}) to {}:{}",
+            x.name, x.qtype, x.server, x.server_port
+        ),
         P::Anomaly(x) => {
             let mut s = format!(
                 "ANOMALY {} {}: {}",

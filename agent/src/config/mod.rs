@@ -237,6 +237,18 @@ pub struct ScopeConfig {
     pub dns_refresh_seconds: u64,
     /// Window in which identical anomalies are folded into one report.
     pub aggregate_window_seconds: u64,
+    /// A DNS query label longer than this (characters) is taken for
+    /// encoded data; 63, the longest a label can be, turns the test off.
+    pub dns_long_label: usize,
+    /// Runs of at least this many characters in a query label are judged
+    /// by their entropy.
+    pub dns_entropy_label: usize,
+    /// Bits per character above which such a run is taken for encoded data.
+    pub dns_entropy_bits: f64,
+    /// Search domains resolvers append to names (Kubernetes pods try
+    /// `NAME.NAMESPACE.svc.cluster.local` first): an allowed name followed
+    /// by one of these, or by a name ending in one, is the allowed name.
+    pub dns_search_domains: Vec<String>,
 }
 
 impl Default for ScopeConfig {
@@ -246,6 +258,10 @@ impl Default for ScopeConfig {
             write_ignore_defaults: true,
             dns_refresh_seconds: 60,
             aggregate_window_seconds: 10,
+            dns_long_label: 50,
+            dns_entropy_label: 32,
+            dns_entropy_bits: 4.0,
+            dns_search_domains: vec!["cluster.local".to_owned()],
         }
     }
 }

@@ -365,6 +365,17 @@ fn bad_globs_and_paths() {
     );
     let e = err("[scope]\ndns_refresh_seconds = 0\n");
     assert!(e.contains("scope.dns_refresh_seconds"), "{e}");
+    let e = err("[scope]\ndns_long_label = 64\n");
+    assert!(
+        e.contains("scope.dns_long_label: 64 must be between 1 and 63"),
+        "{e}"
+    );
+    let e = err("[scope]\ndns_entropy_label = 0\n");
+    assert!(e.contains("scope.dns_entropy_label"), "{e}");
+    let e = err("[scope]\ndns_entropy_bits = -1.0\n");
+    assert!(e.contains("scope.dns_entropy_bits"), "{e}");
+    let e = err("[scope]\ndns_search_domains = [\".\"]\n");
+    assert!(e.contains("scope.dns_search_domains[0]"), "{e}");
     let e = err("[agent]\nname = \"x\"\n");
     assert!(e.contains("agent"), "{e}");
 }

@@ -109,6 +109,31 @@ fn check_scope(config: &Config, out: &mut Problems) {
             format!("{} must be at most 3600", s.aggregate_window_seconds),
         ));
     }
+    for (key, value) in [
+        ("dns_long_label", s.dns_long_label),
+        ("dns_entropy_label", s.dns_entropy_label),
+    ] {
+        if !(1..=63).contains(&value) {
+            out.push((
+                root("scope").key(key),
+                format!("{value} must be between 1 and 63 (the longest a dns label can be)"),
+            ));
+        }
+    }
+    if !(0.0..=8.0).contains(&s.dns_entropy_bits) {
+        out.push((
+            root("scope").key("dns_entropy_bits"),
+            format!("{} must be between 0 and 8", s.dns_entropy_bits),
+        ));
+    }
+    for (i, d) in s.dns_search_domains.iter().enumerate() {
+        if d.trim_matches('.').is_empty() || d.contains(char::is_whitespace) {
+            out.push((
+                root("scope").key("dns_search_domains").index(i),
+                format!("\"{d}\" is not a domain name"),
+            ));
+        }
+    }
 }
 
 fn check_classes(config: &Config, out: &mut Problems) {

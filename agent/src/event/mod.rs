@@ -122,7 +122,11 @@ pub enum Payload {
     Connect(Connect),
     Accept(Accept),
     FileOpen(FileOpen),
+    /// A new name for a file: a hard link, a symbolic link or a rename.
+    FileLink(FileLink),
     DnsAnswer(DnsAnswer),
+    /// A DNS query a watched socket sent to port 53.
+    DnsQuery(DnsQuery),
     Anomaly(Anomaly),
     /// Records the kernel could not deliver (ring buffer full), per sensor.
     Loss(Loss),
@@ -157,7 +161,9 @@ impl Payload {
             Self::Connect(_) => "connect",
             Self::Accept(_) => "accept",
             Self::FileOpen(_) => "file_open",
+            Self::FileLink(_) => "file_link",
             Self::DnsAnswer(_) => "dns_answer",
+            Self::DnsQuery(_) => "dns_query",
             Self::Anomaly(_) => "anomaly",
             Self::Loss(_) => "loss",
             Self::SessionStart(_) => "session_start",
@@ -316,6 +322,42 @@ pub struct FileOpen {
     pub inode: Option<FileInode>,
 }
 
+/// A new name for a file, at the return of the syscall that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLink {
+    /// `hardlink`, `symlink` or `rename`.
+    pub op: String,
+    /// `link`, `linkat`, `symlink`, `symlinkat`, `rename`, `renameat` or
+    /// `renameat2`.
+    pub syscall: String,
+    /// The file the new name reaches, absolute when it could be resolved:
+    /// the existing file of a hard link or rename, the text of a symbolic
+    /// link resolved against the link's directory.
+    pub target: String,
+    /// The first path as passed (a symbolic link's text), when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_target: Option<String>,
+    /// The new name, absolute when it could be resolved.
+    pub path: String,
+    /// The new name as passed, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<String>,
+    /// The identity of the file the new name reaches, looked up by the
+    /// daemon after the call (absent when the call failed or the name was
+    /// gone by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<FileInode>,
+    /// The errno name on failure (`EEXIST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True when a path was cut to fit the kernel record.
+    #[serde(default)]
+    pub path_truncated: bool,
+    /// True when the kernel killed the caller (revoked, or no task approval).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
 /// Which file a descriptor is: the same under any name (hard links,
 /// symlinks, renames).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -354,6 +396,26 @@ pub struct DnsAnswer {
     pub ttl: u32,
 }
 
+/// A query as it left the sending socket: the name asked is itself data
+/// that reaches the resolver (and the servers of the name's domain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsQuery {
+    /// Destination of the query: the resolver.
+    pub server: IpAddr,
+    pub server_port: u16,
+    /// Source of the query: the sending socket.
+    pub client: IpAddr,
+    pub client_port: u16,
+    /// The message id.
+    pub id: u16,
+    /// The question name, lower-case, no trailing dot; bytes outside
+    /// printable ASCII written `\DDD`.
+    pub name: String,
+    /// The question type (1 A, 28 AAAA, 12 PTR, 16 TXT, ...); 0 when unknown.
+    #[serde(default)]
+    pub qtype: u16,
+}
+
 const fn unspecified() -> IpAddr {
     IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
 }
@@ -378,6 +440,12 @@ pub enum AnomalyKind {
     /// A watched process set up an io_uring: its requests pass no syscall
     /// the other sensors see.
     IoUringUsed,
+    /// A DNS query whose name looks like encoded data (a label too long, or
+    /// of too high entropy): a tunnel or exfiltration through a resolver.
+    DnsExfiltrationSuspected,
+    /// A hard link, symbolic link or rename that gives a credential or
+    /// data outside the agent's scope a new name.
+    LinkToProtected,
 }
 
 impl AnomalyKind {
@@ -393,6 +461,8 @@ impl AnomalyKind {
             Self::RevokedActivity => "revoked_activity",
             Self::DnsAnswerRejected => "dns_answer_rejected",
             Self::IoUringUsed => "io_uring_used",
+            Self::DnsExfiltrationSuspected => "dns_exfiltration_suspected",
+            Self::LinkToProtected => "link_to_protected",
         }
     }
 }

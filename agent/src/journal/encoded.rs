@@ -86,6 +86,8 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         25 => K::Gap,
         26 => K::SensorTampered,
         27 => K::IoUring,
+        28 => K::DnsQuery,
+        29 => K::FileLink,
         _ => return None,
     })
 }
@@ -321,6 +323,8 @@ mod tests {
                 ..pb::FileOpen::default()
             }),
             P::DnsAnswer(pb::DnsAnswer::default()),
+            P::DnsQuery(pb::DnsQuery::default()),
+            P::FileLink(pb::FileLink::default()),
             P::Anomaly(Box::new(pb::Anomaly {
                 kind: pb::AnomalyKind::UnapprovedTool.into(),
                 severity: pb::Severity::Critical.into(),

@@ -57,6 +57,8 @@ const fn anomaly_title(kind: AnomalyKind) -> &'static str {
         AnomalyKind::RevokedActivity => "Activity of a revoked agent",
         AnomalyKind::DnsAnswerRejected => "DNS answer not believed",
         AnomalyKind::IoUringUsed => "io_uring set up by an agent",
+        AnomalyKind::DnsExfiltrationSuspected => "Data encoded in a DNS query name",
+        AnomalyKind::LinkToProtected => "New name for a protected file",
     }
 }
 

@@ -76,6 +76,9 @@ pub struct OcsfEvent<'a> {
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileObj<'a>>,
+    /// The new name of a renamed file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_result: Option<FileObj<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_endpoint: Option<Endpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,6 +222,7 @@ pub fn to_ocsf<'a>(e: &'a Event, node: &'a str) -> OcsfEvent<'a> {
         process: None,
         exit_code: None,
         file: None,
+        file_result: None,
         src_endpoint: None,
         dst_endpoint: None,
         connection_info: None,
@@ -243,9 +247,11 @@ pub fn to_ocsf<'a>(e: &'a Event, node: &'a str) -> OcsfEvent<'a> {
         Payload::Fork(x) => process::fork(&mut r, e, x),
         Payload::Exit(x) => process::exit(&mut r, e, x),
         Payload::FileOpen(x) => file::open(&mut r, x),
+        Payload::FileLink(x) => file::link(&mut r, x),
         Payload::Connect(x) => network::connect(&mut r, x),
         Payload::Accept(x) => network::accept(&mut r, x),
         Payload::DnsAnswer(x) => network::dns_answer(&mut r, x),
+        Payload::DnsQuery(x) => network::dns_query(&mut r, x),
         Payload::Anomaly(a) => return findings::finding(r, e, a, node),
         Payload::IoUring(x) => process::io_uring(&mut r, e, x),
         Payload::SensorTampered(x) => daemon::sensor_tampered(&mut r, x),
@@ -337,7 +343,7 @@ mod tests {
     fn the_samples_cover_every_kind() {
         let kinds: std::collections::BTreeSet<_> =
             samples::all().iter().map(|e| e.payload.kind()).collect();
-        assert_eq!(kinds.len(), 18, "{kinds:?}");
+        assert_eq!(kinds.len(), 20, "{kinds:?}");
     }
 
     #[test]

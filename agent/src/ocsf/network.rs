@@ -1,5 +1,6 @@
 //! Network Activity (4001) for connects, datagram sends and accepts, and
-//! DNS Activity (4003) for the answers the DNS sensor believed.
+//! DNS Activity (4003) for the queries watched sockets send and the
+//! answers they receive.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -29,6 +30,32 @@ pub struct ConnectionInfo {
 #[derive(Debug, Serialize)]
 pub struct DnsQuery<'a> {
     pub hostname: &'a str,
+    /// The message id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_uid: Option<u16>,
+    /// The question type by name (`A`, `AAAA`, ...), or its number.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub rr_type: Option<Cow<'static, str>>,
+}
+
+/// The mnemonic of a DNS question type, its number for the rare ones.
+fn qtype_name(qtype: u16) -> Option<Cow<'static, str>> {
+    Some(Cow::Borrowed(match qtype {
+        0 => return None,
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        12 => "PTR",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        64 => "SVCB",
+        65 => "HTTPS",
+        255 => "ANY",
+        n => return Some(Cow::Owned(n.to_string())),
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -102,7 +129,11 @@ pub(super) fn dns_answer<'a>(r: &mut OcsfEvent<'a>, x: &'a event::DnsAnswer) -> 
         ip: x.server,
         port: None,
     });
-    r.query = Some(DnsQuery { hostname: &x.name });
+    r.query = Some(DnsQuery {
+        hostname: &x.name,
+        packet_uid: Some(x.id),
+        rr_type: None,
+    });
     r.answers = Some(
         x.addresses
             .iter()
@@ -115,6 +146,17 @@ pub(super) fn dns_answer<'a>(r: &mut OcsfEvent<'a>, x: &'a event::DnsAnswer) -> 
     );
     (r.rcode_id, r.rcode) = (Some(0), Some("NoError"));
     (DNS_ACTIVITY, (2, "Response"))
+}
+
+pub(super) fn dns_query<'a>(r: &mut OcsfEvent<'a>, x: &'a event::DnsQuery) -> (Class, Activity) {
+    r.src_endpoint = Some(endpoint(x.client, x.client_port));
+    r.dst_endpoint = Some(endpoint(x.server, x.server_port));
+    r.query = Some(DnsQuery {
+        hostname: &x.name,
+        packet_uid: Some(x.id),
+        rr_type: qtype_name(x.qtype),
+    });
+    (DNS_ACTIVITY, (1, "Query"))
 }
 
 #[cfg(test)]
@@ -148,5 +190,12 @@ mod tests {
         assert_eq!(d["answers"][0]["rdata"], "140.82.112.6");
         assert_eq!(d["answers"][1]["type"], "AAAA");
         assert_eq!(d["answers"][1]["ttl"], 60);
+        let q = &of_kind("dns_query")[0];
+        assert_eq!(
+            (q["class_uid"].clone(), q["activity_id"].clone()),
+            (4003.into(), 1.into())
+        );
+        assert_eq!(q["query"]["type"], "AAAA");
+        assert_eq!(q["dst_endpoint"]["port"], 53);
     }
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::event::{
-    Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, Event, Exec, Exit,
-    FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore, Revocation,
-    SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
+    Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, DnsQuery, Event, Exec,
+    Exit, FileLink, FileOpen, Fork, Gap, Identity, Loss, Payload, Process, Protocol, Restore,
+    Revocation, SessionStart, Severity, TaskApproved, TaskEnded, TaskScope, Workload,
 };
 
 /// The identity of the samples' agent session.
@@ -159,6 +159,42 @@ pub fn all() -> Vec<Event> {
                 inode: None,
             }),
         ),
+        event(
+            8,
+            Some(process()),
+            Payload::FileLink(FileLink {
+                op: "hardlink".into(),
+                syscall: "linkat".into(),
+                target: "/srv/secrets/token".into(),
+                raw_target: Some("../secrets/token".into()),
+                path: "/srv/repo/hl".into(),
+                raw_path: Some("hl".into()),
+                inode: Some(crate::event::FileInode {
+                    dev: 2049,
+                    ino: 1_310_999,
+                    nlink: 2,
+                }),
+                error: None,
+                path_truncated: false,
+                blocked: false,
+            }),
+        ),
+        event(
+            8,
+            Some(process()),
+            Payload::FileLink(FileLink {
+                op: "rename".into(),
+                syscall: "renameat2".into(),
+                target: "/srv/secrets/token".into(),
+                raw_target: None,
+                path: "/srv/repo/token".into(),
+                raw_path: None,
+                inode: None,
+                error: Some("EXDEV".into()),
+                path_truncated: false,
+                blocked: true,
+            }),
+        ),
         connect(false),
         connect(true),
         event(
@@ -195,6 +231,19 @@ pub fn all() -> Vec<Event> {
                     "2001:db8::6".parse().unwrap(),
                 ],
                 ttl: 60,
+            }),
+        ),
+        event(
+            10,
+            Some(process()),
+            Payload::DnsQuery(DnsQuery {
+                server: "10.96.0.10".parse().unwrap(),
+                server_port: 53,
+                client: "10.0.0.5".parse().unwrap(),
+                client_port: 40_000,
+                id: 0x1235,
+                name: "api.github.com".into(),
+                qtype: 28,
             }),
         ),
     ];

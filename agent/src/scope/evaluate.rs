@@ -18,6 +18,8 @@ impl Scope {
             Payload::Exec(e) => self.eval_exec(a, e, event.process.as_ref(), now),
             Payload::Connect(c) => self.eval_connect(a, c, dns, now),
             Payload::FileOpen(f) => self.eval_open(a, f),
+            Payload::DnsQuery(q) => self.eval_query(a, q),
+            Payload::FileLink(l) => self.eval_link(a, l),
             Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
             _ => Verdict::InScope,
         }
@@ -177,6 +179,157 @@ impl Scope {
             ),
             identity: None,
         })
+    }
+
+    /// True when a host rule of the agent's `systems`, or an endpoint of an
+    /// identity it was given, names `name` (on any port: a query says
+    /// nothing of the port).
+    fn name_in_scope(&self, a: &CompiledAgent, name: &str) -> bool {
+        let hosts = &self.identities.endpoints.hosts;
+        a.systems.hosts.find_name(name, |()| true).is_some()
+            || hosts
+                .find_name(name, |id| a.identities.contains(id))
+                .is_some()
+    }
+
+    /// Whether a queried name is an allowed one, also as a resolver's
+    /// search list expands it (`api.example.com.ns.svc.cluster.local` for
+    /// `api.example.com` in a pod, whose resolver tries that first).
+    fn query_in_scope(&self, a: &CompiledAgent, name: &str) -> bool {
+        if self.name_in_scope(a, name) {
+            return true;
+        }
+        self.dns_search_domains.iter().any(|d| {
+            name.match_indices('.').any(|(i, _)| {
+                let tail = &name[i + 1..];
+                let searched = tail == d
+                    || tail.len() > d.len()
+                        && tail.ends_with(d.as_str())
+                        && tail.as_bytes()[tail.len() - d.len() - 1] == b'.';
+                searched && self.name_in_scope(a, &name[..i])
+            })
+        })
+    }
+
+    /// A query's name is data that reaches the resolver and the servers of
+    /// its domain, whichever resolver it is sent to: it must be a name of
+    /// the agent's systems, and it must not look like encoded data.
+    fn eval_query(&self, a: &CompiledAgent, q: &DnsQuery) -> Verdict {
+        let in_scope = self.query_in_scope(a, &q.name);
+        let server = SocketAddr::new(canonical_ip(q.server), q.server_port);
+        let agent = &a.info.name;
+        if let Some((why, domain)) = dns::suspicious_label(&q.name, &self.dns_labels) {
+            let limits = &self.dns_labels;
+            let what = match why {
+                dns::Suspicion::Long { .. } => {
+                    format!("a label longer than {} characters", limits.long_label)
+                }
+                dns::Suspicion::Entropy { .. } => format!(
+                    "a label with {} or more characters of more than {} bits of entropy each",
+                    limits.entropy_label, limits.entropy_bits
+                ),
+            };
+            let domain = if domain.is_empty() { "." } else { domain };
+            // Names differ query by query; the domain and the test do
+            // not, so a tunnel folds into one report with a count.
+            let mut reason = format!(
+                "dns query to {server} under {domain} has {what}: data may be encoded in the name"
+            );
+            if !in_scope {
+                let _ = write!(reason, ", and the name is outside systems of {agent}");
+            }
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::DnsExfiltrationSuspected,
+                severity: Severity::High,
+                reason,
+                identity: None,
+            });
+        }
+        if in_scope {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedSystem,
+            severity: Severity::Medium,
+            reason: format!(
+                "dns query for {} to {server} is outside systems of {agent}",
+                q.name
+            ),
+            identity: None,
+        })
+    }
+
+    /// A new name for a credential, or for data the agent may not read,
+    /// is a way to read it under a name no rule names (and to keep it where
+    /// the agent works): the link itself is the violation, before any open.
+    /// The file is known by the target's path (resolved, and as passed) and
+    /// by the inode the new name reaches.
+    fn eval_link(&self, a: &CompiledAgent, l: &FileLink) -> Verdict {
+        let target = normalize(&l.target);
+        let cand = Candidate::from_bytes(target.as_bytes());
+        let mut touch = self.identities.touch_file(&cand, &a.identities);
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(raw) = l.raw_target.as_deref().filter(|r| r.starts_with('/'))
+        {
+            let raw = normalize(raw);
+            if let Touch::Denied(id) = self
+                .identities
+                .touch_file(&Candidate::from_bytes(raw.as_bytes()), &a.identities)
+            {
+                touch = Touch::Denied(id);
+            }
+        }
+        if !matches!(touch, Touch::Denied(_))
+            && let Some(inode) = l.inode
+        {
+            match self
+                .identities
+                .touch_inode(inode.dev, inode.ino, &a.identities)
+            {
+                Touch::None => {}
+                by_inode => touch = by_inode,
+            }
+        }
+        let words = || {
+            let mut s = match l.op.as_str() {
+                "rename" => format!("rename of {target} to {}", l.path),
+                "symlink" => format!("symbolic link {} to {target}", l.path),
+                _ => format!("hard link {} to {target}", l.path),
+            };
+            if let Some(err) = &l.error {
+                let _ = write!(s, " (failed: {err})");
+            }
+            s
+        };
+        if let Touch::Denied(id) = touch {
+            let name = &self.identities.names[id];
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::LinkToProtected,
+                severity: Severity::Critical,
+                reason: format!(
+                    "{} names identity {name}, outside identities of {}",
+                    words(),
+                    a.info.name
+                ),
+                identity: Some(name.clone()),
+            });
+        }
+        if touch == Touch::None
+            && let ReadCheck::Foreign(class) = self.data.check_read(&cand, &a.data)
+        {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::LinkToProtected,
+                severity: Severity::High,
+                reason: format!(
+                    "{} names data class {}, outside data of {}",
+                    words(),
+                    self.data.names[class],
+                    a.info.name
+                ),
+                identity: None,
+            });
+        }
+        Verdict::InScope
     }
 
     fn eval_open(&self, a: &CompiledAgent, f: &FileOpen) -> Verdict {

@@ -36,8 +36,8 @@ use crate::config::{
     canonical_ip,
 };
 use crate::event::{
-    Access, Anomaly, AnomalyKind, Connect, Event, Exec, FileOpen, Payload, Process, Protocol,
-    Severity,
+    Access, Anomaly, AnomalyKind, Connect, DnsQuery, Event, Exec, FileLink, FileOpen, Payload,
+    Process, Protocol, Severity,
 };
 use data::{DataIndex, Grants, ReadCheck, normalize, with_matches};
 pub use dns::DnsCache;
@@ -175,6 +175,9 @@ pub struct Scope {
     dns_refresh: Duration,
     aggregate_window: Duration,
     exe_cache: ExeCache,
+    dns_labels: dns::LabelLimits,
+    /// Lower-case, without leading or trailing dots.
+    dns_search_domains: Vec<String>,
 }
 
 fn compile_error(path: FieldPath, message: String) -> ConfigError {
@@ -297,6 +300,17 @@ impl Scope {
             dns_refresh: Duration::from_secs(config.scope.dns_refresh_seconds.max(1)),
             aggregate_window: Duration::from_secs(config.scope.aggregate_window_seconds),
             exe_cache: ExeCache::default(),
+            dns_labels: dns::LabelLimits {
+                long_label: config.scope.dns_long_label,
+                entropy_label: config.scope.dns_entropy_label,
+                entropy_bits: config.scope.dns_entropy_bits,
+            },
+            dns_search_domains: config
+                .scope
+                .dns_search_domains
+                .iter()
+                .map(|d| d.trim_matches('.').to_ascii_lowercase())
+                .collect(),
         })
     }
 

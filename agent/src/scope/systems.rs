@@ -243,6 +243,26 @@ impl<T: Copy> HostTable<T> {
     }
 }
 
+impl<T: Copy> HostTable<T> {
+    /// The first rule value covering `name` on any port and protocol for
+    /// which `accept` holds: what a DNS query for the name may ask.
+    pub fn find_name(&self, name: &str, mut accept: impl FnMut(T) -> bool) -> Option<T> {
+        if let Some(r) = self
+            .exact
+            .get(name)
+            .and_then(|rules| rules.iter().find(|r| accept(r.value)))
+        {
+            return Some(r.value);
+        }
+        self.subdomains
+            .iter()
+            .find(|(suffix, r)| {
+                name.len() > suffix.len() && name.ends_with(&**suffix) && accept(r.value)
+            })
+            .map(|(_, r)| r.value)
+    }
+}
+
 /// Addresses and names, with a payload per entry (an identity id, or `()`).
 #[derive(Debug)]
 pub struct EndpointSet<T> {

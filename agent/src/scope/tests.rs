@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{Accept, Access, Connect, Exec, FileOpen, Fork, Identity, Process};
+use crate::event::{
+    Accept, Access, Connect, DnsQuery, Exec, FileInode, FileLink, FileOpen, Fork, Identity, Process,
+};
 
 /// Counts allocations of the current thread, so a test can prove that an
 /// evaluation did not allocate.
@@ -857,4 +859,151 @@ fn a_program_run_through_the_dynamic_loader_is_the_tool() {
     assert_eq!(v.kind, AnomalyKind::UnapprovedTool);
     assert!(v.reason.contains("/tmp/payload"), "{}", v.reason);
     assert!(v.reason.contains("dynamic loader"), "{}", v.reason);
+}
+
+fn query(name: &str) -> Event {
+    event(
+        Payload::DnsQuery(DnsQuery {
+            server: "127.0.0.53".parse().unwrap(),
+            server_port: 53,
+            client: "127.0.0.1".parse().unwrap(),
+            client_port: 40_000,
+            id: 7,
+            name: name.into(),
+            qtype: 1,
+        }),
+        None,
+    )
+}
+
+#[test]
+fn dns_queries_are_judged_by_name_and_shape() {
+    let f = fixture();
+    // Names of systems, on any port, exact and by subdomain pattern.
+    f.ok(f.code, &query("api.example.com"));
+    f.ok(f.code, &query("git.corp.example"));
+    // As a pod's search list expands them, under cluster.local only.
+    f.ok(f.code, &query("api.example.com.default.svc.cluster.local"));
+    f.ok(f.code, &query("api.example.com.cluster.local"));
+    for name in [
+        "api.example.com.evil.example",
+        "api.example.com.notcluster.local",
+        "cluster.local",
+        "example.com",
+        // An identity endpoint the agent was not given.
+        "vault.internal",
+    ] {
+        let v = f.violation(f.code, &query(name));
+        assert_eq!(v.kind, AnomalyKind::UnapprovedSystem, "{name}");
+        assert_eq!(
+            v.reason,
+            format!("dns query for {name} to 127.0.0.53:53 is outside systems of code-assistant")
+        );
+    }
+    // Encoded data under an allowed domain, then outside every system.
+    let data = "orugkidbobusa23fpeqgs4zaonvs23djozss2ndg";
+    let v = f.violation(f.code, &query(&format!("{data}.git.corp.example")));
+    assert_eq!(v.kind, AnomalyKind::DnsExfiltrationSuspected);
+    assert_eq!(v.severity, Severity::High);
+    assert_eq!(
+        v.reason,
+        "dns query to 127.0.0.53:53 under git.corp.example has a label with 32 or more \
+         characters of more than 4 bits of entropy each: data may be encoded in the name"
+    );
+    // Another chunk of the same tunnel folds into the same report.
+    let v2 = f.violation(f.code, &query(&format!("{}.git.corp.example", &data[1..])));
+    assert_eq!(v2.reason, v.reason);
+    let v = f.violation(f.code, &query(&format!("{}.t.example", "a".repeat(60))));
+    assert_eq!(
+        v.reason,
+        "dns query to 127.0.0.53:53 under t.example has a label longer than 50 characters: \
+         data may be encoded in the name, and the name is outside systems of code-assistant"
+    );
+}
+
+#[test]
+fn dns_label_limits_come_from_the_config() {
+    let text = format!(
+        "{CONFIG}\n[scope]\ndns_long_label = 10\ndns_entropy_label = 63\ndns_search_domains = [\"Corp.Internal.\"]\n"
+    );
+    let config = Config::from_toml_str(&text, "t.toml").unwrap();
+    let scope = Scope::compile(&config).unwrap();
+    let code = scope.agent_id("code-assistant").unwrap();
+    let dns = DnsCache::new();
+    let eval = |name: &str| scope.evaluate(code, &query(name), &dns, Instant::now());
+    assert!(eval("api.example.com.corp.internal").is_in_scope());
+    assert!(!eval("api.example.com.default.svc.cluster.local").is_in_scope());
+    match eval("elevenchars.corp.example") {
+        Verdict::Violation(v) => assert_eq!(v.kind, AnomalyKind::DnsExfiltrationSuspected),
+        Verdict::InScope => panic!("a label of 11 characters is long here"),
+    }
+}
+
+fn link(op: &str, target: &str, path: &str, inode: Option<FileInode>) -> Event {
+    event(
+        Payload::FileLink(FileLink {
+            op: op.into(),
+            syscall: "linkat".into(),
+            target: target.into(),
+            raw_target: None,
+            path: path.into(),
+            raw_path: None,
+            inode,
+            error: None,
+            path_truncated: false,
+            blocked: false,
+        }),
+        None,
+    )
+}
+
+#[test]
+fn links_to_credentials_and_foreign_data_are_violations() {
+    let f = fixture();
+    // Inside the workspace: in scope, whatever the kind of link.
+    for op in ["hardlink", "symlink", "rename"] {
+        f.ok(
+            f.code,
+            &link(op, "/srv/workspace/a", "/srv/workspace/b", None),
+        );
+    }
+    // code-assistant was given git-token: in scope; the browser was not.
+    f.ok(
+        f.code,
+        &link(
+            "symlink",
+            "/var/run/secrets/git/../git/token",
+            "/srv/workspace/t",
+            None,
+        ),
+    );
+    let v = f.violation(
+        f.browser,
+        &link(
+            "hardlink",
+            "/var/run/secrets/git/token",
+            "/srv/shared/public/t",
+            None,
+        ),
+    );
+    assert_eq!(v.kind, AnomalyKind::LinkToProtected);
+    assert_eq!(v.severity, Severity::Critical);
+    assert_eq!(v.identity.as_deref(), Some("git-token"));
+    assert_eq!(
+        v.reason,
+        "hard link /srv/shared/public/t to /var/run/secrets/git/token names identity \
+         git-token, outside identities of browser"
+    );
+    // Data of a class the agent was not given.
+    let v = f.violation(
+        f.code,
+        &link("rename", "/data/hr/pay.csv", "/srv/workspace/p", None),
+    );
+    assert_eq!(v.kind, AnomalyKind::LinkToProtected);
+    assert_eq!(v.severity, Severity::High);
+    assert_eq!(
+        v.reason,
+        "rename of /data/hr/pay.csv to /srv/workspace/p names data class hr, outside data of \
+         code-assistant"
+    );
 }

@@ -67,6 +67,51 @@ const OPEN_EXITS: &[Hook] = &[
     tp("syscalls", "sys_exit_openat2"),
 ];
 
+/// The `link_syscall` calls on this architecture, in its order
+/// (`u32::MAX`: none).
+#[cfg(target_arch = "x86_64")]
+pub(super) const LINK_SYSCALLS: [u32; 8] = [
+    libc::SYS_link as u32,
+    libc::SYS_linkat as u32,
+    libc::SYS_symlink as u32,
+    libc::SYS_symlinkat as u32,
+    libc::SYS_rename as u32,
+    libc::SYS_renameat as u32,
+    libc::SYS_renameat2 as u32,
+    u32::MAX,
+];
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) const LINK_SYSCALLS: [u32; 8] = [
+    u32::MAX,
+    libc::SYS_linkat as u32,
+    u32::MAX,
+    libc::SYS_symlinkat as u32,
+    u32::MAX,
+    u32::MAX,
+    libc::SYS_renameat2 as u32,
+    u32::MAX,
+];
+
+/// The exit tracepoints of the link and rename syscalls.
+#[cfg(target_arch = "x86_64")]
+const LINK_EXITS: &[Hook] = &[
+    tp("syscalls", "sys_exit_linkat"),
+    tp("syscalls", "sys_exit_link"),
+    tp("syscalls", "sys_exit_symlinkat"),
+    tp("syscalls", "sys_exit_symlink"),
+    tp("syscalls", "sys_exit_renameat2"),
+    tp("syscalls", "sys_exit_renameat"),
+    tp("syscalls", "sys_exit_rename"),
+];
+
+#[cfg(not(target_arch = "x86_64"))]
+const LINK_EXITS: &[Hook] = &[
+    tp("syscalls", "sys_exit_linkat"),
+    tp("syscalls", "sys_exit_symlinkat"),
+    tp("syscalls", "sys_exit_renameat2"),
+];
+
 /// Every program, the sensor it belongs to, and its hooks.
 pub(super) const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     (
@@ -97,6 +142,8 @@ pub(super) const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ),
     // The exits of the open syscalls only: other syscalls pay a bitmap test.
     ("vigil_open_exit", "file", OPEN_EXITS),
+    // New names for files: a link to a credential is a way to read it.
+    ("vigil_link_exit", "file", LINK_EXITS),
     // io_uring's own tracepoints: its requests pass no syscall tracepoint.
     (
         "vigil_io_uring_create",

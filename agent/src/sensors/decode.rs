@@ -11,14 +11,14 @@ use std::{
 
 use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    ExecRecord, ExitRecord, ForkRecord, Header, IoUringRecord, OPEN_PATH_TRUNCATED,
+    ExecRecord, ExitRecord, ForkRecord, Header, IoUringRecord, LinkRecord, OPEN_PATH_TRUNCATED,
     OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, io_uring_op,
-    io_uring_opcode, open_syscall, path_flags, sock_op,
+    io_uring_opcode, link_syscall, open_syscall, path_flags, sock_op,
 };
 
 use crate::event::{
-    Accept, Access, Connect, Event, Exec, Exit, FileInode, FileOpen, Fork, Identity, Payload,
-    Process, Protocol,
+    Accept, Access, Connect, Event, Exec, Exit, FileInode, FileLink, FileOpen, Fork, Identity,
+    Payload, Process, Protocol,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,6 +55,7 @@ pub enum Record {
     Open(OpenRecord),
     Dns(DnsRecord),
     IoUring(IoUringRecord),
+    Link(LinkRecord),
 }
 
 impl Record {
@@ -69,6 +70,7 @@ impl Record {
             Self::Open(r) => &r.header,
             Self::Dns(r) => &r.header,
             Self::IoUring(r) => &r.header,
+            Self::Link(r) => &r.header,
         }
     }
 }
@@ -182,6 +184,26 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             check_family(kind, r.family)?;
             check(kind, "len", r.len.into(), vigil_common::DNS_LEN as u64)?;
             Record::Dns(r)
+        }
+        RecordKind::Link => {
+            // As for opens, the base's text only as far as it goes.
+            let fixed = std::mem::offset_of!(LinkRecord, base) + 8;
+            let r: LinkRecord = read_trimmed(bytes, kind, fixed)?;
+            check(
+                kind,
+                "base.len",
+                r.base.len.into(),
+                (bytes.len().min(size_of::<LinkRecord>()) - fixed) as u64,
+            )?;
+            check(kind, "old_len", r.old_len.into(), PATH_LEN as u64 - 1)?;
+            check(kind, "new_len", r.new_len.into(), PATH_LEN as u64 - 1)?;
+            check(
+                kind,
+                "syscall",
+                r.syscall.into(),
+                link_syscall::COUNT as u64 - 1,
+            )?;
+            Record::Link(r)
         }
         RecordKind::IoUring => {
             let r: IoUringRecord = read(bytes, kind)?;
@@ -325,6 +347,88 @@ fn errno_name(errno: i32) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(errno))
 }
 
+/// The parent directory of an absolute path (`/` for `/x`).
+fn parent_dir(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// A link record: the names made absolute where the kernel's base
+/// resolves them. A relative name it did not resolve stays as passed
+/// (the pipeline tries the caller's `/proc` view).
+fn link(h: &Header, r: &LinkRecord) -> Payload {
+    let old = cstr(&r.old[..usize::from(r.old_len)]);
+    let new = cstr(&r.new[..usize::from(r.new_len)]);
+    let base = components_to_path(&r.base);
+    let symlink = link_syscall::is_symlink(r.syscall);
+    let absolute = |name: &str, base: Option<&str>| -> Option<String> {
+        if name.starts_with('/') {
+            Some(crate::identity::procs::normalize(name))
+        } else {
+            base.map(|b| {
+                if name.is_empty() {
+                    b.to_owned()
+                } else {
+                    join(b, name)
+                }
+            })
+        }
+    };
+    let (target, path) = if symlink {
+        let path = absolute(&new, base.as_deref());
+        // A symbolic link's text is relative to the link's own directory.
+        let target = if old.starts_with('/') {
+            Some(crate::identity::procs::normalize(&old))
+        } else {
+            path.as_deref().map(|p| join(parent_dir(p), &old))
+        };
+        (target, path)
+    } else {
+        let target = absolute(&old, base.as_deref());
+        // The base is `old`'s: it serves `new` when both name the same
+        // directory descriptor.
+        let new_base = base.as_deref().filter(|_| r.new_dfd == r.old_dfd);
+        (target, absolute(&new, new_base))
+    };
+    let named = |resolved: Option<String>, raw: String| match resolved {
+        Some(abs) if abs != raw => (abs, Some(raw)),
+        Some(abs) => (abs, None),
+        None => (raw, None),
+    };
+    let (target, raw_target) = named(target, old);
+    let (path, raw_path) = named(path, new);
+    Payload::FileLink(FileLink {
+        op: if symlink {
+            "symlink"
+        } else if link_syscall::is_rename(r.syscall) {
+            "rename"
+        } else {
+            "hardlink"
+        }
+        .to_owned(),
+        syscall: match r.syscall {
+            link_syscall::LINK => "link",
+            link_syscall::LINKAT => "linkat",
+            link_syscall::SYMLINK => "symlink",
+            link_syscall::SYMLINKAT => "symlinkat",
+            link_syscall::RENAME => "rename",
+            link_syscall::RENAMEAT => "renameat",
+            _ => "renameat2",
+        }
+        .to_owned(),
+        target,
+        raw_target,
+        path,
+        raw_path,
+        inode: None,
+        error: (r.ret < 0).then(|| errno_name((-r.ret) as i32)),
+        path_truncated: h.flags & vigil_common::LINK_PATH_TRUNCATED != 0,
+        blocked: h.verdict != vigil_common::verdict::ALLOWED,
+    })
+}
+
 /// An io_uring record: an openat request is a file open (judged like one);
 /// the rest is its own kind.
 fn io_uring(h: &Header, r: &IoUringRecord) -> Payload {
@@ -461,6 +565,19 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             })
         }
         Record::IoUring(r) => io_uring(h, r),
+        Record::Link(r) => link(h, r),
+        // Sent by a watched socket: a query (the daemon parses its payload).
+        Record::Dns(r) if h.flags & vigil_common::DNS_EGRESS != 0 => {
+            Payload::DnsQuery(crate::event::DnsQuery {
+                server: ip(r.family, &r.dst_addr),
+                server_port: r.dst_port,
+                client: ip(r.family, &r.src_addr),
+                client_port: r.src_port,
+                id: 0,
+                name: String::new(),
+                qtype: 0,
+            })
+        }
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
             server: ip(r.family, &r.src_addr),
             server_port: r.src_port,
@@ -559,6 +676,86 @@ mod tests {
             path_flags::TRUNCATED
         };
         pc
+    }
+
+    fn link_record(syscall: u8, old: &str, new: &str, base: &[&str]) -> LinkRecord {
+        let mut r = LinkRecord {
+            header: header(RecordKind::Link),
+            ret: 0,
+            old_dfd: -100,
+            new_dfd: -100,
+            syscall,
+            _pad: 0,
+            old_len: old.len() as u16,
+            new_len: new.len() as u16,
+            _pad2: 0,
+            old: [0; PATH_LEN],
+            new: [0; PATH_LEN],
+            base: if base.is_empty() {
+                empty_components()
+            } else {
+                components(base, true)
+            },
+        };
+        r.old[..old.len()].copy_from_slice(old.as_bytes());
+        r.new[..new.len()].copy_from_slice(new.as_bytes());
+        r
+    }
+
+    fn link_of(r: &LinkRecord) -> FileLink {
+        let rec = decode(&bytes_of(r)).unwrap();
+        match to_event(&rec, &Clock::now()).payload {
+            Payload::FileLink(l) => l,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn link_names_join_the_kernel_base() {
+        // `ln secrets/token ws/hl` in /home/u: both relative to the cwd.
+        let l = link_of(&link_record(
+            link_syscall::LINKAT,
+            "secrets/token",
+            "ws/hl",
+            &["u", "home"],
+        ));
+        assert_eq!(l.op, "hardlink");
+        assert_eq!(l.syscall, "linkat");
+        assert_eq!(l.target, "/home/u/secrets/token");
+        assert_eq!(l.raw_target.as_deref(), Some("secrets/token"));
+        assert_eq!(l.path, "/home/u/ws/hl");
+        // `ln -s ../secrets/token link` in /home/u/ws: the text is relative
+        // to the link's directory.
+        let l = link_of(&link_record(
+            link_syscall::SYMLINKAT,
+            "../secrets/token",
+            "link",
+            &["ws", "u", "home"],
+        ));
+        assert_eq!(l.op, "symlink");
+        assert_eq!(l.target, "/home/u/secrets/token");
+        assert_eq!(l.path, "/home/u/ws/link");
+        // Absolute names need no base; another directory fd for the new
+        // name leaves it as passed, for the pipeline.
+        let mut r = link_record(link_syscall::RENAMEAT2, "/a/./b", "c", &[]);
+        r.new_dfd = 5;
+        r.ret = -18;
+        let l = link_of(&r);
+        assert_eq!(l.op, "rename");
+        assert_eq!(
+            (l.target.as_str(), l.raw_target.as_deref()),
+            ("/a/b", Some("/a/./b"))
+        );
+        assert_eq!((l.path.as_str(), l.raw_path), ("c", None));
+        assert_eq!(l.error.as_deref(), Some("EXDEV"));
+        // `linkat(fd, "", ..., AT_EMPTY_PATH)`: the base is the file itself.
+        let mut r = link_record(link_syscall::LINKAT, "", "/w/x", &["token", "s"]);
+        r.old_dfd = 3;
+        assert_eq!(link_of(&r).target, "/s/token");
+        // A syscall index out of range is refused.
+        let mut bad = link_record(link_syscall::LINK, "a", "b", &[]);
+        bad.syscall = 7;
+        assert!(decode(&bytes_of(&bad)).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use aya::{
     programs::ProgramError,
 };
 
-use attach::{Links, OPEN_SYSCALLS, PROGRAMS};
+use attach::{LINK_SYSCALLS, Links, OPEN_SYSCALLS, PROGRAMS};
 use vigil_common::{KernelConfig, Offsets, OpenKey, OpenSeen};
 
 use crate::paths;
@@ -196,6 +196,7 @@ impl Sensors {
             wake_bytes: opts.wake_bytes,
             open_nrs: OPEN_SYSCALLS,
             _pad: 0,
+            link_nrs: LINK_SYSCALLS,
             open_repeat_ns: opts.open_repeat.as_nanos().try_into().unwrap_or(u64::MAX),
             hash_key: random_key(),
             offsets,

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use super::{ConvertError, pb};
 use crate::event::{
-    Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, Event, Exec, Exit,
-    FileInode, FileOpen, Fork, Gap, Identity, IoUring, Loss, Payload, Process, Protocol, Restore,
-    Revocation, SensorTampered, SessionStart, Severity, TaskApproved, TaskEnded, TaskScope,
-    Workload,
+    Accept, Access, Anomaly, AnomalyKind, ConfigChange, Connect, DnsAnswer, DnsQuery, Event, Exec,
+    Exit, FileInode, FileLink, FileOpen, Fork, Gap, Identity, IoUring, Loss, Payload, Process,
+    Protocol, Restore, Revocation, SensorTampered, SessionStart, Severity, TaskApproved, TaskEnded,
+    TaskScope, Workload,
 };
 
 fn non_empty(s: String) -> Option<String> {
@@ -150,6 +150,8 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::RevokedActivity => Ok(Self::RevokedActivity),
             pb::AnomalyKind::DnsAnswerRejected => Ok(Self::DnsAnswerRejected),
             pb::AnomalyKind::IoUringUsed => Ok(Self::IoUringUsed),
+            pb::AnomalyKind::DnsExfiltrationSuspected => Ok(Self::DnsExfiltrationSuspected),
+            pb::AnomalyKind::LinkToProtected => Ok(Self::LinkToProtected),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
                 value: k.into(),
@@ -288,6 +290,37 @@ impl TryFrom<pb::event::Payload> for Payload {
                     .map(|a| parse_ip("dns_answer.addresses", a))
                     .collect::<Result<_, _>>()?,
                 ttl: x.ttl,
+            }),
+            W::FileLink(x) => Self::FileLink(FileLink {
+                op: x.op,
+                syscall: x.syscall,
+                target: x.target,
+                raw_target: non_empty(x.raw_target),
+                path: x.path,
+                raw_path: non_empty(x.raw_path),
+                inode: x.inode.map(|i| FileInode {
+                    dev: i.dev,
+                    ino: i.ino,
+                    nlink: i.nlink,
+                }),
+                error: non_empty(x.error),
+                path_truncated: x.path_truncated,
+                blocked: x.blocked,
+            }),
+            W::DnsQuery(x) => Self::DnsQuery(DnsQuery {
+                server: parse_ip("dns_query.server", &x.server)?,
+                server_port: port("dns_query.server_port", x.server_port)?,
+                client: parse_ip("dns_query.client", &x.client)?,
+                client_port: port("dns_query.client_port", x.client_port)?,
+                id: u16::try_from(x.id).map_err(|_| ConvertError::Wide {
+                    field: "dns_query.id",
+                    value: x.id,
+                })?,
+                name: x.name,
+                qtype: u16::try_from(x.qtype).map_err(|_| ConvertError::Wide {
+                    field: "dns_query.qtype",
+                    value: x.qtype,
+                })?,
             }),
             W::Anomaly(x) => Self::Anomaly(anomaly(*x)?),
             W::Loss(x) => Self::Loss(Loss {

@@ -44,6 +44,8 @@ pub fn kind_of(payload: &pb::event::Payload) -> pb::EventKind {
         W::Accept(_) => pb::EventKind::Accept,
         W::FileOpen(_) => pb::EventKind::FileOpen,
         W::DnsAnswer(_) => pb::EventKind::DnsAnswer,
+        W::DnsQuery(_) => pb::EventKind::DnsQuery,
+        W::FileLink(_) => pb::EventKind::FileLink,
         W::Anomaly(_) => pb::EventKind::Anomaly,
         W::Loss(_) => pb::EventKind::Loss,
         W::SessionStart(_) => pb::EventKind::SessionStart,

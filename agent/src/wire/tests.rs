@@ -189,6 +189,31 @@ fn every_payload() -> Vec<Payload> {
             first_missing: 3,
             last_missing: 9,
         }),
+        Payload::DnsQuery(DnsQuery {
+            server: "127.0.0.53".parse().unwrap(),
+            server_port: 53,
+            client: "::1".parse().unwrap(),
+            client_port: 41_001,
+            id: 0x4321,
+            name: "orugkidbobusa23f.evil.example".into(),
+            qtype: 16,
+        }),
+        Payload::FileLink(FileLink {
+            op: "hardlink".into(),
+            syscall: "linkat".into(),
+            target: "/home/u/secrets/token".into(),
+            raw_target: Some("secrets/token".into()),
+            path: "/home/u/ws/hl".into(),
+            raw_path: Some("ws/hl".into()),
+            inode: Some(FileInode {
+                dev: 2049,
+                ino: 77,
+                nlink: 2,
+            }),
+            error: None,
+            path_truncated: false,
+            blocked: false,
+        }),
     ]
 }
 

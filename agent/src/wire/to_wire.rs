@@ -107,6 +107,8 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::RevokedActivity => Self::RevokedActivity,
             AnomalyKind::DnsAnswerRejected => Self::DnsAnswerRejected,
             AnomalyKind::IoUringUsed => Self::IoUringUsed,
+            AnomalyKind::DnsExfiltrationSuspected => Self::DnsExfiltrationSuspected,
+            AnomalyKind::LinkToProtected => Self::LinkToProtected,
         }
     }
 }
@@ -190,6 +192,31 @@ impl From<&Payload> for pb::event::Payload {
                 client: x.client.to_string(),
                 client_port: x.client_port.into(),
                 id: x.id.into(),
+            }),
+            Payload::FileLink(x) => W::FileLink(pb::FileLink {
+                op: x.op.clone(),
+                syscall: x.syscall.clone(),
+                target: x.target.clone(),
+                raw_target: opt(x.raw_target.as_ref()),
+                path: x.path.clone(),
+                raw_path: opt(x.raw_path.as_ref()),
+                inode: x.inode.map(|i| pb::FileInode {
+                    dev: i.dev,
+                    ino: i.ino,
+                    nlink: i.nlink,
+                }),
+                error: opt(x.error.as_ref()),
+                path_truncated: x.path_truncated,
+                blocked: x.blocked,
+            }),
+            Payload::DnsQuery(x) => W::DnsQuery(pb::DnsQuery {
+                server: x.server.to_string(),
+                server_port: x.server_port.into(),
+                client: x.client.to_string(),
+                client_port: x.client_port.into(),
+                id: x.id.into(),
+                name: x.name.clone(),
+                qtype: x.qtype.into(),
             }),
             Payload::Anomaly(x) => W::Anomaly(Box::new(pb::Anomaly {
                 kind: pb::AnomalyKind::from(x.anomaly).into(),

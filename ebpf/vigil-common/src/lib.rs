@@ -37,6 +37,7 @@ pub enum RecordKind {
     Open = 6,
     Dns = 7,
     IoUring = 8,
+    Link = 9,
 }
 
 impl RecordKind {
@@ -52,6 +53,7 @@ impl RecordKind {
             6 => Self::Open,
             7 => Self::Dns,
             8 => Self::IoUring,
+            9 => Self::Link,
             _ => return None,
         })
     }
@@ -242,6 +244,8 @@ pub const OPEN_PATH_TRUNCATED: u16 = 1;
 /// `Header::flags` of an open: [`OpenRecord::resolved`] is the opened file
 /// itself (the open succeeded), not the base directory of a relative path.
 pub const OPEN_RESOLVED_FILE: u16 = 2;
+/// `Header::flags` of a link or rename: one of its paths did not fit.
+pub const LINK_PATH_TRUNCATED: u16 = 1;
 
 /// A successful `execve`/`execveat` (from `sched_process_exec`).
 #[repr(C)]
@@ -358,6 +362,66 @@ pub mod open_syscall {
     pub const OPEN: u8 = 1;
     pub const OPENAT: u8 = 2;
     pub const OPENAT2: u8 = 3;
+}
+
+/// Which syscall produced a [`LinkRecord`], and the index of its number in
+/// [`KernelConfig::link_nrs`].
+pub mod link_syscall {
+    pub const LINK: u8 = 0;
+    pub const LINKAT: u8 = 1;
+    pub const SYMLINK: u8 = 2;
+    pub const SYMLINKAT: u8 = 3;
+    pub const RENAME: u8 = 4;
+    pub const RENAMEAT: u8 = 5;
+    pub const RENAMEAT2: u8 = 6;
+    /// Number of entries (the last slot of `link_nrs` is unused).
+    pub const COUNT: usize = 7;
+
+    /// True for the calls that make a symbolic link, whose first path is
+    /// the link's text (relative to the link's directory), not a file.
+    #[must_use]
+    pub const fn is_symlink(s: u8) -> bool {
+        s == SYMLINK || s == SYMLINKAT
+    }
+
+    /// True for the renames.
+    #[must_use]
+    pub const fn is_rename(s: u8) -> bool {
+        s == RENAME || s == RENAMEAT || s == RENAMEAT2
+    }
+}
+
+/// A new name for a file, reported at syscall exit with its result: a hard
+/// link (`link`, `linkat`), a symbolic link (`symlink`, `symlinkat`) or a
+/// rename (`rename`, `renameat`, `renameat2`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LinkRecord {
+    pub header: Header,
+    /// 0, or `-errno`.
+    pub ret: i64,
+    /// Directory fd `old` is relative to (`AT_FDCWD` = -100; for a symbolic
+    /// link, none: its text is kept as written).
+    pub old_dfd: i32,
+    /// Directory fd `new` is relative to.
+    pub new_dfd: i32,
+    /// A [`link_syscall`] value.
+    pub syscall: u8,
+    pub _pad: u8,
+    /// Bytes used in `old` and `new`, without the NUL.
+    pub old_len: u16,
+    pub new_len: u16,
+    pub _pad2: u16,
+    /// The existing file's name (for a symbolic link: the link's text).
+    pub old: [u8; PATH_LEN],
+    /// The new name.
+    pub new: [u8; PATH_LEN],
+    /// The directory the relative path of the record is relative to,
+    /// resolved in the kernel at the call: `old`'s base for a hard link or
+    /// a rename (for `linkat(fd, "", ..., AT_EMPTY_PATH)`, the file of
+    /// `fd` itself), `new`'s for a symbolic link. Empty when that path is
+    /// absolute.
+    pub base: PathComponents,
 }
 
 /// A file open, reported at syscall exit with its result.
@@ -634,6 +698,9 @@ pub struct KernelConfig {
     /// architecture (`u32::MAX` where one does not exist).
     pub open_nrs: [u32; 3],
     pub _pad: u32,
+    /// Syscall numbers of the [`link_syscall`] calls on this architecture
+    /// (`u32::MAX` where one does not exist).
+    pub link_nrs: [u32; 8],
     /// An open identical to one the same process reported less than this
     /// long ago is counted in [`OpenSeen`] instead of reported. 0: every
     /// open is reported.
@@ -716,6 +783,7 @@ impl KernelConfig {
             wake_bytes: 0,
             open_nrs: [u32::MAX; 3],
             _pad: 0,
+            link_nrs: [u32::MAX; 8],
             open_repeat_ns: 0,
             hash_key: 0,
             offsets: Offsets::zeroed(),
@@ -769,9 +837,13 @@ mod tests {
         );
         assert_eq!(size_of::<DnsRecord>(), 64 + 40 + DNS_LEN);
         assert_eq!(size_of::<IoUringRecord>(), 64 + 24 + PATH_LEN);
+        assert_eq!(
+            size_of::<LinkRecord>(),
+            64 + 24 + 2 * PATH_LEN + size_of::<PathComponents>()
+        );
         // A multiple of 8, so `KernelConfig` has no implicit padding.
         assert_eq!(size_of::<Offsets>(), 24 + 36 + 29 * 4 + 16);
-        assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
+        assert_eq!(size_of::<KernelConfig>(), 88 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);
         assert_eq!(size_of::<LossKey>(), 16);

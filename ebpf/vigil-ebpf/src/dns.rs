@@ -4,11 +4,19 @@
 //! that it believes only answers to their own queries that no agent's
 //! process served. A `cgroup_skb` ingress and an egress program at the
 //! cgroup v2 root see every packet a socket receives or sends; only port-53
-//! datagrams of watched cgroups are copied. They never drop anything.
+//! datagrams of watched cgroups are copied. They never drop anything. The
+//! queries are also judged by their names (in the daemon: a name outside
+//! the agent's systems, or one that carries encoded data).
 
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::generated::{bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+            bpf_skb_load_bytes,
+        },
+    },
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
@@ -17,7 +25,7 @@ use vigil_common::{DNS_EGRESS, DNS_LEN, DnsRecord, KernelConfig, RecordKind, Sen
 use crate::{
     abi::{AF_INET, AF_INET6, IPPROTO_UDP},
     maps::{EVENTS, WATCHED, config, count_loss, wake_flags},
-    task::fill_header_no_task,
+    task::{fill_header, fill_header_no_task},
 };
 
 /// `skb->protocol` values, from `linux/if_ether.h` (not in the BPF bindings).
@@ -146,13 +154,27 @@ fn try_dns(ctx: &SkBuffContext, egress: bool) -> Option<()> {
         return None;
     }
     let n = (len - payload_off) as usize;
+    // A datagram leaves in the context of the task that sends it (UDP
+    // sends it synchronously), so the record can name the process that
+    // asked, when the task is in the socket's own cgroup: the daemon can
+    // then kill it like any other offender. Received answers and sockets
+    // handed to another cgroup name no process.
+    // SAFETY: helpers without memory arguments.
+    let sender = egress && unsafe { bpf_get_current_cgroup_id() } == cgroup_id;
+    if sender && (bpf_get_current_pid_tgid() >> 32) as u32 == cfg.daemon_tgid {
+        return None;
+    }
     let Some(mut entry) = EVENTS.reserve::<DnsRecord>(0) else {
         count_loss(Sensor::Network, cgroup_id);
         return None;
     };
     // SAFETY: the reservation is sizeof(DnsRecord); fields are written below.
     let rec = unsafe { &mut *entry.as_mut_ptr() };
-    fill_header_no_task(&mut rec.header, RecordKind::Dns as u16, cgroup_id);
+    if sender {
+        fill_header(&mut rec.header, RecordKind::Dns as u16, cgroup_id, cfg);
+    } else {
+        fill_header_no_task(&mut rec.header, RecordKind::Dns as u16, cgroup_id);
+    }
     if egress {
         rec.header.flags = DNS_EGRESS;
     }

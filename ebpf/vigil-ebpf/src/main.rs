@@ -20,6 +20,7 @@ mod dns;
 mod enforce;
 mod file;
 mod io_uring;
+mod link;
 mod maps;
 mod network;
 mod path;

@@ -114,6 +114,10 @@ fn serve() -> std::io::Result<()> {
                 .and_then(|s| s.send_to(b"vigil", addr).map(|_| ())),
             ),
             ["open", path] => result(std::fs::File::open(path).map(|_| ())),
+            // New names for a file: link(2), symlink(2), rename(2).
+            ["hardlink", old, new] => result(std::fs::hard_link(old, new)),
+            ["symlink", target, new] => result(std::os::unix::fs::symlink(target, new)),
+            ["rename", old, new] => result(std::fs::rename(old, new)),
             // Opens PREFIX0 .. PREFIX{N-1}: as many distinct opens, whatever
             // their result; answers how many succeeded.
             ["open-many", prefix, n] => {

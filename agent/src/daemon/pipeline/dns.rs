@@ -8,14 +8,15 @@ use vigil_common::DnsRecord;
 use super::Pipeline;
 use crate::event::Event;
 use crate::live::Loaded;
-use crate::scope::dns::{Flow, QUERY_TIMEOUT, Rejection, parse_query, parse_response};
+use crate::scope::dns::{DnsQuery, Flow, QUERY_TIMEOUT, Rejection, parse_query, parse_response};
 use crate::scope::{AgentId, Scope};
 use crate::sensors::decode;
 
 impl Pipeline {
     /// Notes a DNS datagram a watched socket sent: a query, for the answer
-    /// to come, or an answer a process of an agent served.
-    pub(super) fn on_sent(&mut self, loaded: &Loaded, r: &DnsRecord) {
+    /// to come, or an answer a process of an agent served. Returns the
+    /// query, which is an event of its own (its name is judged too).
+    pub(super) fn on_sent(&mut self, loaded: &Loaded, r: &DnsRecord) -> Option<DnsQuery> {
         let payload = &r.payload[..usize::from(r.len).min(r.payload.len())];
         let src = SocketAddr::new(decode::ip(r.family, &r.src_addr), r.src_port);
         let dst = SocketAddr::new(decode::ip(r.family, &r.dst_addr), r.dst_port);
@@ -29,6 +30,7 @@ impl Pipeline {
                 server: dst,
             };
             self.queries.sent(flow, q.id, &q.name, ts);
+            return Some(q);
         } else if r.src_port == 53
             && let Ok(a) = parse_response(payload)
             && self.attribution(loaded, r.header.cgroup_id).agent.is_some()
@@ -41,6 +43,7 @@ impl Pipeline {
             };
             self.served.sent(flow, a.id, &a.name, ts);
         }
+        None
     }
 
     /// Whether a DNS answer of `agent` may be believed: it comes from a

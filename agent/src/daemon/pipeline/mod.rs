@@ -36,6 +36,66 @@ mod dns;
 mod loss;
 mod violation;
 
+/// Names of a link the kernel could not resolve, through the caller's
+/// `/proc` view (racy: the caller may have moved or exited), and the
+/// identity of the file the new name reaches, looked up now: a hard link
+/// or a renamed file is the same inode as the credential it names, and a
+/// symbolic link leads to it.
+fn complete_link(event: &mut Event, r: &vigil_common::LinkRecord) {
+    let Some(pid) = event.process.as_ref().map(|p| p.pid) else {
+        return;
+    };
+    let Payload::FileLink(link) = &mut event.payload else {
+        return;
+    };
+    let symlink = vigil_common::link_syscall::is_symlink(r.syscall);
+    if !link.path.starts_with('/')
+        && let Some(abs) = resolve_path(pid, r.new_dfd, &link.path)
+    {
+        link.raw_path = Some(std::mem::replace(&mut link.path, abs));
+    }
+    if !link.target.starts_with('/') {
+        let abs = if symlink {
+            link.path
+                .rfind('/')
+                .filter(|_| link.path.starts_with('/'))
+                .map(|i| {
+                    crate::identity::procs::normalize(&format!(
+                        "{}/{}",
+                        &link.path[..i],
+                        link.target
+                    ))
+                })
+        } else {
+            resolve_path(pid, r.old_dfd, &link.target)
+        };
+        if let Some(abs) = abs {
+            link.raw_target = Some(std::mem::replace(&mut link.target, abs));
+        }
+    }
+    if link.error.is_some() || !link.path.starts_with('/') {
+        return;
+    }
+    // The caller's root, while it lives (a container's files); the
+    // daemon's own view after.
+    let in_root = format!("/proc/{pid}/root{}", link.path);
+    let look = |p: &str| {
+        if symlink {
+            std::fs::metadata(p)
+        } else {
+            std::fs::symlink_metadata(p)
+        }
+    };
+    if let Ok(m) = look(&in_root).or_else(|_| look(&link.path)) {
+        use std::os::unix::fs::MetadataExt as _;
+        link.inode = Some(crate::event::FileInode {
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: u32::try_from(m.nlink()).unwrap_or(u32::MAX),
+        });
+    }
+}
+
 /// Deepest lineage reported.
 const LINEAGE_MAX: usize = 16;
 
@@ -237,11 +297,15 @@ impl Pipeline {
     pub fn process(&mut self, record: &Record, out: &mut Out) {
         let loaded = self.live.current();
         let h = *record.header();
+        let mut query = None;
         if let Record::Dns(r) = record
             && h.flags & DNS_EGRESS != 0
         {
-            self.on_sent(&loaded, r);
-            return;
+            // Answers a process serves are only noted.
+            let Some(q) = self.on_sent(&loaded, r) else {
+                return;
+            };
+            query = Some(q);
         }
         if let Record::Fork(r) = record {
             let comm = String::from_utf8_lossy(
@@ -262,10 +326,18 @@ impl Pipeline {
                 Err(e) => tracing::debug!("ignoring DNS payload: {e}"),
             }
         }
+        if let (Some(q), Payload::DnsQuery(x)) = (query, &mut event.payload) {
+            x.id = q.id;
+            x.name = q.name;
+            x.qtype = q.qtype;
+        }
         let attribution = self.attribution(&loaded, h.cgroup_id);
         self.enrich(&mut event, &attribution);
         if let Record::Open(r) = record {
             Self::absolutize_open(&mut event, r.dfd);
+        }
+        if let Record::Link(r) = record {
+            complete_link(&mut event, r);
         }
         if let Record::Exit(_) = record {
             self.procs.on_exit(h.tgid);

@@ -15,9 +15,11 @@ use crate::config::{canonical_ip, normalize_host};
 
 use super::Scope;
 
+mod labels;
 mod packet;
 mod queries;
 
+pub use labels::{LabelLimits, Suspicion, entropy, suspicious_label};
 pub use packet::{DnsError, DnsQuery, DnsResponse, parse_query, parse_response};
 pub use queries::{Flow, PendingQueries, Rejection};
 
@@ -429,7 +431,8 @@ mod tests {
             parse_query(&query("Api.Example.COM", 0xbeef)),
             Ok(DnsQuery {
                 id: 0xbeef,
-                name: "api.example.com".into()
+                name: "api.example.com".into(),
+                qtype: 1,
             })
         );
         let r = response("a.b", &[], 0);

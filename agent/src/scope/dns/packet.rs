@@ -174,6 +174,9 @@ pub struct DnsQuery {
     pub id: u16,
     /// The (first) question name, spelled as in [`DnsResponse::name`].
     pub name: String,
+    /// Its type (1 A, 28 AAAA, 12 PTR, ...); 0 when the datagram was cut
+    /// before it.
+    pub qtype: u16,
 }
 
 /// Parses a DNS query (the UDP payload of a datagram to port 53).
@@ -188,6 +191,7 @@ pub fn parse_query(buf: &[u8]) -> Result<DnsQuery, DnsError> {
     if u16_at(buf, 4).unwrap_or(0) == 0 {
         return Err(DnsError::NoQuestion);
     }
-    let (name, _) = read_name(buf, 12)?;
-    Ok(DnsQuery { id, name })
+    let (name, after) = read_name(buf, 12)?;
+    let qtype = u16_at(buf, after).unwrap_or(0);
+    Ok(DnsQuery { id, name, qtype })
 }
