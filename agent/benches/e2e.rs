@@ -27,6 +27,10 @@
 //! `vigil-workload` binary) and `VIGIL_BENCH_DAEMON_PID`. Without them it
 //! says so and reports nothing.
 //!
+//! With `VIGIL_BENCH_OTLP_PORT` set (`cargo xtask bench export`) it is
+//! instead the OTLP collector of the daemon's `[[export]]` sink: see
+//! [`export`].
+//!
 //! The producer, the daemon and the subscribers share the machine, so each
 //! run also reports how many cores the daemon and the subscribers used.
 
@@ -687,9 +691,11 @@ mod export {
         );
         let (mut rates, mut offered, mut daemon_cores, mut own_cores) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut lost = 0;
+        let (mut lost, mut kernel_lost) = (0, 0);
+        let channel = super::connect(&setup.socket).await?;
         for repeat in 0..REPEATS {
             let session = format!("export-{repeat}-{}", std::process::id());
+            let lost_before = super::kernel_lost(&channel).await?;
             let usage = Usage::start(setup.daemon_pid)?;
             let elapsed_ns =
                 super::workload(setup, &session, THROUGHPUT_EVENTS, OFFERED_RATE).await?;
@@ -705,10 +711,14 @@ mod export {
             };
             let offer = THROUGHPUT_EVENTS as f64 * 1e9 / elapsed_ns;
             let missed = THROUGHPUT_EVENTS.saturating_sub(seen.records);
+            let kernel = super::kernel_lost(&channel)
+                .await?
+                .saturating_sub(lost_before);
             eprintln!(
-                "export: offered {offer:.0}/s, collector received {rate:.0}/s, lost {missed}; \
-                 daemon {daemon:.2} cores, collector {own:.2} cores"
+                "export: offered {offer:.0}/s, collector received {rate:.0}/s, lost {missed} \
+                 (kernel {kernel}); daemon {daemon:.2} cores, collector {own:.2} cores"
             );
+            kernel_lost += kernel;
             rates.push(rate);
             offered.push(offer);
             daemon_cores.push(daemon);
@@ -722,6 +732,7 @@ mod export {
             median(&rates)
         );
         println!("BENCH export.lost {lost} events <=0");
+        println!("BENCH export.kernel_lost {kernel_lost} records -");
         println!(
             "BENCH export.daemon_cpu {:.2} cores -",
             median(&daemon_cores)
