@@ -687,7 +687,19 @@ mod export {
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(LogsServiceServer::new(collector.clone()))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+                .serve_with_incoming(
+                    // As collectors do (Go sets it on every socket): without
+                    // it each answer waits on Nagle and delayed ACKs.
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        |s| {
+                            if let Ok(s) = &s {
+                                let _ = s.set_nodelay(true);
+                            }
+                            s
+                        },
+                    ),
+                ),
         );
         let (mut rates, mut offered, mut daemon_cores, mut own_cores) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());

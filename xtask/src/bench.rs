@@ -148,7 +148,7 @@ fn e2e_with(
     ];
     vars.extend_from_slice(env);
     let figures = ctx.cargo_bench_with("vigil", "e2e", &vars);
-    if figures.is_err() {
+    if figures.is_err() || std::env::var_os("VIGIL_BENCH_LOG").is_some() {
         eprintln!("bench: e2e: daemon log:\n{}", daemon.log());
     }
     daemon.stop()?;

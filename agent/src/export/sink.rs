@@ -9,6 +9,9 @@
 //! them apart), none is skipped.
 
 use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
@@ -74,6 +77,10 @@ fn start(config: &ExportConfig, parts: &Parts) -> Start {
 /// overlaps the collector's handling of the current one.
 const AHEAD: usize = 2;
 
+/// Requests at the collector at once: a collector a round trip away is
+/// kept busy, instead of idle while each answer travels back.
+const IN_FLIGHT: usize = 4;
+
 /// What the converting side hands the sending side, in journal order.
 enum Work {
     /// A request of `records` records, the last of them at `last`.
@@ -88,7 +95,7 @@ enum Work {
 
 /// Runs the sink until its task is aborted.
 pub async fn run(config: ExportConfig, parts: Parts) {
-    let mut client = loop {
+    let client = loop {
         match Client::new(&config) {
             Ok(c) => break c,
             Err(e) => {
@@ -126,7 +133,7 @@ pub async fn run(config: ExportConfig, parts: Parts) {
             let tx = tx;
             convert_all(&config, &parts, sub, &tx).await
         };
-        let (read, ()) = tokio::join!(convert, send_all(&config, &parts, &mut client, rx));
+        let (read, ()) = tokio::join!(convert, send_all(&config, &parts, &client, rx));
         match read {
             // Every Hub handle is gone: the daemon is stopping.
             Ok(()) => return,
@@ -195,25 +202,36 @@ fn request(
     }
 }
 
-/// Sends the work in order, acknowledging each part once it is taken,
-/// until the converting side is done.
+/// Sends the work with up to [`IN_FLIGHT`] requests at the collector at
+/// once, and acknowledges each part in journal order once it and all before
+/// it are taken, until the converting side is done. A request that fails is
+/// retried on its own; the cursor waits for it.
 async fn send_all(
     config: &ExportConfig,
     parts: &Parts,
-    client: &mut Client,
+    client: &Client,
     mut rx: tokio::sync::mpsc::Receiver<Work>,
 ) {
-    while let Some(work) = rx.recv().await {
-        match work {
-            Work::Send {
-                request,
-                records,
-                last,
-            } => {
-                send(config, parts, client, request, records).await;
-                acknowledge(parts, last);
-            }
-            Work::Ack(seq) => acknowledge(parts, seq),
+    type Pending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send + 'a>>;
+    let mut in_flight: FuturesOrdered<Pending<'_>> = FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(seq) = in_flight.next(), if !in_flight.is_empty() => acknowledge(parts, seq),
+            work = rx.recv(), if open && in_flight.len() < IN_FLIGHT => match work {
+                Some(Work::Send { request, records, last }) => {
+                    // Clones share the connection: each is one more stream on it.
+                    let mut client = client.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        send(config, parts, &mut client, request, records).await;
+                        last
+                    }));
+                }
+                Some(Work::Ack(seq)) => in_flight.push_back(Box::pin(std::future::ready(seq))),
+                None => open = false,
+            },
+            else => return,
         }
     }
 }
