@@ -33,6 +33,7 @@ const EVERY_KIND: &[&str] = &[
     "config_change",
     "gap",
     "io_uring",
+    "socket",
     "sensor_tampered",
 ];
 

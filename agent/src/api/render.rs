@@ -154,6 +154,16 @@ fn what(payload: &P) -> String {
             }
             s
         }
+        P::Socket(x) => {
+            let mut s = format!(
+                "socket {} ({}, type {}, protocol {})",
+                x.class, x.family_name, x.sock_type, x.protocol
+            );
+            if x.blocked {
+                s.push_str(" BLOCKED");
+            }
+            s
+        }
         P::Loss(x) => format!(
             "LOSS {} records of the {} sensor lost ({} in all)",
             x.lost, x.sensor, x.total

@@ -163,6 +163,12 @@ pub struct AgentSettings {
     pub prompt: bool,
     /// Setting up an io_uring kills the process.
     pub deny_io_uring: bool,
+    /// Sockets of unusual classes are refused, except those in
+    /// `socket_classes`.
+    pub deny_sockets: bool,
+    /// The [`vigil_common::socket_class`] values its scope allows, as bits
+    /// (`1 << class`).
+    pub socket_classes: u8,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -278,9 +284,15 @@ impl KernelPolicy {
             p.flags &= !(policy::REQUIRE_APPROVAL
                 | policy::ENFORCE_SYSTEMS
                 | policy::PROMPT
-                | policy::DENY_IO_URING);
+                | policy::DENY_IO_URING
+                | policy::DENY_SOCKETS
+                | (u32::from(u8::MAX) << policy::SOCKET_ALLOW_SHIFT));
             if agent.deny_io_uring {
                 p.flags |= policy::DENY_IO_URING;
+            }
+            if agent.deny_sockets {
+                p.flags |= policy::DENY_SOCKETS
+                    | (u32::from(agent.socket_classes) << policy::SOCKET_ALLOW_SHIFT);
             }
             if agent.require_approval {
                 p.flags |= policy::REQUIRE_APPROVAL;

@@ -20,6 +20,9 @@ impl Enforcer {
             // Violations acted on in the daemon must reach it at once.
             let prompt = matches!(a.on_violation, OnViolation::Kill | OnViolation::Revoke);
             let deny_io_uring = a.io_uring == crate::config::IoUringPolicy::Deny;
+            // Where systems are enforced, an unusual socket would step
+            // around the hooks that enforce them.
+            let deny_sockets = a.enforce;
             if !(a.require_approval || a.enforce || prompt || deny_io_uring) {
                 // Clear settings a previous config may have left.
                 if let Ok((id, _)) = self.sessions.existing_agent_dir(&a.name) {
@@ -36,6 +39,12 @@ impl Enforcer {
                     enforce_systems: a.enforce,
                     prompt,
                     deny_io_uring,
+                    deny_sockets,
+                    socket_classes: a
+                        .scope
+                        .socket_families
+                        .iter()
+                        .fold(0, |m, f| m | 1 << f.class()),
                 },
             )?;
             if a.require_approval {

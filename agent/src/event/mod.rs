@@ -144,6 +144,8 @@ pub enum Payload {
     SensorTampered(SensorTampered),
     /// io_uring activity other than file opens (a ring set up, a connect).
     IoUring(IoUring),
+    /// A socket of an unusual family or type (raw, packet, netlink, …).
+    Socket(Socket),
 }
 
 impl Payload {
@@ -169,6 +171,7 @@ impl Payload {
             Self::Gap(_) => "gap",
             Self::SensorTampered(_) => "sensor_tampered",
             Self::IoUring(_) => "io_uring",
+            Self::Socket(_) => "socket",
         }
     }
 }
@@ -378,6 +381,9 @@ pub enum AnomalyKind {
     /// A watched process set up an io_uring: its requests pass no syscall
     /// the other sensors see.
     IoUringUsed,
+    /// A watched process created a socket of a class outside the agent's
+    /// `socket_families` (raw, packet, netlink other than routing, …).
+    UnusualSocket,
 }
 
 impl AnomalyKind {
@@ -393,6 +399,7 @@ impl AnomalyKind {
             Self::RevokedActivity => "revoked_activity",
             Self::DnsAnswerRejected => "dns_answer_rejected",
             Self::IoUringUsed => "io_uring_used",
+            Self::UnusualSocket => "unusual_socket",
         }
     }
 }
@@ -549,6 +556,39 @@ pub struct IoUring {
     /// True when the kernel killed the process (`io_uring = "deny"`, or revoked).
     #[serde(default)]
     pub blocked: bool,
+}
+
+/// A watched process creating a socket of an unusual class: one that
+/// reaches below the connect hooks (forged or sniffed packets, the kernel's
+/// netlink interfaces, the hypervisor). Ordinary IPv4/IPv6 stream and
+/// datagram sockets, unix sockets and `NETLINK_ROUTE` are not reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Socket {
+    /// The class as `socket_families` names it: `raw`, `packet`,
+    /// `netlink`, `alg`, `vsock`, `xdp` or `other`.
+    pub class: String,
+    /// The address family (`AF_*` number).
+    pub family: u32,
+    /// Its name (`AF_PACKET`), or the number for a family without one here.
+    pub family_name: String,
+    /// The socket type (`SOCK_RAW` is 3), without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.
+    pub sock_type: u32,
+    pub protocol: u32,
+    /// True when the kernel refused it: `socket(2)` failed with `EPERM`
+    /// (IPv4 and IPv6, `cgroup/sock_create`), or the caller was killed
+    /// before it returned (other families, seen at the syscall's entry).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+impl Socket {
+    /// Whether a refusal failed `socket(2)` with `EPERM` (IPv4 and IPv6,
+    /// which `cgroup/sock_create` sees) rather than killing the caller.
+    #[must_use]
+    pub const fn refused_with_eperm(&self) -> bool {
+        self.family == vigil_common::socket_class::AF_INET as u32
+            || self.family == vigil_common::socket_class::AF_INET6 as u32
+    }
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature

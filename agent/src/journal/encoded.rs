@@ -86,6 +86,7 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         25 => K::Gap,
         26 => K::SensorTampered,
         27 => K::IoUring,
+        28 => K::Socket,
         _ => return None,
     })
 }

@@ -57,6 +57,7 @@ const fn anomaly_title(kind: AnomalyKind) -> &'static str {
         AnomalyKind::RevokedActivity => "Activity of a revoked agent",
         AnomalyKind::DnsAnswerRejected => "DNS answer not believed",
         AnomalyKind::IoUringUsed => "io_uring set up by an agent",
+        AnomalyKind::UnusualSocket => "unusual socket created by an agent",
     }
 }
 

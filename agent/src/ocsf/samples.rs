@@ -210,6 +210,18 @@ pub fn all() -> Vec<Event> {
             blocked: true,
         }),
     ));
+    v.push(event(
+        13,
+        Some(process()),
+        Payload::Socket(crate::event::Socket {
+            class: "packet".into(),
+            family: 17,
+            family_name: "AF_PACKET".into(),
+            sock_type: 3,
+            protocol: 768,
+            blocked: true,
+        }),
+    ));
     let offending = connect(false);
     v.push(event(
         11,

@@ -19,8 +19,29 @@ impl Scope {
             Payload::Connect(c) => self.eval_connect(a, c, dns, now),
             Payload::FileOpen(f) => self.eval_open(a, f),
             Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
+            Payload::Socket(s) => Self::eval_socket(a, s),
             _ => Verdict::InScope,
         }
+    }
+
+    fn eval_socket(a: &CompiledAgent, s: &crate::event::Socket) -> Verdict {
+        if a.info
+            .scope
+            .socket_families
+            .iter()
+            .any(|f| f.as_str() == s.class)
+        {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnusualSocket,
+            severity: Severity::High,
+            reason: format!(
+                "{} socket ({}, type {}, protocol {}) created by {}, outside its socket_families",
+                s.class, s.family_name, s.sock_type, s.protocol, a.info.name
+            ),
+            identity: None,
+        })
     }
 
     fn eval_io_uring(a: &CompiledAgent) -> Verdict {

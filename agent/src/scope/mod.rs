@@ -105,6 +105,7 @@ static STALE: AgentInfo = AgentInfo {
         tools: Vec::new(),
         data: Vec::new(),
         identities: Vec::new(),
+        socket_families: Vec::new(),
     },
 };
 

@@ -11,7 +11,7 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
         RawTracePoint, SockOps, TracePoint,
         links::{FdLink, PinnedLink},
     },
@@ -85,6 +85,15 @@ pub(super) const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ("vigil_sendmsg4", "network", &[Hook::CgroupRoot]),
     ("vigil_sendmsg6", "network", &[Hook::CgroupRoot]),
     ("vigil_sock_ops", "network", &[Hook::CgroupRoot]),
+    // Unusual socket families: sock_create refuses IPv4/IPv6 raw sockets
+    // with EPERM; the kernel runs it for no other family, which the
+    // syscall's entry sees.
+    ("vigil_sock_create", "network", &[Hook::CgroupRoot]),
+    (
+        "vigil_socket_enter",
+        "network",
+        &[tp("syscalls", "sys_enter_socket")],
+    ),
     (
         "vigil_dns_ingress",
         "network",
@@ -252,6 +261,15 @@ pub(super) fn attach_cgroup(
     // coexist at the root; the ALLOW_MULTI flag is for the legacy
     // attach API and bpf_link_create rejects it.
     if let Ok(p) = <&mut CgroupSockAddr>::try_from(&mut *program) {
+        if load {
+            p.load().map_err(|e| load_error(name, e))?;
+        }
+        let id = p
+            .attach(root, CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+        let link = p.take_link(id).map_err(attach_err)?;
+        FdLink::try_from(link).map_err(link_err)
+    } else if let Ok(p) = <&mut CgroupSock>::try_from(&mut *program) {
         if load {
             p.load().map_err(|e| load_error(name, e))?;
         }

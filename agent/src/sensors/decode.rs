@@ -12,8 +12,8 @@ use std::{
 use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
     ExecRecord, ExitRecord, ForkRecord, Header, IoUringRecord, OPEN_PATH_TRUNCATED,
-    OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, io_uring_op,
-    io_uring_opcode, open_syscall, path_flags, sock_op,
+    OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, SocketRecord,
+    io_uring_op, io_uring_opcode, open_syscall, path_flags, sock_op, socket_class,
 };
 
 use crate::event::{
@@ -55,6 +55,7 @@ pub enum Record {
     Open(OpenRecord),
     Dns(DnsRecord),
     IoUring(IoUringRecord),
+    Socket(SocketRecord),
 }
 
 impl Record {
@@ -69,6 +70,7 @@ impl Record {
             Self::Open(r) => &r.header,
             Self::Dns(r) => &r.header,
             Self::IoUring(r) => &r.header,
+            Self::Socket(r) => &r.header,
         }
     }
 }
@@ -189,7 +191,35 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             check(kind, "op", r.op.into(), u64::from(io_uring_op::SUBMIT))?;
             Record::IoUring(r)
         }
+        RecordKind::Socket => {
+            let r: SocketRecord = read(bytes, kind)?;
+            check(
+                kind,
+                "class",
+                r.class.into(),
+                u64::from(socket_class::COUNT - 1),
+            )?;
+            Record::Socket(r)
+        }
     })
+}
+
+/// The name of an address family the socket sensor reports.
+fn family_name(family: u16) -> String {
+    match family {
+        socket_class::AF_INET => "AF_INET".to_owned(),
+        socket_class::AF_INET6 => "AF_INET6".to_owned(),
+        socket_class::AF_NETLINK => "AF_NETLINK".to_owned(),
+        socket_class::AF_PACKET => "AF_PACKET".to_owned(),
+        socket_class::AF_ALG => "AF_ALG".to_owned(),
+        socket_class::AF_VSOCK => "AF_VSOCK".to_owned(),
+        socket_class::AF_XDP => "AF_XDP".to_owned(),
+        15 => "AF_KEY".to_owned(),
+        29 => "AF_CAN".to_owned(),
+        30 => "AF_TIPC".to_owned(),
+        31 => "AF_BLUETOOTH".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Bytes up to the first NUL, lossily as UTF-8.
@@ -461,6 +491,14 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             })
         }
         Record::IoUring(r) => io_uring(h, r),
+        Record::Socket(r) => Payload::Socket(crate::event::Socket {
+            class: socket_class::NAMES[usize::from(r.class)].to_owned(),
+            family: r.family.into(),
+            family_name: family_name(r.family),
+            sock_type: r.sock_type.into(),
+            protocol: r.protocol.into(),
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
+        }),
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
             server: ip(r.family, &r.src_addr),
             server_port: r.src_port,

@@ -150,6 +150,7 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::RevokedActivity => Ok(Self::RevokedActivity),
             pb::AnomalyKind::DnsAnswerRejected => Ok(Self::DnsAnswerRejected),
             pb::AnomalyKind::IoUringUsed => Ok(Self::IoUringUsed),
+            pb::AnomalyKind::UnusualSocket => Ok(Self::UnusualSocket),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
                 value: k.into(),
@@ -349,6 +350,14 @@ impl TryFrom<pb::event::Payload> for Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            W::Socket(x) => Self::Socket(crate::event::Socket {
+                class: x.class,
+                family: x.family,
+                family_name: x.family_name,
+                sock_type: x.sock_type,
+                protocol: x.protocol,
                 blocked: x.blocked,
             }),
         })

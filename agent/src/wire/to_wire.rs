@@ -107,6 +107,7 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::RevokedActivity => Self::RevokedActivity,
             AnomalyKind::DnsAnswerRejected => Self::DnsAnswerRejected,
             AnomalyKind::IoUringUsed => Self::IoUringUsed,
+            AnomalyKind::UnusualSocket => Self::UnusualSocket,
         }
     }
 }
@@ -259,6 +260,14 @@ impl From<&Payload> for pb::event::Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            Payload::Socket(x) => W::Socket(pb::Socket {
+                class: x.class.clone(),
+                family: x.family,
+                family_name: x.family_name.clone(),
+                sock_type: x.sock_type,
+                protocol: x.protocol,
                 blocked: x.blocked,
             }),
         }

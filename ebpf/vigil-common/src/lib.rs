@@ -37,6 +37,7 @@ pub enum RecordKind {
     Open = 6,
     Dns = 7,
     IoUring = 8,
+    Socket = 9,
 }
 
 impl RecordKind {
@@ -52,6 +53,7 @@ impl RecordKind {
             6 => Self::Open,
             7 => Self::Dns,
             8 => Self::IoUring,
+            9 => Self::Socket,
             _ => return None,
         })
     }
@@ -125,6 +127,9 @@ pub mod verdict {
     pub const BLOCKED_SCOPE: u32 = 3;
     /// Denied: the agent may not use io_uring (`io_uring = "deny"`).
     pub const BLOCKED_IO_URING: u32 = 4;
+    /// Denied: the socket's family (or raw type) is outside the agent's
+    /// `socket_families`.
+    pub const BLOCKED_SOCKET: u32 = 5;
 }
 
 /// Value of the pinned `POLICY` map, keyed by cgroup id: a session cgroup,
@@ -150,6 +155,129 @@ pub mod policy {
     pub const PROMPT: u32 = 8;
     /// Setting up an io_uring kills the process (`io_uring = "deny"`).
     pub const DENY_IO_URING: u32 = 16;
+    /// Sockets of an unusual family (see [`socket_class`]) are refused
+    /// unless their class bit is in the allowed set.
+    pub const DENY_SOCKETS: u32 = 32;
+    /// Bit of the first [`socket_class`] in the allowed set: class `c` is
+    /// allowed when `flags & (1 << (SOCKET_ALLOW_SHIFT + c))` is set. The
+    /// set lives in the flags so the pinned `POLICY` rows keep their layout.
+    pub const SOCKET_ALLOW_SHIFT: u32 = 16;
+
+    /// Whether a task with these merged `flags` may create a socket of
+    /// `class` (a [`socket_class`](super::socket_class) value).
+    // Inlined on purpose: a BPF-to-BPF call costs stack and verifier work.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    #[must_use]
+    pub const fn allows_socket(flags: u32, class: u8) -> bool {
+        if class == super::socket_class::ORDINARY || flags & DENY_SOCKETS == 0 {
+            return true;
+        }
+        class < super::socket_class::COUNT
+            && flags & (1 << (SOCKET_ALLOW_SHIFT + class as u32)) != 0
+    }
+}
+
+/// Classes of sockets as the `socket_families` of an agent name them.
+/// Ordinary sockets (IPv4 and IPv6 other than raw, unix sockets, and
+/// `NETLINK_ROUTE`, which glibc's `getaddrinfo` and `if_nametoindex` open)
+/// are never judged; every other family is one of the other classes.
+pub mod socket_class {
+    pub const ORDINARY: u8 = 0;
+    /// `SOCK_RAW` (or the obsolete `SOCK_PACKET`) in `AF_INET`/`AF_INET6`:
+    /// forged headers, ICMP, sniffing of one protocol.
+    pub const RAW: u8 = 1;
+    /// `AF_PACKET`: whole link-layer frames, every protocol.
+    pub const PACKET: u8 = 2;
+    /// `AF_NETLINK` other than `NETLINK_ROUTE` (audit, netfilter, sock diag,
+    /// uevents, generic netlink, …).
+    pub const NETLINK: u8 = 3;
+    /// `AF_ALG`: the kernel crypto API.
+    pub const ALG: u8 = 4;
+    /// `AF_VSOCK`: the hypervisor and other VMs.
+    pub const VSOCK: u8 = 5;
+    /// `AF_XDP`.
+    pub const XDP: u8 = 6;
+    /// Any other family (Bluetooth, CAN, `AF_KEY`, TIPC, …).
+    pub const OTHER: u8 = 7;
+    /// Number of classes.
+    pub const COUNT: u8 = 8;
+    /// Names of the classes, indexed by class, as in config and events.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "ordinary", "raw", "packet", "netlink", "alg", "vsock", "xdp", "other",
+    ];
+
+    pub const AF_UNIX: u16 = 1;
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+    pub const AF_NETLINK: u16 = 16;
+    pub const AF_PACKET: u16 = 17;
+    pub const AF_ALG: u16 = 38;
+    pub const AF_VSOCK: u16 = 40;
+    pub const AF_XDP: u16 = 44;
+    pub const SOCK_RAW: u32 = 3;
+    pub const SOCK_PACKET: u32 = 10;
+    pub const NETLINK_ROUTE: u32 = 0;
+    /// The bits of a `socket(2)` type that are the type (the rest are
+    /// `SOCK_NONBLOCK`, `SOCK_CLOEXEC`).
+    pub const TYPE_MASK: u32 = 0xf;
+
+    /// The class of a socket of `family`, `sock_type` and `protocol`: the
+    /// kernel programs and the daemon both classify with it.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    #[must_use]
+    pub const fn classify(family: u16, sock_type: u32, protocol: u32) -> u8 {
+        let ty = sock_type & TYPE_MASK;
+        match family {
+            AF_UNIX => ORDINARY,
+            AF_INET | AF_INET6 => {
+                if ty == SOCK_RAW || ty == SOCK_PACKET {
+                    RAW
+                } else {
+                    ORDINARY
+                }
+            }
+            AF_NETLINK => {
+                if protocol == NETLINK_ROUTE {
+                    ORDINARY
+                } else {
+                    NETLINK
+                }
+            }
+            AF_PACKET => PACKET,
+            AF_ALG => ALG,
+            AF_VSOCK => VSOCK,
+            AF_XDP => XDP,
+            _ => OTHER,
+        }
+    }
+}
+
+/// Which hook produced a [`SocketRecord`].
+pub mod socket_hook {
+    /// cgroup `sock_create` (IPv4 and IPv6 families): a refusal fails
+    /// `socket(2)` with `EPERM`.
+    pub const SOCK_CREATE: u8 = 1;
+    /// tracepoint `syscalls/sys_enter_socket` (every other family, which
+    /// `sock_create` does not see): a refusal kills the caller before
+    /// `socket(2)` returns.
+    pub const SYSCALL: u8 = 2;
+}
+
+/// A watched process creating a socket of an unusual class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketRecord {
+    pub header: Header,
+    pub family: u16,
+    /// The socket type (`SOCK_RAW`, …), without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.
+    pub sock_type: u16,
+    pub protocol: u16,
+    /// A [`socket_class`] value.
+    pub class: u8,
+    /// A [`socket_hook`] value.
+    pub hook: u8,
 }
 
 /// Key data of the `SYSTEMS` LPM trie: agent, then an IPv6 (or v4-mapped)
@@ -529,6 +657,12 @@ pub struct Offsets {
     /// 1 when the io_uring struct members below were all found (some of
     /// them are at offset 0).
     pub iou_known: u16,
+    /// `syscalls/sys_enter_socket`: `int family`, `int type`, `int protocol`
+    /// (0: the tracepoint does not exist).
+    pub sock_family: u16,
+    pub sock_type: u16,
+    pub sock_protocol: u16,
+    pub _pad16: u16,
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -661,6 +795,10 @@ impl Offsets {
             iou_submit_req: 0,
             iou_submit_opcode: 0,
             iou_known: 0,
+            sock_family: 0,
+            sock_type: 0,
+            sock_protocol: 0,
+            _pad16: 0,
             task_real_parent: 0,
             task_tgid: 0,
             task_pid: 0,
@@ -770,7 +908,8 @@ mod tests {
         assert_eq!(size_of::<DnsRecord>(), 64 + 40 + DNS_LEN);
         assert_eq!(size_of::<IoUringRecord>(), 64 + 24 + PATH_LEN);
         // A multiple of 8, so `KernelConfig` has no implicit padding.
-        assert_eq!(size_of::<Offsets>(), 24 + 36 + 29 * 4 + 16);
+        assert_eq!(size_of::<SocketRecord>(), 64 + 8);
+        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 29 * 4 + 16);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);
@@ -894,6 +1033,71 @@ mod tests {
     }
 
     #[test]
+    fn ordinary_sockets_are_never_judged() {
+        use socket_class::*;
+        // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, with flags in the type.
+        for ty in [1, 2, 5, 1 | 0o4000, 2 | 0o2_000_000] {
+            assert_eq!(classify(AF_INET, ty, 0), ORDINARY, "{ty}");
+            assert_eq!(classify(AF_INET6, ty, 0), ORDINARY, "{ty}");
+            assert_eq!(classify(AF_UNIX, ty, 0), ORDINARY, "{ty}");
+        }
+        // ICMP datagram ("ping") sockets are datagram sockets.
+        assert_eq!(classify(AF_INET, 2, 1), ORDINARY);
+        // What getaddrinfo and if_nametoindex open.
+        assert_eq!(
+            classify(AF_NETLINK, 3 | 0o2_000_000, NETLINK_ROUTE),
+            ORDINARY
+        );
+        assert!(policy::allows_socket(u32::MAX, ORDINARY));
+    }
+
+    #[test]
+    fn unusual_sockets_are_classed() {
+        use socket_class::*;
+        assert_eq!(classify(AF_INET, SOCK_RAW, 1), RAW);
+        assert_eq!(classify(AF_INET6, SOCK_RAW | 0o4000, 58), RAW);
+        assert_eq!(classify(AF_INET, SOCK_PACKET, 0x300), RAW);
+        assert_eq!(classify(AF_PACKET, SOCK_RAW, 0x300), PACKET);
+        assert_eq!(classify(AF_PACKET, 2, 0x300), PACKET);
+        // NETLINK_SOCK_DIAG, NETLINK_AUDIT, NETLINK_KOBJECT_UEVENT.
+        for proto in [4, 9, 15] {
+            assert_eq!(classify(AF_NETLINK, 3, proto), NETLINK, "{proto}");
+        }
+        assert_eq!(classify(AF_ALG, 5, 0), ALG);
+        assert_eq!(classify(AF_VSOCK, 1, 0), VSOCK);
+        assert_eq!(classify(AF_XDP, 3, 0), XDP);
+        // AF_BLUETOOTH, AF_CAN, AF_KEY, and a family no kernel has.
+        for family in [31, 29, 15, 200] {
+            assert_eq!(classify(family, 3, 0), OTHER, "{family}");
+        }
+    }
+
+    #[test]
+    fn unusual_sockets_are_refused_unless_their_class_is_allowed() {
+        use socket_class::*;
+        let allow = |c: u8| 1u32 << (policy::SOCKET_ALLOW_SHIFT + u32::from(c));
+        // Not enforced: everything goes (and is reported by the daemon).
+        for c in 0..COUNT {
+            assert!(policy::allows_socket(0, c), "{c}");
+        }
+        let deny = policy::DENY_SOCKETS;
+        for c in 1..COUNT {
+            assert!(!policy::allows_socket(deny, c), "{c}");
+            assert!(policy::allows_socket(deny | allow(c), c), "{c}");
+            // Another class's bit does not allow this one.
+            let other = if c == OTHER { RAW } else { c + 1 };
+            assert!(!policy::allows_socket(deny | allow(other), c), "{c}");
+        }
+        // A class number past the table is never allowed.
+        assert!(!policy::allows_socket(u32::MAX, COUNT));
+        // The class bits stay clear of the flag bits.
+        const {
+            assert!(policy::DENY_SOCKETS < 1 << policy::SOCKET_ALLOW_SHIFT);
+            assert!(policy::SOCKET_ALLOW_SHIFT + COUNT as u32 <= 32);
+        }
+    }
+
+    #[test]
     fn kinds_round_trip() {
         for k in [
             RecordKind::Exec,
@@ -904,6 +1108,7 @@ mod tests {
             RecordKind::Open,
             RecordKind::Dns,
             RecordKind::IoUring,
+            RecordKind::Socket,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

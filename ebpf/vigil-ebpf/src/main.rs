@@ -24,6 +24,7 @@ mod maps;
 mod network;
 mod path;
 mod process;
+mod socket;
 mod task;
 
 #[cfg(not(test))]

@@ -289,6 +289,90 @@ fn uring_read(path: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates a socket of `family`, `ty` and `protocol` (numbers, as
+/// `socket(2)` takes them), prints `ok` or `err ERRNO` and closes it.
+fn socket(family: &str, ty: &str, protocol: &str) -> std::io::Result<()> {
+    let n = |s: &str| s.parse::<i32>().expect("socket(2) argument");
+    // SAFETY: plain syscall; the descriptor is closed below.
+    let fd = unsafe { libc::socket(n(family), n(ty), n(protocol)) };
+    let r = if fd < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        Ok(())
+    };
+    match &r {
+        Ok(()) => println!("ok"),
+        Err(e) => println!("err {}", e.raw_os_error().unwrap_or(0)),
+    }
+    r
+}
+
+/// Resolves `name` as programs do through glibc: `getaddrinfo` with
+/// `AI_ADDRCONFIG` (which asks the kernel for the interfaces' addresses
+/// over `NETLINK_ROUTE`), then lists the interfaces (`if_nameindex`, over
+/// netlink too). Prints each address and the interface count.
+fn resolve_glibc(name: &str) -> std::io::Result<()> {
+    let host = cstring(name);
+    // SAFETY: zeroed addrinfo is a valid "no hints" value.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_flags = libc::AI_ADDRCONFIG;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C strings and out pointer; the list is freed below.
+    let rc = unsafe {
+        libc::getaddrinfo(
+            host.as_ptr(),
+            std::ptr::null(),
+            &raw const hints,
+            &raw mut res,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::other(format!("getaddrinfo: {rc}")));
+    }
+    let mut at = res;
+    while !at.is_null() {
+        // SAFETY: a node of the list getaddrinfo returned.
+        let ai = unsafe { &*at };
+        let addr = match ai.ai_family {
+            // SAFETY: the family says which sockaddr it is.
+            libc::AF_INET => unsafe {
+                let sa = ai.ai_addr.cast::<libc::sockaddr_in>().read_unaligned();
+                std::net::IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes())
+            },
+            // SAFETY: as above.
+            libc::AF_INET6 => unsafe {
+                let sa = ai.ai_addr.cast::<libc::sockaddr_in6>().read_unaligned();
+                std::net::IpAddr::from(sa.sin6_addr.s6_addr)
+            },
+            _ => {
+                at = ai.ai_next;
+                continue;
+            }
+        };
+        println!("{addr}");
+        at = ai.ai_next;
+    }
+    // SAFETY: the list getaddrinfo returned, freed once.
+    unsafe { libc::freeaddrinfo(res) };
+    // SAFETY: the array is freed below; it ends with a zero index.
+    let ifs = unsafe { libc::if_nameindex() };
+    if ifs.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut count = 0;
+    // SAFETY: walking the array up to its terminator.
+    while unsafe { (*ifs.add(count)).if_index } != 0 {
+        count += 1;
+    }
+    // SAFETY: the array if_nameindex returned.
+    unsafe { libc::if_freenameindex(ifs) };
+    println!("interfaces {count}");
+    Ok(())
+}
+
 /// `ok`, or `err ERRNO` (1 is EPERM).
 fn result(r: std::io::Result<()>) -> String {
     match r {
@@ -320,6 +404,8 @@ fn main() -> ExitCode {
         ["openat-swap", dir, name, decoy] => openat_swap(dir, name, decoy),
         ["exec-fd", prog, args @ ..] => exec_from_fd(prog, args, false),
         ["uring-read", path] => uring_read(path),
+        ["socket", family, ty, protocol] => socket(family, ty, protocol),
+        ["resolve-glibc", name] => resolve_glibc(name),
         ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
@@ -396,7 +482,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|accept-once|spawn|sleep ..."
             );
             return ExitCode::from(2);
         }

@@ -140,6 +140,23 @@ impl Pipeline {
                 ),
                 identity: None,
             },
+            verdict::BLOCKED_SOCKET => {
+                let what = match &event.payload {
+                    Payload::Socket(s) => format!(
+                        "{} socket ({}, type {}, protocol {})",
+                        s.class, s.family_name, s.sock_type, s.protocol
+                    ),
+                    _ => "socket".to_owned(),
+                };
+                Violation {
+                    kind: AnomalyKind::UnusualSocket,
+                    severity: Severity::High,
+                    reason: format!(
+                        "{what} of {who} is outside its socket_families (refused in the kernel)"
+                    ),
+                    identity: None,
+                }
+            }
             verdict::BLOCKED_NO_TASK => Violation {
                 kind: AnomalyKind::UnapprovedTask,
                 severity: Severity::High,
@@ -174,7 +191,9 @@ impl Pipeline {
         let mut caused = Vec::new();
         let action = if revoke {
             self.revoke_for(event, &v.reason, &mut caused)
-        } else if verdict == verdict::BLOCKED_IO_URING {
+        } else if verdict == verdict::BLOCKED_IO_URING
+            || matches!(&event.payload, Payload::Socket(s) if !s.refused_with_eperm())
+        {
             "killed"
         } else {
             "blocked"
