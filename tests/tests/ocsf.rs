@@ -34,6 +34,7 @@ const EVERY_KIND: &[&str] = &[
     "gap",
     "io_uring",
     "socket",
+    "unix_connect",
     "sensor_tampered",
 ];
 

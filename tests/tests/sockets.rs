@@ -249,3 +249,160 @@ fn routing_netlink_and_name_resolution_work_in_an_enforced_session() {
         assert!(of(&events, "anomaly", session).is_empty(), "{}", d.dump());
     }
 }
+
+/// Local servers outside every session: a stream socket the agents may
+/// use, one they may not (as `/var/run/docker.sock` would be), an abstract
+/// one, and a datagram socket.
+struct UnixServers {
+    dir: tempfile::TempDir,
+    _listeners: Vec<std::os::unix::net::UnixListener>,
+    _dgram: std::os::unix::net::UnixDatagram,
+    abstract_name: String,
+}
+
+impl UnixServers {
+    fn start() -> Self {
+        use std::os::linux::net::SocketAddrExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        for name in ["allowed.sock", "daemon.sock"] {
+            listeners.push(std::os::unix::net::UnixListener::bind(dir.path().join(name)).unwrap());
+        }
+        let abstract_name = format!("vigil-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name).unwrap();
+        listeners.push(std::os::unix::net::UnixListener::bind_addr(&addr).unwrap());
+        let dgram = std::os::unix::net::UnixDatagram::bind(dir.path().join("log.sock")).unwrap();
+        Self {
+            dir,
+            _listeners: listeners,
+            _dgram: dgram,
+            abstract_name,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_owned()
+    }
+}
+
+fn unix_config(s: &UnixServers) -> String {
+    let wl = wl();
+    let allowed = s.path("allowed.sock");
+    format!(
+        r#"
+[[agent]]
+name = "coder"
+on_violation = "alert"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["unix://{allowed}"]
+  tools = ["{wl}"]
+
+[[agent]]
+name = "guarded"
+on_violation = "alert"
+enforce = true
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1", "unix://{allowed}"]
+  tools = ["{wl}"]
+"#
+    )
+}
+
+fn unix_event(d: &Daemon, session: &str) -> Value {
+    d.wait_for(&format!("the unix connect of {session}"), |e| {
+        e["kind"] == "unix_connect" && e["identity"]["session"] == session
+    })
+}
+
+fn unapproved(d: &Daemon, session: &str) -> Value {
+    d.wait_for(
+        &format!("the unapproved_system anomaly of {session}"),
+        |e| {
+            e["kind"] == "anomaly"
+                && e["identity"]["session"] == session
+                && e["anomaly"] == "unapproved_system"
+        },
+    )
+}
+
+/// A unix socket is how an agent asks a more privileged local daemon (as
+/// Docker's would) to act for it. A connect or datagram outside the
+/// agent's `systems` is an `unapproved_system`, refused with EPERM when the
+/// systems are enforced; the socket it lists keeps working.
+#[test]
+fn a_unix_socket_outside_systems_is_reported_and_refused_for_an_enforced_agent() {
+    if !kernel_available() {
+        return;
+    }
+    let s = UnixServers::start();
+    let d = Daemon::start_fn(|_| unix_config(&s), "");
+    let status = d.vigil_ok(&["status"]);
+    assert!(
+        !status.contains("missing"),
+        "the unix hooks load on 6.7+: {status}"
+    );
+    let abstract_addr = format!("@{}", s.abstract_name);
+    let attempts = [
+        ("daemon", "stream", s.path("daemon.sock")),
+        ("abstract", "stream", abstract_addr.clone()),
+        ("dgram", "dgram", s.path("log.sock")),
+    ];
+    for (what, kind, address) in &attempts {
+        // The control: the attack itself works without Vigil in the way.
+        let out = std::process::Command::new(wl())
+            .args(["unix", kind, address])
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&out), "ok", "control {what}: {out:?}");
+
+        let seen = format!("s-unix-{what}-seen");
+        let out = d.exec("coder", &seen, &[&wl(), "unix", kind, address]);
+        assert_eq!(stdout(&out), "ok", "observed only: {out:?}");
+        let e = unix_event(&d, &seen);
+        assert_eq!(
+            (&e["path"], &e["blocked"]),
+            (&address.as_str().into(), &false.into()),
+            "{e}"
+        );
+        assert_eq!(unapproved(&d, &seen)["action"], "observed");
+
+        let refused = format!("s-unix-{what}-refused");
+        let out = d.exec("guarded", &refused, &[&wl(), "unix", kind, address]);
+        assert_eq!(stdout(&out), "err 1", "EPERM: {out:?}\n{}", d.log());
+        let e = unix_event(&d, &refused);
+        assert_eq!(e["blocked"], true, "{e}");
+        let expect_op = if *kind == "dgram" {
+            "sendmsg"
+        } else {
+            "connect"
+        };
+        assert_eq!(e["op"], expect_op, "{e}");
+        assert_eq!(unapproved(&d, &refused)["action"], "blocked");
+    }
+    // The socket in systems: allowed for both, reported, no anomaly.
+    let allowed = s.path("allowed.sock");
+    for (agent, session) in [("coder", "s-unix-ok-seen"), ("guarded", "s-unix-ok")] {
+        let out = d.exec(agent, session, &[&wl(), "unix", "stream", &allowed]);
+        assert_eq!(stdout(&out), "ok", "{agent}: {out:?}");
+        assert_eq!(unix_event(&d, session)["blocked"], false);
+    }
+    // The daemon's own socket is no exception: its API could lift the
+    // agent's own revocation.
+    let own = d.socket.to_str().unwrap().to_owned();
+    let out = d.exec(
+        "guarded",
+        "s-unix-governor",
+        &[&wl(), "unix", "stream", &own],
+    );
+    assert_eq!(stdout(&out), "err 1", "{out:?}");
+    assert_eq!(unapproved(&d, "s-unix-governor")["action"], "blocked");
+    d.settle();
+    let events = d.events();
+    for session in ["s-unix-ok-seen", "s-unix-ok"] {
+        assert!(of(&events, "anomaly", session).is_empty(), "{}", d.dump());
+    }
+}

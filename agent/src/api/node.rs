@@ -87,16 +87,23 @@ impl pb::node_service_server::NodeService for Node {
         }
         let (live_status, mut warnings) = s.live.status();
         warnings.extend(s.kube.warnings());
-        let kernel_features = s
-            .sensors
-            .attached()
-            .iter()
-            .map(|h| pb::KernelFeature {
-                name: h.clone(),
-                available: true,
-                detail: String::new(),
-            })
-            .collect();
+        let kernel_features =
+            s.sensors
+                .attached()
+                .iter()
+                .map(|h| pb::KernelFeature {
+                    name: h.clone(),
+                    available: true,
+                    detail: String::new(),
+                })
+                .chain(s.sensors.unavailable().into_iter().map(|(name, detail)| {
+                    pb::KernelFeature {
+                        name,
+                        available: false,
+                        detail,
+                    }
+                }))
+                .collect();
         Ok(Response::new(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             node: s.node.clone(),

@@ -154,6 +154,13 @@ fn what(payload: &P) -> String {
             }
             s
         }
+        P::UnixConnect(x) => {
+            let mut s = format!("unix {} {} ({})", x.op, x.path, x.sock_type);
+            if x.blocked {
+                s.push_str(" BLOCKED");
+            }
+            s
+        }
         P::Socket(x) => {
             let mut s = format!(
                 "socket {} ({}, type {}, protocol {})",

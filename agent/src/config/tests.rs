@@ -454,6 +454,22 @@ fn systems_entry_forms() {
 }
 
 #[test]
+fn unix_socket_entries() {
+    let e: SystemEntry = "unix:///var/run/docker.sock".parse().unwrap();
+    assert_eq!(e.target, Target::Unix("/var/run/docker.sock".into()));
+    assert_eq!(e.to_string(), "unix:///var/run/docker.sock");
+    let e: SystemEntry = "unix://@vigil-abstract".parse().unwrap();
+    assert_eq!(e.target, Target::Unix("@vigil-abstract".into()));
+    assert!(entry_err("unix://run/docker.sock").contains("must be an absolute path"));
+    assert!(entry_err("unix://").contains("must be an absolute path"));
+    assert!(entry_err("unix://@").contains("abstract unix address"));
+    let long = format!("unix:///{}", "a".repeat(108));
+    assert!(entry_err(&long).contains("longer than 108 bytes"));
+    let fits = format!("unix:///{}", "a".repeat(107));
+    assert!(fits.parse::<SystemEntry>().is_ok());
+}
+
+#[test]
 fn systems_entry_errors() {
     assert_eq!(entry_err("10.0.0.0/33"), r#"invalid CIDR "10.0.0.0/33""#);
     assert_eq!(entry_err("[fd00::/129]"), r#"invalid CIDR "fd00::/129""#);

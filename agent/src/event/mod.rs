@@ -146,6 +146,8 @@ pub enum Payload {
     IoUring(IoUring),
     /// A socket of an unusual family or type (raw, packet, netlink, …).
     Socket(Socket),
+    /// A connect or datagram send to a unix socket address.
+    UnixConnect(UnixConnect),
 }
 
 impl Payload {
@@ -172,6 +174,7 @@ impl Payload {
             Self::SensorTampered(_) => "sensor_tampered",
             Self::IoUring(_) => "io_uring",
             Self::Socket(_) => "socket",
+            Self::UnixConnect(_) => "unix_connect",
         }
     }
 }
@@ -577,6 +580,26 @@ pub struct Socket {
     /// True when the kernel refused it: `socket(2)` failed with `EPERM`
     /// (IPv4 and IPv6, `cgroup/sock_create`), or the caller was killed
     /// before it returned (other families, seen at the syscall's entry).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+/// A connect (stream or datagram) or datagram send of a watched process to
+/// a unix socket address: how a process asks a local daemon (Docker,
+/// containerd, systemd) to act for it. The node's resolver and system-log
+/// sockets are not reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixConnect {
+    /// The address as the caller passed it: a path (relative ones are
+    /// relative to the caller's working directory), or `@NAME` for an
+    /// abstract address (each NUL in it shown as `@`).
+    pub path: String,
+    /// `connect`, or `sendmsg` for a datagram sent to an address.
+    pub op: String,
+    /// `stream`, `dgram`, `seqpacket`, or the type number.
+    pub sock_type: String,
+    /// True when the kernel refused it with EPERM (outside the enforced
+    /// `systems`, or revoked).
     #[serde(default)]
     pub blocked: bool,
 }

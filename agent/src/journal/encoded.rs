@@ -87,6 +87,7 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         26 => K::SensorTampered,
         27 => K::IoUring,
         28 => K::Socket,
+        29 => K::UnixConnect,
         _ => return None,
     })
 }

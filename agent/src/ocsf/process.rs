@@ -1,9 +1,9 @@
-//! Process Activity (1007): execs, forks, exits, and io_uring and socket
-//! creation, which no class of OCSF 1.5 describes.
+//! Process Activity (1007): execs, forks, exits, and io_uring, socket
+//! creation and unix socket connects, which no class of OCSF 1.5 describes.
 
 use std::borrow::Cow;
 
-use crate::event::{Event, Exec, Exit, Fork, IoUring, Socket};
+use crate::event::{Event, Exec, Exit, Fork, IoUring, Socket, UnixConnect};
 
 use super::objects::{FileObj, ProcessObj, base_name, cmd_line, parent, process_obj, user};
 use super::{Activity, Class, OcsfEvent, status};
@@ -112,6 +112,29 @@ pub(super) fn socket<'a>(r: &mut OcsfEvent<'a>, e: &'a Event, x: &Socket) -> (Cl
         } else {
             "killed in the kernel before socket(2) returned: outside the agent's socket_families"
         }));
+    }
+    (PROCESS_ACTIVITY, (99, "Other"))
+}
+
+pub(super) fn unix_connect<'a>(
+    r: &mut OcsfEvent<'a>,
+    e: &'a Event,
+    x: &UnixConnect,
+) -> (Class, Activity) {
+    // A unix socket has no network endpoint (Network Activity's endpoints
+    // are addresses and ports): an act of the process, Other.
+    r.process = e
+        .process
+        .as_ref()
+        .map(process_obj)
+        .or(Some(ProcessObj::default()));
+    let (id, name) = status(!x.blocked);
+    (r.status_id, r.status) = (Some(id), Some(name));
+    r.message = Some(Cow::Owned(format!("unix {} {}", x.op, x.path)));
+    if x.blocked {
+        r.status_detail = Some(Cow::Borrowed(
+            "refused in the kernel (EPERM): outside the agent's systems, or revoked",
+        ));
     }
     (PROCESS_ACTIVITY, (99, "Other"))
 }

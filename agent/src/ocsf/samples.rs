@@ -222,6 +222,16 @@ pub fn all() -> Vec<Event> {
             blocked: true,
         }),
     ));
+    v.push(event(
+        14,
+        Some(process()),
+        Payload::UnixConnect(crate::event::UnixConnect {
+            path: "/run/docker.sock".into(),
+            op: "connect".into(),
+            sock_type: "stream".into(),
+            blocked: true,
+        }),
+    ));
     let offending = connect(false);
     v.push(event(
         11,

@@ -20,8 +20,29 @@ impl Scope {
             Payload::FileOpen(f) => self.eval_open(a, f),
             Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
             Payload::Socket(s) => Self::eval_socket(a, s),
+            Payload::UnixConnect(u) => self.eval_unix(a, u),
             _ => Verdict::InScope,
         }
+    }
+
+    fn eval_unix(&self, a: &CompiledAgent, u: &crate::event::UnixConnect) -> Verdict {
+        if let Some(&id) = self.identities.endpoints.unix.get(&u.path)
+            && !a.identities.contains(id)
+        {
+            return self.identity_violation(a, &format!("unix {} {}", u.op, u.path), id);
+        }
+        if a.systems.unix.contains_key(&u.path) {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedSystem,
+            severity: Severity::High,
+            reason: format!(
+                "unix socket {} is outside systems of {}",
+                u.path, a.info.name
+            ),
+            identity: None,
+        })
     }
 
     fn eval_socket(a: &CompiledAgent, s: &crate::event::Socket) -> Verdict {

@@ -337,11 +337,15 @@ impl Links {
         program: &str,
         link: FdLink,
     ) -> Result<(PinnedLink, OwnedFd, PathBuf), SensorError> {
+        pin_link(link, &self.next_path(program))
+    }
+
+    /// Where the next link of `program` is pinned.
+    pub(super) fn next_path(&self, program: &str) -> PathBuf {
         let n = self
             .count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = self.dir.join(format!("{program}-{n}"));
-        pin_link(link, &path)
+        self.dir.join(format!("{program}-{n}"))
     }
 
     /// Unpins (and so detaches) links of earlier daemons.

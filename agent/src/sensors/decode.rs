@@ -13,7 +13,8 @@ use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
     ExecRecord, ExitRecord, ForkRecord, Header, IoUringRecord, OPEN_PATH_TRUNCATED,
     OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, SocketRecord,
-    io_uring_op, io_uring_opcode, open_syscall, path_flags, sock_op, socket_class,
+    UNIX_PATH_MAX, UnixRecord, io_uring_op, io_uring_opcode, open_syscall, path_flags, sock_op,
+    socket_class,
 };
 
 use crate::event::{
@@ -56,6 +57,7 @@ pub enum Record {
     Dns(DnsRecord),
     IoUring(IoUringRecord),
     Socket(SocketRecord),
+    Unix(UnixRecord),
 }
 
 impl Record {
@@ -71,6 +73,7 @@ impl Record {
             Self::Dns(r) => &r.header,
             Self::IoUring(r) => &r.header,
             Self::Socket(r) => &r.header,
+            Self::Unix(r) => &r.header,
         }
     }
 }
@@ -201,7 +204,28 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             )?;
             Record::Socket(r)
         }
+        RecordKind::Unix => {
+            let r: UnixRecord = read(bytes, kind)?;
+            check(kind, "path_len", r.path_len.into(), UNIX_PATH_MAX as u64)?;
+            check(kind, "op", r.op.into(), u64::from(sock_op::SENDMSG))?;
+            Record::Unix(r)
+        }
     })
+}
+
+/// A unix socket address as events show it: the path, or `@NAME` for an
+/// abstract address (every NUL shown as `@`, as `ss` does).
+#[must_use]
+pub fn unix_path(bytes: &[u8]) -> String {
+    if bytes.first() == Some(&0) {
+        let shown: Vec<u8> = bytes
+            .iter()
+            .map(|&b| if b == 0 { b'@' } else { b })
+            .collect();
+        String::from_utf8_lossy(&shown).into_owned()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
 }
 
 /// The name of an address family the socket sensor reports.
@@ -497,6 +521,22 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             family_name: family_name(r.family),
             sock_type: r.sock_type.into(),
             protocol: r.protocol.into(),
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
+        }),
+        Record::Unix(r) => Payload::UnixConnect(crate::event::UnixConnect {
+            path: unix_path(&r.path[..usize::from(r.path_len)]),
+            op: if r.op == sock_op::SENDMSG {
+                "sendmsg"
+            } else {
+                "connect"
+            }
+            .to_owned(),
+            sock_type: match i32::from(r.sock_type) {
+                libc::SOCK_STREAM => "stream".to_owned(),
+                libc::SOCK_DGRAM => "dgram".to_owned(),
+                libc::SOCK_SEQPACKET => "seqpacket".to_owned(),
+                other => other.to_string(),
+            },
             blocked: h.verdict != vigil_common::verdict::ALLOWED,
         }),
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {

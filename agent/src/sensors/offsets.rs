@@ -245,6 +245,13 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         io_open_filename: iou.members.map_or(0, |m| m.io_open_filename),
         io_open_flags: iou.members.map_or(0, |m| m.io_open_flags),
         filename_name: iou.members.map_or(0, |m| m.filename_name),
+        // Both from Linux 6.7, with the unix hooks; 0 before.
+        sa_kern_uaddr: btf
+            .member_offset("bpf_sock_addr_kern", "uaddr")
+            .unwrap_or(0),
+        sa_kern_uaddrlen: btf
+            .member_offset("bpf_sock_addr_kern", "uaddrlen")
+            .unwrap_or(0),
         regs_args: regs.args,
     })
 }

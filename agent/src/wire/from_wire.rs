@@ -352,6 +352,12 @@ impl TryFrom<pb::event::Payload> for Payload {
                 flags: x.flags,
                 blocked: x.blocked,
             }),
+            W::UnixConnect(x) => Self::UnixConnect(crate::event::UnixConnect {
+                path: x.path,
+                op: x.op,
+                sock_type: x.sock_type,
+                blocked: x.blocked,
+            }),
             W::Socket(x) => Self::Socket(crate::event::Socket {
                 class: x.class,
                 family: x.family,

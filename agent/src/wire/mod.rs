@@ -56,6 +56,7 @@ pub fn kind_of(payload: &pb::event::Payload) -> pb::EventKind {
         W::SensorTampered(_) => pb::EventKind::SensorTampered,
         W::IoUring(_) => pb::EventKind::IoUring,
         W::Socket(_) => pb::EventKind::Socket,
+        W::UnixConnect(_) => pb::EventKind::UnixConnect,
     }
 }
 

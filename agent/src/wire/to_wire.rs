@@ -262,6 +262,12 @@ impl From<&Payload> for pb::event::Payload {
                 flags: x.flags,
                 blocked: x.blocked,
             }),
+            Payload::UnixConnect(x) => W::UnixConnect(pb::UnixConnect {
+                path: x.path.clone(),
+                op: x.op.clone(),
+                sock_type: x.sock_type.clone(),
+                blocked: x.blocked,
+            }),
             Payload::Socket(x) => W::Socket(pb::Socket {
                 class: x.class.clone(),
                 family: x.family,

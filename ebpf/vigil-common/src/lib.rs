@@ -38,6 +38,7 @@ pub enum RecordKind {
     Dns = 7,
     IoUring = 8,
     Socket = 9,
+    Unix = 10,
 }
 
 impl RecordKind {
@@ -54,6 +55,7 @@ impl RecordKind {
             7 => Self::Dns,
             8 => Self::IoUring,
             9 => Self::Socket,
+            10 => Self::Unix,
             _ => return None,
         })
     }
@@ -628,6 +630,88 @@ pub struct IoUringRecord {
     pub path: [u8; PATH_LEN],
 }
 
+/// Bytes of `sockaddr_un.sun_path`.
+pub const UNIX_PATH_MAX: usize = 108;
+/// [`UNIX_PATH_MAX`] rounded up to 8 bytes, so the types below have no
+/// implicit padding.
+pub const UNIX_PATH_BUF: usize = 112;
+
+/// Key of the pinned `UNIX_SYSTEMS` map: a unix socket address an agent may
+/// connect or send to. The address is compared exactly, as the caller
+/// passed it: a pathname socket up to its first NUL, the bytes after it
+/// zero; an abstract one (`path[0] == 0`) as long as the address length
+/// says. Agent key 0 holds the sockets every agent may use (the resolver's
+/// and the system log's), which are not reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnixKey {
+    pub agent_key: u32,
+    /// Bytes of `path` used (for an abstract address, the leading NUL too).
+    pub len: u32,
+    pub path: [u8; UNIX_PATH_BUF],
+}
+
+impl Default for UnixKey {
+    fn default() -> Self {
+        Self {
+            agent_key: 0,
+            len: 0,
+            path: [0; UNIX_PATH_BUF],
+        }
+    }
+}
+
+impl UnixKey {
+    /// Puts the first `n` bytes of `sun_path` (as the caller passed them,
+    /// the rest of `path` being anything) into the form the map compares:
+    /// a pathname ends at its first NUL and everything after is zero; an
+    /// abstract address keeps its `n` bytes. Sets and returns `len`. The
+    /// kernel programs and the daemon (for the addresses in `systems`) both
+    /// build keys with it.
+    ///
+    /// One loop with a constant bound and constant indexes: the verifier
+    /// accepts it unrolled.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    pub fn normalize(&mut self, n: usize) -> u32 {
+        let n = if n > UNIX_PATH_MAX { UNIX_PATH_MAX } else { n };
+        let is_abstract = n > 0 && self.path[0] == 0;
+        let mut len = 0;
+        let mut ended = false;
+        for i in 0..UNIX_PATH_BUF {
+            if i >= n || (!is_abstract && self.path[i] == 0) {
+                ended = true;
+            }
+            if ended {
+                self.path[i] = 0;
+            } else {
+                len = i as u32 + 1;
+            }
+        }
+        self.len = len;
+        len
+    }
+}
+
+/// Capacity of `UNIX_SYSTEMS`.
+pub const UNIX_SYSTEMS_ENTRIES: u32 = 4096;
+
+/// A connect (stream or datagram) or datagram send to a unix socket
+/// address, from cgroup `connect_unix`/`sendmsg_unix` (Linux 6.7+).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixRecord {
+    pub header: Header,
+    /// A [`sock_op`] value.
+    pub op: u8,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_SEQPACKET`.
+    pub sock_type: u8,
+    /// Bytes used in `path`, as in [`UnixKey::len`].
+    pub path_len: u16,
+    pub _pad: u32,
+    pub path: [u8; UNIX_PATH_BUF],
+}
+
 /// Offsets into tracepoint records and kernel structs, found at load time
 /// (tracefs `format` files and `/sys/kernel/btf/vmlinux`) and handed to the
 /// programs as a read-only global, so nothing depends on one kernel's layout.
@@ -739,6 +823,11 @@ pub struct Offsets {
     pub io_open_flags: u32,
     /// `filename.name`.
     pub filename_name: u32,
+    /// `bpf_sock_addr_kern.uaddr` and `.uaddrlen` (the context of cgroup
+    /// `sock_addr` programs; `uaddrlen` exists from Linux 6.7, with the unix
+    /// hooks). 0: unknown.
+    pub sa_kern_uaddr: u32,
+    pub sa_kern_uaddrlen: u32,
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
@@ -837,6 +926,8 @@ impl Offsets {
             io_open_filename: 0,
             io_open_flags: 0,
             filename_name: 0,
+            sa_kern_uaddr: 0,
+            sa_kern_uaddrlen: 0,
             regs_args: [0; 4],
         }
     }
@@ -880,6 +971,7 @@ mod user {
     unsafe impl aya::Pod for super::OpenKey {}
     unsafe impl aya::Pod for super::OpenSeen {}
     unsafe impl aya::Pod for super::LossKey {}
+    unsafe impl aya::Pod for super::UnixKey {}
 }
 
 #[cfg(test)]
@@ -909,7 +1001,9 @@ mod tests {
         assert_eq!(size_of::<IoUringRecord>(), 64 + 24 + PATH_LEN);
         // A multiple of 8, so `KernelConfig` has no implicit padding.
         assert_eq!(size_of::<SocketRecord>(), 64 + 8);
-        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 29 * 4 + 16);
+        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 31 * 4 + 16);
+        assert_eq!(size_of::<UnixKey>(), 8 + UNIX_PATH_BUF);
+        assert_eq!(size_of::<UnixRecord>(), 64 + 8 + UNIX_PATH_BUF);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);
@@ -1097,6 +1191,45 @@ mod tests {
         }
     }
 
+    fn key(bytes: &[u8], fill: u8) -> UnixKey {
+        let mut k = UnixKey {
+            path: [fill; UNIX_PATH_BUF],
+            ..UnixKey::default()
+        };
+        k.path[..bytes.len()].copy_from_slice(bytes);
+        k.normalize(bytes.len());
+        k
+    }
+
+    #[test]
+    fn unix_paths_end_at_their_nul_and_compare_exactly() {
+        let plain = key(b"/run/docker.sock", 0xaa);
+        assert_eq!(plain.len, 16);
+        assert_eq!(&plain.path[..16], b"/run/docker.sock");
+        assert!(plain.path[16..].iter().all(|&b| b == 0));
+        // The length a caller passes may count the NUL and bytes after it.
+        assert_eq!(key(b"/run/docker.sock\0junk", 0x55), plain);
+        assert_ne!(key(b"/run/docker.sockX", 0), plain);
+        assert_ne!(key(b"/var/run/docker.sock", 0), plain);
+        assert_eq!(key(b"", 0xff).len, 0);
+        // Too long for sun_path: cut to UNIX_PATH_MAX.
+        let long = key(&[b'a'; UNIX_PATH_BUF], 0);
+        assert_eq!(long.len as usize, UNIX_PATH_MAX);
+        assert!(long.path[UNIX_PATH_MAX..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn abstract_unix_addresses_keep_every_byte_they_were_given() {
+        let a = key(b"\0vigil\0x", 0x77);
+        assert_eq!(a.len, 8);
+        assert_eq!(&a.path[..8], b"\0vigil\0x");
+        assert!(a.path[8..].iter().all(|&b| b == 0));
+        // A shorter abstract name is another address.
+        assert_ne!(key(b"\0vigil", 0), a);
+        // The pathname "vigil" is not the abstract "@vigil".
+        assert_ne!(key(b"vigil", 0).path, key(b"\0vigil", 0).path);
+    }
+
     #[test]
     fn kinds_round_trip() {
         for k in [
@@ -1109,6 +1242,7 @@ mod tests {
             RecordKind::Dns,
             RecordKind::IoUring,
             RecordKind::Socket,
+            RecordKind::Unix,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

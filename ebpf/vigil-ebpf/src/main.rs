@@ -26,6 +26,7 @@ mod path;
 mod process;
 mod socket;
 mod task;
+mod unix;
 
 #[cfg(not(test))]
 #[panic_handler]

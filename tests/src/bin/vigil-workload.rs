@@ -373,6 +373,31 @@ fn resolve_glibc(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A unix socket address: a path, or `@NAME` for an abstract one.
+fn unix_addr(address: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt as _;
+    match address.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
+        None => std::os::unix::net::SocketAddr::from_pathname(address),
+    }
+}
+
+/// Connects a stream socket to the unix socket `address` (`stream`), or
+/// sends one datagram to it (`dgram`); prints `ok` or `err ERRNO`.
+fn unix(kind: &str, address: &str) -> std::io::Result<()> {
+    let addr = unix_addr(address)?;
+    let r = match kind {
+        "stream" => std::os::unix::net::UnixStream::connect_addr(&addr).map(drop),
+        _ => std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.send_to_addr(b"vigil", &addr).map(drop)),
+    };
+    match &r {
+        Ok(()) => println!("ok"),
+        Err(e) => println!("err {}", e.raw_os_error().unwrap_or(0)),
+    }
+    r
+}
+
 /// `ok`, or `err ERRNO` (1 is EPERM).
 fn result(r: std::io::Result<()>) -> String {
     match r {
@@ -406,6 +431,7 @@ fn main() -> ExitCode {
         ["uring-read", path] => uring_read(path),
         ["socket", family, ty, protocol] => socket(family, ty, protocol),
         ["resolve-glibc", name] => resolve_glibc(name),
+        ["unix", kind @ ("stream" | "dgram"), address] => unix(kind, address),
         ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
@@ -482,7 +508,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|accept-once|spawn|sleep ..."
             );
             return ExitCode::from(2);
         }

@@ -171,6 +171,7 @@ impl Pipeline {
                         "connect to {}",
                         std::net::SocketAddr::new(c.address, c.port)
                     ),
+                    Payload::UnixConnect(u) => format!("unix {} to {}", u.op, u.path),
                     _ => "activity".to_owned(),
                 };
                 Violation {
