@@ -35,6 +35,7 @@ const EVERY_KIND: &[&str] = &[
     "io_uring",
     "socket",
     "unix_connect",
+    "session_escape",
     "sensor_tampered",
 ];
 

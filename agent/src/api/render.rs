@@ -154,6 +154,26 @@ fn what(payload: &P) -> String {
             }
             s
         }
+        P::SessionEscape(x) => {
+            let mut s = format!(
+                "session escape: pid {} moved {} to {}",
+                x.moved_pid,
+                if x.self_move {
+                    "itself"
+                } else {
+                    "by this process"
+                },
+                if x.to_cgroup.is_empty() {
+                    format!("cgroup id {}", x.to_cgroup_id)
+                } else {
+                    x.to_cgroup.clone()
+                }
+            );
+            if x.blocked {
+                s.push_str(" KILLED");
+            }
+            s
+        }
         P::UnixConnect(x) => {
             let mut s = format!("unix {} {} ({})", x.op, x.path, x.sock_type);
             if x.blocked {

@@ -541,7 +541,10 @@ mod tests {
             k.normalize(bytes.len());
             k
         };
-        assert_eq!(unix_key(9, "/run/docker.sock"), kernel(b"/run/docker.sock\0"));
+        assert_eq!(
+            unix_key(9, "/run/docker.sock"),
+            kernel(b"/run/docker.sock\0")
+        );
         assert_eq!(unix_key(9, "@vigil"), kernel(b"\0vigil"));
         assert_eq!(unix_key(9, "@a@b"), kernel(b"\0a\0b"));
         // And the event shows each as it is written in systems.

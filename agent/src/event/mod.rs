@@ -148,6 +148,8 @@ pub enum Payload {
     Socket(Socket),
     /// A connect or datagram send to a unix socket address.
     UnixConnect(UnixConnect),
+    /// A watched process moved out of its session's cgroup.
+    SessionEscape(SessionEscape),
 }
 
 impl Payload {
@@ -175,6 +177,7 @@ impl Payload {
             Self::IoUring(_) => "io_uring",
             Self::Socket(_) => "socket",
             Self::UnixConnect(_) => "unix_connect",
+            Self::SessionEscape(_) => "session_escape",
         }
     }
 }
@@ -387,6 +390,9 @@ pub enum AnomalyKind {
     /// A watched process created a socket of a class outside the agent's
     /// `socket_families` (raw, packet, netlink other than routing, …).
     UnusualSocket,
+    /// A watched process moved itself or another one out of its session
+    /// cgroup (`cgroup.procs`), out of the subtree the sensors watch.
+    SessionEscape,
 }
 
 impl AnomalyKind {
@@ -403,6 +409,7 @@ impl AnomalyKind {
             Self::DnsAnswerRejected => "dns_answer_rejected",
             Self::IoUringUsed => "io_uring_used",
             Self::UnusualSocket => "unusual_socket",
+            Self::SessionEscape => "session_escape",
         }
     }
 }
@@ -600,6 +607,26 @@ pub struct UnixConnect {
     pub sock_type: String,
     /// True when the kernel refused it with EPERM (outside the enforced
     /// `systems`, or revoked).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+/// A watched process moved out of its session cgroup by a write to a
+/// `cgroup.procs` file, by itself or by another watched process (the
+/// event's `process`). Its identity is the session it left; the cgroup it
+/// reached stays watched, as part of that session, until it exits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEscape {
+    /// The process that was moved.
+    pub moved_pid: u32,
+    /// Whether it moved itself.
+    pub self_move: bool,
+    /// The cgroup v2 id it moved into, and its path when known.
+    pub to_cgroup_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_cgroup: Option<String>,
+    /// True when it was killed (the agent is enforced): in the kernel when
+    /// it moved itself, else by the daemon (and the writer in the kernel).
     #[serde(default)]
     pub blocked: bool,
 }

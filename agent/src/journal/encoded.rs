@@ -88,6 +88,7 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         27 => K::IoUring,
         28 => K::Socket,
         29 => K::UnixConnect,
+        30 => K::SessionEscape,
         _ => return None,
     })
 }

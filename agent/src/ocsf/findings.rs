@@ -58,6 +58,7 @@ const fn anomaly_title(kind: AnomalyKind) -> &'static str {
         AnomalyKind::DnsAnswerRejected => "DNS answer not believed",
         AnomalyKind::IoUringUsed => "io_uring set up by an agent",
         AnomalyKind::UnusualSocket => "unusual socket created by an agent",
+        AnomalyKind::SessionEscape => "agent process moved out of its session",
     }
 }
 

@@ -232,6 +232,17 @@ pub fn all() -> Vec<Event> {
             blocked: true,
         }),
     ));
+    v.push(event(
+        15,
+        Some(process()),
+        Payload::SessionEscape(crate::event::SessionEscape {
+            moved_pid: 4000,
+            self_move: true,
+            to_cgroup_id: 9001,
+            to_cgroup: Some("/outside".into()),
+            blocked: true,
+        }),
+    ));
     let offending = connect(false);
     v.push(event(
         11,

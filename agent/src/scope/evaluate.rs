@@ -2,6 +2,23 @@
 
 use super::*;
 
+/// The reason of a `session_escape` anomaly.
+#[must_use]
+pub fn escape_reason(x: &crate::event::SessionEscape, agent: &str, outcome: &str) -> String {
+    format!(
+        "process {} of agent {agent} moved {} out of its session to {}: {outcome}",
+        x.moved_pid,
+        if x.self_move {
+            "itself"
+        } else {
+            "by another of its processes"
+        },
+        x.to_cgroup
+            .clone()
+            .unwrap_or_else(|| format!("cgroup id {}", x.to_cgroup_id))
+    )
+}
+
 impl Scope {
     /// The verdict on one event of `agent`. `now` is the monotonic clock
     /// used for DNS expiry and the symlink cache.
@@ -21,6 +38,12 @@ impl Scope {
             Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
             Payload::Socket(s) => Self::eval_socket(a, s),
             Payload::UnixConnect(u) => self.eval_unix(a, u),
+            Payload::SessionEscape(x) => Verdict::Violation(Violation {
+                kind: AnomalyKind::SessionEscape,
+                severity: Severity::Critical,
+                reason: escape_reason(x, &a.info.name, "still watched as part of its session"),
+                identity: None,
+            }),
             _ => Verdict::InScope,
         }
     }

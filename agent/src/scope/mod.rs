@@ -41,6 +41,7 @@ use crate::event::{
 };
 use data::{DataIndex, Grants, ReadCheck, normalize, with_matches};
 pub use dns::DnsCache;
+pub use evaluate::escape_reason;
 use identities::{IdentityIndex, Touch};
 use systems::EndpointSet;
 pub use systems::unix_aliases;

@@ -75,6 +75,12 @@ pub(super) const PROGRAMS: &[(&str, &str, &[Hook])] = &[
         &[tp("sched", "sched_process_exec")],
     ),
     ("vigil_fork", "process", &[Hook::Raw("sched_process_fork")]),
+    // Moves between cgroups: a watched process leaving its session.
+    (
+        "vigil_cgroup_attach",
+        "process",
+        &[Hook::Raw("cgroup_attach_task")],
+    ),
     (
         "vigil_exit",
         "process",

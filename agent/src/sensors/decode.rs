@@ -10,11 +10,11 @@ use std::{
 };
 
 use vigil_common::{
-    ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    ExecRecord, ExitRecord, ForkRecord, Header, IoUringRecord, OPEN_PATH_TRUNCATED,
-    OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, SocketRecord,
-    UNIX_PATH_MAX, UnixRecord, io_uring_op, io_uring_opcode, open_syscall, path_flags, sock_op,
-    socket_class,
+    ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, ESCAPE_SELF, EXEC_ARGV_TRUNCATED,
+    EXEC_FILENAME_TRUNCATED, EscapeRecord, ExecRecord, ExitRecord, ForkRecord, Header,
+    IoUringRecord, OPEN_PATH_TRUNCATED, OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents,
+    RecordKind, SocketRecord, UNIX_PATH_MAX, UnixRecord, io_uring_op, io_uring_opcode,
+    open_syscall, path_flags, sock_op, socket_class,
 };
 
 use crate::event::{
@@ -58,6 +58,7 @@ pub enum Record {
     IoUring(IoUringRecord),
     Socket(SocketRecord),
     Unix(UnixRecord),
+    Escape(EscapeRecord),
 }
 
 impl Record {
@@ -74,6 +75,7 @@ impl Record {
             Self::IoUring(r) => &r.header,
             Self::Socket(r) => &r.header,
             Self::Unix(r) => &r.header,
+            Self::Escape(r) => &r.header,
         }
     }
 }
@@ -210,6 +212,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             check(kind, "op", r.op.into(), u64::from(sock_op::SENDMSG))?;
             Record::Unix(r)
         }
+        RecordKind::Escape => Record::Escape(read(bytes, kind)?),
     })
 }
 
@@ -537,6 +540,13 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
                 libc::SOCK_SEQPACKET => "seqpacket".to_owned(),
                 other => other.to_string(),
             },
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
+        }),
+        Record::Escape(r) => Payload::SessionEscape(crate::event::SessionEscape {
+            moved_pid: r.moved_tgid,
+            self_move: r.flags & ESCAPE_SELF != 0,
+            to_cgroup_id: r.dst_cgroup_id,
+            to_cgroup: None,
             blocked: h.verdict != vigil_common::verdict::ALLOWED,
         }),
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {

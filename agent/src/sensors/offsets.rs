@@ -249,6 +249,8 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         sa_kern_uaddr: btf
             .member_offset("bpf_sock_addr_kern", "uaddr")
             .unwrap_or(0),
+        cgroup_root: btf.member_offset("cgroup", "root")?,
+        root_hierarchy_id: btf.member_offset("cgroup_root", "hierarchy_id")?,
         sa_kern_uaddrlen: btf
             .member_offset("bpf_sock_addr_kern", "uaddrlen")
             .unwrap_or(0),

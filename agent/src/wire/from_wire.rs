@@ -151,6 +151,7 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::DnsAnswerRejected => Ok(Self::DnsAnswerRejected),
             pb::AnomalyKind::IoUringUsed => Ok(Self::IoUringUsed),
             pb::AnomalyKind::UnusualSocket => Ok(Self::UnusualSocket),
+            pb::AnomalyKind::SessionEscape => Ok(Self::SessionEscape),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
                 value: k.into(),
@@ -350,6 +351,13 @@ impl TryFrom<pb::event::Payload> for Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            W::SessionEscape(x) => Self::SessionEscape(crate::event::SessionEscape {
+                moved_pid: x.moved_pid,
+                self_move: x.self_move,
+                to_cgroup_id: x.to_cgroup_id,
+                to_cgroup: (!x.to_cgroup.is_empty()).then_some(x.to_cgroup),
                 blocked: x.blocked,
             }),
             W::UnixConnect(x) => Self::UnixConnect(crate::event::UnixConnect {

@@ -57,6 +57,7 @@ pub fn kind_of(payload: &pb::event::Payload) -> pb::EventKind {
         W::IoUring(_) => pb::EventKind::IoUring,
         W::Socket(_) => pb::EventKind::Socket,
         W::UnixConnect(_) => pb::EventKind::UnixConnect,
+        W::SessionEscape(_) => pb::EventKind::SessionEscape,
     }
 }
 

@@ -108,6 +108,7 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::DnsAnswerRejected => Self::DnsAnswerRejected,
             AnomalyKind::IoUringUsed => Self::IoUringUsed,
             AnomalyKind::UnusualSocket => Self::UnusualSocket,
+            AnomalyKind::SessionEscape => Self::SessionEscape,
         }
     }
 }
@@ -260,6 +261,13 @@ impl From<&Payload> for pb::event::Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            Payload::SessionEscape(x) => W::SessionEscape(pb::SessionEscape {
+                moved_pid: x.moved_pid,
+                self_move: x.self_move,
+                to_cgroup_id: x.to_cgroup_id,
+                to_cgroup: x.to_cgroup.clone().unwrap_or_default(),
                 blocked: x.blocked,
             }),
             Payload::UnixConnect(x) => W::UnixConnect(pb::UnixConnect {

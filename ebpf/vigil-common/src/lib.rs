@@ -39,6 +39,7 @@ pub enum RecordKind {
     IoUring = 8,
     Socket = 9,
     Unix = 10,
+    Escape = 11,
 }
 
 impl RecordKind {
@@ -56,6 +57,7 @@ impl RecordKind {
             8 => Self::IoUring,
             9 => Self::Socket,
             10 => Self::Unix,
+            11 => Self::Escape,
             _ => return None,
         })
     }
@@ -132,6 +134,9 @@ pub mod verdict {
     /// Denied: the socket's family (or raw type) is outside the agent's
     /// `socket_families`.
     pub const BLOCKED_SOCKET: u32 = 5;
+    /// Killed: a watched process moved itself (or another) out of its
+    /// session, and the agent is enforced.
+    pub const BLOCKED_ESCAPE: u32 = 6;
 }
 
 /// Value of the pinned `POLICY` map, keyed by cgroup id: a session cgroup,
@@ -828,6 +833,9 @@ pub struct Offsets {
     /// hooks). 0: unknown.
     pub sa_kern_uaddr: u32,
     pub sa_kern_uaddrlen: u32,
+    /// `cgroup.root` and `cgroup_root.hierarchy_id` (0 is cgroup v2).
+    pub cgroup_root: u32,
+    pub root_hierarchy_id: u32,
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
@@ -928,6 +936,8 @@ impl Offsets {
             filename_name: 0,
             sa_kern_uaddr: 0,
             sa_kern_uaddrlen: 0,
+            cgroup_root: 0,
+            root_hierarchy_id: 0,
             regs_args: [0; 4],
         }
     }
@@ -956,6 +966,44 @@ impl KernelConfig {
 pub mod watch {
     /// Matched by the config (an agent's `match.cgroups`).
     pub const CONFIGURED: u32 = 1;
+    /// A watched process escaped into it: watched until that process exits.
+    pub const ESCAPED: u32 = 2;
+}
+
+/// Value of the kernel's `WATCHED_TASKS` map, keyed by process id: where a
+/// watched process belongs, noted at its fork or exec, so that a move out
+/// of its cgroup (seen only after the fact) is known for what it left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskSession {
+    /// Its cgroup when noted.
+    pub cgroup_id: u64,
+    /// The cgroups one and two levels below the session parent (agent
+    /// directory and session) when it is in a session, else 0.
+    pub agent_dir: u64,
+    pub session: u64,
+    /// The cgroup it escaped into (kept watched until it exits), else 0.
+    pub escaped_to: u64,
+}
+
+/// Capacity of `WATCHED_TASKS` (an LRU map).
+pub const WATCHED_TASKS_ENTRIES: u32 = 16384;
+
+/// [`EscapeRecord::flags`]: the process moved itself.
+pub const ESCAPE_SELF: u32 = 1;
+
+/// A watched process moved out of its session cgroup (`cgroup.procs`
+/// written), by itself or by another watched process. The header names
+/// the writer; its cgroup id is the one the moved process left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EscapeRecord {
+    pub header: Header,
+    pub moved_tgid: u32,
+    /// [`ESCAPE_SELF`].
+    pub flags: u32,
+    /// The cgroup v2 id it moved into.
+    pub dst_cgroup_id: u64,
 }
 
 #[cfg(feature = "user")]
@@ -972,6 +1020,7 @@ mod user {
     unsafe impl aya::Pod for super::OpenSeen {}
     unsafe impl aya::Pod for super::LossKey {}
     unsafe impl aya::Pod for super::UnixKey {}
+    unsafe impl aya::Pod for super::TaskSession {}
 }
 
 #[cfg(test)]
@@ -1001,7 +1050,9 @@ mod tests {
         assert_eq!(size_of::<IoUringRecord>(), 64 + 24 + PATH_LEN);
         // A multiple of 8, so `KernelConfig` has no implicit padding.
         assert_eq!(size_of::<SocketRecord>(), 64 + 8);
-        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 31 * 4 + 16);
+        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 33 * 4 + 16);
+        assert_eq!(size_of::<TaskSession>(), 32);
+        assert_eq!(size_of::<EscapeRecord>(), 64 + 16);
         assert_eq!(size_of::<UnixKey>(), 8 + UNIX_PATH_BUF);
         assert_eq!(size_of::<UnixRecord>(), 64 + 8 + UNIX_PATH_BUF);
         assert_eq!(size_of::<KernelConfig>(), 56 + size_of::<Offsets>());
@@ -1243,6 +1294,7 @@ mod tests {
             RecordKind::IoUring,
             RecordKind::Socket,
             RecordKind::Unix,
+            RecordKind::Escape,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

@@ -18,6 +18,7 @@
 mod abi;
 mod dns;
 mod enforce;
+mod escape;
 mod file;
 mod io_uring;
 mod maps;

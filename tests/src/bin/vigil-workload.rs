@@ -398,6 +398,38 @@ fn unix(kind: &str, address: &str) -> std::io::Result<()> {
     r
 }
 
+/// Moves this process into the cgroup `dir` (a write of its pid to
+/// `cgroup.procs`), prints `escaped`, then runs `cmd` there.
+fn escape(dir: &str, cmd: &[&str]) -> std::io::Result<()> {
+    std::fs::write(
+        format!("{dir}/cgroup.procs"),
+        std::process::id().to_string(),
+    )?;
+    println!("escaped");
+    std::io::stdout().flush()?;
+    match cmd.split_first() {
+        Some((prog, args)) => Command::new(prog).args(args).status().map(drop),
+        None => Ok(()),
+    }
+}
+
+/// Starts `sleep SECONDS`, moves it into the cgroup `dir`, prints `moved
+/// PID`, then waits for it and prints how it ended (`exit N`, `signal N`).
+fn escape_other(dir: &str, seconds: &str) -> std::io::Result<()> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut child = Command::new("sleep").arg(seconds).spawn()?;
+    std::fs::write(format!("{dir}/cgroup.procs"), child.id().to_string())?;
+    println!("moved {}", child.id());
+    std::io::stdout().flush()?;
+    let status = child.wait()?;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => println!("exit {c}"),
+        (_, Some(s)) => println!("signal {s}"),
+        _ => println!("unknown"),
+    }
+    Ok(())
+}
+
 /// `ok`, or `err ERRNO` (1 is EPERM).
 fn result(r: std::io::Result<()>) -> String {
     match r {
@@ -432,6 +464,8 @@ fn main() -> ExitCode {
         ["socket", family, ty, protocol] => socket(family, ty, protocol),
         ["resolve-glibc", name] => resolve_glibc(name),
         ["unix", kind @ ("stream" | "dgram"), address] => unix(kind, address),
+        ["escape", dir, cmd @ ..] => escape(dir, cmd),
+        ["escape-other", dir, seconds] => escape_other(dir, seconds),
         ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
@@ -508,7 +542,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|escape|escape-other|accept-once|spawn|sleep ..."
             );
             return ExitCode::from(2);
         }
