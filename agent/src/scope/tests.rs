@@ -909,7 +909,12 @@ fn unix_sockets_are_systems_compared_exactly() {
     };
     f.ok(ops, &unix_connect("/var/run/docker.sock"));
     f.ok(ops, &unix_connect("@bus"));
-    for outside in ["/run/containerd/containerd.sock", "@bus2", "docker.sock", "@"] {
+    for outside in [
+        "/run/containerd/containerd.sock",
+        "@bus2",
+        "docker.sock",
+        "@",
+    ] {
         let v = f.violation(ops, &unix_connect(outside));
         assert_eq!(v.kind, AnomalyKind::UnapprovedSystem, "{outside}");
         assert!(v.reason.contains(outside), "{}", v.reason);
