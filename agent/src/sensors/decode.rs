@@ -899,7 +899,7 @@ mod tests {
             }
             let mut with_kind = buf.clone();
             if with_kind.len() >= 2 {
-                with_kind[0] = (len % 8) as u8;
+                with_kind[0] = (len % 12) as u8;
                 with_kind[1] = 0;
                 if let Ok(r) = decode(&with_kind) {
                     let _ = to_event(&r, &Clock::now());
@@ -916,5 +916,90 @@ mod tests {
         assert_eq!(f.error.as_deref(), Some("ENOENT"));
         assert_eq!(f.fd, None);
         assert_eq!(f.syscall, "openat");
+    }
+
+    #[test]
+    fn socket_records_name_class_and_family() {
+        let mut r = SocketRecord {
+            header: header(RecordKind::Socket),
+            family: 17,
+            sock_type: 3,
+            protocol: 768,
+            class: socket_class::PACKET,
+            hook: vigil_common::socket_hook::SYSCALL,
+        };
+        r.header.verdict = vigil_common::verdict::BLOCKED_SOCKET;
+        let ev = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now());
+        let Payload::Socket(s) = ev.payload else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(
+            (
+                s.class.as_str(),
+                s.family_name.as_str(),
+                s.sock_type,
+                s.protocol
+            ),
+            ("packet", "AF_PACKET", 3, 768)
+        );
+        assert!(s.blocked && !s.refused_with_eperm());
+        r.class = socket_class::COUNT;
+        assert!(matches!(
+            decode(&bytes_of(&r)),
+            Err(DecodeError::OutOfRange { field: "class", .. })
+        ));
+    }
+
+    #[test]
+    fn unix_records_show_paths_and_abstract_names() {
+        let record = |bytes: &[u8], op: u8| {
+            let mut r = UnixRecord {
+                header: header(RecordKind::Unix),
+                op,
+                sock_type: libc::SOCK_DGRAM as u8,
+                path_len: bytes.len() as u16,
+                _pad: 0,
+                path: [0; vigil_common::UNIX_PATH_BUF],
+            };
+            r.path[..bytes.len()].copy_from_slice(bytes);
+            r
+        };
+        let unix_of = |r: &UnixRecord| match to_event(&decode(&bytes_of(r)).unwrap(), &Clock::now())
+            .payload
+        {
+            Payload::UnixConnect(u) => u,
+            other => panic!("{other:?}"),
+        };
+        let u = unix_of(&record(b"/run/docker.sock", sock_op::CONNECT));
+        assert_eq!(
+            (u.path.as_str(), u.op.as_str()),
+            ("/run/docker.sock", "connect")
+        );
+        assert_eq!(u.sock_type, "dgram");
+        let u = unix_of(&record(b"\0bus\0x", sock_op::SENDMSG));
+        assert_eq!((u.path.as_str(), u.op.as_str()), ("@bus@x", "sendmsg"));
+        let mut r = record(b"/x", sock_op::CONNECT);
+        r.path_len = 200;
+        assert!(decode(&bytes_of(&r)).is_err(), "longer than sun_path");
+    }
+
+    #[test]
+    fn escape_records_name_the_moved_process() {
+        let r = EscapeRecord {
+            header: header(RecordKind::Escape),
+            moved_tgid: 4242,
+            flags: ESCAPE_SELF,
+            dst_cgroup_id: 9001,
+        };
+        let ev = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now());
+        assert_eq!(ev.identity.cgroup_id, 77, "the cgroup it left");
+        let Payload::SessionEscape(x) = ev.payload else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(
+            (x.moved_pid, x.self_move, x.to_cgroup_id),
+            (4242, true, 9001)
+        );
+        assert!(!x.blocked);
     }
 }
