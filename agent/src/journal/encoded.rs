@@ -86,9 +86,9 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         25 => K::Gap,
         26 => K::SensorTampered,
         27 => K::IoUring,
-        28 => K::Socket,
-        29 => K::UnixConnect,
-        30 => K::SessionEscape,
+        30 => K::Socket,
+        31 => K::UnixConnect,
+        32 => K::SessionEscape,
         _ => return None,
     })
 }

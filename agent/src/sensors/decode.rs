@@ -899,7 +899,7 @@ mod tests {
             }
             let mut with_kind = buf.clone();
             if with_kind.len() >= 2 {
-                with_kind[0] = (len % 12) as u8;
+                with_kind[0] = (len % 13) as u8;
                 with_kind[1] = 0;
                 if let Ok(r) = decode(&with_kind) {
                     let _ = to_event(&r, &Clock::now());

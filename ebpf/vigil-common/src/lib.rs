@@ -37,9 +37,9 @@ pub enum RecordKind {
     Open = 6,
     Dns = 7,
     IoUring = 8,
-    Socket = 9,
-    Unix = 10,
-    Escape = 11,
+    Socket = 10,
+    Unix = 11,
+    Escape = 12,
 }
 
 impl RecordKind {
@@ -55,9 +55,9 @@ impl RecordKind {
             6 => Self::Open,
             7 => Self::Dns,
             8 => Self::IoUring,
-            9 => Self::Socket,
-            10 => Self::Unix,
-            11 => Self::Escape,
+            10 => Self::Socket,
+            11 => Self::Unix,
+            12 => Self::Escape,
             _ => return None,
         })
     }
