@@ -193,6 +193,10 @@ mod tests {
         fn ring_buffer_bytes(&self) -> u32 {
             1 << 20
         }
+
+        fn unavailable(&self) -> Vec<(String, String)> {
+            vec![("cgroup connect_unix".into(), "BPF_PROG_LOAD: EINVAL".into())]
+        }
     }
 
     #[tokio::test]
@@ -229,6 +233,19 @@ mod tests {
         assert_eq!(
             (s.sensor_tampers, s.last_tamper.as_str()),
             (2, "link of vigil_connect6 detached")
+        );
+        // What is attached, then what this kernel lacks, with why.
+        let features: Vec<_> = s
+            .kernel_features
+            .iter()
+            .map(|f| (f.name.as_str(), f.available, f.detail.as_str()))
+            .collect();
+        assert_eq!(
+            features,
+            [
+                ("network: vigil_connect4 -> cgroup/connect4", true, ""),
+                ("cgroup connect_unix", false, "BPF_PROG_LOAD: EINVAL"),
+            ]
         );
         let a = s.attribution.unwrap();
         assert_eq!((a.attributed, a.unattributed), (9, 1));
