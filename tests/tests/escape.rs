@@ -181,3 +181,62 @@ fn an_escape_is_killed_for_an_enforced_agent() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// `clone3` with `CLONE_INTO_CGROUP` creates a process straight in another
+/// cgroup: nothing is moved, so no move hook fires. The fork is where it
+/// is seen, reported as an escape and, for an enforced agent, killed.
+#[test]
+fn a_process_created_outside_its_session_is_an_escape() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start_fn(|_| config(), "");
+    let out_there = Outside::new("clone");
+    // The control: outside Vigil the child runs in that cgroup.
+    let out = std::process::Command::new(wl())
+        .args(["clone-into", out_there.path(), "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("exit 0"), "{out:?}");
+
+    let out = d.exec(
+        "coder",
+        "s-clone",
+        &[&wl(), "clone-into", out_there.path(), "0"],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    let e = d.wait_for("the escape", |e| {
+        e["kind"] == "session_escape" && e["identity"]["session"] == "s-clone"
+    });
+    assert_eq!(
+        (&e["created_there"], &e["self_move"]),
+        (&true.into(), &false.into()),
+        "{e}"
+    );
+    assert_eq!(escape_anomaly(&d, "s-clone")["action"], "observed");
+
+    let out = d.exec(
+        "guarded",
+        "s-clone-killed",
+        &[&wl(), "clone-into", out_there.path(), "30"],
+    );
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "the parent is killed: {out:?}"
+    );
+    let e = d.wait_for("the escape", |e| {
+        e["kind"] == "session_escape" && e["identity"]["session"] == "s-clone-killed"
+    });
+    assert_eq!(e["blocked"], true, "{e}");
+    let created = e["moved_pid"].as_u64().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while out_there.procs().lines().any(|l| l == created) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {created} still alive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

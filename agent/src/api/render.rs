@@ -156,12 +156,14 @@ fn what(payload: &P) -> String {
         }
         P::SessionEscape(x) => {
             let mut s = format!(
-                "session escape: pid {} moved {} to {}",
+                "session escape: pid {} {} to {}",
                 x.moved_pid,
                 if x.self_move {
-                    "itself"
+                    "moved itself"
+                } else if x.created_there {
+                    "created by this process"
                 } else {
-                    "by this process"
+                    "moved by this process"
                 },
                 if x.to_cgroup.is_empty() {
                     format!("cgroup id {}", x.to_cgroup_id)

@@ -621,6 +621,10 @@ pub struct SessionEscape {
     pub moved_pid: u32,
     /// Whether it moved itself.
     pub self_move: bool,
+    /// Whether its parent (the event's process) created it there
+    /// (`clone3` with `CLONE_INTO_CGROUP`) rather than moving it.
+    #[serde(default)]
+    pub created_there: bool,
     /// The cgroup v2 id it moved into, and its path when known.
     pub to_cgroup_id: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -238,6 +238,7 @@ pub fn all() -> Vec<Event> {
         Payload::SessionEscape(crate::event::SessionEscape {
             moved_pid: 4000,
             self_move: true,
+            created_there: false,
             to_cgroup_id: 9001,
             to_cgroup: Some("/outside".into()),
             blocked: true,

@@ -6,12 +6,14 @@ use super::*;
 #[must_use]
 pub fn escape_reason(x: &crate::event::SessionEscape, agent: &str, outcome: &str) -> String {
     format!(
-        "process {} of agent {agent} moved {} out of its session to {}: {outcome}",
+        "process {} of agent {agent} {} out of its session, in {}: {outcome}",
         x.moved_pid,
         if x.self_move {
-            "itself"
+            "moved itself"
+        } else if x.created_there {
+            "was created by its parent"
         } else {
-            "by another of its processes"
+            "was moved by another of its processes"
         },
         x.to_cgroup
             .clone()

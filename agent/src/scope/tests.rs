@@ -975,6 +975,7 @@ fn leaving_the_session_is_always_an_escape() {
         Payload::SessionEscape(crate::event::SessionEscape {
             moved_pid: 42,
             self_move: true,
+            created_there: false,
             to_cgroup_id: 7,
             to_cgroup: Some("/elsewhere".into()),
             blocked: false,

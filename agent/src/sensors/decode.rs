@@ -545,6 +545,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
         Record::Escape(r) => Payload::SessionEscape(crate::event::SessionEscape {
             moved_pid: r.moved_tgid,
             self_move: r.flags & ESCAPE_SELF != 0,
+            created_there: r.flags & vigil_common::ESCAPE_CLONE != 0,
             to_cgroup_id: r.dst_cgroup_id,
             to_cgroup: None,
             blocked: h.verdict != vigil_common::verdict::ALLOWED,

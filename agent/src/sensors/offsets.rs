@@ -250,6 +250,8 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
             .member_offset("bpf_sock_addr_kern", "uaddr")
             .unwrap_or(0),
         cgroup_root: btf.member_offset("cgroup", "root")?,
+        task_cgroups: btf.member_offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: btf.member_offset("css_set", "dfl_cgrp")?,
         root_hierarchy_id: btf.member_offset("cgroup_root", "hierarchy_id")?,
         sa_kern_uaddrlen: btf
             .member_offset("bpf_sock_addr_kern", "uaddrlen")

@@ -356,6 +356,7 @@ impl TryFrom<pb::event::Payload> for Payload {
             W::SessionEscape(x) => Self::SessionEscape(crate::event::SessionEscape {
                 moved_pid: x.moved_pid,
                 self_move: x.self_move,
+                created_there: x.created_there,
                 to_cgroup_id: x.to_cgroup_id,
                 to_cgroup: (!x.to_cgroup.is_empty()).then_some(x.to_cgroup),
                 blocked: x.blocked,

@@ -266,6 +266,7 @@ impl From<&Payload> for pb::event::Payload {
             Payload::SessionEscape(x) => W::SessionEscape(pb::SessionEscape {
                 moved_pid: x.moved_pid,
                 self_move: x.self_move,
+                created_there: x.created_there,
                 to_cgroup_id: x.to_cgroup_id,
                 to_cgroup: x.to_cgroup.clone().unwrap_or_default(),
                 blocked: x.blocked,

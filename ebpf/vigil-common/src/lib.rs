@@ -836,6 +836,9 @@ pub struct Offsets {
     /// `cgroup.root` and `cgroup_root.hierarchy_id` (0 is cgroup v2).
     pub cgroup_root: u32,
     pub root_hierarchy_id: u32,
+    /// `task_struct.cgroups` and `css_set.dfl_cgrp`: a task's cgroup v2.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
@@ -938,6 +941,8 @@ impl Offsets {
             sa_kern_uaddrlen: 0,
             cgroup_root: 0,
             root_hierarchy_id: 0,
+            task_cgroups: 0,
+            css_set_dfl_cgrp: 0,
             regs_args: [0; 4],
         }
     }
@@ -991,6 +996,10 @@ pub const WATCHED_TASKS_ENTRIES: u32 = 16384;
 
 /// [`EscapeRecord::flags`]: the process moved itself.
 pub const ESCAPE_SELF: u32 = 1;
+/// [`EscapeRecord::flags`]: a new process its parent (the writer) created
+/// in another cgroup (`clone3` with `CLONE_INTO_CGROUP`), which no move
+/// tracepoint sees.
+pub const ESCAPE_CLONE: u32 = 2;
 
 /// A watched process moved out of its session cgroup (`cgroup.procs`
 /// written), by itself or by another watched process. The header names
@@ -1050,7 +1059,7 @@ mod tests {
         assert_eq!(size_of::<IoUringRecord>(), 64 + 24 + PATH_LEN);
         // A multiple of 8, so `KernelConfig` has no implicit padding.
         assert_eq!(size_of::<SocketRecord>(), 64 + 8);
-        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 33 * 4 + 16);
+        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 35 * 4 + 16);
         assert_eq!(size_of::<TaskSession>(), 32);
         assert_eq!(size_of::<EscapeRecord>(), 64 + 16);
         assert_eq!(size_of::<UnixKey>(), 8 + UNIX_PATH_BUF);

@@ -3,7 +3,9 @@
 //! move is seen only after it happened (raw tracepoint
 //! `cgroup_attach_task`, in the writer's context), so where each watched
 //! process belongs is noted beforehand, at its fork and exec
-//! (`WATCHED_TASKS`). An escape is reported; the cgroup it reached stays
+//! (`WATCHED_TASKS`). A new process that its parent creates straight in
+//! another cgroup (`clone3` with `CLONE_INTO_CGROUP`) moves nothing and is
+//! seen at the fork. An escape is reported; the cgroup it reached stays
 //! watched until the process exits; for an enforced agent the writer is
 //! killed at once (the daemon kills a moved process that is not the writer).
 
@@ -18,7 +20,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use vigil_common::{
-    ESCAPE_SELF, EscapeRecord, KernelConfig, RecordKind, Sensor, TaskSession,
+    ESCAPE_CLONE, ESCAPE_SELF, EscapeRecord, KernelConfig, RecordKind, Sensor, TaskSession,
     WATCHED_TASKS_ENTRIES, policy, verdict, watch,
 };
 
@@ -26,7 +28,9 @@ use crate::{
     abi::SIGKILL,
     enforce::POLICY,
     maps::{EVENTS, WATCHED, config, count_loss, wake_flags},
-    task::{ancestor_id, cgroup_id, fill_header, read_field, read_raw, watched_current},
+    task::{
+        ancestor_id, cgroup_id as cgroup_id_of, fill_header, read_field, read_raw, watched_current,
+    },
 };
 
 /// Where each watched process belongs (see [`TaskSession`]).
@@ -38,6 +42,13 @@ pub static WATCHED_TASKS: LruHashMap<u32, TaskSession> =
 /// `cgroup_id` (a fork's parent, or the process itself at exec), is watched.
 #[inline(always)]
 pub fn note(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) {
+    let _ = noted(cfg, tgid, cgroup_id);
+}
+
+/// [`note`], returning the note (`None` for a process that escaped, whose
+/// note stays as it was).
+#[inline(always)]
+fn noted(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) -> Option<TaskSession> {
     let (mut agent_dir, mut session) = (0, 0);
     if cfg.session_parent_level != 0 {
         let level = cfg.session_parent_level as i32;
@@ -52,7 +63,7 @@ pub fn note(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) {
     if let Some(old) = unsafe { WATCHED_TASKS.get(tgid) }
         && old.escaped_to != 0
     {
-        return;
+        return None;
     }
     let ts = TaskSession {
         cgroup_id,
@@ -61,6 +72,33 @@ pub fn note(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) {
         escaped_to: 0,
     };
     let _ = WATCHED_TASKS.insert(tgid, ts, 0);
+    Some(ts)
+}
+
+/// A watched parent's new process: noted, and an escape when it was
+/// created outside the parent's session.
+#[inline(always)]
+pub fn on_fork(cfg: &KernelConfig, child: *const u8, tgid: u32, cgroup_id: u64) -> Option<()> {
+    let mut ts = noted(cfg, tgid, cgroup_id)?;
+    let off = &cfg.offsets;
+    let cset: *const u8 = read_field(child, off.task_cgroups)?;
+    let cgrp: *const u8 = read_field(cset, off.css_set_dfl_cgrp)?;
+    let child_cgroup = cgroup_id_of(cfg, cgrp)?;
+    if child_cgroup == cgroup_id || stays(cfg, &ts, cgrp, child_cgroup) {
+        return Some(());
+    }
+    escaped(cfg, &mut ts, tgid, child_cgroup, ESCAPE_CLONE)
+}
+
+/// Whether `dst` (with id `dst_id`) is within where the noted process
+/// belongs: its session's cgroups, or its own cgroup outside sessions.
+#[inline(always)]
+fn stays(cfg: &KernelConfig, ts: &TaskSession, dst: *const u8, dst_id: u64) -> bool {
+    if ts.session != 0 {
+        ancestor_id(cfg, dst, cfg.session_parent_level + 2) == Some(ts.session)
+    } else {
+        dst_id == ts.cgroup_id
+    }
 }
 
 /// Forgets an exiting process; the cgroup it escaped into is watched no more.
@@ -109,16 +147,30 @@ fn try_attach(ctx: &RawTracePointContext) -> Option<()> {
     {
         return None;
     }
-    let dst_id = cgroup_id(cfg, dst)?;
-    let stays = if ts.session != 0 {
-        // Into its own session or a cgroup below it.
-        ancestor_id(cfg, dst, cfg.session_parent_level + 2) == Some(ts.session)
-    } else {
-        dst_id == ts.cgroup_id
-    };
-    if stays || (ts.escaped_to != 0 && dst_id == ts.escaped_to) {
+    let dst_id = cgroup_id_of(cfg, dst)?;
+    if stays(cfg, &ts, dst, dst_id) || (ts.escaped_to != 0 && dst_id == ts.escaped_to) {
         return None;
     }
+    escaped(
+        cfg,
+        &mut ts,
+        tgid,
+        dst_id,
+        if self_move { ESCAPE_SELF } else { 0 },
+    )
+}
+
+/// Process `tgid` (noted as `ts`) is now in cgroup `dst_id`, outside where
+/// it belongs: kills the writer for an enforced agent, keeps the new cgroup
+/// watched, and reports.
+#[inline(always)]
+fn escaped(
+    cfg: &KernelConfig,
+    ts: &mut TaskSession,
+    tgid: u32,
+    dst_id: u64,
+    flags: u32,
+) -> Option<()> {
     let mut merged = 0;
     for id in [ts.cgroup_id, ts.agent_dir, ts.session] {
         // SAFETY: the value is copied out.
@@ -136,7 +188,7 @@ fn try_attach(ctx: &RawTracePointContext) -> Option<()> {
     // Its new cgroup is watched while it lives (a configured one stays so).
     let _ = WATCHED.insert(dst_id, watch::ESCAPED, u64::from(BPF_NOEXIST));
     ts.escaped_to = dst_id;
-    let _ = WATCHED_TASKS.insert(tgid, ts, 0);
+    let _ = WATCHED_TASKS.insert(tgid, *ts, 0);
     let Some(mut entry) = EVENTS.reserve::<EscapeRecord>(0) else {
         count_loss(Sensor::Process, ts.cgroup_id);
         return None;
@@ -155,7 +207,7 @@ fn try_attach(ctx: &RawTracePointContext) -> Option<()> {
         verdict::ALLOWED
     };
     rec.moved_tgid = tgid;
-    rec.flags = if self_move { ESCAPE_SELF } else { 0 };
+    rec.flags = flags;
     rec.dst_cgroup_id = dst_id;
     // Always prompt: rare, and the daemon attributes the new cgroup.
     entry.submit(wake_flags(cfg, true));

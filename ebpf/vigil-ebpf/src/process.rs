@@ -157,7 +157,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Option<i32> {
         // A new thread: not a process of its own.
         return Some(0);
     }
-    escape::note(cfg, child_tgid, cgroup_id);
+    let _ = escape::on_fork(cfg, child, child_tgid, cgroup_id);
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
         count_loss(Sensor::Process, cgroup_id);
         return None;

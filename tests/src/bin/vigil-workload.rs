@@ -430,6 +430,69 @@ fn escape_other(dir: &str, seconds: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates a process straight in the cgroup `dir` (`clone3` with
+/// `CLONE_INTO_CGROUP`: nothing is moved) that runs `sleep SECONDS`;
+/// prints `created PID`, waits for it and prints how it ended.
+fn clone_into(dir: &str, seconds: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let cgroup = std::fs::File::open(dir)?;
+    let sleep = cstring("/bin/sleep");
+    let arg = cstring(seconds);
+    let argv = [sleep.as_ptr(), arg.as_ptr(), std::ptr::null()];
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 as fork: the child only calls execv and _exit, which
+    // are async-signal-safe, with memory prepared before the call.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw mut args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            libc::execv(sleep.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    println!("created {pid}");
+    std::io::stdout().flush()?;
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as i32, &raw mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        println!("signal {}", libc::WTERMSIG(status));
+    } else {
+        println!("exit {}", libc::WEXITSTATUS(status));
+    }
+    Ok(())
+}
+
 /// `ok`, or `err ERRNO` (1 is EPERM).
 fn result(r: std::io::Result<()>) -> String {
     match r {
@@ -466,6 +529,7 @@ fn main() -> ExitCode {
         ["unix", kind @ ("stream" | "dgram"), address] => unix(kind, address),
         ["escape", dir, cmd @ ..] => escape(dir, cmd),
         ["escape-other", dir, seconds] => escape_other(dir, seconds),
+        ["clone-into", dir, seconds] => clone_into(dir, seconds),
         ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
@@ -542,7 +606,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|escape|escape-other|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|escape|escape-other|clone-into|accept-once|spawn|sleep ..."
             );
             return ExitCode::from(2);
         }
