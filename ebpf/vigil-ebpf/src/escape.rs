@@ -42,13 +42,15 @@ pub static WATCHED_TASKS: LruHashMap<u32, TaskSession> =
 /// `cgroup_id` (a fork's parent, or the process itself at exec), is watched.
 #[inline(always)]
 pub fn note(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) {
-    let _ = noted(cfg, tgid, cgroup_id);
+    let _ = noted(cfg, tgid, cgroup_id, true);
 }
 
-/// [`note`], returning the note (`None` for a process that escaped, whose
-/// note stays as it was).
+/// [`note`], returning the note. With `keep_escaped` (an exec), a process
+/// that escaped keeps its note (and with it its session), and `None` is
+/// returned; a new process (a fork) replaces whatever an exited one with
+/// the same id left.
 #[inline(always)]
-fn noted(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) -> Option<TaskSession> {
+fn noted(cfg: &KernelConfig, tgid: u32, cgroup_id: u64, keep_escaped: bool) -> Option<TaskSession> {
     let (mut agent_dir, mut session) = (0, 0);
     if cfg.session_parent_level != 0 {
         let level = cfg.session_parent_level as i32;
@@ -58,9 +60,9 @@ fn noted(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) -> Option<TaskSession> {
             session = bpf_get_current_ancestor_cgroup_id(level + 2);
         }
     }
-    // An escaped process keeps its note (and with it its session).
     // SAFETY: the value is copied out.
-    if let Some(old) = unsafe { WATCHED_TASKS.get(tgid) }
+    if keep_escaped
+        && let Some(old) = unsafe { WATCHED_TASKS.get(tgid) }
         && old.escaped_to != 0
     {
         return None;
@@ -79,7 +81,7 @@ fn noted(cfg: &KernelConfig, tgid: u32, cgroup_id: u64) -> Option<TaskSession> {
 /// created outside the parent's session.
 #[inline(always)]
 pub fn on_fork(cfg: &KernelConfig, child: *const u8, tgid: u32, cgroup_id: u64) -> Option<()> {
-    let mut ts = noted(cfg, tgid, cgroup_id)?;
+    let mut ts = noted(cfg, tgid, cgroup_id, false)?;
     let off = &cfg.offsets;
     let cset: *const u8 = read_field(child, off.task_cgroups)?;
     let cgrp: *const u8 = read_field(cset, off.css_set_dfl_cgrp)?;
