@@ -35,6 +35,9 @@ const EVERY_KIND: &[&str] = &[
     "config_change",
     "gap",
     "io_uring",
+    "socket",
+    "unix_connect",
+    "session_escape",
     "sensor_tampered",
 ];
 

@@ -364,3 +364,60 @@ fn a_detached_link_is_attached_again_within_the_check_interval() {
     eprintln!("connect4 re-attached at most {worst:?} after a detach (checks every 100 ms)");
     assert!(worst < Duration::from_millis(500), "{worst:?}");
 }
+
+/// The unix socket hooks are loaded by the daemon itself (aya knows no unix
+/// attach type), and a detached one is put back all the same.
+#[test]
+fn a_detached_unix_link_is_attached_again() {
+    if !kernel_available() {
+        return;
+    }
+    let wl = workload_bin().to_str().unwrap().to_owned();
+    let d = Daemon::start(&format!(
+        r#"
+[[agent]]
+name = "coder"
+  [agent.match]
+  sessions = true
+
+[[agent]]
+name = "guarded"
+enforce = true
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1"]
+  tools = ["{wl}"]
+"#
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("daemon.sock");
+    let _server = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let sock = sock.to_str().unwrap().to_owned();
+    let try_connect = |session: &str| {
+        let out = d.exec("guarded", session, &[&wl, "unix", "stream", &sock]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(try_connect("s-unix-1"), EPERM);
+    detach(&link_pin(&d, "vigil_connect_unix"));
+    let api = d.api();
+    let at = Instant::now();
+    loop {
+        let st = api.status().unwrap();
+        let p = program(&st, "vigil_connect_unix");
+        if p.attached && p.reattached == 1 {
+            break;
+        }
+        assert!(
+            at.elapsed() < Duration::from_secs(2),
+            "not re-attached: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(try_connect("s-unix-2"), EPERM, "{}", d.log());
+    d.wait_for("the detach", |e| {
+        e["kind"] == "sensor_tampered"
+            && e["tamper"] == "link_detached"
+            && e["object"] == "vigil_connect_unix"
+    });
+}

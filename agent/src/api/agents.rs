@@ -37,6 +37,11 @@ fn scope(info: &AgentInfo) -> pb::AgentScope {
         tools: s.tools.iter().map(ToString::to_string).collect(),
         data: s.data.clone(),
         identities: s.identities.clone(),
+        socket_families: s
+            .socket_families
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect(),
         enforce: false,
         on_violation: violation_action(info.on_violation).into(),
         require_approval: false,

@@ -89,16 +89,23 @@ impl pb::node_service_server::NodeService for Node {
         }
         let (live_status, mut warnings) = s.live.status();
         warnings.extend(s.kube.warnings());
-        let kernel_features = s
-            .sensors
-            .attached()
-            .iter()
-            .map(|h| pb::KernelFeature {
-                name: h.clone(),
-                available: true,
-                detail: String::new(),
-            })
-            .collect();
+        let kernel_features =
+            s.sensors
+                .attached()
+                .iter()
+                .map(|h| pb::KernelFeature {
+                    name: h.clone(),
+                    available: true,
+                    detail: String::new(),
+                })
+                .chain(s.sensors.unavailable().into_iter().map(|(name, detail)| {
+                    pb::KernelFeature {
+                        name,
+                        available: false,
+                        detail,
+                    }
+                }))
+                .collect();
         Ok(Response::new(pb::StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             node: s.node.clone(),
@@ -210,6 +217,10 @@ mod tests {
         fn ring_buffer_bytes(&self) -> u32 {
             1 << 20
         }
+
+        fn unavailable(&self) -> Vec<(String, String)> {
+            vec![("cgroup connect_unix".into(), "BPF_PROG_LOAD: EINVAL".into())]
+        }
     }
 
     #[tokio::test]
@@ -247,6 +258,19 @@ mod tests {
         assert_eq!(
             (s.sensor_tampers, s.last_tamper.as_str()),
             (2, "link of vigil_connect6 detached")
+        );
+        // What is attached, then what this kernel lacks, with why.
+        let features: Vec<_> = s
+            .kernel_features
+            .iter()
+            .map(|f| (f.name.as_str(), f.available, f.detail.as_str()))
+            .collect();
+        assert_eq!(
+            features,
+            [
+                ("network: vigil_connect4 -> cgroup/connect4", true, ""),
+                ("cgroup connect_unix", false, "BPF_PROG_LOAD: EINVAL"),
+            ]
         );
         let a = s.attribution.unwrap();
         assert_eq!((a.attributed, a.unattributed), (9, 1));

@@ -168,6 +168,45 @@ fn what(payload: &P) -> String {
             }
             s
         }
+        P::SessionEscape(x) => {
+            let mut s = format!(
+                "session escape: pid {} {} to {}",
+                x.moved_pid,
+                if x.self_move {
+                    "moved itself"
+                } else if x.created_there {
+                    "created by this process"
+                } else {
+                    "moved by this process"
+                },
+                if x.to_cgroup.is_empty() {
+                    format!("cgroup id {}", x.to_cgroup_id)
+                } else {
+                    x.to_cgroup.clone()
+                }
+            );
+            if x.blocked {
+                s.push_str(" KILLED");
+            }
+            s
+        }
+        P::UnixConnect(x) => {
+            let mut s = format!("unix {} {} ({})", x.op, x.path, x.sock_type);
+            if x.blocked {
+                s.push_str(" BLOCKED");
+            }
+            s
+        }
+        P::Socket(x) => {
+            let mut s = format!(
+                "socket {} ({}, type {}, protocol {})",
+                x.class, x.family_name, x.sock_type, x.protocol
+            );
+            if x.blocked {
+                s.push_str(" BLOCKED");
+            }
+            s
+        }
         P::Loss(x) => format!(
             "LOSS {} records of the {} sensor lost ({} in all)",
             x.lost, x.sensor, x.total

@@ -187,6 +187,7 @@ pub(super) async fn agent(args: &AgentArgs, connection: &Connection) -> anyhow::
         println!("tools         {}", list(&s.tools));
         println!("data          {}", list(&s.data));
         println!("identities    {}", list(&s.identities));
+        println!("sockets       {}", list(&s.socket_families));
     }
     let c = a.counters.unwrap_or_default();
     println!(

@@ -41,6 +41,9 @@ pub(super) async fn status(connection: &Connection) -> anyhow::Result<()> {
             );
         }
     }
+    for f in s.kernel_features.iter().filter(|f| !f.available) {
+        println!("missing   {}: {}", f.name, f.detail);
+    }
     if s.sensor_tampers > 0 {
         println!(
             "tamper    {} pins removed or replaced, or links detached; last: {}",

@@ -296,6 +296,51 @@ pub enum IoUringPolicy {
     Deny,
 }
 
+/// A class of unusual sockets an agent's scope may allow (ordinary IPv4 and
+/// IPv6 stream and datagram sockets, unix sockets and `NETLINK_ROUTE` need
+/// no entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocketFamily {
+    /// `SOCK_RAW` in `AF_INET`/`AF_INET6`.
+    Raw,
+    /// `AF_PACKET`.
+    Packet,
+    /// `AF_NETLINK` other than `NETLINK_ROUTE`.
+    Netlink,
+    /// `AF_ALG`, the kernel crypto API.
+    Alg,
+    /// `AF_VSOCK`.
+    Vsock,
+    /// `AF_XDP`.
+    Xdp,
+    /// Every other family.
+    Other,
+}
+
+impl SocketFamily {
+    /// The class number the kernel programs use (`vigil_common::socket_class`).
+    #[must_use]
+    pub const fn class(self) -> u8 {
+        use vigil_common::socket_class as c;
+        match self {
+            Self::Raw => c::RAW,
+            Self::Packet => c::PACKET,
+            Self::Netlink => c::NETLINK,
+            Self::Alg => c::ALG,
+            Self::Vsock => c::VSOCK,
+            Self::Xdp => c::XDP,
+            Self::Other => c::OTHER,
+        }
+    }
+
+    /// The name used in config and events.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        vigil_common::socket_class::NAMES[self.class() as usize]
+    }
+}
+
 /// One governed agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +397,11 @@ pub struct AgentScope {
     pub data: Vec<String>,
     /// Names of `[identity.*]` entries or built-in catalog entries.
     pub identities: Vec<String>,
+    /// Classes of unusual sockets it may create (`raw`, `packet`, `netlink`,
+    /// `alg`, `vsock`, `xdp`, `other`); any other is an `unusual_socket`
+    /// anomaly, refused in the kernel where `systems` are enforced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub socket_families: Vec<SocketFamily>,
 }
 
 /// A named data class: what may be read and written.

@@ -93,12 +93,15 @@ fn shipped_configs_parse_and_compile() {
     assert!(c.agents.len() >= 3);
     crate::scope::Scope::compile(&c).unwrap();
     // The commented-out export sink is valid once uncommented.
-    let sink: String = example
+    let mut sink = String::new();
+    for l in example
         .lines()
         .skip_while(|l| !l.starts_with("# [[export]]"))
         .take_while(|l| l.starts_with("# "))
-        .map(|l| format!("{}\n", &l[2..]))
-        .collect();
+    {
+        sink.push_str(&l[2..]);
+        sink.push('\n');
+    }
     let c = Config::from_toml_str(&format!("{example}\n{sink}"), "vigil.toml").unwrap();
     assert_eq!(c.exports.len(), 1);
     assert_eq!(c.exports[0].headers.len(), 1);
@@ -472,6 +475,22 @@ fn systems_entry_forms() {
     assert_eq!(entry(" 10.0.0.1 ").as_str(), "10.0.0.1");
     assert_eq!(entry("0.0.0.0/0").target, net("0.0.0.0/0"));
     assert_eq!(entry("::/0").target, net("::/0"));
+}
+
+#[test]
+fn unix_socket_entries() {
+    let e: SystemEntry = "unix:///var/run/docker.sock".parse().unwrap();
+    assert_eq!(e.target, Target::Unix("/var/run/docker.sock".into()));
+    assert_eq!(e.to_string(), "unix:///var/run/docker.sock");
+    let e: SystemEntry = "unix://@vigil-abstract".parse().unwrap();
+    assert_eq!(e.target, Target::Unix("@vigil-abstract".into()));
+    assert!(entry_err("unix://run/docker.sock").contains("must be an absolute path"));
+    assert!(entry_err("unix://").contains("must be an absolute path"));
+    assert!(entry_err("unix://@").contains("abstract unix address"));
+    let long = format!("unix:///{}", "a".repeat(108));
+    assert!(entry_err(&long).contains("longer than 108 bytes"));
+    let fits = format!("unix:///{}", "a".repeat(107));
+    assert!(fits.parse::<SystemEntry>().is_ok());
 }
 
 #[test]

@@ -416,6 +416,33 @@ pub enum Target {
     /// An address (as a /32 or /128) or a CIDR; v4-mapped IPv6 is stored as IPv4.
     Net(IpNet),
     Host(HostPattern),
+    /// A unix socket address (`unix:///run/docker.sock`): an absolute path,
+    /// or `@NAME` for an abstract address.
+    Unix(String),
+}
+
+/// The address of a `unix://` entry: an absolute path, or `@NAME` (an
+/// abstract address), short enough for `sun_path`.
+fn parse_unix(s: &str, rest: &str) -> Result<Target, String> {
+    let fits = |bytes: usize| bytes <= vigil_common::UNIX_PATH_MAX;
+    if let Some(name) = rest.strip_prefix('@') {
+        if name.is_empty() || !fits(name.len() + 1) {
+            return Err(format!(
+                "abstract unix address in {s:?} must be 1 to {} bytes",
+                vigil_common::UNIX_PATH_MAX - 1
+            ));
+        }
+    } else if !rest.starts_with('/') {
+        return Err(format!(
+            "unix socket in {s:?} must be an absolute path (unix:///run/x.sock) or @NAME"
+        ));
+    } else if !fits(rest.len()) || rest.contains('\0') {
+        return Err(format!(
+            "unix socket path in {s:?} is longer than {} bytes",
+            vigil_common::UNIX_PATH_MAX
+        ));
+    }
+    Ok(Target::Unix(rest.to_owned()))
 }
 
 /// One `systems` (or identity `endpoints`) entry:
@@ -499,13 +526,21 @@ impl FromStr for SystemEntry {
         if s.is_empty() {
             return Err("empty systems entry".into());
         }
+        if let Some(rest) = s.strip_prefix("unix://") {
+            return Ok(Self {
+                text: s.to_owned(),
+                protocol: None,
+                target: parse_unix(s, rest)?,
+                ports: PortRange::ANY,
+            });
+        }
         let (protocol, rest) = match s.split_once("://") {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "tcp" => (Some(Protocol::Tcp), rest),
                 "udp" => (Some(Protocol::Udp), rest),
                 _ => {
                     return Err(format!(
-                        "unknown protocol {scheme:?} in {s:?} (use tcp:// or udp://)"
+                        "unknown protocol {scheme:?} in {s:?} (use tcp://, udp:// or unix://)"
                     ));
                 }
             },

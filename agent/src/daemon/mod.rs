@@ -106,7 +106,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let losses = sensors.take_session_losses()?;
     let node_losses = sensors.take_node_losses()?;
     let watched = sensors.take_watched()?;
-    let (policy_map, systems_map) = sensors.take_policy_maps()?;
+    let (policy_map, systems_map, unix_map) = sensors.take_policy_maps()?;
     let open_repeat = Duration::from_millis(u64::from(cfg.daemon.open_repeat_ms));
     for hook in sensors.attached() {
         tracing::info!("sensor attached: {hook}");
@@ -120,7 +120,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
     let session_parent = sessions.parent().to_owned();
     let sensors = Arc::new(sensors);
     let enforcer = Arc::new(Enforcer::load(
-        KernelPolicy::new(policy_map, systems_map)?,
+        KernelPolicy::new(policy_map, systems_map, unix_map)?,
         sessions,
         &cfg.daemon.state_dir,
     ));

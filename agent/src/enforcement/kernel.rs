@@ -3,10 +3,14 @@
 //! governed process. An update here takes effect on the next syscall: a call
 //! that returns after updating a map leaves no window.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Mutex};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+    sync::Mutex,
+};
 
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapError, lpm_trie::Key};
-use vigil_common::{PORT_RULES, Policy, PortRule, SystemKey, SystemRules, policy};
+use vigil_common::{PORT_RULES, Policy, PortRule, SystemKey, SystemRules, UnixKey, policy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelPolicyError {
@@ -14,6 +18,8 @@ pub enum KernelPolicyError {
     Policy { cgroup_id: u64, source: MapError },
     #[error("updating the kernel systems of agent key {agent_key}: {source}")]
     Systems { agent_key: u32, source: MapError },
+    #[error("updating the unix systems of agent key {agent_key}: {source}")]
+    Unix { agent_key: u32, source: MapError },
     #[error("map {map}: {source}")]
     Map { map: &'static str, source: MapError },
 }
@@ -22,6 +28,80 @@ pub enum KernelPolicyError {
 pub struct KernelPolicy {
     policy: Mutex<PolicyRows>,
     systems: Mutex<SystemRows>,
+    unix: Mutex<UnixRows>,
+}
+
+/// The `UNIX_SYSTEMS` rows, or the same keys in memory.
+enum UnixRows {
+    Kernel(HashMap<MapData, UnixKey, u32>),
+    #[cfg_attr(not(test), allow(dead_code))]
+    Memory(HashSet<UnixKey>),
+}
+
+impl UnixRows {
+    fn keys_of(&self, agent_key: u32) -> Vec<UnixKey> {
+        match self {
+            Self::Kernel(m) => m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.agent_key == agent_key)
+                .collect(),
+            Self::Memory(m) => m
+                .iter()
+                .filter(|k| k.agent_key == agent_key)
+                .copied()
+                .collect(),
+        }
+    }
+
+    fn remove(&mut self, key: &UnixKey) -> Result<(), MapError> {
+        match self {
+            Self::Kernel(m) => m.remove(key),
+            Self::Memory(m) => {
+                m.remove(key);
+                Ok(())
+            }
+        }
+    }
+
+    fn insert(&mut self, key: UnixKey) -> Result<(), MapError> {
+        match self {
+            Self::Kernel(m) => m.insert(key, 1, 0),
+            Self::Memory(m) => {
+                m.insert(key);
+                Ok(())
+            }
+        }
+    }
+
+    fn contains(&self, key: &UnixKey) -> bool {
+        match self {
+            Self::Kernel(m) => m.get(key, 0).is_ok(),
+            Self::Memory(m) => m.contains(key),
+        }
+    }
+}
+
+/// The key of a unix socket address as events show it (a path, or `@NAME`
+/// for an abstract one, each `@` a NUL).
+#[must_use]
+pub fn unix_key(agent_key: u32, address: &str) -> UnixKey {
+    let mut key = UnixKey {
+        agent_key,
+        ..UnixKey::default()
+    };
+    let bytes = address.as_bytes();
+    let n = bytes.len().min(vigil_common::UNIX_PATH_MAX);
+    key.path[..n].copy_from_slice(&bytes[..n]);
+    if bytes.first() == Some(&b'@') {
+        for b in &mut key.path[..n] {
+            if *b == b'@' {
+                *b = 0;
+            }
+        }
+    }
+    key.normalize(n);
+    key
 }
 
 /// The `POLICY` rows: the kernel's map, or (for tests of the layers above,
@@ -163,6 +243,12 @@ pub struct AgentSettings {
     pub prompt: bool,
     /// Setting up an io_uring kills the process.
     pub deny_io_uring: bool,
+    /// Sockets of unusual classes are refused, except those in
+    /// `socket_classes`.
+    pub deny_sockets: bool,
+    /// The [`vigil_common::socket_class`] values its scope allows, as bits
+    /// (`1 << class`).
+    pub socket_classes: u8,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -193,8 +279,8 @@ fn mapped(net: ipnet::IpNet) -> ([u8; 16], u32) {
 }
 
 impl KernelPolicy {
-    /// Takes the `POLICY` and `SYSTEMS` maps the sensors loaded.
-    pub fn new(policy: Map, systems: Map) -> Result<Self, KernelPolicyError> {
+    /// Takes the `POLICY`, `SYSTEMS` and `UNIX_SYSTEMS` maps the sensors loaded.
+    pub fn new(policy: Map, systems: Map, unix: Map) -> Result<Self, KernelPolicyError> {
         Ok(Self {
             policy: Mutex::new(PolicyRows::Kernel(HashMap::try_from(policy).map_err(
                 |source| KernelPolicyError::Map {
@@ -208,6 +294,12 @@ impl KernelPolicy {
                     source,
                 },
             )?)),
+            unix: Mutex::new(UnixRows::Kernel(HashMap::try_from(unix).map_err(
+                |source| KernelPolicyError::Map {
+                    map: "UNIX_SYSTEMS",
+                    source,
+                },
+            )?)),
         })
     }
 
@@ -218,6 +310,7 @@ impl KernelPolicy {
         Self {
             policy: Mutex::new(PolicyRows::Memory(BTreeMap::new())),
             systems: Mutex::new(SystemRows::Memory(BTreeMap::new())),
+            unix: Mutex::new(UnixRows::Memory(HashSet::new())),
         }
     }
 
@@ -278,9 +371,15 @@ impl KernelPolicy {
             p.flags &= !(policy::REQUIRE_APPROVAL
                 | policy::ENFORCE_SYSTEMS
                 | policy::PROMPT
-                | policy::DENY_IO_URING);
+                | policy::DENY_IO_URING
+                | policy::DENY_SOCKETS
+                | (u32::from(u8::MAX) << policy::SOCKET_ALLOW_SHIFT));
             if agent.deny_io_uring {
                 p.flags |= policy::DENY_IO_URING;
+            }
+            if agent.deny_sockets {
+                p.flags |= policy::DENY_SOCKETS
+                    | (u32::from(agent.socket_classes) << policy::SOCKET_ALLOW_SHIFT);
             }
             if agent.require_approval {
                 p.flags |= policy::REQUIRE_APPROVAL;
@@ -300,6 +399,37 @@ impl KernelPolicy {
     /// Opens (or, with 0, closes) the task-approval window of a cgroup.
     pub fn grant(&self, cgroup_id: u64, expires_ns: u64) -> Result<Policy, KernelPolicyError> {
         self.update(cgroup_id, |p| p.grant_expires_ns = expires_ns)
+    }
+
+    /// Replaces the unix socket addresses of an agent (key 0: those every
+    /// agent may use, unreported) in `UNIX_SYSTEMS`.
+    pub fn set_unix<'a>(
+        &self,
+        agent_key: u32,
+        addresses: impl IntoIterator<Item = &'a str>,
+    ) -> Result<usize, KernelPolicyError> {
+        let err = |source| KernelPolicyError::Unix { agent_key, source };
+        let mut rows = lock(&self.unix);
+        let wanted: HashSet<UnixKey> = addresses
+            .into_iter()
+            .map(|a| unix_key(agent_key, a))
+            .collect();
+        for k in rows.keys_of(agent_key) {
+            if !wanted.contains(&k) {
+                rows.remove(&k).map_err(err)?;
+            }
+        }
+        for k in &wanted {
+            rows.insert(*k).map_err(err)?;
+        }
+        Ok(wanted.len())
+    }
+
+    /// Whether `UNIX_SYSTEMS` lets the agent reach `address` (for tests and
+    /// the status of an agent).
+    #[must_use]
+    pub fn unix_allowed(&self, agent_key: u32, address: &str) -> bool {
+        lock(&self.unix).contains(&unix_key(agent_key, address))
     }
 
     /// Replaces every row of an agent in the `SYSTEMS` trie. A more specific
@@ -397,6 +527,49 @@ mod tests {
             protocol,
             expires_ns: 0,
         }
+    }
+
+    #[test]
+    fn unix_keys_are_the_kernel_form_of_the_event_form() {
+        // What the program builds from the caller's sun_path bytes.
+        let kernel = |bytes: &[u8]| {
+            let mut k = UnixKey {
+                agent_key: 9,
+                ..UnixKey::default()
+            };
+            k.path[..bytes.len()].copy_from_slice(bytes);
+            k.normalize(bytes.len());
+            k
+        };
+        assert_eq!(
+            unix_key(9, "/run/docker.sock"),
+            kernel(b"/run/docker.sock\0")
+        );
+        assert_eq!(unix_key(9, "@vigil"), kernel(b"\0vigil"));
+        assert_eq!(unix_key(9, "@a@b"), kernel(b"\0a\0b"));
+        // And the event shows each as it is written in systems.
+        for address in ["/run/docker.sock", "@vigil", "@a@b"] {
+            let k = unix_key(9, address);
+            let shown = crate::sensors::decode::unix_path(&k.path[..k.len as usize]);
+            assert_eq!(shown, address);
+        }
+    }
+
+    #[test]
+    fn unix_addresses_of_an_agent_are_replaced_and_kept_apart() {
+        let k = KernelPolicy::in_memory();
+        k.set_unix(0, ["/dev/log"]).unwrap();
+        k.set_unix(7, ["/run/a.sock", "@b"]).unwrap();
+        assert!(k.unix_allowed(7, "/run/a.sock"));
+        assert!(k.unix_allowed(7, "@b"));
+        assert!(!k.unix_allowed(7, "/dev/log"), "agent 0's rows are its own");
+        assert!(!k.unix_allowed(8, "/run/a.sock"));
+        k.set_unix(7, ["/run/c.sock"]).unwrap();
+        assert!(!k.unix_allowed(7, "/run/a.sock"));
+        assert!(k.unix_allowed(7, "/run/c.sock"));
+        assert!(k.unix_allowed(0, "/dev/log"));
+        k.set_unix(7, []).unwrap();
+        assert!(!k.unix_allowed(7, "/run/c.sock"));
     }
 
     #[test]

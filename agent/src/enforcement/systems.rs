@@ -8,10 +8,32 @@ use crate::config::{OnViolation, SystemEntry, Target as CfgTarget};
 use crate::event::Protocol as CfgProtocol;
 use crate::scope::Scope;
 
+/// Unix sockets every watched process may use, not reported: what glibc's
+/// name service (nscd, systemd-resolved and systemd's user database) and
+/// the system log connect to on a process's behalf. The daemon's own
+/// socket is not among them: an agent reaching it is an `unapproved_system`.
+pub const PLUMBING_UNIX_SOCKETS: &[&str] = &[
+    "/run/nscd/socket",
+    "/var/run/nscd/socket",
+    "/run/systemd/resolve/io.systemd.Resolve",
+    "/run/systemd/userdb/io.systemd.Multiplexer",
+    "/run/systemd/userdb/io.systemd.DynamicUser",
+    "/dev/log",
+    "/run/systemd/journal/dev-log",
+    "/run/systemd/journal/socket",
+    "/run/systemd/journal/stdout",
+];
+
 impl Enforcer {
     /// Loads every agent's approval and `systems` settings into the kernel
     /// (at start and after each config reload).
     pub fn configure(&self, scope: &Scope) -> Result<(), EnforceError> {
+        let plumbing: Vec<String> = PLUMBING_UNIX_SOCKETS
+            .iter()
+            .flat_map(|p| crate::scope::unix_aliases(p))
+            .collect();
+        self.kernel
+            .set_unix(0, plumbing.iter().map(String::as_str))?;
         *lock(&self.kills) = scope
             .agents()
             .map(|a| (a.name.clone(), a.revoke_kills))
@@ -20,6 +42,9 @@ impl Enforcer {
             // Violations acted on in the daemon must reach it at once.
             let prompt = matches!(a.on_violation, OnViolation::Kill | OnViolation::Revoke);
             let deny_io_uring = a.io_uring == crate::config::IoUringPolicy::Deny;
+            // Where systems are enforced, an unusual socket would step
+            // around the hooks that enforce them.
+            let deny_sockets = a.enforce;
             if !(a.require_approval || a.enforce || prompt || deny_io_uring) {
                 // Clear settings a previous config may have left.
                 if let Ok((id, _)) = self.sessions.existing_agent_dir(&a.name) {
@@ -36,6 +61,12 @@ impl Enforcer {
                     enforce_systems: a.enforce,
                     prompt,
                     deny_io_uring,
+                    deny_sockets,
+                    socket_classes: a
+                        .scope
+                        .socket_families
+                        .iter()
+                        .fold(0, |m, f| m | 1 << f.class()),
                 },
             )?;
             if a.require_approval {
@@ -45,6 +76,12 @@ impl Enforcer {
             if a.enforce {
                 self.load_systems(scope, &a.name)?;
             }
+            let unix = scope
+                .agent_id(&a.name)
+                .filter(|_| a.enforce)
+                .map(|id| scope.unix_systems(id).collect::<Vec<_>>())
+                .unwrap_or_default();
+            self.kernel.set_unix(agent_key(&a.name), unix)?;
         }
         Ok(())
     }
@@ -135,7 +172,7 @@ fn static_rules(systems: &[SystemEntry]) -> Vec<SystemRule> {
                 protocol: protocol_number(e.protocol),
                 expires_ns: 0,
             }),
-            CfgTarget::Host(_) => None,
+            CfgTarget::Host(_) | CfgTarget::Unix(_) => None,
         })
         .collect()
 }

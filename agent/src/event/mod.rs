@@ -148,6 +148,12 @@ pub enum Payload {
     SensorTampered(SensorTampered),
     /// io_uring activity other than file opens (a ring set up, a connect).
     IoUring(IoUring),
+    /// A socket of an unusual family or type (raw, packet, netlink, …).
+    Socket(Socket),
+    /// A connect or datagram send to a unix socket address.
+    UnixConnect(UnixConnect),
+    /// A watched process moved out of its session's cgroup.
+    SessionEscape(SessionEscape),
 }
 
 impl Payload {
@@ -175,6 +181,9 @@ impl Payload {
             Self::Gap(_) => "gap",
             Self::SensorTampered(_) => "sensor_tampered",
             Self::IoUring(_) => "io_uring",
+            Self::Socket(_) => "socket",
+            Self::UnixConnect(_) => "unix_connect",
+            Self::SessionEscape(_) => "session_escape",
         }
     }
 }
@@ -446,6 +455,12 @@ pub enum AnomalyKind {
     /// A hard link, symbolic link or rename that gives a credential or
     /// data outside the agent's scope a new name.
     LinkToProtected,
+    /// A watched process created a socket of a class outside the agent's
+    /// `socket_families` (raw, packet, netlink other than routing, …).
+    UnusualSocket,
+    /// A watched process moved itself or another one out of its session
+    /// cgroup (`cgroup.procs`), out of the subtree the sensors watch.
+    SessionEscape,
 }
 
 impl AnomalyKind {
@@ -463,6 +478,8 @@ impl AnomalyKind {
             Self::IoUringUsed => "io_uring_used",
             Self::DnsExfiltrationSuspected => "dns_exfiltration_suspected",
             Self::LinkToProtected => "link_to_protected",
+            Self::UnusualSocket => "unusual_socket",
+            Self::SessionEscape => "session_escape",
         }
     }
 }
@@ -633,6 +650,83 @@ pub struct IoUring {
     /// True when the kernel killed the process (`io_uring = "deny"`, or revoked).
     #[serde(default)]
     pub blocked: bool,
+}
+
+/// A watched process creating a socket of an unusual class: one that
+/// reaches below the connect hooks (forged or sniffed packets, the kernel's
+/// netlink interfaces, the hypervisor). Ordinary IPv4/IPv6 stream and
+/// datagram sockets, unix sockets and `NETLINK_ROUTE` are not reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Socket {
+    /// The class as `socket_families` names it: `raw`, `packet`,
+    /// `netlink`, `alg`, `vsock`, `xdp` or `other`.
+    pub class: String,
+    /// The address family (`AF_*` number).
+    pub family: u32,
+    /// Its name (`AF_PACKET`), or the number for a family without one here.
+    pub family_name: String,
+    /// The socket type (`SOCK_RAW` is 3), without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.
+    pub sock_type: u32,
+    pub protocol: u32,
+    /// True when the kernel refused it: `socket(2)` failed with `EPERM`
+    /// (IPv4 and IPv6, `cgroup/sock_create`), or the caller was killed
+    /// before it returned (other families, seen at the syscall's entry).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+/// A connect (stream or datagram) or datagram send of a watched process to
+/// a unix socket address: how a process asks a local daemon (Docker,
+/// containerd, systemd) to act for it. The node's resolver and system-log
+/// sockets are not reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixConnect {
+    /// The address as the caller passed it: a path (relative ones are
+    /// relative to the caller's working directory), or `@NAME` for an
+    /// abstract address (each NUL in it shown as `@`).
+    pub path: String,
+    /// `connect`, or `sendmsg` for a datagram sent to an address.
+    pub op: String,
+    /// `stream`, `dgram`, `seqpacket`, or the type number.
+    pub sock_type: String,
+    /// True when the kernel refused it with EPERM (outside the enforced
+    /// `systems`, or revoked).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+/// A watched process moved out of its session cgroup by a write to a
+/// `cgroup.procs` file, by itself or by another watched process (the
+/// event's `process`). Its identity is the session it left; the cgroup it
+/// reached stays watched, as part of that session, until it exits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEscape {
+    /// The process that was moved.
+    pub moved_pid: u32,
+    /// Whether it moved itself.
+    pub self_move: bool,
+    /// Whether its parent (the event's process) created it there
+    /// (`clone3` with `CLONE_INTO_CGROUP`) rather than moving it.
+    #[serde(default)]
+    pub created_there: bool,
+    /// The cgroup v2 id it moved into, and its path when known.
+    pub to_cgroup_id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_cgroup: Option<String>,
+    /// True when it was killed (the agent is enforced): in the kernel when
+    /// it moved itself, else by the daemon (and the writer in the kernel).
+    #[serde(default)]
+    pub blocked: bool,
+}
+
+impl Socket {
+    /// Whether a refusal failed `socket(2)` with `EPERM` (IPv4 and IPv6,
+    /// which `cgroup/sock_create` sees) rather than killing the caller.
+    #[must_use]
+    pub const fn refused_with_eperm(&self) -> bool {
+        self.family == vigil_common::socket_class::AF_INET as u32
+            || self.family == vigil_common::socket_class::AF_INET6 as u32
+    }
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature

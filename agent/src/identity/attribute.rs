@@ -39,6 +39,9 @@ pub fn session_of_path<'a>(parent: &str, path: &'a str) -> Option<(&'a str, &'a 
 pub struct Attributor {
     parent: String,
     cache: HashMap<u64, Arc<Attribution>>,
+    /// Cgroups a process of a session escaped into: the session's, whatever
+    /// their path says, until forgotten.
+    adopted: HashMap<u64, Arc<Attribution>>,
 }
 
 impl Attributor {
@@ -48,6 +51,7 @@ impl Attributor {
         Self {
             parent: parent.to_owned(),
             cache: HashMap::new(),
+            adopted: HashMap::new(),
         }
     }
 
@@ -59,7 +63,11 @@ impl Attributor {
         path: impl FnOnce() -> Option<Arc<str>>,
         match_agent: impl FnOnce(&str) -> Option<Arc<str>>,
     ) -> Arc<Attribution> {
-        if let Some(a) = self.cache.get(&cgroup_id) {
+        if let Some(a) = self
+            .adopted
+            .get(&cgroup_id)
+            .or_else(|| self.cache.get(&cgroup_id))
+        {
             return Arc::clone(a);
         }
         let Some(path) = path() else {
@@ -95,12 +103,40 @@ impl Attributor {
     /// Forgets one cgroup (removed).
     pub fn forget(&mut self, cgroup_id: u64) {
         self.cache.remove(&cgroup_id);
+        self.adopted.remove(&cgroup_id);
+    }
+
+    /// Attributes `cgroup_id` as `to` (a session a process escaped from)
+    /// from now on, whatever its path; a config change keeps it.
+    pub fn adopt(&mut self, cgroup_id: u64, to: Arc<Attribution>) {
+        if to.agent.is_some() {
+            self.adopted.insert(cgroup_id, to);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_adopted_cgroup_is_the_sessions_whatever_its_path_and_config_changes() {
+        let mut a = Attributor::new("/vigil");
+        let session = a.attribute(10, || Some("/vigil/coder/s-1".into()), |_| None);
+        a.adopt(20, Arc::clone(&session));
+        let outside = a.attribute(20, || Some("/elsewhere".into()), |_| None);
+        assert_eq!(outside.session.as_deref(), Some("s-1"));
+        a.clear();
+        let outside = a.attribute(20, || Some("/elsewhere".into()), |_| None);
+        assert_eq!(outside.agent.as_deref(), Some("coder"));
+        a.forget(20);
+        let outside = a.attribute(20, || Some("/elsewhere".into()), |_| None);
+        assert_eq!(outside.agent, None);
+        // Nothing to adopt from an unattributed cgroup.
+        let nobody = a.attribute(30, || Some("/other".into()), |_| None);
+        a.adopt(40, nobody);
+        assert_eq!(a.attribute(40, || Some("/x".into()), |_| None).agent, None);
+    }
 
     #[test]
     fn session_paths_name_agent_and_session() {

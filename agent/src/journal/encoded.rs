@@ -88,6 +88,9 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         27 => K::IoUring,
         28 => K::DnsQuery,
         29 => K::FileLink,
+        30 => K::Socket,
+        31 => K::UnixConnect,
+        32 => K::SessionEscape,
         _ => return None,
     })
 }

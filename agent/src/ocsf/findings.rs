@@ -59,6 +59,8 @@ const fn anomaly_title(kind: AnomalyKind) -> &'static str {
         AnomalyKind::IoUringUsed => "io_uring set up by an agent",
         AnomalyKind::DnsExfiltrationSuspected => "Data encoded in a DNS query name",
         AnomalyKind::LinkToProtected => "New name for a protected file",
+        AnomalyKind::UnusualSocket => "unusual socket created by an agent",
+        AnomalyKind::SessionEscape => "agent process moved out of its session",
     }
 }
 

@@ -254,6 +254,9 @@ pub fn to_ocsf<'a>(e: &'a Event, node: &'a str) -> OcsfEvent<'a> {
         Payload::DnsQuery(x) => network::dns_query(&mut r, x),
         Payload::Anomaly(a) => return findings::finding(r, e, a, node),
         Payload::IoUring(x) => process::io_uring(&mut r, e, x),
+        Payload::Socket(x) => process::socket(&mut r, e, x),
+        Payload::UnixConnect(x) => process::unix_connect(&mut r, e, x),
+        Payload::SessionEscape(x) => process::session_escape(&mut r, e, x),
         Payload::SensorTampered(x) => daemon::sensor_tampered(&mut r, x),
         Payload::Loss(x) => daemon::loss(&mut r, x),
         Payload::Gap(x) => daemon::gap(&mut r, x),
@@ -343,7 +346,7 @@ mod tests {
     fn the_samples_cover_every_kind() {
         let kinds: std::collections::BTreeSet<_> =
             samples::all().iter().map(|e| e.payload.kind()).collect();
-        assert_eq!(kinds.len(), 20, "{kinds:?}");
+        assert_eq!(kinds.len(), 23, "{kinds:?}");
     }
 
     #[test]

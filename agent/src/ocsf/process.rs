@@ -1,9 +1,10 @@
-//! Process Activity (1007): execs, forks, exits, and io_uring, which no
-//! class of OCSF 1.5 describes.
+//! Process Activity (1007): execs, forks, exits, and io_uring, socket
+//! creation, unix socket connects and session escapes, which no class of
+//! OCSF 1.5 describes.
 
 use std::borrow::Cow;
 
-use crate::event::{Event, Exec, Exit, Fork, IoUring};
+use crate::event::{Event, Exec, Exit, Fork, IoUring, SessionEscape, Socket, UnixConnect};
 
 use super::objects::{FileObj, ProcessObj, base_name, cmd_line, parent, process_obj, user};
 use super::{Activity, Class, OcsfEvent, status};
@@ -88,6 +89,80 @@ pub(super) fn io_uring<'a>(r: &mut OcsfEvent<'a>, e: &'a Event, x: &IoUring) -> 
         r.status_detail = Some(Cow::Borrowed(
             "killed in the kernel before its first request (io_uring denied, or revoked)",
         ));
+    }
+    (PROCESS_ACTIVITY, (99, "Other"))
+}
+
+pub(super) fn socket<'a>(r: &mut OcsfEvent<'a>, e: &'a Event, x: &Socket) -> (Class, Activity) {
+    // Creating a socket opens no connection (Network Activity needs
+    // endpoints it does not have): an act of the process, Other.
+    r.process = e
+        .process
+        .as_ref()
+        .map(process_obj)
+        .or(Some(ProcessObj::default()));
+    let (id, name) = status(!x.blocked);
+    (r.status_id, r.status) = (Some(id), Some(name));
+    r.message = Some(Cow::Owned(format!(
+        "socket {} ({}, type {}, protocol {})",
+        x.class, x.family_name, x.sock_type, x.protocol
+    )));
+    if x.blocked {
+        r.status_detail = Some(Cow::Borrowed(if x.refused_with_eperm() {
+            "refused in the kernel (EPERM): outside the agent's socket_families"
+        } else {
+            "killed in the kernel before socket(2) returned: outside the agent's socket_families"
+        }));
+    }
+    (PROCESS_ACTIVITY, (99, "Other"))
+}
+
+pub(super) fn unix_connect<'a>(
+    r: &mut OcsfEvent<'a>,
+    e: &'a Event,
+    x: &UnixConnect,
+) -> (Class, Activity) {
+    // A unix socket has no network endpoint (Network Activity's endpoints
+    // are addresses and ports): an act of the process, Other.
+    r.process = e
+        .process
+        .as_ref()
+        .map(process_obj)
+        .or(Some(ProcessObj::default()));
+    let (id, name) = status(!x.blocked);
+    (r.status_id, r.status) = (Some(id), Some(name));
+    r.message = Some(Cow::Owned(format!("unix {} {}", x.op, x.path)));
+    if x.blocked {
+        r.status_detail = Some(Cow::Borrowed(
+            "refused in the kernel (EPERM): outside the agent's systems, or revoked",
+        ));
+    }
+    (PROCESS_ACTIVITY, (99, "Other"))
+}
+
+pub(super) fn session_escape<'a>(
+    r: &mut OcsfEvent<'a>,
+    e: &'a Event,
+    x: &SessionEscape,
+) -> (Class, Activity) {
+    // Moving a process between cgroups is an act on a process (the writer
+    // is `process`), which no activity of 1.5 names: Other.
+    r.process = e
+        .process
+        .as_ref()
+        .map(process_obj)
+        .or(Some(ProcessObj::default()));
+    let (id, name) = status(!x.blocked);
+    (r.status_id, r.status) = (Some(id), Some(name));
+    r.message = Some(Cow::Owned(format!(
+        "pid {} moved out of its session to {}",
+        x.moved_pid,
+        x.to_cgroup
+            .clone()
+            .unwrap_or_else(|| format!("cgroup id {}", x.to_cgroup_id))
+    )));
+    if x.blocked {
+        r.status_detail = Some(Cow::Borrowed("killed: the agent is enforced"));
     }
     (PROCESS_ACTIVITY, (99, "Other"))
 }

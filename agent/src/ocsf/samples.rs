@@ -259,6 +259,40 @@ pub fn all() -> Vec<Event> {
             blocked: true,
         }),
     ));
+    v.push(event(
+        13,
+        Some(process()),
+        Payload::Socket(crate::event::Socket {
+            class: "packet".into(),
+            family: 17,
+            family_name: "AF_PACKET".into(),
+            sock_type: 3,
+            protocol: 768,
+            blocked: true,
+        }),
+    ));
+    v.push(event(
+        14,
+        Some(process()),
+        Payload::UnixConnect(crate::event::UnixConnect {
+            path: "/run/docker.sock".into(),
+            op: "connect".into(),
+            sock_type: "stream".into(),
+            blocked: true,
+        }),
+    ));
+    v.push(event(
+        15,
+        Some(process()),
+        Payload::SessionEscape(crate::event::SessionEscape {
+            moved_pid: 4000,
+            self_move: true,
+            created_there: false,
+            to_cgroup_id: 9001,
+            to_cgroup: Some("/outside".into()),
+            blocked: true,
+        }),
+    ));
     let offending = connect(false);
     v.push(event(
         11,

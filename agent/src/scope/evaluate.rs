@@ -2,6 +2,25 @@
 
 use super::*;
 
+/// The reason of a `session_escape` anomaly.
+#[must_use]
+pub fn escape_reason(x: &crate::event::SessionEscape, agent: &str, outcome: &str) -> String {
+    format!(
+        "process {} of agent {agent} {} out of its session, in {}: {outcome}",
+        x.moved_pid,
+        if x.self_move {
+            "moved itself"
+        } else if x.created_there {
+            "was created by its parent"
+        } else {
+            "was moved by another of its processes"
+        },
+        x.to_cgroup
+            .clone()
+            .unwrap_or_else(|| format!("cgroup id {}", x.to_cgroup_id))
+    )
+}
+
 impl Scope {
     /// The verdict on one event of `agent`. `now` is the monotonic clock
     /// used for DNS expiry and the symlink cache.
@@ -21,8 +40,56 @@ impl Scope {
             Payload::DnsQuery(q) => self.eval_query(a, q),
             Payload::FileLink(l) => self.eval_link(a, l),
             Payload::IoUring(u) if u.op == "setup" => Self::eval_io_uring(a),
+            Payload::Socket(s) => Self::eval_socket(a, s),
+            Payload::UnixConnect(u) => self.eval_unix(a, u),
+            Payload::SessionEscape(x) => Verdict::Violation(Violation {
+                kind: AnomalyKind::SessionEscape,
+                severity: Severity::Critical,
+                reason: escape_reason(x, &a.info.name, "still watched as part of its session"),
+                identity: None,
+            }),
             _ => Verdict::InScope,
         }
+    }
+
+    fn eval_unix(&self, a: &CompiledAgent, u: &crate::event::UnixConnect) -> Verdict {
+        if let Some(&id) = self.identities.endpoints.unix.get(&u.path)
+            && !a.identities.contains(id)
+        {
+            return self.identity_violation(a, &format!("unix {} {}", u.op, u.path), id);
+        }
+        if a.systems.unix.contains_key(&u.path) {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedSystem,
+            severity: Severity::High,
+            reason: format!(
+                "unix socket {} is outside systems of {}",
+                u.path, a.info.name
+            ),
+            identity: None,
+        })
+    }
+
+    fn eval_socket(a: &CompiledAgent, s: &crate::event::Socket) -> Verdict {
+        if a.info
+            .scope
+            .socket_families
+            .iter()
+            .any(|f| f.as_str() == s.class)
+        {
+            return Verdict::InScope;
+        }
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnusualSocket,
+            severity: Severity::High,
+            reason: format!(
+                "{} socket ({}, type {}, protocol {}) created by {}, outside its socket_families",
+                s.class, s.family_name, s.sock_type, s.protocol, a.info.name
+            ),
+            identity: None,
+        })
     }
 
     fn eval_io_uring(a: &CompiledAgent) -> Verdict {

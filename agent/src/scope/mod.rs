@@ -41,8 +41,10 @@ use crate::event::{
 };
 use data::{DataIndex, Grants, ReadCheck, normalize, with_matches};
 pub use dns::DnsCache;
+pub use evaluate::escape_reason;
 use identities::{IdentityIndex, Touch};
 use systems::EndpointSet;
+pub use systems::unix_aliases;
 use tools::ExeCache;
 
 /// Distinguishes the agent ids of one compiled scope from another's.
@@ -105,6 +107,7 @@ static STALE: AgentInfo = AgentInfo {
         tools: Vec::new(),
         data: Vec::new(),
         identities: Vec::new(),
+        socket_families: Vec::new(),
     },
 };
 
@@ -331,6 +334,14 @@ impl Scope {
     #[must_use]
     pub fn agent_id(&self, name: &str) -> Option<AgentId> {
         self.by_name.get(name).map(|&i| self.id(i))
+    }
+
+    /// The unix socket addresses in the agent's `systems`, each spelling
+    /// the kernel is to allow (see [`systems::unix_aliases`]).
+    pub fn unix_systems(&self, id: AgentId) -> impl Iterator<Item = &str> {
+        self.get(id)
+            .into_iter()
+            .flat_map(|a| a.systems.unix.keys().map(String::as_str))
     }
 
     /// The agent's description. An id of another (older) scope yields a

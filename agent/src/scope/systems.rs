@@ -268,6 +268,8 @@ impl<T: Copy> HostTable<T> {
 pub struct EndpointSet<T> {
     pub nets: NetTable<T>,
     pub hosts: HostTable<T>,
+    /// Unix socket addresses, as events show them (see [`unix_aliases`]).
+    pub unix: HashMap<String, T>,
 }
 
 impl<T> Default for EndpointSet<T> {
@@ -275,8 +277,31 @@ impl<T> Default for EndpointSet<T> {
         Self {
             nets: NetTable::default(),
             hosts: HostTable::default(),
+            unix: HashMap::new(),
         }
     }
+}
+
+/// The addresses a `unix://` entry stands for, as a caller may pass them:
+/// the path as written and, when its directory resolves elsewhere (a
+/// symlink such as `/var/run` → `/run`), the resolved path too. The kernel
+/// compares the address exactly, so any other spelling is outside the
+/// entry (refused, where enforced): an allowlist that fails closed. An
+/// abstract address (`@NAME`) has one spelling.
+#[must_use]
+pub fn unix_aliases(address: &str) -> Vec<String> {
+    let mut out = vec![address.to_owned()];
+    let path = std::path::Path::new(address);
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name())
+        && address.starts_with('/')
+        && let Ok(real) = std::fs::canonicalize(dir)
+    {
+        let resolved = real.join(name).to_string_lossy().into_owned();
+        if resolved != address {
+            out.push(resolved);
+        }
+    }
+    out
 }
 
 impl<T: Copy> EndpointSet<T> {
@@ -289,6 +314,11 @@ impl<T: Copy> EndpointSet<T> {
         match &entry.target {
             Target::Net(net) => self.nets.insert(*net, rule),
             Target::Host(h) => self.hosts.insert(h, rule),
+            Target::Unix(address) => {
+                for a in unix_aliases(address) {
+                    self.unix.insert(a, value);
+                }
+            }
         }
     }
 

@@ -1007,3 +1007,138 @@ fn links_to_credentials_and_foreign_data_are_violations() {
          code-assistant"
     );
 }
+
+const SOCKETS: &str = r#"
+[[agent]]
+name = "ops"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["unix:///var/run/docker.sock", "unix://@bus"]
+  socket_families = ["netlink"]
+"#;
+
+fn unix_connect(path: &str) -> Event {
+    event(
+        Payload::UnixConnect(crate::event::UnixConnect {
+            path: path.into(),
+            op: "connect".into(),
+            sock_type: "stream".into(),
+            blocked: false,
+        }),
+        None,
+    )
+}
+
+fn socket(class: &str, family: u32) -> Event {
+    event(
+        Payload::Socket(crate::event::Socket {
+            class: class.into(),
+            family,
+            family_name: family.to_string(),
+            sock_type: 3,
+            protocol: 0,
+            blocked: false,
+        }),
+        None,
+    )
+}
+
+#[test]
+fn unix_sockets_are_systems_compared_exactly() {
+    let config = Config::from_toml_str(SOCKETS, "t.toml").unwrap();
+    let scope = Scope::compile(&config).unwrap();
+    let ops = scope.agent_id("ops").unwrap();
+    let f = Fixture {
+        code: ops,
+        browser: ops,
+        scope,
+        dns: DnsCache::new(),
+        now: Instant::now(),
+    };
+    f.ok(ops, &unix_connect("/var/run/docker.sock"));
+    f.ok(ops, &unix_connect("@bus"));
+    for outside in [
+        "/run/containerd/containerd.sock",
+        "@bus2",
+        "docker.sock",
+        "@",
+    ] {
+        let v = f.violation(ops, &unix_connect(outside));
+        assert_eq!(v.kind, AnomalyKind::UnapprovedSystem, "{outside}");
+        assert!(v.reason.contains(outside), "{}", v.reason);
+    }
+    let mut listed: Vec<&str> = f.scope.unix_systems(ops).collect();
+    listed.sort_unstable();
+    assert!(listed.contains(&"/var/run/docker.sock"), "{listed:?}");
+    assert!(listed.contains(&"@bus"), "{listed:?}");
+}
+
+#[test]
+fn unix_aliases_add_the_resolved_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+    let via_link = dir.path().join("link/app.sock");
+    let aliases = unix_aliases(via_link.to_str().unwrap());
+    let real = std::fs::canonicalize(&real).unwrap().join("app.sock");
+    assert_eq!(
+        aliases,
+        [
+            via_link.to_str().unwrap().to_owned(),
+            real.to_str().unwrap().to_owned()
+        ]
+    );
+    // Already resolved, abstract, or in no directory there is: one spelling.
+    assert_eq!(unix_aliases(real.to_str().unwrap()).len(), 1);
+    assert_eq!(unix_aliases("@bus"), ["@bus"]);
+    assert_eq!(unix_aliases("/no/such/dir/x.sock"), ["/no/such/dir/x.sock"]);
+}
+
+#[test]
+fn socket_classes_outside_socket_families_are_unusual() {
+    let config = Config::from_toml_str(SOCKETS, "t.toml").unwrap();
+    let scope = Scope::compile(&config).unwrap();
+    let ops = scope.agent_id("ops").unwrap();
+    let dns = DnsCache::new();
+    let eval = |e: &Event| scope.evaluate(ops, e, &dns, Instant::now());
+    assert_eq!(eval(&socket("netlink", 16)), Verdict::InScope);
+    for (class, family) in [("packet", 17), ("raw", 2), ("other", 31)] {
+        match eval(&socket(class, family)) {
+            Verdict::Violation(v) => {
+                assert_eq!(v.kind, AnomalyKind::UnusualSocket);
+                assert!(v.reason.starts_with(class), "{}", v.reason);
+            }
+            Verdict::InScope => panic!("{class} is outside socket_families"),
+        }
+    }
+}
+
+#[test]
+fn leaving_the_session_is_always_an_escape() {
+    let config = Config::from_toml_str(SOCKETS, "t.toml").unwrap();
+    let scope = Scope::compile(&config).unwrap();
+    let ops = scope.agent_id("ops").unwrap();
+    let e = event(
+        Payload::SessionEscape(crate::event::SessionEscape {
+            moved_pid: 42,
+            self_move: true,
+            created_there: false,
+            to_cgroup_id: 7,
+            to_cgroup: Some("/elsewhere".into()),
+            blocked: false,
+        }),
+        None,
+    );
+    match scope.evaluate(ops, &e, &DnsCache::new(), Instant::now()) {
+        Verdict::Violation(v) => {
+            assert_eq!(
+                (v.kind, v.severity),
+                (AnomalyKind::SessionEscape, Severity::Critical)
+            );
+            assert!(v.reason.contains("/elsewhere"), "{}", v.reason);
+        }
+        Verdict::InScope => panic!("an escape is never in scope"),
+    }
+}

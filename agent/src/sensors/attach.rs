@@ -11,7 +11,7 @@ use std::{
 use aya::{
     Ebpf,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
         RawTracePoint, SockOps, TracePoint,
         links::{FdLink, PinnedLink},
     },
@@ -120,6 +120,12 @@ pub(super) const PROGRAMS: &[(&str, &str, &[Hook])] = &[
         &[tp("sched", "sched_process_exec")],
     ),
     ("vigil_fork", "process", &[Hook::Raw("sched_process_fork")]),
+    // Moves between cgroups: a watched process leaving its session.
+    (
+        "vigil_cgroup_attach",
+        "process",
+        &[Hook::Raw("cgroup_attach_task")],
+    ),
     (
         "vigil_exit",
         "process",
@@ -130,6 +136,15 @@ pub(super) const PROGRAMS: &[(&str, &str, &[Hook])] = &[
     ("vigil_sendmsg4", "network", &[Hook::CgroupRoot]),
     ("vigil_sendmsg6", "network", &[Hook::CgroupRoot]),
     ("vigil_sock_ops", "network", &[Hook::CgroupRoot]),
+    // Unusual socket families: sock_create refuses IPv4/IPv6 raw sockets
+    // with EPERM; the kernel runs it for no other family, which the
+    // syscall's entry sees.
+    ("vigil_sock_create", "network", &[Hook::CgroupRoot]),
+    (
+        "vigil_socket_enter",
+        "network",
+        &[tp("syscalls", "sys_enter_socket")],
+    ),
     (
         "vigil_dns_ingress",
         "network",
@@ -307,6 +322,15 @@ pub(super) fn attach_cgroup(
             .map_err(attach_err)?;
         let link = p.take_link(id).map_err(attach_err)?;
         FdLink::try_from(link).map_err(link_err)
+    } else if let Ok(p) = <&mut CgroupSock>::try_from(&mut *program) {
+        if load {
+            p.load().map_err(|e| load_error(name, e))?;
+        }
+        let id = p
+            .attach(root, CgroupAttachMode::Single)
+            .map_err(attach_err)?;
+        let link = p.take_link(id).map_err(attach_err)?;
+        FdLink::try_from(link).map_err(link_err)
     } else if let Ok(p) = <&mut CgroupSkb>::try_from(&mut *program) {
         if load {
             p.load().map_err(|e| load_error(name, e))?;
@@ -366,11 +390,15 @@ impl Links {
         program: &str,
         link: FdLink,
     ) -> Result<(PinnedLink, OwnedFd, PathBuf), SensorError> {
+        pin_link(link, &self.next_path(program))
+    }
+
+    /// Where the next link of `program` is pinned.
+    pub(super) fn next_path(&self, program: &str) -> PathBuf {
         let n = self
             .count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = self.dir.join(format!("{program}-{n}"));
-        pin_link(link, &path)
+        self.dir.join(format!("{program}-{n}"))
     }
 
     /// Unpins (and so detaches) links of earlier daemons.

@@ -10,10 +10,11 @@ use std::{
 };
 
 use vigil_common::{
-    ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-    ExecRecord, ExitRecord, ForkRecord, Header, IoUringRecord, LinkRecord, OPEN_PATH_TRUNCATED,
-    OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN, PathComponents, RecordKind, io_uring_op,
-    io_uring_opcode, link_syscall, open_syscall, path_flags, sock_op,
+    ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, ESCAPE_SELF, EXEC_ARGV_TRUNCATED,
+    EXEC_FILENAME_TRUNCATED, EscapeRecord, ExecRecord, ExitRecord, ForkRecord, Header,
+    IoUringRecord, LinkRecord, OPEN_PATH_TRUNCATED, OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN,
+    PathComponents, RecordKind, SocketRecord, UNIX_PATH_MAX, UnixRecord, io_uring_op,
+    io_uring_opcode, link_syscall, open_syscall, path_flags, sock_op, socket_class,
 };
 
 use crate::event::{
@@ -56,6 +57,9 @@ pub enum Record {
     Dns(DnsRecord),
     IoUring(IoUringRecord),
     Link(LinkRecord),
+    Socket(SocketRecord),
+    Unix(UnixRecord),
+    Escape(EscapeRecord),
 }
 
 impl Record {
@@ -71,6 +75,9 @@ impl Record {
             Self::Dns(r) => &r.header,
             Self::IoUring(r) => &r.header,
             Self::Link(r) => &r.header,
+            Self::Socket(r) => &r.header,
+            Self::Unix(r) => &r.header,
+            Self::Escape(r) => &r.header,
         }
     }
 }
@@ -211,7 +218,57 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             check(kind, "op", r.op.into(), u64::from(io_uring_op::SUBMIT))?;
             Record::IoUring(r)
         }
+        RecordKind::Socket => {
+            let r: SocketRecord = read(bytes, kind)?;
+            check(
+                kind,
+                "class",
+                r.class.into(),
+                u64::from(socket_class::COUNT - 1),
+            )?;
+            Record::Socket(r)
+        }
+        RecordKind::Unix => {
+            let r: UnixRecord = read(bytes, kind)?;
+            check(kind, "path_len", r.path_len.into(), UNIX_PATH_MAX as u64)?;
+            check(kind, "op", r.op.into(), u64::from(sock_op::SENDMSG))?;
+            Record::Unix(r)
+        }
+        RecordKind::Escape => Record::Escape(read(bytes, kind)?),
     })
+}
+
+/// A unix socket address as events show it: the path, or `@NAME` for an
+/// abstract address (every NUL shown as `@`, as `ss` does).
+#[must_use]
+pub fn unix_path(bytes: &[u8]) -> String {
+    if bytes.first() == Some(&0) {
+        let shown: Vec<u8> = bytes
+            .iter()
+            .map(|&b| if b == 0 { b'@' } else { b })
+            .collect();
+        String::from_utf8_lossy(&shown).into_owned()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+/// The name of an address family the socket sensor reports.
+fn family_name(family: u16) -> String {
+    match family {
+        socket_class::AF_INET => "AF_INET".to_owned(),
+        socket_class::AF_INET6 => "AF_INET6".to_owned(),
+        socket_class::AF_NETLINK => "AF_NETLINK".to_owned(),
+        socket_class::AF_PACKET => "AF_PACKET".to_owned(),
+        socket_class::AF_ALG => "AF_ALG".to_owned(),
+        socket_class::AF_VSOCK => "AF_VSOCK".to_owned(),
+        socket_class::AF_XDP => "AF_XDP".to_owned(),
+        15 => "AF_KEY".to_owned(),
+        29 => "AF_CAN".to_owned(),
+        30 => "AF_TIPC".to_owned(),
+        31 => "AF_BLUETOOTH".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Bytes up to the first NUL, lossily as UTF-8.
@@ -578,6 +635,38 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
                 qtype: 0,
             })
         }
+        Record::Socket(r) => Payload::Socket(crate::event::Socket {
+            class: socket_class::NAMES[usize::from(r.class)].to_owned(),
+            family: r.family.into(),
+            family_name: family_name(r.family),
+            sock_type: r.sock_type.into(),
+            protocol: r.protocol.into(),
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
+        }),
+        Record::Unix(r) => Payload::UnixConnect(crate::event::UnixConnect {
+            path: unix_path(&r.path[..usize::from(r.path_len)]),
+            op: if r.op == sock_op::SENDMSG {
+                "sendmsg"
+            } else {
+                "connect"
+            }
+            .to_owned(),
+            sock_type: match i32::from(r.sock_type) {
+                libc::SOCK_STREAM => "stream".to_owned(),
+                libc::SOCK_DGRAM => "dgram".to_owned(),
+                libc::SOCK_SEQPACKET => "seqpacket".to_owned(),
+                other => other.to_string(),
+            },
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
+        }),
+        Record::Escape(r) => Payload::SessionEscape(crate::event::SessionEscape {
+            moved_pid: r.moved_tgid,
+            self_move: r.flags & ESCAPE_SELF != 0,
+            created_there: r.flags & vigil_common::ESCAPE_CLONE != 0,
+            to_cgroup_id: r.dst_cgroup_id,
+            to_cgroup: None,
+            blocked: h.verdict != vigil_common::verdict::ALLOWED,
+        }),
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
             server: ip(r.family, &r.src_addr),
             server_port: r.src_port,
@@ -1008,7 +1097,7 @@ mod tests {
             }
             let mut with_kind = buf.clone();
             if with_kind.len() >= 2 {
-                with_kind[0] = (len % 8) as u8;
+                with_kind[0] = (len % 13) as u8;
                 with_kind[1] = 0;
                 if let Ok(r) = decode(&with_kind) {
                     let _ = to_event(&r, &Clock::now());
@@ -1025,5 +1114,90 @@ mod tests {
         assert_eq!(f.error.as_deref(), Some("ENOENT"));
         assert_eq!(f.fd, None);
         assert_eq!(f.syscall, "openat");
+    }
+
+    #[test]
+    fn socket_records_name_class_and_family() {
+        let mut r = SocketRecord {
+            header: header(RecordKind::Socket),
+            family: 17,
+            sock_type: 3,
+            protocol: 768,
+            class: socket_class::PACKET,
+            hook: vigil_common::socket_hook::SYSCALL,
+        };
+        r.header.verdict = vigil_common::verdict::BLOCKED_SOCKET;
+        let ev = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now());
+        let Payload::Socket(s) = ev.payload else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(
+            (
+                s.class.as_str(),
+                s.family_name.as_str(),
+                s.sock_type,
+                s.protocol
+            ),
+            ("packet", "AF_PACKET", 3, 768)
+        );
+        assert!(s.blocked && !s.refused_with_eperm());
+        r.class = socket_class::COUNT;
+        assert!(matches!(
+            decode(&bytes_of(&r)),
+            Err(DecodeError::OutOfRange { field: "class", .. })
+        ));
+    }
+
+    #[test]
+    fn unix_records_show_paths_and_abstract_names() {
+        let record = |bytes: &[u8], op: u8| {
+            let mut r = UnixRecord {
+                header: header(RecordKind::Unix),
+                op,
+                sock_type: libc::SOCK_DGRAM as u8,
+                path_len: bytes.len() as u16,
+                _pad: 0,
+                path: [0; vigil_common::UNIX_PATH_BUF],
+            };
+            r.path[..bytes.len()].copy_from_slice(bytes);
+            r
+        };
+        let unix_of = |r: &UnixRecord| match to_event(&decode(&bytes_of(r)).unwrap(), &Clock::now())
+            .payload
+        {
+            Payload::UnixConnect(u) => u,
+            other => panic!("{other:?}"),
+        };
+        let u = unix_of(&record(b"/run/docker.sock", sock_op::CONNECT));
+        assert_eq!(
+            (u.path.as_str(), u.op.as_str()),
+            ("/run/docker.sock", "connect")
+        );
+        assert_eq!(u.sock_type, "dgram");
+        let u = unix_of(&record(b"\0bus\0x", sock_op::SENDMSG));
+        assert_eq!((u.path.as_str(), u.op.as_str()), ("@bus@x", "sendmsg"));
+        let mut r = record(b"/x", sock_op::CONNECT);
+        r.path_len = 200;
+        assert!(decode(&bytes_of(&r)).is_err(), "longer than sun_path");
+    }
+
+    #[test]
+    fn escape_records_name_the_moved_process() {
+        let r = EscapeRecord {
+            header: header(RecordKind::Escape),
+            moved_tgid: 4242,
+            flags: ESCAPE_SELF,
+            dst_cgroup_id: 9001,
+        };
+        let ev = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now());
+        assert_eq!(ev.identity.cgroup_id, 77, "the cgroup it left");
+        let Payload::SessionEscape(x) = ev.payload else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(
+            (x.moved_pid, x.self_move, x.to_cgroup_id),
+            (4242, true, 9001)
+        );
+        assert!(!x.blocked);
     }
 }

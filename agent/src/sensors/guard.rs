@@ -56,7 +56,7 @@ struct InfoAttr {
     info: u64,
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
+pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
     // SAFETY: `attr` is a valid `bpf_attr` prefix for `cmd`, as large as its size says.
     let r = unsafe {
         libc::syscall(
@@ -200,6 +200,9 @@ pub struct HeldLink {
     pub cgroup: bool,
     /// Times this hook was attached anew after a detach.
     pub reattached: u64,
+    /// A program aya did not load (the unix socket hooks): attached anew
+    /// from its own fd.
+    pub raw: Option<super::unix::RawProgram>,
 }
 
 /// A pinned map this daemon holds.
@@ -360,6 +363,19 @@ impl Sensors {
 
     /// Attaches a cgroup program anew and pins the new link at the old path.
     fn reattach(&self, l: &mut HeldLink) -> Result<u32, SensorError> {
+        if let Some(raw) = &l.raw {
+            let link = super::unix::attach(raw, &self.root).map_err(|e| SensorError::Pin {
+                path: l.path.clone(),
+                message: format!("attaching {}: {e}", l.program),
+            })?;
+            let (pinned, fd) = super::unix::pin_link(&link, &l.path)?;
+            let id = link_state(&fd).map_or(0, |s| s.id);
+            l.pinned = pinned;
+            l.fd = fd;
+            l.inode = pin_inode(&l.path);
+            l.reattached += 1;
+            return Ok(id);
+        }
         let mut ebpf = self
             .ebpf
             .lock()

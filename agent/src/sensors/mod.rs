@@ -6,6 +6,7 @@ pub mod decode;
 pub mod guard;
 pub mod loss;
 mod state;
+pub mod unix;
 mod watched;
 
 pub use state::{Figures, ProgramState, SensorState};
@@ -101,6 +102,51 @@ pub struct SensorOptions {
     pub pin_dir: PathBuf,
 }
 
+/// Loads and attaches the unix socket programs where the kernel has their
+/// hooks (Linux 6.7+); elsewhere the daemon runs without them and says so.
+fn attach_unix(
+    programs: Result<Vec<(&'static str, unix::RawProgram)>, String>,
+    root: &File,
+    links: &Links,
+    held: &mut Held,
+    attached: &mut Vec<String>,
+) -> Result<unix::UnixHooks, SensorError> {
+    let programs = match programs {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!("unix socket hooks unavailable: {why}");
+            return Ok(unix::UnixHooks::Unavailable(why));
+        }
+    };
+    for (program, raw) in programs {
+        let hook = "cgroup v2 root".to_owned();
+        let link = match unix::attach(&raw, root) {
+            Ok(l) => l,
+            Err(e) => {
+                let why = format!("attaching {program}: {e}");
+                tracing::warn!("unix socket hooks unavailable: {why}");
+                return Ok(unix::UnixHooks::Unavailable(why));
+            }
+        };
+        let path = links.next_path(program);
+        let (pinned, fd) = unix::pin_link(&link, &path)?;
+        attached.push(format!("network: {program} -> {hook}"));
+        held.links.push(guard::HeldLink {
+            sensor: "network",
+            program,
+            hook,
+            inode: guard::pin_inode(&path),
+            path,
+            pinned,
+            fd,
+            cgroup: true,
+            reattached: 0,
+            raw: Some(raw),
+        });
+    }
+    Ok(unix::UnixHooks::Attached)
+}
+
 /// A random 64-bit key (for the kernel's path hash).
 fn random_key() -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
@@ -126,6 +172,8 @@ pub struct Sensors {
     /// The last one, in words, for the status.
     last_tamper: Mutex<Option<String>>,
     attached: Vec<String>,
+    /// Whether the unix socket hooks are in place.
+    unix: unix::UnixHooks,
     offsets: Offsets,
     ring_buffer_bytes: u32,
 }
@@ -213,6 +261,9 @@ impl Sensors {
             .default_map_pin_directory(&opts.pin_dir)
             .load(EBPF_OBJECT)
             .map_err(SensorError::Object)?;
+        // Before the logger takes its map: the unix programs use every map
+        // the object has, each by the fd aya created it with.
+        let unix_programs = unix::load_all(EBPF_OBJECT, &ebpf);
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_reader) {
             tracing::warn!("eBPF-side diagnostics unavailable: {e}");
         }
@@ -240,9 +291,11 @@ impl Sensors {
                     fd,
                     cgroup,
                     reattached: 0,
+                    raw: None,
                 });
             }
         }
+        let unix = attach_unix(unix_programs, &root, &links, &mut held, &mut attached)?;
         // Our links are in place: only now let go of a previous daemon's.
         links.remove_others();
         Ok(Self {
@@ -252,14 +305,21 @@ impl Sensors {
             tampers: AtomicU64::new(0),
             last_tamper: Mutex::new(None),
             attached,
+            unix,
             offsets,
             ring_buffer_bytes: opts.ring_buffer_bytes,
         })
     }
 
-    /// Takes the pinned enforcement maps `POLICY` and `SYSTEMS` (once), for
-    /// the enforcer.
-    pub fn take_policy_maps(&mut self) -> Result<(Map, Map), SensorError> {
+    /// Whether the unix socket hooks are attached, and why not.
+    #[must_use]
+    pub const fn unix_hooks(&self) -> &unix::UnixHooks {
+        &self.unix
+    }
+
+    /// Takes the pinned enforcement maps `POLICY`, `SYSTEMS` and
+    /// `UNIX_SYSTEMS` (once), for the enforcer.
+    pub fn take_policy_maps(&mut self) -> Result<(Map, Map, Map), SensorError> {
         let ebpf = self
             .ebpf
             .get_mut()
@@ -270,7 +330,10 @@ impl Sensors {
         let systems = ebpf
             .take_map("SYSTEMS")
             .ok_or(SensorError::MissingMap("SYSTEMS"))?;
-        Ok((policy, systems))
+        let unix = ebpf
+            .take_map("UNIX_SYSTEMS")
+            .ok_or(SensorError::MissingMap("UNIX_SYSTEMS"))?;
+        Ok((policy, systems, unix))
     }
 
     /// Each attached hook, as `sensor: program -> hook`.

@@ -203,6 +203,10 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         iou_submit_req: iou.submit_req,
         iou_submit_opcode: iou.submit_opcode,
         iou_known: u16::from(iou.members.is_some()),
+        sock_family: f.offset("syscalls/sys_enter_socket", "family")?,
+        sock_type: f.offset("syscalls/sys_enter_socket", "type")?,
+        sock_protocol: f.offset("syscalls/sys_enter_socket", "protocol")?,
+        _pad16: 0,
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,
@@ -241,6 +245,17 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         io_open_filename: iou.members.map_or(0, |m| m.io_open_filename),
         io_open_flags: iou.members.map_or(0, |m| m.io_open_flags),
         filename_name: iou.members.map_or(0, |m| m.filename_name),
+        // Both from Linux 6.7, with the unix hooks; 0 before.
+        sa_kern_uaddr: btf
+            .member_offset("bpf_sock_addr_kern", "uaddr")
+            .unwrap_or(0),
+        cgroup_root: btf.member_offset("cgroup", "root")?,
+        task_cgroups: btf.member_offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: btf.member_offset("css_set", "dfl_cgrp")?,
+        root_hierarchy_id: btf.member_offset("cgroup_root", "hierarchy_id")?,
+        sa_kern_uaddrlen: btf
+            .member_offset("bpf_sock_addr_kern", "uaddrlen")
+            .unwrap_or(0),
         regs_args: regs.args,
     })
 }

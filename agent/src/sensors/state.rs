@@ -37,6 +37,10 @@ pub trait SensorState: Send + Sync {
     fn last_tamper(&self) -> Option<String>;
     /// Size of the ring buffer as loaded.
     fn ring_buffer_bytes(&self) -> u32;
+    /// Kernel features the sensors could not use, with why.
+    fn unavailable(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 impl SensorState for Sensors {
@@ -58,6 +62,16 @@ impl SensorState for Sensors {
 
     fn ring_buffer_bytes(&self) -> u32 {
         self.ring_buffer_bytes
+    }
+
+    fn unavailable(&self) -> Vec<(String, String)> {
+        match self.unix_hooks() {
+            super::unix::UnixHooks::Attached => Vec::new(),
+            super::unix::UnixHooks::Unavailable(why) => vec![(
+                "cgroup connect_unix/sendmsg_unix (unix sockets as systems, Linux 6.7+)".to_owned(),
+                why.clone(),
+            )],
+        }
     }
 }
 

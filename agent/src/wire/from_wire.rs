@@ -152,6 +152,8 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::IoUringUsed => Ok(Self::IoUringUsed),
             pb::AnomalyKind::DnsExfiltrationSuspected => Ok(Self::DnsExfiltrationSuspected),
             pb::AnomalyKind::LinkToProtected => Ok(Self::LinkToProtected),
+            pb::AnomalyKind::UnusualSocket => Ok(Self::UnusualSocket),
+            pb::AnomalyKind::SessionEscape => Ok(Self::SessionEscape),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
                 value: k.into(),
@@ -382,6 +384,28 @@ impl TryFrom<pb::event::Payload> for Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            W::SessionEscape(x) => Self::SessionEscape(crate::event::SessionEscape {
+                moved_pid: x.moved_pid,
+                self_move: x.self_move,
+                created_there: x.created_there,
+                to_cgroup_id: x.to_cgroup_id,
+                to_cgroup: (!x.to_cgroup.is_empty()).then_some(x.to_cgroup),
+                blocked: x.blocked,
+            }),
+            W::UnixConnect(x) => Self::UnixConnect(crate::event::UnixConnect {
+                path: x.path,
+                op: x.op,
+                sock_type: x.sock_type,
+                blocked: x.blocked,
+            }),
+            W::Socket(x) => Self::Socket(crate::event::Socket {
+                class: x.class,
+                family: x.family,
+                family_name: x.family_name,
+                sock_type: x.sock_type,
+                protocol: x.protocol,
                 blocked: x.blocked,
             }),
         })

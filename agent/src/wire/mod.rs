@@ -57,6 +57,9 @@ pub fn kind_of(payload: &pb::event::Payload) -> pb::EventKind {
         W::Gap(_) => pb::EventKind::Gap,
         W::SensorTampered(_) => pb::EventKind::SensorTampered,
         W::IoUring(_) => pb::EventKind::IoUring,
+        W::Socket(_) => pb::EventKind::Socket,
+        W::UnixConnect(_) => pb::EventKind::UnixConnect,
+        W::SessionEscape(_) => pb::EventKind::SessionEscape,
     }
 }
 

@@ -109,6 +109,8 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::IoUringUsed => Self::IoUringUsed,
             AnomalyKind::DnsExfiltrationSuspected => Self::DnsExfiltrationSuspected,
             AnomalyKind::LinkToProtected => Self::LinkToProtected,
+            AnomalyKind::UnusualSocket => Self::UnusualSocket,
+            AnomalyKind::SessionEscape => Self::SessionEscape,
         }
     }
 }
@@ -286,6 +288,28 @@ impl From<&Payload> for pb::event::Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            Payload::SessionEscape(x) => W::SessionEscape(pb::SessionEscape {
+                moved_pid: x.moved_pid,
+                self_move: x.self_move,
+                created_there: x.created_there,
+                to_cgroup_id: x.to_cgroup_id,
+                to_cgroup: x.to_cgroup.clone().unwrap_or_default(),
+                blocked: x.blocked,
+            }),
+            Payload::UnixConnect(x) => W::UnixConnect(pb::UnixConnect {
+                path: x.path.clone(),
+                op: x.op.clone(),
+                sock_type: x.sock_type.clone(),
+                blocked: x.blocked,
+            }),
+            Payload::Socket(x) => W::Socket(pb::Socket {
+                class: x.class.clone(),
+                family: x.family,
+                family_name: x.family_name.clone(),
+                sock_type: x.sock_type,
+                protocol: x.protocol,
                 blocked: x.blocked,
             }),
         }

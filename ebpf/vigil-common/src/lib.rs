@@ -38,6 +38,9 @@ pub enum RecordKind {
     Dns = 7,
     IoUring = 8,
     Link = 9,
+    Socket = 10,
+    Unix = 11,
+    Escape = 12,
 }
 
 impl RecordKind {
@@ -54,6 +57,9 @@ impl RecordKind {
             7 => Self::Dns,
             8 => Self::IoUring,
             9 => Self::Link,
+            10 => Self::Socket,
+            11 => Self::Unix,
+            12 => Self::Escape,
             _ => return None,
         })
     }
@@ -127,6 +133,12 @@ pub mod verdict {
     pub const BLOCKED_SCOPE: u32 = 3;
     /// Denied: the agent may not use io_uring (`io_uring = "deny"`).
     pub const BLOCKED_IO_URING: u32 = 4;
+    /// Denied: the socket's family (or raw type) is outside the agent's
+    /// `socket_families`.
+    pub const BLOCKED_SOCKET: u32 = 5;
+    /// Killed: a watched process moved itself (or another) out of its
+    /// session, and the agent is enforced.
+    pub const BLOCKED_ESCAPE: u32 = 6;
 }
 
 /// Value of the pinned `POLICY` map, keyed by cgroup id: a session cgroup,
@@ -152,6 +164,129 @@ pub mod policy {
     pub const PROMPT: u32 = 8;
     /// Setting up an io_uring kills the process (`io_uring = "deny"`).
     pub const DENY_IO_URING: u32 = 16;
+    /// Sockets of an unusual family (see [`socket_class`]) are refused
+    /// unless their class bit is in the allowed set.
+    pub const DENY_SOCKETS: u32 = 32;
+    /// Bit of the first [`socket_class`] in the allowed set: class `c` is
+    /// allowed when `flags & (1 << (SOCKET_ALLOW_SHIFT + c))` is set. The
+    /// set lives in the flags so the pinned `POLICY` rows keep their layout.
+    pub const SOCKET_ALLOW_SHIFT: u32 = 16;
+
+    /// Whether a task with these merged `flags` may create a socket of
+    /// `class` (a [`socket_class`](super::socket_class) value).
+    // Inlined on purpose: a BPF-to-BPF call costs stack and verifier work.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    #[must_use]
+    pub const fn allows_socket(flags: u32, class: u8) -> bool {
+        if class == super::socket_class::ORDINARY || flags & DENY_SOCKETS == 0 {
+            return true;
+        }
+        class < super::socket_class::COUNT
+            && flags & (1 << (SOCKET_ALLOW_SHIFT + class as u32)) != 0
+    }
+}
+
+/// Classes of sockets as the `socket_families` of an agent name them.
+/// Ordinary sockets (IPv4 and IPv6 other than raw, unix sockets, and
+/// `NETLINK_ROUTE`, which glibc's `getaddrinfo` and `if_nametoindex` open)
+/// are never judged; every other family is one of the other classes.
+pub mod socket_class {
+    pub const ORDINARY: u8 = 0;
+    /// `SOCK_RAW` (or the obsolete `SOCK_PACKET`) in `AF_INET`/`AF_INET6`:
+    /// forged headers, ICMP, sniffing of one protocol.
+    pub const RAW: u8 = 1;
+    /// `AF_PACKET`: whole link-layer frames, every protocol.
+    pub const PACKET: u8 = 2;
+    /// `AF_NETLINK` other than `NETLINK_ROUTE` (audit, netfilter, sock diag,
+    /// uevents, generic netlink, …).
+    pub const NETLINK: u8 = 3;
+    /// `AF_ALG`: the kernel crypto API.
+    pub const ALG: u8 = 4;
+    /// `AF_VSOCK`: the hypervisor and other VMs.
+    pub const VSOCK: u8 = 5;
+    /// `AF_XDP`.
+    pub const XDP: u8 = 6;
+    /// Any other family (Bluetooth, CAN, `AF_KEY`, TIPC, …).
+    pub const OTHER: u8 = 7;
+    /// Number of classes.
+    pub const COUNT: u8 = 8;
+    /// Names of the classes, indexed by class, as in config and events.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "ordinary", "raw", "packet", "netlink", "alg", "vsock", "xdp", "other",
+    ];
+
+    pub const AF_UNIX: u16 = 1;
+    pub const AF_INET: u16 = 2;
+    pub const AF_INET6: u16 = 10;
+    pub const AF_NETLINK: u16 = 16;
+    pub const AF_PACKET: u16 = 17;
+    pub const AF_ALG: u16 = 38;
+    pub const AF_VSOCK: u16 = 40;
+    pub const AF_XDP: u16 = 44;
+    pub const SOCK_RAW: u32 = 3;
+    pub const SOCK_PACKET: u32 = 10;
+    pub const NETLINK_ROUTE: u32 = 0;
+    /// The bits of a `socket(2)` type that are the type (the rest are
+    /// `SOCK_NONBLOCK`, `SOCK_CLOEXEC`).
+    pub const TYPE_MASK: u32 = 0xf;
+
+    /// The class of a socket of `family`, `sock_type` and `protocol`: the
+    /// kernel programs and the daemon both classify with it.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    #[must_use]
+    pub const fn classify(family: u16, sock_type: u32, protocol: u32) -> u8 {
+        let ty = sock_type & TYPE_MASK;
+        match family {
+            AF_UNIX => ORDINARY,
+            AF_INET | AF_INET6 => {
+                if ty == SOCK_RAW || ty == SOCK_PACKET {
+                    RAW
+                } else {
+                    ORDINARY
+                }
+            }
+            AF_NETLINK => {
+                if protocol == NETLINK_ROUTE {
+                    ORDINARY
+                } else {
+                    NETLINK
+                }
+            }
+            AF_PACKET => PACKET,
+            AF_ALG => ALG,
+            AF_VSOCK => VSOCK,
+            AF_XDP => XDP,
+            _ => OTHER,
+        }
+    }
+}
+
+/// Which hook produced a [`SocketRecord`].
+pub mod socket_hook {
+    /// cgroup `sock_create` (IPv4 and IPv6 families): a refusal fails
+    /// `socket(2)` with `EPERM`.
+    pub const SOCK_CREATE: u8 = 1;
+    /// tracepoint `syscalls/sys_enter_socket` (every other family, which
+    /// `sock_create` does not see): a refusal kills the caller before
+    /// `socket(2)` returns.
+    pub const SYSCALL: u8 = 2;
+}
+
+/// A watched process creating a socket of an unusual class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SocketRecord {
+    pub header: Header,
+    pub family: u16,
+    /// The socket type (`SOCK_RAW`, …), without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`.
+    pub sock_type: u16,
+    pub protocol: u16,
+    /// A [`socket_class`] value.
+    pub class: u8,
+    /// A [`socket_hook`] value.
+    pub hook: u8,
 }
 
 /// Key data of the `SYSTEMS` LPM trie: agent, then an IPv6 (or v4-mapped)
@@ -564,6 +699,88 @@ pub struct IoUringRecord {
     pub path: [u8; PATH_LEN],
 }
 
+/// Bytes of `sockaddr_un.sun_path`.
+pub const UNIX_PATH_MAX: usize = 108;
+/// [`UNIX_PATH_MAX`] rounded up to 8 bytes, so the types below have no
+/// implicit padding.
+pub const UNIX_PATH_BUF: usize = 112;
+
+/// Key of the pinned `UNIX_SYSTEMS` map: a unix socket address an agent may
+/// connect or send to. The address is compared exactly, as the caller
+/// passed it: a pathname socket up to its first NUL, the bytes after it
+/// zero; an abstract one (`path[0] == 0`) as long as the address length
+/// says. Agent key 0 holds the sockets every agent may use (the resolver's
+/// and the system log's), which are not reported.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnixKey {
+    pub agent_key: u32,
+    /// Bytes of `path` used (for an abstract address, the leading NUL too).
+    pub len: u32,
+    pub path: [u8; UNIX_PATH_BUF],
+}
+
+impl Default for UnixKey {
+    fn default() -> Self {
+        Self {
+            agent_key: 0,
+            len: 0,
+            path: [0; UNIX_PATH_BUF],
+        }
+    }
+}
+
+impl UnixKey {
+    /// Puts the first `n` bytes of `sun_path` (as the caller passed them,
+    /// the rest of `path` being anything) into the form the map compares:
+    /// a pathname ends at its first NUL and everything after is zero; an
+    /// abstract address keeps its `n` bytes. Sets and returns `len`. The
+    /// kernel programs and the daemon (for the addresses in `systems`) both
+    /// build keys with it.
+    ///
+    /// One loop with a constant bound and constant indexes: the verifier
+    /// accepts it unrolled.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    pub fn normalize(&mut self, n: usize) -> u32 {
+        let n = if n > UNIX_PATH_MAX { UNIX_PATH_MAX } else { n };
+        let is_abstract = n > 0 && self.path[0] == 0;
+        let mut len = 0;
+        let mut ended = false;
+        for i in 0..UNIX_PATH_BUF {
+            if i >= n || (!is_abstract && self.path[i] == 0) {
+                ended = true;
+            }
+            if ended {
+                self.path[i] = 0;
+            } else {
+                len = i as u32 + 1;
+            }
+        }
+        self.len = len;
+        len
+    }
+}
+
+/// Capacity of `UNIX_SYSTEMS`.
+pub const UNIX_SYSTEMS_ENTRIES: u32 = 4096;
+
+/// A connect (stream or datagram) or datagram send to a unix socket
+/// address, from cgroup `connect_unix`/`sendmsg_unix` (Linux 6.7+).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixRecord {
+    pub header: Header,
+    /// A [`sock_op`] value.
+    pub op: u8,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_SEQPACKET`.
+    pub sock_type: u8,
+    /// Bytes used in `path`, as in [`UnixKey::len`].
+    pub path_len: u16,
+    pub _pad: u32,
+    pub path: [u8; UNIX_PATH_BUF],
+}
+
 /// Offsets into tracepoint records and kernel structs, found at load time
 /// (tracefs `format` files and `/sys/kernel/btf/vmlinux`) and handed to the
 /// programs as a read-only global, so nothing depends on one kernel's layout.
@@ -593,6 +810,12 @@ pub struct Offsets {
     /// 1 when the io_uring struct members below were all found (some of
     /// them are at offset 0).
     pub iou_known: u16,
+    /// `syscalls/sys_enter_socket`: `int family`, `int type`, `int protocol`
+    /// (0: the tracepoint does not exist).
+    pub sock_family: u16,
+    pub sock_type: u16,
+    pub sock_protocol: u16,
+    pub _pad16: u16,
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -669,6 +892,17 @@ pub struct Offsets {
     pub io_open_flags: u32,
     /// `filename.name`.
     pub filename_name: u32,
+    /// `bpf_sock_addr_kern.uaddr` and `.uaddrlen` (the context of cgroup
+    /// `sock_addr` programs; `uaddrlen` exists from Linux 6.7, with the unix
+    /// hooks). 0: unknown.
+    pub sa_kern_uaddr: u32,
+    pub sa_kern_uaddrlen: u32,
+    /// `cgroup.root` and `cgroup_root.hierarchy_id` (0 is cgroup v2).
+    pub cgroup_root: u32,
+    pub root_hierarchy_id: u32,
+    /// `task_struct.cgroups` and `css_set.dfl_cgrp`: a task's cgroup v2.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
@@ -728,6 +962,10 @@ impl Offsets {
             iou_submit_req: 0,
             iou_submit_opcode: 0,
             iou_known: 0,
+            sock_family: 0,
+            sock_type: 0,
+            sock_protocol: 0,
+            _pad16: 0,
             task_real_parent: 0,
             task_tgid: 0,
             task_pid: 0,
@@ -766,6 +1004,12 @@ impl Offsets {
             io_open_filename: 0,
             io_open_flags: 0,
             filename_name: 0,
+            sa_kern_uaddr: 0,
+            sa_kern_uaddrlen: 0,
+            cgroup_root: 0,
+            root_hierarchy_id: 0,
+            task_cgroups: 0,
+            css_set_dfl_cgrp: 0,
             regs_args: [0; 4],
         }
     }
@@ -795,6 +1039,48 @@ impl KernelConfig {
 pub mod watch {
     /// Matched by the config (an agent's `match.cgroups`).
     pub const CONFIGURED: u32 = 1;
+    /// A watched process escaped into it: watched until that process exits.
+    pub const ESCAPED: u32 = 2;
+}
+
+/// Value of the kernel's `WATCHED_TASKS` map, keyed by process id: where a
+/// watched process belongs, noted at its fork or exec, so that a move out
+/// of its cgroup (seen only after the fact) is known for what it left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskSession {
+    /// Its cgroup when noted.
+    pub cgroup_id: u64,
+    /// The cgroups one and two levels below the session parent (agent
+    /// directory and session) when it is in a session, else 0.
+    pub agent_dir: u64,
+    pub session: u64,
+    /// The cgroup it escaped into (kept watched until it exits), else 0.
+    pub escaped_to: u64,
+}
+
+/// Capacity of `WATCHED_TASKS` (an LRU map).
+pub const WATCHED_TASKS_ENTRIES: u32 = 16384;
+
+/// [`EscapeRecord::flags`]: the process moved itself.
+pub const ESCAPE_SELF: u32 = 1;
+/// [`EscapeRecord::flags`]: a new process its parent (the writer) created
+/// in another cgroup (`clone3` with `CLONE_INTO_CGROUP`), which no move
+/// tracepoint sees.
+pub const ESCAPE_CLONE: u32 = 2;
+
+/// A watched process moved out of its session cgroup (`cgroup.procs`
+/// written), by itself or by another watched process. The header names
+/// the writer; its cgroup id is the one the moved process left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EscapeRecord {
+    pub header: Header,
+    pub moved_tgid: u32,
+    /// [`ESCAPE_SELF`].
+    pub flags: u32,
+    /// The cgroup v2 id it moved into.
+    pub dst_cgroup_id: u64,
 }
 
 #[cfg(feature = "user")]
@@ -810,6 +1096,8 @@ mod user {
     unsafe impl aya::Pod for super::OpenKey {}
     unsafe impl aya::Pod for super::OpenSeen {}
     unsafe impl aya::Pod for super::LossKey {}
+    unsafe impl aya::Pod for super::UnixKey {}
+    unsafe impl aya::Pod for super::TaskSession {}
 }
 
 #[cfg(test)]
@@ -842,8 +1130,14 @@ mod tests {
             64 + 24 + 2 * PATH_LEN + size_of::<PathComponents>()
         );
         // A multiple of 8, so `KernelConfig` has no implicit padding.
-        assert_eq!(size_of::<Offsets>(), 24 + 36 + 29 * 4 + 16);
+
         assert_eq!(size_of::<KernelConfig>(), 88 + size_of::<Offsets>());
+        assert_eq!(size_of::<SocketRecord>(), 64 + 8);
+        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 35 * 4 + 16);
+        assert_eq!(size_of::<TaskSession>(), 32);
+        assert_eq!(size_of::<EscapeRecord>(), 64 + 16);
+        assert_eq!(size_of::<UnixKey>(), 8 + UNIX_PATH_BUF);
+        assert_eq!(size_of::<UnixRecord>(), 64 + 8 + UNIX_PATH_BUF);
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);
         assert_eq!(size_of::<LossKey>(), 16);
@@ -966,6 +1260,110 @@ mod tests {
     }
 
     #[test]
+    fn ordinary_sockets_are_never_judged() {
+        use socket_class::*;
+        // SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, with flags in the type.
+        for ty in [1, 2, 5, 1 | 0o4000, 2 | 0o2_000_000] {
+            assert_eq!(classify(AF_INET, ty, 0), ORDINARY, "{ty}");
+            assert_eq!(classify(AF_INET6, ty, 0), ORDINARY, "{ty}");
+            assert_eq!(classify(AF_UNIX, ty, 0), ORDINARY, "{ty}");
+        }
+        // ICMP datagram ("ping") sockets are datagram sockets.
+        assert_eq!(classify(AF_INET, 2, 1), ORDINARY);
+        // What getaddrinfo and if_nametoindex open.
+        assert_eq!(
+            classify(AF_NETLINK, 3 | 0o2_000_000, NETLINK_ROUTE),
+            ORDINARY
+        );
+        assert!(policy::allows_socket(u32::MAX, ORDINARY));
+    }
+
+    #[test]
+    fn unusual_sockets_are_classed() {
+        use socket_class::*;
+        assert_eq!(classify(AF_INET, SOCK_RAW, 1), RAW);
+        assert_eq!(classify(AF_INET6, SOCK_RAW | 0o4000, 58), RAW);
+        assert_eq!(classify(AF_INET, SOCK_PACKET, 0x300), RAW);
+        assert_eq!(classify(AF_PACKET, SOCK_RAW, 0x300), PACKET);
+        assert_eq!(classify(AF_PACKET, 2, 0x300), PACKET);
+        // NETLINK_SOCK_DIAG, NETLINK_AUDIT, NETLINK_KOBJECT_UEVENT.
+        for proto in [4, 9, 15] {
+            assert_eq!(classify(AF_NETLINK, 3, proto), NETLINK, "{proto}");
+        }
+        assert_eq!(classify(AF_ALG, 5, 0), ALG);
+        assert_eq!(classify(AF_VSOCK, 1, 0), VSOCK);
+        assert_eq!(classify(AF_XDP, 3, 0), XDP);
+        // AF_BLUETOOTH, AF_CAN, AF_KEY, and a family no kernel has.
+        for family in [31, 29, 15, 200] {
+            assert_eq!(classify(family, 3, 0), OTHER, "{family}");
+        }
+    }
+
+    #[test]
+    fn unusual_sockets_are_refused_unless_their_class_is_allowed() {
+        use socket_class::*;
+        let allow = |c: u8| 1u32 << (policy::SOCKET_ALLOW_SHIFT + u32::from(c));
+        // Not enforced: everything goes (and is reported by the daemon).
+        for c in 0..COUNT {
+            assert!(policy::allows_socket(0, c), "{c}");
+        }
+        let deny = policy::DENY_SOCKETS;
+        for c in 1..COUNT {
+            assert!(!policy::allows_socket(deny, c), "{c}");
+            assert!(policy::allows_socket(deny | allow(c), c), "{c}");
+            // Another class's bit does not allow this one.
+            let other = if c == OTHER { RAW } else { c + 1 };
+            assert!(!policy::allows_socket(deny | allow(other), c), "{c}");
+        }
+        // A class number past the table is never allowed.
+        assert!(!policy::allows_socket(u32::MAX, COUNT));
+        // The class bits stay clear of the flag bits.
+        const {
+            assert!(policy::DENY_SOCKETS < 1 << policy::SOCKET_ALLOW_SHIFT);
+            assert!(policy::SOCKET_ALLOW_SHIFT + COUNT as u32 <= 32);
+        }
+    }
+
+    fn key(bytes: &[u8], fill: u8) -> UnixKey {
+        let mut k = UnixKey {
+            path: [fill; UNIX_PATH_BUF],
+            ..UnixKey::default()
+        };
+        k.path[..bytes.len()].copy_from_slice(bytes);
+        k.normalize(bytes.len());
+        k
+    }
+
+    #[test]
+    fn unix_paths_end_at_their_nul_and_compare_exactly() {
+        let plain = key(b"/run/docker.sock", 0xaa);
+        assert_eq!(plain.len, 16);
+        assert_eq!(&plain.path[..16], b"/run/docker.sock");
+        assert!(plain.path[16..].iter().all(|&b| b == 0));
+        // The length a caller passes may count the NUL and bytes after it.
+        assert_eq!(key(b"/run/docker.sock\0junk", 0x55), plain);
+        assert_ne!(key(b"/run/docker.sockX", 0), plain);
+        assert_ne!(key(b"/var/run/docker.sock", 0), plain);
+        assert_eq!(key(b"", 0xff).len, 0);
+        // Too long for sun_path: cut to UNIX_PATH_MAX.
+        let long = key(&[b'a'; UNIX_PATH_BUF], 0);
+        assert_eq!(long.len as usize, UNIX_PATH_MAX);
+        assert!(long.path[UNIX_PATH_MAX..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn abstract_unix_addresses_keep_every_byte_they_were_given() {
+        let a = key(b"\0vigil\0x", 0x77);
+        assert_eq!(a.len, 8);
+        assert_eq!(&a.path[..8], b"\0vigil\0x");
+        assert!(a.path[8..].iter().all(|&b| b == 0));
+        // A shorter abstract name is another address.
+        assert_ne!(key(b"\0vigil", 0), a);
+        // The pathname "vigil" is not the abstract "@vigil".
+        assert_ne!(key(b"vigil", 0).path, key(b"\0vigil", 0).path);
+    }
+
+    #[test]
     fn kinds_round_trip() {
         for k in [
             RecordKind::Exec,
@@ -976,6 +1374,9 @@ mod tests {
             RecordKind::Open,
             RecordKind::Dns,
             RecordKind::IoUring,
+            RecordKind::Socket,
+            RecordKind::Unix,
+            RecordKind::Escape,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

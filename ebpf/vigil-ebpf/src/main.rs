@@ -18,6 +18,7 @@
 mod abi;
 mod dns;
 mod enforce;
+mod escape;
 mod file;
 mod io_uring;
 mod link;
@@ -25,7 +26,9 @@ mod maps;
 mod network;
 mod path;
 mod process;
+mod socket;
 mod task;
+mod unix;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -8,7 +8,10 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_send_signal},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user, bpf_send_signal},
+    },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -21,6 +24,7 @@ use vigil_common::{
 use crate::{
     abi::SIGKILL,
     enforce::{self, current_policy},
+    escape,
     maps::{EVENTS, config, count_loss, wake_flags},
     path,
     task::{current_task, fill_header, read_field, watched_current},
@@ -43,6 +47,8 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
         // SAFETY: helper without memory arguments.
         unsafe { bpf_send_signal(SIGKILL) };
     }
+    // The first exec in a session notes the process (forks note theirs).
+    escape::note(cfg, (bpf_get_current_pid_tgid() >> 32) as u32, cgroup_id);
     let off = &cfg.offsets;
     // SAFETY: fields of the tracepoint record at offsets from its format file.
     let loc: u32 = unsafe { ctx.read_at(off.exec_filename as usize & 0xff) }.ok()?;
@@ -151,6 +157,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Option<i32> {
         // A new thread: not a process of its own.
         return Some(0);
     }
+    let _ = escape::on_fork(cfg, child, child_tgid, cgroup_id);
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
         count_loss(Sensor::Process, cgroup_id);
         return None;
@@ -182,6 +189,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     if !last_thread {
         return Some(0);
     }
+    escape::forget(ctx.tgid());
     let task = current_task();
     let exit_code: u32 = read_field(task, off.task_exit_code).unwrap_or(0);
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {

@@ -74,9 +74,28 @@ pub fn watched_cgroup(cfg: &KernelConfig, cgrp: *const u8) -> Option<u64> {
     }
 }
 
+/// The id of `cgrp`'s ancestor at `level` (itself at its own level);
+/// `None` above its level or when unreadable.
+#[inline(always)]
+pub fn ancestor_id(cfg: &KernelConfig, cgrp: *const u8, level: u32) -> Option<u64> {
+    let off = &cfg.offsets;
+    if off.cgroup_level == 0 || off.cgroup_ancestors == 0 {
+        return None;
+    }
+    let own: i32 = read_field(cgrp, off.cgroup_level)?;
+    if (own as u32) < level {
+        return None;
+    }
+    let slot = off.cgroup_ancestors as usize + (level as usize & 0xff) * 8;
+    // SAFETY: kernel read through offsets from BTF; failures are handled.
+    let ancestor: *const u8 =
+        unsafe { bpf_probe_read_kernel(cgrp.wrapping_add(slot).cast()) }.ok()?;
+    cgroup_id(cfg, ancestor)
+}
+
 /// `cgrp->kn->id`.
 #[inline(always)]
-fn cgroup_id(cfg: &KernelConfig, cgrp: *const u8) -> Option<u64> {
+pub fn cgroup_id(cfg: &KernelConfig, cgrp: *const u8) -> Option<u64> {
     let off = &cfg.offsets;
     if cgrp.is_null() || off.kernfs_node_id == 0 || off.cgroup_kn == 0 {
         return None;

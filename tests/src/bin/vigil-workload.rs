@@ -293,6 +293,210 @@ fn uring_read(path: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates a socket of `family`, `ty` and `protocol` (numbers, as
+/// `socket(2)` takes them), prints `ok` or `err ERRNO` and closes it.
+fn socket(family: &str, ty: &str, protocol: &str) -> std::io::Result<()> {
+    let n = |s: &str| s.parse::<i32>().expect("socket(2) argument");
+    // SAFETY: plain syscall; the descriptor is closed below.
+    let fd = unsafe { libc::socket(n(family), n(ty), n(protocol)) };
+    let r = if fd < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        Ok(())
+    };
+    match &r {
+        Ok(()) => println!("ok"),
+        Err(e) => println!("err {}", e.raw_os_error().unwrap_or(0)),
+    }
+    r
+}
+
+/// Resolves `name` as programs do through glibc: `getaddrinfo` with
+/// `AI_ADDRCONFIG` (which asks the kernel for the interfaces' addresses
+/// over `NETLINK_ROUTE`), then lists the interfaces (`if_nameindex`, over
+/// netlink too). Prints each address and the interface count.
+fn resolve_glibc(name: &str) -> std::io::Result<()> {
+    let host = cstring(name);
+    // SAFETY: zeroed addrinfo is a valid "no hints" value.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_flags = libc::AI_ADDRCONFIG;
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C strings and out pointer; the list is freed below.
+    let rc = unsafe {
+        libc::getaddrinfo(
+            host.as_ptr(),
+            std::ptr::null(),
+            &raw const hints,
+            &raw mut res,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::other(format!("getaddrinfo: {rc}")));
+    }
+    let mut at = res;
+    while !at.is_null() {
+        // SAFETY: a node of the list getaddrinfo returned.
+        let ai = unsafe { &*at };
+        let addr = match ai.ai_family {
+            // SAFETY: the family says which sockaddr it is.
+            libc::AF_INET => unsafe {
+                let sa = ai.ai_addr.cast::<libc::sockaddr_in>().read_unaligned();
+                std::net::IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes())
+            },
+            // SAFETY: as above.
+            libc::AF_INET6 => unsafe {
+                let sa = ai.ai_addr.cast::<libc::sockaddr_in6>().read_unaligned();
+                std::net::IpAddr::from(sa.sin6_addr.s6_addr)
+            },
+            _ => {
+                at = ai.ai_next;
+                continue;
+            }
+        };
+        println!("{addr}");
+        at = ai.ai_next;
+    }
+    // SAFETY: the list getaddrinfo returned, freed once.
+    unsafe { libc::freeaddrinfo(res) };
+    // SAFETY: the array is freed below; it ends with a zero index.
+    let ifs = unsafe { libc::if_nameindex() };
+    if ifs.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut count = 0;
+    // SAFETY: walking the array up to its terminator.
+    while unsafe { (*ifs.add(count)).if_index } != 0 {
+        count += 1;
+    }
+    // SAFETY: the array if_nameindex returned.
+    unsafe { libc::if_freenameindex(ifs) };
+    println!("interfaces {count}");
+    Ok(())
+}
+
+/// A unix socket address: a path, or `@NAME` for an abstract one.
+fn unix_addr(address: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt as _;
+    match address.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name),
+        None => std::os::unix::net::SocketAddr::from_pathname(address),
+    }
+}
+
+/// Connects a stream socket to the unix socket `address` (`stream`), or
+/// sends one datagram to it (`dgram`); prints `ok` or `err ERRNO`.
+fn unix(kind: &str, address: &str) -> std::io::Result<()> {
+    let addr = unix_addr(address)?;
+    let r = match kind {
+        "stream" => std::os::unix::net::UnixStream::connect_addr(&addr).map(drop),
+        _ => std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.send_to_addr(b"vigil", &addr).map(drop)),
+    };
+    match &r {
+        Ok(()) => println!("ok"),
+        Err(e) => println!("err {}", e.raw_os_error().unwrap_or(0)),
+    }
+    r
+}
+
+/// Moves this process into the cgroup `dir` (a write of its pid to
+/// `cgroup.procs`), prints `escaped`, then runs `cmd` there.
+fn escape(dir: &str, cmd: &[&str]) -> std::io::Result<()> {
+    std::fs::write(
+        format!("{dir}/cgroup.procs"),
+        std::process::id().to_string(),
+    )?;
+    println!("escaped");
+    std::io::stdout().flush()?;
+    match cmd.split_first() {
+        Some((prog, args)) => Command::new(prog).args(args).status().map(drop),
+        None => Ok(()),
+    }
+}
+
+/// Starts `sleep SECONDS`, moves it into the cgroup `dir`, prints `moved
+/// PID`, then waits for it and prints how it ended (`exit N`, `signal N`).
+fn escape_other(dir: &str, seconds: &str) -> std::io::Result<()> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut child = Command::new("sleep").arg(seconds).spawn()?;
+    std::fs::write(format!("{dir}/cgroup.procs"), child.id().to_string())?;
+    println!("moved {}", child.id());
+    std::io::stdout().flush()?;
+    let status = child.wait()?;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => println!("exit {c}"),
+        (_, Some(s)) => println!("signal {s}"),
+        _ => println!("unknown"),
+    }
+    Ok(())
+}
+
+/// Creates a process straight in the cgroup `dir` (`clone3` with
+/// `CLONE_INTO_CGROUP`: nothing is moved) that runs `sleep SECONDS`;
+/// prints `created PID`, waits for it and prints how it ended.
+fn clone_into(dir: &str, seconds: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let cgroup = std::fs::File::open(dir)?;
+    let sleep = cstring("/bin/sleep");
+    let arg = cstring(seconds);
+    let argv = [sleep.as_ptr(), arg.as_ptr(), std::ptr::null()];
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 as fork: the child only calls execv and _exit, which
+    // are async-signal-safe, with memory prepared before the call.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw mut args,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            libc::execv(sleep.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    println!("created {pid}");
+    std::io::stdout().flush()?;
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as i32, &raw mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        println!("signal {}", libc::WTERMSIG(status));
+    } else {
+        println!("exit {}", libc::WEXITSTATUS(status));
+    }
+    Ok(())
+}
+
 /// `ok`, or `err ERRNO` (1 is EPERM).
 fn result(r: std::io::Result<()>) -> String {
     match r {
@@ -324,6 +528,12 @@ fn main() -> ExitCode {
         ["openat-swap", dir, name, decoy] => openat_swap(dir, name, decoy),
         ["exec-fd", prog, args @ ..] => exec_from_fd(prog, args, false),
         ["uring-read", path] => uring_read(path),
+        ["socket", family, ty, protocol] => socket(family, ty, protocol),
+        ["resolve-glibc", name] => resolve_glibc(name),
+        ["unix", kind @ ("stream" | "dgram"), address] => unix(kind, address),
+        ["escape", dir, cmd @ ..] => escape(dir, cmd),
+        ["escape-other", dir, seconds] => escape_other(dir, seconds),
+        ["clone-into", dir, seconds] => clone_into(dir, seconds),
         ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
@@ -400,7 +610,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|escape|escape-other|clone-into|accept-once|spawn|sleep ..."
             );
             return ExitCode::from(2);
         }

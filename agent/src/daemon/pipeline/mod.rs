@@ -332,6 +332,13 @@ impl Pipeline {
             x.qtype = q.qtype;
         }
         let attribution = self.attribution(&loaded, h.cgroup_id);
+        if let Payload::SessionEscape(x) = &mut event.payload {
+            // The cgroup it reached is watched now: its activity there is the
+            // session's.
+            x.to_cgroup = self.resolver.resolve(x.to_cgroup_id).map(|p| p.to_string());
+            self.attributor
+                .adopt(x.to_cgroup_id, Arc::clone(&attribution));
+        }
         self.enrich(&mut event, &attribution);
         if let Record::Open(r) = record {
             Self::absolutize_open(&mut event, r.dfd);

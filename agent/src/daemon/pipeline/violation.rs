@@ -140,6 +140,42 @@ impl Pipeline {
                 ),
                 identity: None,
             },
+            verdict::BLOCKED_ESCAPE => {
+                let reason = match &event.payload {
+                    Payload::SessionEscape(x) => {
+                        let outcome = if x.self_move || kill_moved(x.moved_pid) {
+                            "killed"
+                        } else {
+                            "the writer was killed; killing the moved process failed"
+                        };
+                        crate::scope::escape_reason(x, agent, outcome)
+                    }
+                    _ => format!("a process of {who} left its session: killed"),
+                };
+                Violation {
+                    kind: AnomalyKind::SessionEscape,
+                    severity: Severity::Critical,
+                    reason,
+                    identity: None,
+                }
+            }
+            verdict::BLOCKED_SOCKET => {
+                let what = match &event.payload {
+                    Payload::Socket(s) => format!(
+                        "{} socket ({}, type {}, protocol {})",
+                        s.class, s.family_name, s.sock_type, s.protocol
+                    ),
+                    _ => "socket".to_owned(),
+                };
+                Violation {
+                    kind: AnomalyKind::UnusualSocket,
+                    severity: Severity::High,
+                    reason: format!(
+                        "{what} of {who} is outside its socket_families (refused in the kernel)"
+                    ),
+                    identity: None,
+                }
+            }
             verdict::BLOCKED_NO_TASK => Violation {
                 kind: AnomalyKind::UnapprovedTask,
                 severity: Severity::High,
@@ -154,6 +190,7 @@ impl Pipeline {
                         "connect to {}",
                         std::net::SocketAddr::new(c.address, c.port)
                     ),
+                    Payload::UnixConnect(u) => format!("unix {} to {}", u.op, u.path),
                     _ => "activity".to_owned(),
                 };
                 Violation {
@@ -174,7 +211,10 @@ impl Pipeline {
         let mut caused = Vec::new();
         let action = if revoke {
             self.revoke_for(event, &v.reason, &mut caused)
-        } else if verdict == verdict::BLOCKED_IO_URING {
+        } else if verdict == verdict::BLOCKED_IO_URING
+            || verdict == verdict::BLOCKED_ESCAPE
+            || matches!(&event.payload, Payload::Socket(s) if !s.refused_with_eperm())
+        {
             "killed"
         } else {
             "blocked"
@@ -259,5 +299,23 @@ impl Pipeline {
         let folded = self.aggregator.observe(anomaly, now);
         caused.extend(folded.into_iter().map(|a| self.anomaly_event(a)));
         caused
+    }
+}
+
+/// Kills a process another one moved out of its session (the kernel killed
+/// the writer; it can signal only the task it runs in).
+fn kill_moved(pid: u32) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("killing pid {pid}, moved out of its session: {e}");
+            false
+        }
     }
 }
