@@ -33,6 +33,14 @@ impl Ca {
     }
 
     /// Writes `NAME.crt` and `NAME.key` into `dir` for `cn`.
+    /// Writes the CA's certificate to `dir/ca.crt`; its path.
+    #[must_use]
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.crt");
+        std::fs::write(&path, &self.pem).expect("write the CA certificate");
+        path
+    }
+
     #[must_use]
     pub fn issue(&self, dir: &Path, name: &str, cn: &str, server: bool) -> (PathBuf, PathBuf) {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

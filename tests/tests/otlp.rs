@@ -15,19 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vigil::wire::pb;
+use vigil_tests::kube::free_port;
 use vigil_tests::pki::Ca;
 use vigil_tests::python::{python, repo};
 use vigil_tests::{CODER_AGENT, Daemon, kernel_available};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running receiver; killed (as a crashed collector would be) on drop.
 struct Receiver {
@@ -273,8 +266,7 @@ fn a_sink_delivers_ocsf_over_mtls_and_one_without_a_client_certificate_says_why(
     }
     let pki = tempfile::tempdir().unwrap();
     let ca = Ca::new();
-    let ca_file = pki.path().join("ca.crt");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let ca_file = ca.write(pki.path());
     let (server_cert, server_key) = ca.issue(pki.path(), "collector", "collector", true);
     let (cert, key) = ca.issue(pki.path(), "vigil", "vigil-node-7", false);
     let port = free_port();

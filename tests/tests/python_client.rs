@@ -95,15 +95,10 @@ fn grpcio_works_over_tls_with_a_client_certificate() {
     }
     let pki = tempfile::tempdir().unwrap();
     let ca = Ca::new();
-    let ca_file = pki.path().join("ca.crt");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let ca_file = ca.write(pki.path());
     let (server_cert, server_key) = ca.issue(pki.path(), "server", "vigil-test-server", true);
     let (cert, key) = ca.issue(pki.path(), "reader", "siem-reader", false);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = vigil_tests::kube::free_port();
     let d = Daemon::start(&format!(
         "{CODER_AGENT}\n[api]\nlisten = \"127.0.0.1:{port}\"\ncert = {server_cert:?}\nkey = {server_key:?}\nclient_ca = {ca_file:?}\n\
          [api.roles]\nsiem-reader = \"reader\"\n"

@@ -27,6 +27,15 @@ pub enum ExportType {
     Otlp,
 }
 
+impl ExportType {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Otlp => "otlp",
+        }
+    }
+}
+
 /// What the body of each log record holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

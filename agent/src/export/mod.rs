@@ -184,7 +184,8 @@ impl Exports {
                 configured_at: self.hub.last_seq(),
             };
             tracing::info!(
-                "export {name}: otlp to {} ({} bodies)",
+                "export {name}: {} to {} ({} bodies)",
+                config.kind.as_str(),
                 config.endpoint,
                 config.format.as_str()
             );
@@ -212,7 +213,7 @@ impl Exports {
                 let notes = s.notes();
                 SinkStatus {
                     name: name.clone(),
-                    kind: "otlp",
+                    kind: r.config.kind.as_str(),
                     endpoint: r.config.endpoint.clone(),
                     format: r.config.format,
                     position,
