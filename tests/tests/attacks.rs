@@ -45,6 +45,18 @@ enforce = true
   data = ["workspace"]
 
 [[agent]]
+name = "fileless"
+on_violation = "alert"
+enforce = true
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1"]
+  tools = ["/**"]
+  data = ["workspace"]
+  exec_from_memory = true
+
+[[agent]]
 name = "killer"
 on_violation = "kill"
   [agent.match]
@@ -235,7 +247,7 @@ fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
         "exe {exe:?}: {e}"
     );
     // The same program from an anonymous in-memory copy: named as such
-    // (never as a file of the daemon), and outside the tools.
+    // (never as a file of the daemon), and flagged as run from memory.
     let out = d.exec(
         "coder",
         "s-memfd",
@@ -250,16 +262,18 @@ fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
                 .is_some_and(|f| f.starts_with("/dev/fd/"))
     });
     assert_eq!(e["process"]["exe"], "/memfd:vigil-payload (deleted)", "{e}");
-    let a = d.wait_for("the memfd's tool anomaly", |e| {
+    assert_eq!(e["from_memory"], true, "{e}");
+    let a = d.wait_for("the memfd's anomaly", |e| {
         e["kind"] == "anomaly"
             && e["identity"]["session"] == "s-memfd"
-            && e["anomaly"] == "unapproved_tool"
+            && e["anomaly"] == "exec_from_memory"
     });
     let reason = a["reason"].as_str().unwrap();
     assert!(
         reason.contains("/memfd:vigil-payload (deleted)"),
         "{reason}"
     );
+    assert_eq!(a["severity"], "critical", "{a}");
     d.settle();
     for e in of(&d.events(), "exec", "s-fdexec")
         .into_iter()
@@ -277,6 +291,71 @@ fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
             .iter()
             .all(|a| a["anomaly"] != "unapproved_tool"),
         "/usr/bin/id is an allowed tool, whatever name ran it:\n{}",
+        d.dump()
+    );
+}
+
+/// A program with no name on any file system cannot be pinned by `tools`
+/// or looked at after: for an enforced agent the kernel kills it before its
+/// first instruction, whatever `tools` say, unless its scope allows it.
+#[test]
+fn a_program_run_from_memory_never_runs_for_an_enforced_agent() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    // Allowed explicitly: it runs, and is no anomaly.
+    let out = d.exec(
+        "fileless",
+        "s-allowed",
+        &[&wl(), "exec-memfd", "/usr/bin/id", "-u"],
+    );
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
+    // Not allowed: killed before it printed anything.
+    let out = d.exec(
+        "guarded",
+        "s-fileless",
+        &[&wl(), "exec-memfd", "/usr/bin/id", "-u"],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "the program never ran: {out:?}");
+    let e = d.wait_for("the killed exec", |e| {
+        e["kind"] == "exec" && e["identity"]["session"] == "s-fileless" && e["from_memory"] == true
+    });
+    assert_eq!(e["blocked"], true, "{e}");
+    let a = d.wait_for("the exec_from_memory anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-fileless"
+            && e["anomaly"] == "exec_from_memory"
+    });
+    assert_eq!(a["action"], "killed", "{a}");
+    // A deleted file run through its descriptor is the same: a copy of a
+    // tool, unlinked once open.
+    let copy = d.dir.path().join("ws/copy-of-id");
+    std::fs::copy("/usr/bin/id", &copy).unwrap();
+    let script = format!(
+        "exec 3<{c} && rm {c} && exec {wl} exec-fd /dev/fd/3 -u",
+        c = copy.display(),
+        wl = wl()
+    );
+    let out = d.exec("guarded", "s-deleted", &["/bin/sh", "-c", &script]);
+    assert!(
+        out.stdout.is_empty(),
+        "the deleted program never ran: {out:?}"
+    );
+    let a = d.wait_for("the deleted file's anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-deleted"
+            && e["anomaly"] == "exec_from_memory"
+    });
+    assert_eq!(a["action"], "killed", "{a}");
+    d.settle();
+    assert!(
+        anomalies(&d, "s-allowed")
+            .iter()
+            .all(|a| a["anomaly"] != "exec_from_memory"),
+        "{}",
         d.dump()
     );
 }

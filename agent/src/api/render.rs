@@ -80,9 +80,10 @@ fn target(agent: &str, session: &str) -> String {
 fn what(payload: &P) -> String {
     match payload {
         P::Exec(x) => format!(
-            "exec {}{}{}",
+            "exec {}{}{}{}",
             x.argv.join(" "),
             if x.argv_truncated { " …" } else { "" },
+            if x.from_memory { " FROM MEMORY" } else { "" },
             if x.blocked { " BLOCKED" } else { "" }
         ),
         P::Fork(x) => format!("fork child {}", x.child_pid),
@@ -185,6 +186,19 @@ fn what(payload: &P) -> String {
                     x.to_cgroup.clone()
                 }
             );
+            if x.blocked {
+                s.push_str(" KILLED");
+            }
+            s
+        }
+        P::TamperAttempt(x) => {
+            let mut s = format!("tamper attempt: {}", x.method);
+            if !x.detail.is_empty() {
+                s = format!("{s} {}", x.detail);
+            }
+            if x.target_tid != 0 {
+                s = format!("{s} of the daemon (thread {})", x.target_tid);
+            }
             if x.blocked {
                 s.push_str(" KILLED");
             }

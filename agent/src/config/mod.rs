@@ -402,6 +402,12 @@ pub struct AgentScope {
     /// anomaly, refused in the kernel where `systems` are enforced.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub socket_families: Vec<SocketFamily>,
+    /// It may run programs that no file system names (a memfd, a deleted
+    /// file run through its descriptor). Otherwise each is an
+    /// `exec_from_memory` anomaly, killed in the kernel before its first
+    /// instruction where `systems` are enforced.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exec_from_memory: bool,
 }
 
 /// A named data class: what may be read and written.

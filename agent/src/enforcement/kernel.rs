@@ -246,6 +246,8 @@ pub struct AgentSettings {
     /// Sockets of unusual classes are refused, except those in
     /// `socket_classes`.
     pub deny_sockets: bool,
+    /// Programs that no file system names are killed before they run.
+    pub deny_memory_exec: bool,
     /// The [`vigil_common::socket_class`] values its scope allows, as bits
     /// (`1 << class`).
     pub socket_classes: u8,
@@ -373,9 +375,13 @@ impl KernelPolicy {
                 | policy::PROMPT
                 | policy::DENY_IO_URING
                 | policy::DENY_SOCKETS
+                | policy::DENY_MEMORY_EXEC
                 | (u32::from(u8::MAX) << policy::SOCKET_ALLOW_SHIFT));
             if agent.deny_io_uring {
                 p.flags |= policy::DENY_IO_URING;
+            }
+            if agent.deny_memory_exec {
+                p.flags |= policy::DENY_MEMORY_EXEC;
             }
             if agent.deny_sockets {
                 p.flags |= policy::DENY_SOCKETS

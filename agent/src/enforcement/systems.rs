@@ -62,6 +62,9 @@ impl Enforcer {
                     prompt,
                     deny_io_uring,
                     deny_sockets,
+                    // Where systems are enforced, a program with no name
+                    // would step around `tools` and every path rule.
+                    deny_memory_exec: a.enforce && !a.scope.exec_from_memory,
                     socket_classes: a
                         .scope
                         .socket_families

@@ -154,6 +154,9 @@ pub enum Payload {
     UnixConnect(UnixConnect),
     /// A watched process moved out of its session's cgroup.
     SessionEscape(SessionEscape),
+    /// A watched process reached for the daemon (a signal, `ptrace`, its
+    /// memory, a pidfd of it) or called `bpf()`.
+    TamperAttempt(TamperAttempt),
 }
 
 impl Payload {
@@ -184,6 +187,7 @@ impl Payload {
             Self::Socket(_) => "socket",
             Self::UnixConnect(_) => "unix_connect",
             Self::SessionEscape(_) => "session_escape",
+            Self::TamperAttempt(_) => "tamper_attempt",
         }
     }
 }
@@ -200,6 +204,10 @@ pub struct Exec {
     /// active task approval): the new program never ran.
     #[serde(default)]
     pub blocked: bool,
+    /// True when the program has no name on any file system (a memfd, or a
+    /// file deleted before the exec and run through its descriptor).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_memory: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -461,6 +469,14 @@ pub enum AnomalyKind {
     /// A watched process moved itself or another one out of its session
     /// cgroup (`cgroup.procs`), out of the subtree the sensors watch.
     SessionEscape,
+    /// A watched process reached for the daemon or its state: a signal,
+    /// `ptrace`, its memory, `bpf()`, or a write under its pins, state
+    /// directory, config file or session cgroups.
+    TamperAttempt,
+    /// A program that no file system names was run (a memfd, or a deleted
+    /// file run through its descriptor) by an agent whose scope does not
+    /// allow it (`exec_from_memory`).
+    ExecFromMemory,
 }
 
 impl AnomalyKind {
@@ -480,6 +496,8 @@ impl AnomalyKind {
             Self::LinkToProtected => "link_to_protected",
             Self::UnusualSocket => "unusual_socket",
             Self::SessionEscape => "session_escape",
+            Self::TamperAttempt => "tamper_attempt",
+            Self::ExecFromMemory => "exec_from_memory",
         }
     }
 }
@@ -719,6 +737,28 @@ pub struct SessionEscape {
     pub blocked: bool,
 }
 
+/// A watched process (the event's `process`) reached for the daemon: a
+/// signal to one of its threads, `ptrace`, `process_vm_readv`/`writev` of
+/// its memory, `pidfd_open` of it; or called `bpf()`, through which the
+/// pinned maps that hold revocations and scopes could be rewritten.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TamperAttempt {
+    /// `signal`, `ptrace`, `process_vm_readv`, `process_vm_writev`,
+    /// `pidfd_open` or `bpf`.
+    pub method: String,
+    /// The signal (`SIGTERM`), `ptrace` request (`PTRACE_SEIZE`) or `bpf`
+    /// command (`BPF_MAP_UPDATE_ELEM`); empty for the others.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// The daemon thread it was aimed at (none for `bpf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tid: Option<u32>,
+    /// True when the kernel killed the caller (the agent is enforced or
+    /// revoked): the call it made was its last.
+    #[serde(default)]
+    pub blocked: bool,
+}
+
 impl Socket {
     /// Whether a refusal failed `socket(2)` with `EPERM` (IPv4 and IPv6,
     /// which `cgroup/sock_create` sees) rather than killing the caller.
@@ -790,6 +830,7 @@ mod tests {
                 argv: vec!["git".into(), "status".into()],
                 argv_truncated: false,
                 blocked: false,
+                from_memory: false,
             }),
         }
     }

@@ -91,6 +91,7 @@ fn payload_kind(tag: u32) -> Option<pb::EventKind> {
         30 => K::Socket,
         31 => K::UnixConnect,
         32 => K::SessionEscape,
+        33 => K::TamperAttempt,
         _ => return None,
     })
 }
@@ -345,6 +346,11 @@ mod tests {
             P::TaskApproved(pb::TaskApproved::default()),
             P::TaskEnded(pb::TaskEnded::default()),
             P::ConfigChange(pb::ConfigChange::default()),
+            P::TamperAttempt(pb::TamperAttempt {
+                method: "bpf".into(),
+                detail: "BPF_OBJ_GET".into(),
+                ..pb::TamperAttempt::default()
+            }),
         ];
         let mut events: Vec<pb::Event> = payloads
             .into_iter()

@@ -36,6 +36,7 @@ pub fn exec(agent: &str, session: &str) -> Event {
             argv: vec!["true".into()],
             argv_truncated: false,
             blocked: false,
+            from_memory: false,
         }),
     }
 }

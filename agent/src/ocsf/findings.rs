@@ -61,6 +61,8 @@ const fn anomaly_title(kind: AnomalyKind) -> &'static str {
         AnomalyKind::LinkToProtected => "New name for a protected file",
         AnomalyKind::UnusualSocket => "unusual socket created by an agent",
         AnomalyKind::SessionEscape => "agent process moved out of its session",
+        AnomalyKind::TamperAttempt => "agent process reached for its governor",
+        AnomalyKind::ExecFromMemory => "program run from memory by an agent",
     }
 }
 

@@ -257,6 +257,7 @@ pub fn to_ocsf<'a>(e: &'a Event, node: &'a str) -> OcsfEvent<'a> {
         Payload::Socket(x) => process::socket(&mut r, e, x),
         Payload::UnixConnect(x) => process::unix_connect(&mut r, e, x),
         Payload::SessionEscape(x) => process::session_escape(&mut r, e, x),
+        Payload::TamperAttempt(x) => process::tamper_attempt(&mut r, e, x),
         Payload::SensorTampered(x) => daemon::sensor_tampered(&mut r, x),
         Payload::Loss(x) => daemon::loss(&mut r, x),
         Payload::Gap(x) => daemon::gap(&mut r, x),
@@ -346,7 +347,7 @@ mod tests {
     fn the_samples_cover_every_kind() {
         let kinds: std::collections::BTreeSet<_> =
             samples::all().iter().map(|e| e.payload.kind()).collect();
-        assert_eq!(kinds.len(), 23, "{kinds:?}");
+        assert_eq!(kinds.len(), 24, "{kinds:?}");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use crate::event::{Event, Exec, Exit, Fork, IoUring, SessionEscape, Socket, UnixConnect};
+use crate::event::{
+    Event, Exec, Exit, Fork, IoUring, SessionEscape, Socket, TamperAttempt, UnixConnect,
+};
 
 use super::objects::{FileObj, ProcessObj, base_name, cmd_line, parent, process_obj, user};
 use super::{Activity, Class, OcsfEvent, status};
@@ -165,6 +167,36 @@ pub(super) fn session_escape<'a>(
         r.status_detail = Some(Cow::Borrowed("killed: the agent is enforced"));
     }
     (PROCESS_ACTIVITY, (99, "Other"))
+}
+
+pub(super) fn tamper_attempt<'a>(
+    r: &mut OcsfEvent<'a>,
+    e: &'a Event,
+    x: &TamperAttempt,
+) -> (Class, Activity) {
+    r.process = e
+        .process
+        .as_ref()
+        .map(process_obj)
+        .or(Some(ProcessObj::default()));
+    let (id, name) = status(!x.blocked);
+    (r.status_id, r.status) = (Some(id), Some(name));
+    let target = x
+        .target_tid
+        .map_or_else(String::new, |t| format!(" of the daemon (thread {t})"));
+    r.message = Some(Cow::Owned(format!("{} {}{target}", x.method, x.detail)));
+    if x.blocked {
+        r.status_detail = Some(Cow::Borrowed("killed: the agent is enforced or revoked"));
+    }
+    // Writing into another process is OCSF's Inject; reading it, or a
+    // descriptor of it, is Open; signals and bpf() have no activity of
+    // their own.
+    let activity = match x.method.as_str() {
+        "ptrace" | "process_vm_writev" => (4, "Inject"),
+        "process_vm_readv" | "pidfd_open" => (3, "Open"),
+        _ => (99, "Other"),
+    };
+    (PROCESS_ACTIVITY, activity)
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ pub fn all() -> Vec<Event> {
                 argv: vec!["git".into(), "push".into()],
                 argv_truncated: false,
                 blocked: false,
+                from_memory: false,
             }),
         ),
         event(
@@ -100,6 +101,7 @@ pub fn all() -> Vec<Event> {
                 argv: vec!["curl".into()],
                 argv_truncated: false,
                 blocked: true,
+                from_memory: false,
             }),
         ),
         event(3, Some(process()), Payload::Fork(Fork { child_pid: 4101 })),
@@ -290,6 +292,16 @@ pub fn all() -> Vec<Event> {
             created_there: false,
             to_cgroup_id: 9001,
             to_cgroup: Some("/outside".into()),
+            blocked: true,
+        }),
+    ));
+    v.push(event(
+        15,
+        Some(process()),
+        Payload::TamperAttempt(crate::event::TamperAttempt {
+            method: "ptrace".into(),
+            detail: "PTRACE_SEIZE".into(),
+            target_tid: Some(812),
             blocked: true,
         }),
     ));

@@ -2,6 +2,21 @@
 
 use super::*;
 
+/// What a tamper attempt did, in words (`ptrace PTRACE_SEIZE of the daemon
+/// (thread 812)`).
+#[must_use]
+pub fn tamper_words(x: &crate::event::TamperAttempt) -> String {
+    let mut s = x.method.clone();
+    if !x.detail.is_empty() {
+        s.push(' ');
+        s.push_str(&x.detail);
+    }
+    if let Some(t) = x.target_tid {
+        let _ = write!(s, " of the daemon (thread {t})");
+    }
+    s
+}
+
 /// The reason of a `session_escape` anomaly.
 #[must_use]
 pub fn escape_reason(x: &crate::event::SessionEscape, agent: &str, outcome: &str) -> String {
@@ -46,6 +61,12 @@ impl Scope {
                 kind: AnomalyKind::SessionEscape,
                 severity: Severity::Critical,
                 reason: escape_reason(x, &a.info.name, "still watched as part of its session"),
+                identity: None,
+            }),
+            Payload::TamperAttempt(x) => Verdict::Violation(Violation {
+                kind: AnomalyKind::TamperAttempt,
+                severity: Severity::Critical,
+                reason: format!("{} by {}", tamper_words(x), a.info.name),
                 identity: None,
             }),
             _ => Verdict::InScope,
@@ -129,6 +150,18 @@ impl Scope {
     ) -> Verdict {
         let path = normalize(&e.filename);
         let known = process.and_then(|p| p.exe.as_deref());
+        if e.from_memory && !a.info.scope.exec_from_memory {
+            return Verdict::Violation(Violation {
+                kind: AnomalyKind::ExecFromMemory,
+                severity: Severity::Critical,
+                reason: format!(
+                    "exec of {} ({path}), a program no file system names, by {}",
+                    known.unwrap_or("an unnamed file"),
+                    a.info.name
+                ),
+                identity: None,
+            });
+        }
         // The dynamic loader run directly (`ld-linux-x86-64.so.2 /tmp/x`)
         // runs the program its arguments name: that program is the tool,
         // whether or not the loader itself is allowed.
@@ -140,6 +173,7 @@ impl Scope {
                 argv: args.to_vec(),
                 argv_truncated: e.argv_truncated,
                 blocked: e.blocked,
+                from_memory: e.from_memory,
             };
             return match self.eval_exec(a, &run, None, now) {
                 Verdict::Violation(mut v) => {

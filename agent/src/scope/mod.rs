@@ -41,7 +41,7 @@ use crate::event::{
 };
 use data::{DataIndex, Grants, ReadCheck, normalize, with_matches};
 pub use dns::DnsCache;
-pub use evaluate::escape_reason;
+pub use evaluate::{escape_reason, tamper_words};
 use identities::{IdentityIndex, Touch};
 use systems::EndpointSet;
 pub use systems::unix_aliases;
@@ -108,6 +108,7 @@ static STALE: AgentInfo = AgentInfo {
         data: Vec::new(),
         identities: Vec::new(),
         socket_families: Vec::new(),
+        exec_from_memory: false,
     },
 };
 

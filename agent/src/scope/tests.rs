@@ -140,6 +140,7 @@ fn exec_as(path: &str, exe: Option<&str>) -> Event {
             argv: vec![path.into()],
             argv_truncated: false,
             blocked: false,
+            from_memory: false,
         }),
         exe,
     )
@@ -839,6 +840,7 @@ fn a_program_run_through_the_dynamic_loader_is_the_tool() {
                 argv: argv.iter().map(|a| (*a).to_owned()).collect(),
                 argv_truncated: false,
                 blocked: false,
+                from_memory: false,
             }),
             Some("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
         )
@@ -1141,4 +1143,52 @@ fn leaving_the_session_is_always_an_escape() {
         }
         Verdict::InScope => panic!("an escape is never in scope"),
     }
+}
+
+#[test]
+fn a_program_no_file_system_names_is_in_scope_only_when_allowed_explicitly() {
+    let text = "[[agent]]\nname = \"strict\"\n[agent.match]\nsessions = true\n[agent.scope]\ntools = [\"/**\"]\n\
+                [[agent]]\nname = \"fileless\"\n[agent.match]\nsessions = true\n[agent.scope]\ntools = [\"/**\"]\nexec_from_memory = true\n";
+    let scope = Scope::compile(&Config::from_toml_str(text, "t").unwrap()).unwrap();
+    let (dns, now) = (DnsCache::new(), Instant::now());
+    let mut e = exec_as("/dev/fd/3", Some("/memfd:payload (deleted)"));
+    if let Payload::Exec(x) = &mut e.payload {
+        x.from_memory = true;
+    }
+    // `/**` matches the memfd's name: the tools do not decide this.
+    let Verdict::Violation(v) = scope.evaluate(scope.agent_id("strict").unwrap(), &e, &dns, now)
+    else {
+        panic!("a memfd is never in scope by a glob");
+    };
+    assert_eq!(v.kind, AnomalyKind::ExecFromMemory);
+    assert_eq!(v.severity, Severity::Critical);
+    assert_eq!(
+        v.reason,
+        "exec of /memfd:payload (deleted) (/dev/fd/3), a program no file system names, by strict"
+    );
+    assert!(
+        scope
+            .evaluate(scope.agent_id("fileless").unwrap(), &e, &dns, now)
+            .is_in_scope()
+    );
+}
+
+#[test]
+fn a_tamper_attempt_is_never_in_scope() {
+    let f = fixture();
+    let e = event(
+        Payload::TamperAttempt(crate::event::TamperAttempt {
+            method: "ptrace".into(),
+            detail: "PTRACE_SEIZE".into(),
+            target_tid: Some(812),
+            blocked: false,
+        }),
+        None,
+    );
+    let v = f.violation(f.code, &e);
+    assert_eq!(v.kind, AnomalyKind::TamperAttempt);
+    assert_eq!(
+        v.reason,
+        "ptrace PTRACE_SEIZE of the daemon (thread 812) by code-assistant"
+    );
 }

@@ -131,6 +131,34 @@ pub(super) const PROGRAMS: &[(&str, &str, &[Hook])] = &[
         "process",
         &[tp("sched", "sched_process_exit")],
     ),
+    // Self-protection: a watched process reaching for the daemon, or for
+    // the BPF objects that hold its decisions.
+    ("vigil_signal", "process", &[Hook::Raw("signal_generate")]),
+    (
+        "vigil_ptrace_enter",
+        "process",
+        &[tp("syscalls", "sys_enter_ptrace")],
+    ),
+    (
+        "vigil_vm_readv_enter",
+        "process",
+        &[tp("syscalls", "sys_enter_process_vm_readv")],
+    ),
+    (
+        "vigil_vm_writev_enter",
+        "process",
+        &[tp("syscalls", "sys_enter_process_vm_writev")],
+    ),
+    (
+        "vigil_pidfd_open_enter",
+        "process",
+        &[tp("syscalls", "sys_enter_pidfd_open")],
+    ),
+    (
+        "vigil_bpf_enter",
+        "process",
+        &[tp("syscalls", "sys_enter_bpf")],
+    ),
     ("vigil_connect4", "network", &[Hook::CgroupRoot]),
     ("vigil_connect6", "network", &[Hook::CgroupRoot]),
     ("vigil_sendmsg4", "network", &[Hook::CgroupRoot]),

@@ -13,7 +13,7 @@ use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DnsRecord, ESCAPE_SELF, EXEC_ARGV_TRUNCATED,
     EXEC_FILENAME_TRUNCATED, EscapeRecord, ExecRecord, ExitRecord, ForkRecord, Header,
     IoUringRecord, LinkRecord, OPEN_PATH_TRUNCATED, OPEN_RESOLVED_FILE, OpenRecord, PATH_LEN,
-    PathComponents, RecordKind, SocketRecord, UNIX_PATH_MAX, UnixRecord, io_uring_op,
+    PathComponents, RecordKind, SocketRecord, TamperRecord, UNIX_PATH_MAX, UnixRecord, io_uring_op,
     io_uring_opcode, link_syscall, open_syscall, path_flags, sock_op, socket_class,
 };
 
@@ -60,6 +60,7 @@ pub enum Record {
     Socket(SocketRecord),
     Unix(UnixRecord),
     Escape(EscapeRecord),
+    Tamper(TamperRecord),
 }
 
 impl Record {
@@ -78,6 +79,7 @@ impl Record {
             Self::Socket(r) => &r.header,
             Self::Unix(r) => &r.header,
             Self::Escape(r) => &r.header,
+            Self::Tamper(r) => &r.header,
         }
     }
 }
@@ -235,6 +237,23 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             Record::Unix(r)
         }
         RecordKind::Escape => Record::Escape(read(bytes, kind)?),
+        RecordKind::Tamper => {
+            let r: TamperRecord = read(bytes, kind)?;
+            check(
+                kind,
+                "method",
+                r.method.into(),
+                u64::from(vigil_common::tamper::BPF),
+            )?;
+            if r.method == 0 {
+                return Err(DecodeError::OutOfRange {
+                    kind,
+                    field: "method",
+                    value: 0,
+                });
+            }
+            Record::Tamper(r)
+        }
     })
 }
 
@@ -332,6 +351,101 @@ pub fn exe_to_path(pc: &PathComponents, nlink: u32) -> Option<String> {
         path.push_str(" (deleted)");
     }
     Some(path)
+}
+
+/// A tamper record as an event: the method, and its argument by name.
+fn tamper(h: &Header, r: &TamperRecord) -> crate::event::TamperAttempt {
+    use vigil_common::tamper as t;
+    let detail = match r.method {
+        t::SIGNAL => i32::try_from(r.arg)
+            .ok()
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+            .map_or_else(|| format!("signal {}", r.arg), |s| s.as_str().to_owned()),
+        t::PTRACE => ptrace_request(r.arg),
+        t::BPF => bpf_command(r.arg),
+        _ => String::new(),
+    };
+    crate::event::TamperAttempt {
+        method: t::name(r.method).unwrap_or("unknown").to_owned(),
+        detail,
+        target_tid: (r.method != t::BPF).then_some(r.target_tid),
+        blocked: h.verdict != vigil_common::verdict::ALLOWED,
+    }
+}
+
+/// A `ptrace` request by its `<sys/ptrace.h>` name.
+fn ptrace_request(request: u32) -> String {
+    let name = match request {
+        0 => "PTRACE_TRACEME",
+        1 => "PTRACE_PEEKTEXT",
+        2 => "PTRACE_PEEKDATA",
+        3 => "PTRACE_PEEKUSER",
+        4 => "PTRACE_POKETEXT",
+        5 => "PTRACE_POKEDATA",
+        6 => "PTRACE_POKEUSER",
+        7 => "PTRACE_CONT",
+        8 => "PTRACE_KILL",
+        9 => "PTRACE_SINGLESTEP",
+        12 => "PTRACE_GETREGS",
+        13 => "PTRACE_SETREGS",
+        16 => "PTRACE_ATTACH",
+        17 => "PTRACE_DETACH",
+        24 => "PTRACE_SYSCALL",
+        0x4200 => "PTRACE_SETOPTIONS",
+        0x4204 => "PTRACE_GETREGSET",
+        0x4205 => "PTRACE_SETREGSET",
+        0x4206 => "PTRACE_SEIZE",
+        0x4207 => "PTRACE_INTERRUPT",
+        _ => return format!("ptrace request {request}"),
+    };
+    name.to_owned()
+}
+
+/// A `bpf()` command by its `<linux/bpf.h>` name (`enum bpf_cmd`, whose
+/// values are the kernel ABI and only ever appended to).
+fn bpf_command(cmd: u32) -> String {
+    const NAMES: [&str; 37] = [
+        "BPF_MAP_CREATE",
+        "BPF_MAP_LOOKUP_ELEM",
+        "BPF_MAP_UPDATE_ELEM",
+        "BPF_MAP_DELETE_ELEM",
+        "BPF_MAP_GET_NEXT_KEY",
+        "BPF_PROG_LOAD",
+        "BPF_OBJ_PIN",
+        "BPF_OBJ_GET",
+        "BPF_PROG_ATTACH",
+        "BPF_PROG_DETACH",
+        "BPF_PROG_TEST_RUN",
+        "BPF_PROG_GET_NEXT_ID",
+        "BPF_MAP_GET_NEXT_ID",
+        "BPF_PROG_GET_FD_BY_ID",
+        "BPF_MAP_GET_FD_BY_ID",
+        "BPF_OBJ_GET_INFO_BY_FD",
+        "BPF_PROG_QUERY",
+        "BPF_RAW_TRACEPOINT_OPEN",
+        "BPF_BTF_LOAD",
+        "BPF_BTF_GET_FD_BY_ID",
+        "BPF_TASK_FD_QUERY",
+        "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+        "BPF_MAP_FREEZE",
+        "BPF_BTF_GET_NEXT_ID",
+        "BPF_MAP_LOOKUP_BATCH",
+        "BPF_MAP_LOOKUP_AND_DELETE_BATCH",
+        "BPF_MAP_UPDATE_BATCH",
+        "BPF_MAP_DELETE_BATCH",
+        "BPF_LINK_CREATE",
+        "BPF_LINK_UPDATE",
+        "BPF_LINK_GET_FD_BY_ID",
+        "BPF_LINK_GET_NEXT_ID",
+        "BPF_ENABLE_STATS",
+        "BPF_ITER_CREATE",
+        "BPF_LINK_DETACH",
+        "BPF_PROG_BIND_MAP",
+        "BPF_TOKEN_CREATE",
+    ];
+    NAMES
+        .get(cmd as usize)
+        .map_or_else(|| format!("bpf command {cmd}"), |n| (*n).to_owned())
 }
 
 /// Joins a relative path to its base and normalises `.` and `..` lexically.
@@ -543,6 +657,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             argv: split_argv(&r.argv[..r.argv_len as usize]),
             argv_truncated: h.flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED) != 0,
             blocked: h.verdict != vigil_common::verdict::ALLOWED,
+            from_memory: vigil_common::exec_from_memory(r.exe_nlink),
         }),
         Record::Fork(r) => Payload::Fork(Fork {
             child_pid: r.child_tgid,
@@ -667,6 +782,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             to_cgroup: None,
             blocked: h.verdict != vigil_common::verdict::ALLOWED,
         }),
+        Record::Tamper(r) => Payload::TamperAttempt(tamper(h, r)),
         Record::Dns(r) => Payload::DnsAnswer(crate::event::DnsAnswer {
             server: ip(r.family, &r.src_addr),
             server_port: r.src_port,
@@ -1199,5 +1315,82 @@ mod tests {
             (4242, true, 9001)
         );
         assert!(!x.blocked);
+    }
+
+    #[test]
+    fn tamper_records_name_the_method_and_its_argument() {
+        let r = |method: u16, arg: u32, verdict: u32| {
+            let mut header = header(RecordKind::Tamper);
+            header.verdict = verdict;
+            TamperRecord {
+                header,
+                method,
+                _pad: 0,
+                arg,
+                target_tid: 812,
+                _pad2: 0,
+            }
+        };
+        let attempt =
+            |rec: &TamperRecord| match to_event(&decode(&bytes_of(rec)).unwrap(), &Clock::now())
+                .payload
+            {
+                Payload::TamperAttempt(x) => x,
+                other => panic!("{other:?}"),
+            };
+        use vigil_common::tamper as t;
+        let x = attempt(&r(t::SIGNAL, 15, 0));
+        assert_eq!(
+            (
+                x.method.as_str(),
+                x.detail.as_str(),
+                x.target_tid,
+                x.blocked
+            ),
+            ("signal", "SIGTERM", Some(812), false)
+        );
+        let x = attempt(&r(t::PTRACE, 0x4206, vigil_common::verdict::BLOCKED_TAMPER));
+        assert_eq!((x.detail.as_str(), x.blocked), ("PTRACE_SEIZE", true));
+        let x = attempt(&r(t::BPF, 2, 0));
+        assert_eq!(
+            (x.method.as_str(), x.detail.as_str(), x.target_tid),
+            ("bpf", "BPF_MAP_UPDATE_ELEM", None)
+        );
+        // Values this build does not name are shown as numbers, not guessed.
+        assert_eq!(attempt(&r(t::BPF, 999, 0)).detail, "bpf command 999");
+        assert_eq!(attempt(&r(t::SIGNAL, 77, 0)).detail, "signal 77");
+        assert_eq!(
+            attempt(&r(t::PTRACE, 4711, 0)).detail,
+            "ptrace request 4711"
+        );
+        assert_eq!(attempt(&r(t::VM_WRITE, 0, 0)).detail, "");
+        // A method no build knows is a bad record, not an event.
+        for bad in [0, t::BPF + 1] {
+            assert!(
+                matches!(
+                    decode(&bytes_of(&r(bad, 0, 0))),
+                    Err(DecodeError::OutOfRange {
+                        field: "method",
+                        ..
+                    })
+                ),
+                "method {bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_exec_of_an_unlinked_file_is_from_memory() {
+        let mut r = exec_record();
+        r.exe_nlink = 0;
+        let Payload::Exec(x) = to_event(&Record::Exec(r), &Clock::now()).payload else {
+            unreachable!()
+        };
+        assert!(x.from_memory);
+        r.exe_nlink = u32::MAX;
+        let Payload::Exec(x) = to_event(&Record::Exec(r), &Clock::now()).payload else {
+            unreachable!()
+        };
+        assert!(!x.from_memory, "an unknown link count is no evidence");
     }
 }

@@ -74,6 +74,8 @@ pub enum SensorError {
     },
     #[error("pinning under {path}: {message}")]
     Pin { path: PathBuf, message: String },
+    #[error("listing the daemon's own threads: {0}")]
+    OwnThreads(String),
     #[error("BPF map {map}: {source}")]
     Map {
         map: &'static str,
@@ -201,6 +203,26 @@ pub fn ensure_mounts() -> Result<PathBuf, SensorError> {
     Ok(offsets::tracefs()?)
 }
 
+/// Writes the daemon's present threads into `DAEMON_TASKS`: the syscalls
+/// that reach for another process name a thread id, and the kernel
+/// programs tell the daemon's from those.
+fn seed_daemon_tasks(ebpf: &mut Ebpf) -> Result<(), SensorError> {
+    const MAP: &str = "DAEMON_TASKS";
+    let map = ebpf.map_mut(MAP).ok_or(SensorError::MissingMap(MAP))?;
+    let mut tasks: HashMap<_, u32, u8> =
+        HashMap::try_from(map).map_err(|source| SensorError::Map { map: MAP, source })?;
+    let threads = procfs::process::Process::myself()
+        .and_then(|me| me.tasks())
+        .map_err(|e| SensorError::OwnThreads(e.to_string()))?;
+    for t in threads.flatten() {
+        let tid = u32::try_from(t.tid).unwrap_or(0);
+        tasks
+            .insert(tid, 1, 0)
+            .map_err(|source| SensorError::Map { map: MAP, source })?;
+    }
+    Ok(())
+}
+
 fn ensure_bpffs() -> Result<(), SensorError> {
     let mounted = procfs::mounts()
         .unwrap_or_default()
@@ -296,6 +318,9 @@ impl Sensors {
             }
         }
         let unix = attach_unix(unix_programs, &root, &links, &mut held, &mut attached)?;
+        // After the fork and exit programs are attached, which keep it up
+        // to date from here on.
+        seed_daemon_tasks(&mut ebpf)?;
         // Our links are in place: only now let go of a previous daemon's.
         links.remove_others();
         Ok(Self {

@@ -28,6 +28,16 @@ pub enum OffsetError {
         field: String,
         offset: usize,
     },
+    #[error(
+        "tracepoints {a} and {b}: field `{field}` is at offsets {a_at} and {b_at}; one program reads both"
+    )]
+    Mismatch {
+        a: &'static str,
+        b: &'static str,
+        field: &'static str,
+        a_at: u16,
+        b_at: u16,
+    },
     #[error("reading kernel BTF {path}: {message}")]
     Btf { path: String, message: String },
     #[error("kernel BTF has no struct `{0}`")]
@@ -188,6 +198,21 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
     let data_cgroup = btf.member_offset("sock_cgroup_data", "cgroup")?;
     let regs = SyscallRegs::discover(&btf)?;
     let iou = IoUring::discover(&f, &btf)?;
+    let process_vm_pid = {
+        const READ: &str = "syscalls/sys_enter_process_vm_readv";
+        const WRITE: &str = "syscalls/sys_enter_process_vm_writev";
+        let (r, w) = (f.offset(READ, "pid")?, f.offset(WRITE, "pid")?);
+        if r != w {
+            return Err(OffsetError::Mismatch {
+                a: READ,
+                b: WRITE,
+                field: "pid",
+                a_at: r,
+                b_at: w,
+            });
+        }
+        r
+    };
     Ok(Offsets {
         exec_filename: f.offset("sched/sched_process_exec", "filename")?,
         exec_old_pid: f.offset("sched/sched_process_exec", "old_pid")?,
@@ -206,7 +231,11 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         sock_family: f.offset("syscalls/sys_enter_socket", "family")?,
         sock_type: f.offset("syscalls/sys_enter_socket", "type")?,
         sock_protocol: f.offset("syscalls/sys_enter_socket", "protocol")?,
-        _pad16: 0,
+        ptrace_request: f.offset("syscalls/sys_enter_ptrace", "request")?,
+        ptrace_pid: f.offset("syscalls/sys_enter_ptrace", "pid")?,
+        process_vm_pid,
+        pidfd_open_pid: f.offset("syscalls/sys_enter_pidfd_open", "pid")?,
+        bpf_cmd: f.offset("syscalls/sys_enter_bpf", "cmd")?,
         task_real_parent: btf.member_offset("task_struct", "real_parent")?,
         task_tgid: btf.member_offset("task_struct", "tgid")?,
         task_pid: btf.member_offset("task_struct", "pid")?,

@@ -154,6 +154,8 @@ impl TryFrom<pb::AnomalyKind> for AnomalyKind {
             pb::AnomalyKind::LinkToProtected => Ok(Self::LinkToProtected),
             pb::AnomalyKind::UnusualSocket => Ok(Self::UnusualSocket),
             pb::AnomalyKind::SessionEscape => Ok(Self::SessionEscape),
+            pb::AnomalyKind::TamperAttempt => Ok(Self::TamperAttempt),
+            pb::AnomalyKind::ExecFromMemory => Ok(Self::ExecFromMemory),
             pb::AnomalyKind::Unspecified => Err(ConvertError::Enum {
                 field: "anomaly.kind",
                 value: k.into(),
@@ -223,6 +225,7 @@ impl TryFrom<pb::event::Payload> for Payload {
                 argv: x.argv,
                 argv_truncated: x.argv_truncated,
                 blocked: x.blocked,
+                from_memory: x.from_memory,
             }),
             W::Fork(x) => Self::Fork(Fork {
                 child_pid: x.child_pid,
@@ -384,6 +387,12 @@ impl TryFrom<pb::event::Payload> for Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            W::TamperAttempt(x) => Self::TamperAttempt(crate::event::TamperAttempt {
+                method: x.method,
+                detail: x.detail,
+                target_tid: (x.target_tid != 0).then_some(x.target_tid),
                 blocked: x.blocked,
             }),
             W::SessionEscape(x) => Self::SessionEscape(crate::event::SessionEscape {

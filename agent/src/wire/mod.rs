@@ -60,6 +60,7 @@ pub fn kind_of(payload: &pb::event::Payload) -> pb::EventKind {
         W::Socket(_) => pb::EventKind::Socket,
         W::UnixConnect(_) => pb::EventKind::UnixConnect,
         W::SessionEscape(_) => pb::EventKind::SessionEscape,
+        W::TamperAttempt(_) => pb::EventKind::TamperAttempt,
     }
 }
 

@@ -69,6 +69,7 @@ fn every_payload() -> Vec<Payload> {
             argv: vec!["git".into(), "status".into()],
             argv_truncated: true,
             blocked: false,
+            from_memory: true,
         }),
         Payload::Fork(Fork { child_pid: 12 }),
         Payload::Exit(Exit {

@@ -111,6 +111,8 @@ impl From<AnomalyKind> for pb::AnomalyKind {
             AnomalyKind::LinkToProtected => Self::LinkToProtected,
             AnomalyKind::UnusualSocket => Self::UnusualSocket,
             AnomalyKind::SessionEscape => Self::SessionEscape,
+            AnomalyKind::TamperAttempt => Self::TamperAttempt,
+            AnomalyKind::ExecFromMemory => Self::ExecFromMemory,
         }
     }
 }
@@ -146,6 +148,7 @@ impl From<&Payload> for pb::event::Payload {
                 argv: x.argv.clone(),
                 argv_truncated: x.argv_truncated,
                 blocked: x.blocked,
+                from_memory: x.from_memory,
             }),
             Payload::Fork(x) => W::Fork(pb::Fork {
                 child_pid: x.child_pid,
@@ -288,6 +291,12 @@ impl From<&Payload> for pb::event::Payload {
                 sq_entries: x.sq_entries,
                 cq_entries: x.cq_entries,
                 flags: x.flags,
+                blocked: x.blocked,
+            }),
+            Payload::TamperAttempt(x) => W::TamperAttempt(pb::TamperAttempt {
+                method: x.method.clone(),
+                detail: x.detail.clone(),
+                target_tid: x.target_tid.unwrap_or(0),
                 blocked: x.blocked,
             }),
             Payload::SessionEscape(x) => W::SessionEscape(pb::SessionEscape {

@@ -41,6 +41,7 @@ pub enum RecordKind {
     Socket = 10,
     Unix = 11,
     Escape = 12,
+    Tamper = 13,
 }
 
 impl RecordKind {
@@ -60,6 +61,7 @@ impl RecordKind {
             10 => Self::Socket,
             11 => Self::Unix,
             12 => Self::Escape,
+            13 => Self::Tamper,
             _ => return None,
         })
     }
@@ -139,6 +141,12 @@ pub mod verdict {
     /// Killed: a watched process moved itself (or another) out of its
     /// session, and the agent is enforced.
     pub const BLOCKED_ESCAPE: u32 = 6;
+    /// Killed: a watched process of an enforced agent reached for the
+    /// daemon (a signal, `ptrace`, its memory) or called `bpf()`.
+    pub const BLOCKED_TAMPER: u32 = 7;
+    /// Killed before its first instruction: the program has no name on
+    /// any file system (a memfd, or a file deleted before the exec).
+    pub const BLOCKED_MEMORY_EXEC: u32 = 8;
 }
 
 /// Value of the pinned `POLICY` map, keyed by cgroup id: a session cgroup,
@@ -167,6 +175,9 @@ pub mod policy {
     /// Sockets of an unusual family (see [`socket_class`]) are refused
     /// unless their class bit is in the allowed set.
     pub const DENY_SOCKETS: u32 = 32;
+    /// Running a program that no file system names kills it before its
+    /// first instruction.
+    pub const DENY_MEMORY_EXEC: u32 = 64;
     /// Bit of the first [`socket_class`] in the allowed set: class `c` is
     /// allowed when `flags & (1 << (SOCKET_ALLOW_SHIFT + c))` is set. The
     /// set lives in the flags so the pinned `POLICY` rows keep their layout.
@@ -815,7 +826,16 @@ pub struct Offsets {
     pub sock_family: u16,
     pub sock_type: u16,
     pub sock_protocol: u16,
-    pub _pad16: u16,
+    /// `syscalls/sys_enter_ptrace`: `long request`, `long pid`.
+    pub ptrace_request: u16,
+    pub ptrace_pid: u16,
+    /// `syscalls/sys_enter_process_vm_readv` and `_writev`: `pid_t pid`
+    /// (the same offset in both).
+    pub process_vm_pid: u16,
+    /// `syscalls/sys_enter_pidfd_open`: `pid_t pid`.
+    pub pidfd_open_pid: u16,
+    /// `syscalls/sys_enter_bpf`: `int cmd`.
+    pub bpf_cmd: u16,
     /// `task_struct.real_parent`.
     pub task_real_parent: u32,
     /// `task_struct.tgid`.
@@ -965,7 +985,11 @@ impl Offsets {
             sock_family: 0,
             sock_type: 0,
             sock_protocol: 0,
-            _pad16: 0,
+            ptrace_request: 0,
+            ptrace_pid: 0,
+            process_vm_pid: 0,
+            pidfd_open_pid: 0,
+            bpf_cmd: 0,
             task_real_parent: 0,
             task_tgid: 0,
             task_pid: 0,
@@ -1083,6 +1107,67 @@ pub struct EscapeRecord {
     pub dst_cgroup_id: u64,
 }
 
+/// How a watched process reached for the daemon ([`TamperRecord::method`]).
+pub mod tamper {
+    /// A signal to one of the daemon's threads (`signal_generate`).
+    pub const SIGNAL: u16 = 1;
+    /// `ptrace` of one of the daemon's threads.
+    pub const PTRACE: u16 = 2;
+    /// `process_vm_readv` of the daemon's memory.
+    pub const VM_READ: u16 = 3;
+    /// `process_vm_writev` into the daemon's memory.
+    pub const VM_WRITE: u16 = 4;
+    /// `pidfd_open` of the daemon (the way to its descriptors, `pidfd_getfd`).
+    pub const PIDFD_OPEN: u16 = 5;
+    /// Any `bpf()` call: the pinned maps hold the revocations and scopes.
+    pub const BPF: u16 = 6;
+
+    /// Names in events, by method; `None` for values this build does not know.
+    #[must_use]
+    pub const fn name(method: u16) -> Option<&'static str> {
+        Some(match method {
+            SIGNAL => "signal",
+            PTRACE => "ptrace",
+            VM_READ => "process_vm_readv",
+            VM_WRITE => "process_vm_writev",
+            PIDFD_OPEN => "pidfd_open",
+            BPF => "bpf",
+            _ => return None,
+        })
+    }
+}
+
+/// Capacity of `DAEMON_TASKS`: the daemon's thread ids.
+pub const DAEMON_TASKS_ENTRIES: u32 = 1024;
+
+/// A watched process reached for the daemon or for the kernel's BPF
+/// objects. The header names the caller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TamperRecord {
+    pub header: Header,
+    /// A [`tamper`] method.
+    pub method: u16,
+    pub _pad: u16,
+    /// The signal number, `ptrace` request or `bpf` command; 0 otherwise.
+    pub arg: u32,
+    /// The daemon thread reached (0 for `bpf`).
+    pub target_tid: u32,
+    pub _pad2: u32,
+}
+
+/// Whether an exec runs a program that no file system names: a memfd, an
+/// `O_TMPFILE` file or one deleted before the exec (run through its
+/// descriptor). Such a program cannot be pinned by path or inspected after;
+/// its executable's link count (`nlink` of `mm->exe_file`) is 0.
+// Inlined on purpose: a BPF-to-BPF call costs stack and verifier work.
+#[allow(clippy::inline_always)]
+#[inline(always)]
+#[must_use]
+pub const fn exec_from_memory(exe_nlink: u32) -> bool {
+    exe_nlink == 0
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all of these are `repr(C)`, plain integers and byte arrays,
@@ -1133,14 +1218,33 @@ mod tests {
 
         assert_eq!(size_of::<KernelConfig>(), 88 + size_of::<Offsets>());
         assert_eq!(size_of::<SocketRecord>(), 64 + 8);
-        assert_eq!(size_of::<Offsets>(), 24 + 8 + 36 + 35 * 4 + 16);
+        assert_eq!(size_of::<Offsets>(), 24 + 16 + 36 + 35 * 4 + 16);
         assert_eq!(size_of::<TaskSession>(), 32);
         assert_eq!(size_of::<EscapeRecord>(), 64 + 16);
+        assert_eq!(size_of::<TamperRecord>(), 64 + 16);
         assert_eq!(size_of::<UnixKey>(), 8 + UNIX_PATH_BUF);
         assert_eq!(size_of::<UnixRecord>(), 64 + 8 + UNIX_PATH_BUF);
         assert_eq!(size_of::<OpenKey>(), 48);
         assert_eq!(size_of::<OpenSeen>(), 16);
         assert_eq!(size_of::<LossKey>(), 16);
+    }
+
+    #[test]
+    fn every_tamper_method_has_a_name() {
+        for m in 1..=tamper::BPF {
+            assert!(tamper::name(m).is_some(), "method {m}");
+        }
+        assert_eq!(tamper::name(0), None);
+        assert_eq!(tamper::name(tamper::BPF + 1), None);
+    }
+
+    #[test]
+    fn only_an_unlinked_executable_is_run_from_memory() {
+        assert!(exec_from_memory(0));
+        assert!(!exec_from_memory(1));
+        assert!(!exec_from_memory(3));
+        // Unknown (unreadable) is not evidence.
+        assert!(!exec_from_memory(u32::MAX));
     }
 
     #[test]
@@ -1377,6 +1481,7 @@ mod tests {
             RecordKind::Socket,
             RecordKind::Unix,
             RecordKind::Escape,
+            RecordKind::Tamper,
         ] {
             assert_eq!(RecordKind::from_u16(k as u16), Some(k));
         }

@@ -27,6 +27,7 @@ mod network;
 mod path;
 mod process;
 mod socket;
+mod tamper;
 mod task;
 mod unix;
 

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use vigil_common::{
     ARGV_LEN, EXEC_ARGV_MISSING, EXEC_ARGV_TRUNCATED, EXEC_FILENAME_TRUNCATED, ExecRecord,
-    ExitRecord, ForkRecord, KernelConfig, PATH_LEN, RecordKind, Sensor,
+    ExitRecord, ForkRecord, KernelConfig, PATH_LEN, RecordKind, Sensor, exec_from_memory, policy,
 };
 
 use crate::{
@@ -26,7 +26,7 @@ use crate::{
     enforce::{self, current_policy},
     escape,
     maps::{EVENTS, config, count_loss, wake_flags},
-    path,
+    path, tamper,
     task::{current_task, fill_header, read_field, watched_current},
 };
 
@@ -39,7 +39,14 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let cfg = config();
     let cgroup_id = watched_current(cfg)?;
     let policy = current_policy(cfg, cgroup_id);
-    let verdict = policy.as_ref().and_then(enforce::blocked);
+    let exe = path::exe_path(cfg);
+    let exe_nlink = exe.map_or(u32::MAX, |exe| path::nlink(cfg, exe.dentry));
+    let verdict = policy.as_ref().and_then(|p| {
+        enforce::blocked(p).or_else(|| {
+            (p.flags & policy::DENY_MEMORY_EXEC != 0 && exec_from_memory(exe_nlink))
+                .then_some(vigil_common::verdict::BLOCKED_MEMORY_EXEC)
+        })
+    });
     if verdict.is_some() {
         // First, so it holds even when the record finds no room: the signal
         // is taken on the way back to user space, before the new image runs
@@ -88,7 +95,13 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
         warn!(ctx, "exec file name unreadable: {}", n);
     }
     read_argv(cfg, rec);
-    read_exe(cfg, rec);
+    rec.exe.len = 0;
+    rec.exe.flags = 0;
+    rec.exe._pad = 0;
+    rec.exe_nlink = exe_nlink;
+    if let Some(exe) = exe {
+        path::resolve(cfg, exe, &mut rec.exe);
+    }
     let urgent = verdict.is_some() || enforce::is_prompt(policy.as_ref());
     entry.submit(wake_flags(cfg, urgent));
     Some(0)
@@ -126,20 +139,6 @@ fn read_argv(cfg: &KernelConfig, rec: &mut ExecRecord) {
     }
 }
 
-/// Resolves the program that runs (`mm->exe_file`) into the record: the
-/// file the kernel mapped, whatever name the caller gave it.
-#[inline(always)]
-fn read_exe(cfg: &KernelConfig, rec: &mut ExecRecord) {
-    rec.exe.len = 0;
-    rec.exe.flags = 0;
-    rec.exe._pad = 0;
-    rec.exe_nlink = u32::MAX;
-    if let Some(exe) = path::exe_path(cfg) {
-        rec.exe_nlink = path::nlink(cfg, exe.dentry);
-        path::resolve(cfg, exe, &mut rec.exe);
-    }
-}
-
 /// Raw tracepoint so the child's `task_struct` is at hand: threads are told
 /// apart from new processes by comparing the child's pid and tgid.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -149,8 +148,9 @@ pub fn vigil_fork(ctx: RawTracePointContext) -> i32 {
 
 fn try_fork(ctx: &RawTracePointContext) -> Option<i32> {
     let cfg = config();
-    let cgroup_id = watched_current(cfg)?;
     let child: *const u8 = ctx.arg(1);
+    tamper::on_fork(cfg, child);
+    let cgroup_id = watched_current(cfg)?;
     let child_pid: u32 = read_field(child, cfg.offsets.task_pid)?;
     let child_tgid: u32 = read_field(child, cfg.offsets.task_tgid)?;
     if child_pid != child_tgid {
@@ -178,6 +178,7 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
 
 fn try_exit(ctx: &TracePointContext) -> Option<u32> {
     let cfg = config();
+    tamper::on_exit(cfg);
     let cgroup_id = watched_current(cfg)?;
     let off = &cfg.offsets;
     let last_thread = if off.exit_group_dead != 0 {

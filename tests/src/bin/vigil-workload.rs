@@ -220,6 +220,85 @@ fn openat_swap(dir: &str, name: &str, decoy: &str) -> std::io::Result<()> {
 /// of the file itself, or (`memfd`) of an anonymous in-memory copy of it.
 /// The kernel then names the program `/dev/fd/N`, which means something
 /// only in this process.
+/// Makes one call that reaches for another process (or the kernel's BPF
+/// objects) and prints its result (`ok N` or `err ERRNO`): the tests tell
+/// a refused call from one the caller did not live to see return.
+fn reach(what: &str, call: impl FnOnce() -> i64) -> std::io::Result<()> {
+    let r = call();
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        println!("err {}", e.raw_os_error().unwrap_or(0));
+        return Err(std::io::Error::other(format!("{what}: {e}")));
+    }
+    println!("ok {r}");
+    std::io::stdout().flush()
+}
+
+/// Reads 8 bytes of `pid`'s memory at the address of its auxiliary vector
+/// (always mapped), with `process_vm_readv`.
+fn vm_read(pid: &str) -> i64 {
+    let auxv = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 28 of stat is the start of the stack: always mapped.
+    let text = String::from_utf8_lossy(&auxv);
+    let after = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let addr: usize = after
+        .split_whitespace()
+        .nth(25)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut buf = [0u8; 8];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr.saturating_sub(8) as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: one local iovec over our buffer; the kernel checks the remote one.
+    unsafe {
+        libc::process_vm_readv(
+            pid.parse().expect("pid"),
+            &raw const local,
+            1,
+            &raw const remote,
+            1,
+            0,
+        ) as i64
+    }
+}
+
+/// `bpf(BPF_OBJ_GET)` of a pinned object: the descriptor through which a
+/// pinned map's entries could be rewritten.
+fn bpf_obj_get(path: &str) -> i64 {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    let c = cstring(path);
+    let attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: bpf(2) with an attribute block of the size given.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw const attr,
+            size_of::<ObjAttr>() as u32,
+        )
+    }
+}
+
 fn exec_from_fd(prog: &str, args: &[&str], memfd: bool) -> std::io::Result<()> {
     let fd = if memfd {
         let bytes = std::fs::read(prog)?;
@@ -535,6 +614,29 @@ fn main() -> ExitCode {
         ["escape-other", dir, seconds] => escape_other(dir, seconds),
         ["clone-into", dir, seconds] => clone_into(dir, seconds),
         ["exec-memfd", prog, args @ ..] => exec_from_fd(prog, args, true),
+        ["signal", pid, sig] => reach("kill", || {
+            // SAFETY: kill(2) with plain integers.
+            unsafe { libc::kill(pid.parse().expect("pid"), sig.parse().expect("signal")) }.into()
+        }),
+        // PTRACE_SEIZE stops nothing (PTRACE_ATTACH would stop the target
+        // with SIGSTOP); the tracer's exit detaches it.
+        ["ptrace-seize", pid] => reach("ptrace", || {
+            // SAFETY: ptrace(2) with plain integers and null pointers.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_SEIZE,
+                    pid.parse::<libc::pid_t>().expect("pid"),
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                )
+            }
+        }),
+        ["vm-read", pid] => reach("process_vm_readv", || vm_read(pid)),
+        ["pidfd-open", pid] => reach("pidfd_open", || {
+            // SAFETY: pidfd_open(2) with plain integers.
+            unsafe { libc::syscall(libc::SYS_pidfd_open, pid.parse::<i32>().expect("pid"), 0) }
+        }),
+        ["bpf-obj-get", path] => reach("bpf", || bpf_obj_get(path)),
         ["accept-once", addr] => TcpListener::bind(addr).and_then(|l| {
             // Tell the test where we listen, then serve one connection.
             println!("{}", l.local_addr()?);
@@ -610,7 +712,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|escape|escape-other|clone-into|accept-once|spawn|sleep ..."
+                "usage: vigil-workload connect|udp|open|create|flood-open|openat-swap|exec-fd|exec-memfd|uring-read|socket|resolve-glibc|unix|escape|escape-other|clone-into|accept-once|spawn|sleep|signal|ptrace-seize|vm-read|pidfd-open|bpf-obj-get ..."
             );
             return ExitCode::from(2);
         }

@@ -33,6 +33,7 @@ use crate::{
 };
 
 mod dns;
+mod guarded;
 mod loss;
 mod violation;
 
@@ -137,6 +138,8 @@ pub struct Pipeline {
     /// DNS queries of watched sockets awaiting their answers: only an
     /// answer to one of them is believed.
     queries: PendingQueries,
+    /// The daemon's own files, which no watched process may write.
+    guarded: guarded::Guarded,
     /// DNS answers that processes of agents sent from port 53, so that their
     /// arrival is not taken for a resolver's.
     served: PendingQueries,
@@ -174,6 +177,17 @@ impl Pipeline {
         let config_version = loaded.version;
         let aggregator = Aggregator::new(loaded.scope.aggregate_window());
         let pods = crate::kube::hold::PodAttributor::new(kube, loaded.config.daemon.watch_all);
+        let config_file = match live.source() {
+            crate::live::Source::File(p) => Some(p.as_path()),
+            crate::live::Source::Embedded => None,
+        };
+        let guarded = guarded::Guarded::new(
+            &loaded.config.daemon.pin_dir,
+            &loaded.config.daemon.state_dir,
+            config_file,
+            &cgroups.mount.join(parent.trim_start_matches('/')),
+            std::process::id(),
+        );
         drop(loaded);
         Self {
             live,
@@ -191,6 +205,7 @@ impl Pipeline {
             dns,
             queries: PendingQueries::default(),
             served: PendingQueries::default(),
+            guarded,
             aggregator,
             read_ns: 0,
             repeats,

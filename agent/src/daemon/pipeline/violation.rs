@@ -21,6 +21,9 @@ impl Pipeline {
     pub(super) fn evaluate(&mut self, loaded: &Loaded, event: &Event) -> Vec<Event> {
         let now = Instant::now();
         let scope = &loaded.scope;
+        if let Some((path, what)) = self.guarded.written_by(event) {
+            return self.tampered(loaded, event, path, what, now);
+        }
         let violation = match event.identity.agent.as_deref() {
             Some(agent) => {
                 if let Payload::DnsAnswer(d) = &event.payload
@@ -116,6 +119,48 @@ impl Pipeline {
         self.aggregate(event, v, on_violation, now)
     }
 
+    /// A watched process wrote (or renamed) one of the daemon's own files.
+    /// The write is not refused (no hook but LSM could): for an enforced
+    /// agent the writer is killed as soon as the daemon reads the event,
+    /// else the agent's `on_violation` applies.
+    fn tampered(
+        &mut self,
+        loaded: &Loaded,
+        event: &Event,
+        path: &str,
+        what: &str,
+        now: Instant,
+    ) -> Vec<Event> {
+        let agent = event.identity.agent.as_deref();
+        let info = agent
+            .and_then(|a| loaded.scope.agent_id(a))
+            .map(|id| loaded.scope.agent(id));
+        let verb = match &event.payload {
+            Payload::FileLink(l) => l.op.as_str(),
+            _ => "write",
+        };
+        let on_violation = match info {
+            Some(i) if i.on_violation == OnViolation::Revoke => OnViolation::Revoke,
+            Some(i) if i.enforce => OnViolation::Kill,
+            Some(i) => i.on_violation,
+            None => OnViolation::Alert,
+        };
+        self.aggregate(
+            event,
+            Violation {
+                kind: AnomalyKind::TamperAttempt,
+                severity: Severity::Critical,
+                reason: format!(
+                    "{verb} of {path}, {what}, by {}",
+                    agent.unwrap_or("a process no agent matches")
+                ),
+                identity: None,
+            },
+            on_violation,
+            now,
+        )
+    }
+
     /// An action the kernel refused: reported as an anomaly whose reason
     /// names the standing decision, not the action, so repeated attempts fold
     /// into one report with a count instead of flooding the stream.
@@ -176,6 +221,31 @@ impl Pipeline {
                     identity: None,
                 }
             }
+            verdict::BLOCKED_TAMPER => Violation {
+                kind: AnomalyKind::TamperAttempt,
+                severity: Severity::Critical,
+                reason: match &event.payload {
+                    Payload::TamperAttempt(x) => format!(
+                        "{} by {who}: killed in the kernel",
+                        crate::scope::tamper_words(x)
+                    ),
+                    _ => format!("{who} reached for the daemon: killed in the kernel"),
+                },
+                identity: None,
+            },
+            verdict::BLOCKED_MEMORY_EXEC => Violation {
+                kind: AnomalyKind::ExecFromMemory,
+                severity: Severity::Critical,
+                reason: format!(
+                    "exec of {} by {who}, a program no file system names: killed in the kernel before its first instruction",
+                    event
+                        .process
+                        .as_ref()
+                        .and_then(|p| p.exe.as_deref())
+                        .unwrap_or("an unnamed file")
+                ),
+                identity: None,
+            },
             verdict::BLOCKED_NO_TASK => Violation {
                 kind: AnomalyKind::UnapprovedTask,
                 severity: Severity::High,
@@ -213,6 +283,8 @@ impl Pipeline {
             self.revoke_for(event, &v.reason, &mut caused)
         } else if verdict == verdict::BLOCKED_IO_URING
             || verdict == verdict::BLOCKED_ESCAPE
+            || verdict == verdict::BLOCKED_TAMPER
+            || verdict == verdict::BLOCKED_MEMORY_EXEC
             || matches!(&event.payload, Payload::Socket(s) if !s.refused_with_eperm())
         {
             "killed"
