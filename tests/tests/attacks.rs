@@ -57,6 +57,16 @@ enforce = true
   exec_from_memory = true
 
 [[agent]]
+name = "scripted"
+on_violation = "alert"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1"]
+  tools = ["{wl}", "{r}/ws/bin/*"]
+  data = ["workspace"]
+
+[[agent]]
 name = "killer"
 on_violation = "kill"
   [agent.match]
@@ -291,6 +301,51 @@ fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
             .iter()
             .all(|a| a["anomaly"] != "unapproved_tool"),
         "/usr/bin/id is an allowed tool, whatever name ran it:\n{}",
+        d.dump()
+    );
+}
+
+/// A symbolic link planted under a name `tools` allow leads to another
+/// program: that program is what runs, and what is judged.
+#[test]
+fn a_link_under_an_allowed_name_runs_the_program_it_leads_to() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let bin = d.dir.path().join("ws/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // The control: a script of its own under the allowed name is allowed.
+    let script = bin.join("helper.sh");
+    std::fs::write(&script, "#!/bin/sh\necho helped\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = d.exec("scripted", "s-script", &[script.to_str().unwrap()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "helped",
+        "{out:?}"
+    );
+    // The attack: `id` under an allowed name.
+    let planted = bin.join("helper");
+    std::os::unix::fs::symlink("/usr/bin/id", &planted).unwrap();
+    let out = d.exec("scripted", "s-planted", &[planted.to_str().unwrap(), "-u"]);
+    assert!(out.status.success(), "{out:?}");
+    let a = d.wait_for("the planted link's anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-planted"
+            && e["anomaly"] == "unapproved_tool"
+    });
+    let id = std::fs::canonicalize("/usr/bin/id").unwrap();
+    assert!(
+        a["reason"].as_str().unwrap().contains(id.to_str().unwrap()),
+        "{a}"
+    );
+    d.settle();
+    assert!(
+        anomalies(&d, "s-script")
+            .iter()
+            .all(|a| a["anomaly"] != "unapproved_tool"),
+        "{}",
         d.dump()
     );
 }

@@ -187,29 +187,32 @@ impl Scope {
         if let Touch::Denied(id) = self.identities.touch_file(&cand, &a.identities) {
             return self.identity_violation(a, &format!("exec of {path}"), id);
         }
-        if a.tools.is_match_candidate(&cand) {
+        // The program the kernel runs (`mm->exe_file`, resolved in the
+        // kernel within the process's root) is the tool, whatever name ran it.
+        if known.is_some_and(|x| a.tools.is_match(x, now)) {
             return Verdict::InScope;
         }
+        // The file the name leads to, on the daemon's view of the file
+        // system: without the kernel's name it is the program; when it is
+        // another file than the program, it is a script the program (its
+        // interpreter) runs, and the script is the tool.
+        let judged = self.exe_cache.with_canonical(&path, now, |canonical| {
+            let judged = match (known, canonical) {
+                (None, None) => Some(&path[..]),
+                (None, Some(c)) => Some(c),
+                (Some(x), Some(c)) if c != x => Some(c),
+                (Some(_), _) => None,
+            };
+            if judged.is_some_and(|p| a.tools.is_match(p, now)) {
+                return Ok(());
+            }
+            // Only a violation names it, and pays for the copy.
+            Err(canonical.filter(|c| *c != path).map(str::to_owned))
+        });
+        let Err(canonical) = judged else {
+            return Verdict::InScope;
+        };
         let exe = known.filter(|x| **x != *path);
-        if exe.is_some_and(|x| a.tools.is_match(x)) {
-            return Verdict::InScope;
-        }
-        // The kernel's name of the program (`mm->exe_file`, resolved within
-        // the process's root) is what the file name canonicalises to; only
-        // without it is the name resolved here, on the daemon's view of
-        // the file system.
-        let canonical = if known.is_some() {
-            Err(None)
-        } else {
-            self.exe_cache.with_canonical(&path, now, |c| match c {
-                Some(c) if c != path && a.tools.is_match(c) => Ok(()),
-                Some(c) if c != path => Err(Some(c.to_owned())),
-                _ => Err(None),
-            })
-        };
-        let Err(canonical) = canonical else {
-            return Verdict::InScope;
-        };
         let mut reason = format!("exec of {path}");
         let mut shown: Vec<&str> = Vec::new();
         for alt in exe.into_iter().chain(canonical.as_deref()) {

@@ -45,7 +45,7 @@ pub use evaluate::{escape_reason, tamper_words};
 use identities::{IdentityIndex, Touch};
 use systems::EndpointSet;
 pub use systems::unix_aliases;
-use tools::ExeCache;
+use tools::{ExeCache, ToolSet};
 
 /// Distinguishes the agent ids of one compiled scope from another's.
 static GENERATION: AtomicU32 = AtomicU32::new(1);
@@ -158,7 +158,7 @@ impl Verdict {
 #[derive(Debug)]
 struct CompiledAgent {
     info: AgentInfo,
-    tools: GlobSet,
+    tools: ToolSet,
     systems: EndpointSet<()>,
     data: Grants,
     identities: Grants,
@@ -281,7 +281,14 @@ impl Scope {
                         },
                     ),
                 },
-                tools: glob_set(&a.scope.tools, || at().key("scope").key("tools"))?,
+                tools: ToolSet::new(
+                    glob_set(&a.scope.tools, || at().key("scope").key("tools"))?,
+                    a.scope
+                        .tools
+                        .iter()
+                        .map(|g| g.as_str().to_owned())
+                        .collect(),
+                ),
                 systems,
                 data: data_grants,
                 identities: id_grants,

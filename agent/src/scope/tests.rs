@@ -337,19 +337,69 @@ fn symlinked_executables_match_by_target_and_by_link() {
             .evaluate(by_link, &exec(&link), &dns, now)
             .is_in_scope()
     );
-    // Another link to the same binary is not the allowed link.
+    // Another link to the same binary runs the same program: the same tool.
     let other = format!("{links_s}/other");
-    let Verdict::Violation(v) = scope.evaluate(by_link, &exec(&other), &dns, now) else {
-        panic!("other link must not match");
-    };
-    assert_eq!(
-        v.reason,
-        format!("exec of {other} ({real_s}/tool-1.2) is outside tools of by-link")
+    assert!(
+        scope
+            .evaluate(by_link, &exec(&other), &dns, now)
+            .is_in_scope()
     );
     assert!(
         scope
             .evaluate(by_target, &exec(&other), &dns, now)
             .is_in_scope()
+    );
+    // A link planted under an allowed name leads to another program: that
+    // program is judged, not the name.
+    std::fs::write(real.join("curl"), b"").unwrap();
+    std::os::unix::fs::symlink(real.join("curl"), real.join("tool-evil")).unwrap();
+    let planted = format!("{real_s}/tool-evil");
+    for kernel_exe in [None, Some(format!("{real_s}/curl"))] {
+        let Verdict::Violation(v) = scope.evaluate(
+            by_target,
+            &exec_as(&planted, kernel_exe.as_deref()),
+            &dns,
+            now,
+        ) else {
+            panic!("a link to curl under tool-* is curl ({kernel_exe:?})");
+        };
+        assert_eq!(
+            v.reason,
+            format!("exec of {planted} ({real_s}/curl) is outside tools of by-target")
+        );
+    }
+}
+
+#[test]
+fn a_script_is_judged_by_the_file_its_name_leads_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::write(root.join("run.sh"), b"#!/bin/sh\n").unwrap();
+    std::fs::write(root.join("evil.sh"), b"#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(root.join("evil.sh"), root.join("run-link.sh")).unwrap();
+    let r = root.display();
+    let text = format!(
+        "[[agent]]\nname = \"a\"\n[agent.match]\nsessions = true\n[agent.scope]\ntools = [\"{r}/run*.sh\"]\n"
+    );
+    let scope = Scope::compile(&Config::from_toml_str(&text, "t").unwrap()).unwrap();
+    let id = scope.agent_id("a").unwrap();
+    let (dns, now) = (DnsCache::new(), Instant::now());
+    // The kernel runs the interpreter; the script is the tool.
+    let run = format!("{r}/run.sh");
+    assert!(
+        scope
+            .evaluate(id, &exec_as(&run, Some("/usr/bin/dash")), &dns, now)
+            .is_in_scope()
+    );
+    let link = format!("{r}/run-link.sh");
+    let Verdict::Violation(v) =
+        scope.evaluate(id, &exec_as(&link, Some("/usr/bin/dash")), &dns, now)
+    else {
+        panic!("a link to evil.sh is evil.sh");
+    };
+    assert_eq!(
+        v.reason,
+        format!("exec of {link} (/usr/bin/dash, {r}/evil.sh) is outside tools of a")
     );
 }
 

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
+
+use globset::{GlobSet, GlobSetBuilder};
 use std::time::{Duration, Instant};
 
 /// Re-resolve after this long: package upgrades and `update-alternatives`
@@ -56,6 +58,95 @@ impl ExeCache {
         map.insert(path.into(), Resolved { canonical, at: now });
         out
     }
+}
+
+/// An agent's `tools`, matched against the program that runs. A tool
+/// named through a symbolic link (`/usr/bin/python3` → `python3.12`, or any
+/// tool under `/bin` where `/bin` → `usr/bin`) is also the file the link
+/// leads to: each glob is matched as written and with the links in its
+/// fixed leading part resolved (the whole path for a literal tool). The
+/// resolutions are redone every [`TTL`], since upgrades re-point links.
+#[derive(Debug)]
+pub struct ToolSet {
+    globs: GlobSet,
+    sources: Vec<String>,
+    aliases: RwLock<Option<(Instant, GlobSet)>>,
+}
+
+impl ToolSet {
+    /// The tools compiled as `globs`, from the glob texts `sources`.
+    #[must_use]
+    pub fn new(globs: GlobSet, sources: Vec<String>) -> Self {
+        Self {
+            globs,
+            sources,
+            aliases: RwLock::new(None),
+        }
+    }
+
+    /// Whether `path` (absolute, resolved) is one of the tools.
+    pub fn is_match(&self, path: &str, now: Instant) -> bool {
+        if self.globs.is_match(path) {
+            return true;
+        }
+        {
+            let aliases = self.aliases.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, set)) = aliases.as_ref()
+                && now.saturating_duration_since(*at) < TTL
+            {
+                return set.is_match(path);
+            }
+        }
+        let set = resolved_globs(&self.sources);
+        let hit = set.is_match(path);
+        *self.aliases.write().unwrap_or_else(PoisonError::into_inner) = Some((now, set));
+        hit
+    }
+}
+
+/// The globs of `sources` whose fixed leading part resolves, through
+/// symbolic links, to another path: rewritten onto that path.
+fn resolved_globs(sources: &[String]) -> GlobSet {
+    let mut b = GlobSetBuilder::new();
+    for src in sources {
+        let Some(alias) = resolved_glob(src) else {
+            continue;
+        };
+        if let Ok(g) = crate::config::build_glob(&alias) {
+            b.add(g);
+        }
+    }
+    b.build().unwrap_or_else(|_| GlobSet::empty())
+}
+
+/// `pattern` with its leading directories that hold no glob syntax (the
+/// whole path when it holds none) resolved through symbolic links; `None`
+/// when they do not resolve or resolve to themselves.
+fn resolved_glob(pattern: &str) -> Option<String> {
+    const META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+    if !pattern.starts_with('/') {
+        return None;
+    }
+    if !pattern.contains(META) {
+        let real = std::fs::canonicalize(pattern)
+            .ok()?
+            .into_os_string()
+            .into_string()
+            .ok()?;
+        return (real != pattern).then(|| globset::escape(&real));
+    }
+    let first_meta = pattern.find(META)?;
+    let dir_end = pattern[..first_meta].rfind('/')?;
+    let (dir, rest) = pattern.split_at(dir_end);
+    if dir.is_empty() {
+        return None;
+    }
+    let real = std::fs::canonicalize(dir)
+        .ok()?
+        .into_os_string()
+        .into_string()
+        .ok()?;
+    (real != dir).then(|| format!("{}{rest}", globset::escape(&real)))
 }
 
 /// Whether `path` is a dynamic loader (`ld-linux-x86-64.so.2`,
@@ -139,6 +230,36 @@ mod tests {
             fresh.as_deref(),
             std::fs::canonicalize(&other).unwrap().to_str()
         );
+    }
+
+    #[test]
+    fn a_tool_named_through_a_link_is_the_file_it_leads_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let real = root.join("usr-bin");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("python3.12"), b"").unwrap();
+        std::os::unix::fs::symlink(real.join("python3.12"), real.join("python3")).unwrap();
+        std::os::unix::fs::symlink(&real, root.join("bin")).unwrap();
+        let (r, b) = (real.display(), root.join("bin").display().to_string());
+        let sources = vec![format!("{r}/python3"), format!("{b}/l*")];
+        let mut gb = GlobSetBuilder::new();
+        for s in &sources {
+            gb.add(crate::config::build_glob(s).unwrap());
+        }
+        let tools = ToolSet::new(gb.build().unwrap(), sources);
+        let now = Instant::now();
+        assert!(tools.is_match(&format!("{r}/python3"), now), "as written");
+        assert!(
+            tools.is_match(&format!("{r}/python3.12"), now),
+            "the link's target"
+        );
+        assert!(
+            tools.is_match(&format!("{r}/ls"), now),
+            "a glob under a linked directory"
+        );
+        assert!(!tools.is_match(&format!("{r}/curl"), now));
+        assert!(!tools.is_match(&format!("{r}/python3.13"), now));
     }
 
     #[test]
