@@ -67,6 +67,17 @@ on_violation = "alert"
   data = ["workspace"]
 
 [[agent]]
+name = "pinned"
+on_violation = "alert"
+  [agent.match]
+  sessions = true
+  [agent.scope]
+  systems = ["127.0.0.1"]
+  tools = ["{wl}", "{r}/ws/tools/*"]
+  data = ["workspace"]
+  tools_by_hash = true
+
+[[agent]]
 name = "killer"
 on_violation = "kill"
   [agent.match]
@@ -101,6 +112,9 @@ fn lay_out(root: &Path) {
     std::fs::write(root.join("ws/notes.txt"), "in scope").unwrap();
     std::fs::write(root.join("hr/pay.csv"), "alice,1").unwrap();
     std::fs::hard_link(root.join("secrets/token"), root.join("ws/old-link")).unwrap();
+    // A tool of the `pinned` agent, pinned by content when the config loads.
+    std::fs::create_dir_all(root.join("ws/tools")).unwrap();
+    std::fs::copy("/usr/bin/true", root.join("ws/tools/check")).unwrap();
 }
 
 fn start(window_seconds: u32, daemon_extra: &str) -> Daemon {
@@ -348,6 +362,71 @@ fn a_link_under_an_allowed_name_runs_the_program_it_leads_to() {
         "{}",
         d.dump()
     );
+}
+
+/// With `tools_by_hash`, a program copied or moved under an allowed name is
+/// still the program it is; without it, the name is enough.
+#[test]
+fn a_binary_copied_under_an_allowed_name_is_not_that_tool_when_pinned() {
+    if !kernel_available() {
+        return;
+    }
+    let d = start(10, "");
+    let ws = d.dir.path().join("ws");
+    let pinned_tool = ws.join("tools/check");
+    let out = d.exec("pinned", "s-genuine", &[pinned_tool.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}\n{}", d.log());
+    // The daemon reads a program's content when it handles the exec: let
+    // it, before the file changes under the same name.
+    d.settle();
+    // The attack, twice: `id` copied over the pinned tool, and moved in
+    // under a new allowed name.
+    std::fs::copy("/usr/bin/id", &pinned_tool).unwrap();
+    let out = d.exec("pinned", "s-copied", &[pinned_tool.to_str().unwrap(), "-u"]);
+    assert!(out.status.success(), "{out:?}");
+    let a = d.wait_for("the copied binary's anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-copied"
+            && e["anomaly"] == "unapproved_tool"
+    });
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is not that of any pinned tool"),
+        "{a}"
+    );
+    let moved = ws.join("tools/helper");
+    std::fs::copy("/usr/bin/id", ws.join("id-copy")).unwrap();
+    std::fs::rename(ws.join("id-copy"), &moved).unwrap();
+    let out = d.exec("pinned", "s-moved", &[moved.to_str().unwrap(), "-u"]);
+    assert!(out.status.success(), "{out:?}");
+    d.wait_for("the moved binary's anomaly", |e| {
+        e["kind"] == "anomaly"
+            && e["identity"]["session"] == "s-moved"
+            && e["anomaly"] == "unapproved_tool"
+    });
+    // Without pinning the same copy passes by its name.
+    let bin = ws.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/usr/bin/id", bin.join("helper")).unwrap();
+    let out = d.exec(
+        "scripted",
+        "s-unpinned",
+        &[bin.join("helper").to_str().unwrap(), "-u"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    d.settle();
+    for (session, wanted) in [("s-genuine", false), ("s-unpinned", false)] {
+        assert_eq!(
+            anomalies(&d, session)
+                .iter()
+                .any(|a| a["anomaly"] == "unapproved_tool"),
+            wanted,
+            "{session}:\n{}",
+            d.dump()
+        );
+    }
 }
 
 /// A program with no name on any file system cannot be pinned by `tools`

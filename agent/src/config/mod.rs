@@ -408,6 +408,12 @@ pub struct AgentScope {
     /// instruction where `systems` are enforced.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub exec_from_memory: bool,
+    /// Pin `tools` by content: the SHA-256 of every file they name is taken
+    /// when the config loads, and an exec is in scope only when its program
+    /// is one of those files' contents (a binary copied or renamed under an
+    /// allowed name is not).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tools_by_hash: bool,
 }
 
 /// A named data class: what may be read and written.

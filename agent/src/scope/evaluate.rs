@@ -189,8 +189,11 @@ impl Scope {
         }
         // The program the kernel runs (`mm->exe_file`, resolved in the
         // kernel within the process's root) is the tool, whatever name ran it.
-        if known.is_some_and(|x| a.tools.is_match(x, now)) {
-            return Verdict::InScope;
+        let pid = process.map(|p| p.pid);
+        if let Some(x) = known
+            && a.tools.is_match(x, now)
+        {
+            return self.pinned_check(a, pid, true, x, &path);
         }
         // The file the name leads to, on the daemon's view of the file
         // system: without the kernel's name it is the program; when it is
@@ -203,14 +206,17 @@ impl Scope {
                 (Some(x), Some(c)) if c != x => Some(c),
                 (Some(_), _) => None,
             };
-            if judged.is_some_and(|p| a.tools.is_match(p, now)) {
-                return Ok(());
+            if let Some(p) = judged.filter(|p| a.tools.is_match(p, now)) {
+                // A script is read from its path; a program without the
+                // kernel's name is the process's own.
+                return Ok(self.pinned_check(a, pid, known.is_none(), p, &path));
             }
             // Only a violation names it, and pays for the copy.
             Err(canonical.filter(|c| *c != path).map(str::to_owned))
         });
-        let Err(canonical) = judged else {
-            return Verdict::InScope;
+        let canonical = match judged {
+            Ok(v) => return v,
+            Err(c) => c,
         };
         let exe = known.filter(|x| **x != *path);
         let mut reason = format!("exec of {path}");
@@ -228,6 +234,44 @@ impl Scope {
             kind: AnomalyKind::UnapprovedTool,
             severity: Severity::High,
             reason,
+            identity: None,
+        })
+    }
+
+    /// An exec whose program matched `tools` by path: with `tools_by_hash`,
+    /// its content must also be one of the pinned tools'.
+    fn pinned_check(
+        &self,
+        a: &CompiledAgent,
+        pid: Option<u32>,
+        binary: bool,
+        file: &str,
+        name: &str,
+    ) -> Verdict {
+        let Some(pinned) = &a.pinned else {
+            return Verdict::InScope;
+        };
+        let problem = match self.digests.of_exec(pid, binary, file) {
+            Ok(d) if pinned.contains(&d) => return Verdict::InScope,
+            Ok(d) => {
+                let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("its content (sha256 {hex}…) is not that of any pinned tool")
+            }
+            // Fail closed: what cannot be read cannot be shown to be a tool.
+            Err(e) => format!("its content could not be read ({e})"),
+        };
+        let shown = if file == name {
+            String::new()
+        } else {
+            format!(" ({file})")
+        };
+        Verdict::Violation(Violation {
+            kind: AnomalyKind::UnapprovedTool,
+            severity: Severity::High,
+            reason: format!(
+                "exec of {name}{shown} matches tools of {} by path, but {problem} (tools_by_hash)",
+                a.info.name
+            ),
             identity: None,
         })
     }

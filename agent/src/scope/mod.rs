@@ -19,6 +19,7 @@ pub mod dns;
 mod evaluate;
 mod identities;
 mod inodes;
+mod pinned;
 pub mod pods;
 mod systems;
 mod tools;
@@ -109,6 +110,7 @@ static STALE: AgentInfo = AgentInfo {
         identities: Vec::new(),
         socket_families: Vec::new(),
         exec_from_memory: false,
+        tools_by_hash: false,
     },
 };
 
@@ -159,6 +161,8 @@ impl Verdict {
 struct CompiledAgent {
     info: AgentInfo,
     tools: ToolSet,
+    /// The tools' contents, with `tools_by_hash`.
+    pinned: Option<pinned::Pinned>,
     systems: EndpointSet<()>,
     data: Grants,
     identities: Grants,
@@ -179,6 +183,7 @@ pub struct Scope {
     dns_refresh: Duration,
     aggregate_window: Duration,
     exe_cache: ExeCache,
+    digests: pinned::DigestCache,
     dns_labels: dns::LabelLimits,
     /// Lower-case, without leading or trailing dots.
     dns_search_domains: Vec<String>,
@@ -255,6 +260,28 @@ impl Scope {
             }
             let systems = EndpointSet::from_entries(&a.scope.systems, ());
             host_names.extend(systems.hosts.exact_names().map(str::to_owned));
+            let tools = glob_set(&a.scope.tools, || at().key("scope").key("tools"))?;
+            let tool_sources: Vec<String> = a
+                .scope
+                .tools
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect();
+            let pinned = if a.scope.tools_by_hash {
+                let p = pinned::Pinned::take(&tools, &tool_sources).map_err(|e| {
+                    compile_error(at().key("scope").key("tools_by_hash"), e.to_string())
+                })?;
+                tracing::debug!(
+                    "agent {}: {} tool files pinned ({} bytes) in {:?}",
+                    a.name.as_str(),
+                    p.files,
+                    p.bytes,
+                    p.took
+                );
+                Some(p)
+            } else {
+                None
+            };
             agents.push(CompiledAgent {
                 info: AgentInfo {
                     name: a.name.as_str().to_owned(),
@@ -281,14 +308,8 @@ impl Scope {
                         },
                     ),
                 },
-                tools: ToolSet::new(
-                    glob_set(&a.scope.tools, || at().key("scope").key("tools"))?,
-                    a.scope
-                        .tools
-                        .iter()
-                        .map(|g| g.as_str().to_owned())
-                        .collect(),
-                ),
+                tools: ToolSet::new(tools, tool_sources),
+                pinned,
                 systems,
                 data: data_grants,
                 identities: id_grants,
@@ -311,6 +332,7 @@ impl Scope {
             dns_refresh: Duration::from_secs(config.scope.dns_refresh_seconds.max(1)),
             aggregate_window: Duration::from_secs(config.scope.aggregate_window_seconds),
             exe_cache: ExeCache::default(),
+            digests: pinned::DigestCache::default(),
             dns_labels: dns::LabelLimits {
                 long_label: config.scope.dns_long_label,
                 entropy_label: config.scope.dns_entropy_label,
