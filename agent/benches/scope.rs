@@ -152,6 +152,7 @@ fn exec(path: &str) -> Payload {
         argv: vec![path.into()],
         argv_truncated: false,
         blocked: false,
+        from_memory: false,
     })
 }
 

@@ -697,3 +697,37 @@ fn export_mistakes_name_the_field() {
     let e = err(&sink("cert = \"/c.pem\"").replace("http://", "https://"));
     assert!(e.contains("export[0].key: is missing"), "{e}");
 }
+
+#[test]
+fn check_file_says_what_pinning_tools_by_content_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::create_dir(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+    let path = root.join("vigil.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[agent]]\nname = \"a\"\n[agent.match]\nsessions = true\n[agent.scope]\ntools = [\"{}/bin/*\"]\ntools_by_hash = true\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let s = crate::live::check_file(&path).unwrap();
+    assert!(
+        s.contains("tools pinned by content: 1 file, 10 bytes hashed in"),
+        "{s}"
+    );
+    // A glob over a whole tree would read it all at every load: refused,
+    // naming the field.
+    std::fs::write(
+        &path,
+        "[[agent]]\nname = \"a\"\n[agent.match]\nsessions = true\n[agent.scope]\ntools = [\"/**\"]\ntools_by_hash = true\n",
+    )
+    .unwrap();
+    let e = crate::live::check_file(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("agent[0].scope.tools_by_hash") && e.contains("more than 4096 files"),
+        "{e}"
+    );
+}

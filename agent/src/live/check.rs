@@ -80,6 +80,20 @@ fn summary(source: &str, config: &Config, scope: &Scope) -> String {
             plural(a.data.len(), "data class", "data classes"),
             plural(a.identities.len(), "identity", "identities"),
         );
+        if let Some(p) = scope.pinned_tools(&info.name) {
+            let _ = writeln!(
+                out,
+                "    tools pinned by content: {}, {} bytes hashed in {} ms{}",
+                plural(p.files, "file", "files"),
+                p.bytes,
+                p.took.as_millis(),
+                if p.unreadable.is_empty() {
+                    String::new()
+                } else {
+                    format!("; unreadable, so not pinned: {}", p.unreadable.join(", "))
+                }
+            );
+        }
     }
     out
 }

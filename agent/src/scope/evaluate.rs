@@ -254,7 +254,10 @@ impl Scope {
         let problem = match self.digests.of_exec(pid, binary, file) {
             Ok(d) if pinned.contains(&d) => return Verdict::InScope,
             Ok(d) => {
-                let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+                let hex = d[..8].iter().fold(String::new(), |mut s, b| {
+                    let _ = write!(s, "{b:02x}");
+                    s
+                });
                 format!("its content (sha256 {hex}…) is not that of any pinned tool")
             }
             // Fail closed: what cannot be read cannot be shown to be a tool.

@@ -19,7 +19,7 @@ pub mod dns;
 mod evaluate;
 mod identities;
 mod inodes;
-mod pinned;
+pub mod pinned;
 pub mod pods;
 mod systems;
 mod tools;
@@ -390,6 +390,14 @@ impl Scope {
     /// Every agent, in config order.
     pub fn agents(&self) -> impl ExactSizeIterator<Item = &AgentInfo> {
         self.agents.iter().map(|a| &a.info)
+    }
+
+    /// What pinning an agent's tools by content found and cost
+    /// (`tools_by_hash`), by agent name.
+    #[must_use]
+    pub fn pinned_tools(&self, agent: &str) -> Option<&pinned::Pinned> {
+        let i = *self.by_name.get(agent)?;
+        self.agents.get(i as usize)?.pinned.as_ref()
     }
 
     /// Every agent id, in config order.

@@ -55,6 +55,9 @@ impl Pinned {
     pub fn take(tools: &GlobSet, sources: &[String]) -> Result<Self, PinError> {
         let started = Instant::now();
         let mut out = Self::default();
+        // Every file first, so that a glob over a tree is refused before
+        // anything is read.
+        let mut files: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
         for src in sources {
             let (root, depth) = walk_root(src);
@@ -79,15 +82,18 @@ impl Pinned {
                         at: path.to_owned(),
                     });
                 }
-                // A link is pinned as the file it leads to.
-                match std::fs::File::open(path).and_then(|f| hash(f)) {
-                    Ok((d, n)) => {
-                        out.digests.insert(d);
-                        out.files += 1;
-                        out.bytes += n;
-                    }
-                    Err(_) => out.unreadable.push(path.to_owned()),
+                files.push(path.to_owned());
+            }
+        }
+        for path in files {
+            // A link is pinned as the file it leads to.
+            match std::fs::File::open(&path).and_then(hash) {
+                Ok((d, n)) => {
+                    out.digests.insert(d);
+                    out.files += 1;
+                    out.bytes += n;
                 }
+                Err(_) => out.unreadable.push(path),
             }
         }
         out.took = started.elapsed();

@@ -1319,6 +1319,7 @@ mod tests {
 
     #[test]
     fn tamper_records_name_the_method_and_its_argument() {
+        use vigil_common::tamper as t;
         let r = |method: u16, arg: u32, verdict: u32| {
             let mut header = header(RecordKind::Tamper);
             header.verdict = verdict;
@@ -1338,7 +1339,6 @@ mod tests {
                 Payload::TamperAttempt(x) => x,
                 other => panic!("{other:?}"),
             };
-        use vigil_common::tamper as t;
         let x = attempt(&r(t::SIGNAL, 15, 0));
         assert_eq!(
             (
