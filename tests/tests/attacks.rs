@@ -270,6 +270,16 @@ fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
         std::fs::canonicalize("/usr/bin/id").unwrap().to_str() == Some(exe),
         "exe {exe:?}: {e}"
     );
+    // And its identity, as stat(2) gives it: the same file under any name.
+    let id = std::fs::metadata("/usr/bin/id").unwrap();
+    assert_eq!(
+        (e["inode"]["dev"].as_u64(), e["inode"]["ino"].as_u64()),
+        (
+            Some(std::os::unix::fs::MetadataExt::dev(&id)),
+            Some(std::os::unix::fs::MetadataExt::ino(&id))
+        ),
+        "{e}"
+    );
     // The same program from an anonymous in-memory copy: named as such
     // (never as a file of the daemon), and flagged as run from memory.
     let out = d.exec(

@@ -208,6 +208,10 @@ pub struct Exec {
     /// file deleted before the exec and run through its descriptor).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_memory: bool,
+    /// The program's identity (`mm->exe_file`, read in the kernel): the same
+    /// under any name it was run by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<FileInode>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -831,6 +835,7 @@ mod tests {
                 argv_truncated: false,
                 blocked: false,
                 from_memory: false,
+                inode: None,
             }),
         }
     }

@@ -37,6 +37,7 @@ pub fn exec(agent: &str, session: &str) -> Event {
             argv_truncated: false,
             blocked: false,
             from_memory: false,
+            inode: None,
         }),
     }
 }

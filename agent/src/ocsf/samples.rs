@@ -91,6 +91,7 @@ pub fn all() -> Vec<Event> {
                 argv_truncated: false,
                 blocked: false,
                 from_memory: false,
+                inode: None,
             }),
         ),
         event(
@@ -102,6 +103,7 @@ pub fn all() -> Vec<Event> {
                 argv_truncated: false,
                 blocked: true,
                 from_memory: false,
+                inode: None,
             }),
         ),
         event(3, Some(process()), Payload::Fork(Fork { child_pid: 4101 })),

@@ -174,6 +174,7 @@ impl Scope {
                 argv_truncated: e.argv_truncated,
                 blocked: e.blocked,
                 from_memory: e.from_memory,
+                inode: None,
             };
             return match self.eval_exec(a, &run, None, now) {
                 Verdict::Violation(mut v) => {

@@ -73,7 +73,12 @@ impl Pinned {
                 let Some(path) = entry.path().to_str() else {
                     continue;
                 };
-                if !tools.is_match(path) || !seen.insert(path.to_owned()) {
+                // A link is pinned as the file it leads to; one to a
+                // directory names no program.
+                if !tools.is_match(path)
+                    || !std::fs::metadata(path).is_ok_and(|m| m.is_file())
+                    || !seen.insert(path.to_owned())
+                {
                     continue;
                 }
                 if seen.len() > MAX_PINNED_FILES {
@@ -86,7 +91,6 @@ impl Pinned {
             }
         }
         for path in files {
-            // A link is pinned as the file it leads to.
             match std::fs::File::open(&path).and_then(hash) {
                 Ok((d, n)) => {
                     out.digests.insert(d);

@@ -141,6 +141,7 @@ fn exec_as(path: &str, exe: Option<&str>) -> Event {
             argv_truncated: false,
             blocked: false,
             from_memory: false,
+            inode: None,
         }),
         exe,
     )
@@ -891,6 +892,7 @@ fn a_program_run_through_the_dynamic_loader_is_the_tool() {
                 argv_truncated: false,
                 blocked: false,
                 from_memory: false,
+                inode: None,
             }),
             Some("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
         )

@@ -658,6 +658,11 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             argv_truncated: h.flags & (EXEC_ARGV_TRUNCATED | EXEC_FILENAME_TRUNCATED) != 0,
             blocked: h.verdict != vigil_common::verdict::ALLOWED,
             from_memory: vigil_common::exec_from_memory(r.exe_nlink),
+            inode: (r.exe_ino != 0).then(|| FileInode {
+                dev: libc::makedev(r.exe_dev >> 20, r.exe_dev & 0xf_ffff),
+                ino: r.exe_ino,
+                nlink: r.exe_nlink,
+            }),
         }),
         Record::Fork(r) => Payload::Fork(Fork {
             child_pid: r.child_tgid,
@@ -851,7 +856,8 @@ mod tests {
             filename_len: 12,
             argv_len: 11,
             exe_nlink: 1,
-            _pad: [0; 4],
+            exe_dev: (8 << 20) | 1,
+            exe_ino: 4321,
             filename,
             argv,
             exe: components(&["git", "bin", "usr"], true),
@@ -1392,5 +1398,14 @@ mod tests {
             unreachable!()
         };
         assert!(!x.from_memory, "an unknown link count is no evidence");
+        assert_eq!(
+            x.inode,
+            Some(FileInode {
+                dev: libc::makedev(8, 1),
+                ino: 4321,
+                nlink: u32::MAX
+            }),
+            "the program's identity, in stat(2)'s encoding"
+        );
     }
 }

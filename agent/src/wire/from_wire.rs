@@ -226,6 +226,11 @@ impl TryFrom<pb::event::Payload> for Payload {
                 argv_truncated: x.argv_truncated,
                 blocked: x.blocked,
                 from_memory: x.from_memory,
+                inode: x.inode.map(|i| FileInode {
+                    dev: i.dev,
+                    ino: i.ino,
+                    nlink: i.nlink,
+                }),
             }),
             W::Fork(x) => Self::Fork(Fork {
                 child_pid: x.child_pid,

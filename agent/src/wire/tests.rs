@@ -70,6 +70,11 @@ fn every_payload() -> Vec<Payload> {
             argv_truncated: true,
             blocked: false,
             from_memory: true,
+            inode: Some(FileInode {
+                dev: 2049,
+                ino: 77,
+                nlink: 1,
+            }),
         }),
         Payload::Fork(Fork { child_pid: 12 }),
         Payload::Exit(Exit {

@@ -149,6 +149,11 @@ impl From<&Payload> for pb::event::Payload {
                 argv_truncated: x.argv_truncated,
                 blocked: x.blocked,
                 from_memory: x.from_memory,
+                inode: x.inode.map(|i| pb::FileInode {
+                    dev: i.dev,
+                    ino: i.ino,
+                    nlink: i.nlink,
+                }),
             }),
             Payload::Fork(x) => W::Fork(pb::Fork {
                 child_pid: x.child_pid,

@@ -408,7 +408,10 @@ pub struct ExecRecord {
     /// Link count of the executable's inode (`u32::MAX`: unknown); 0 for a
     /// file deleted since it was opened, a memfd among them.
     pub exe_nlink: u32,
-    pub _pad: [u8; 4],
+    /// The executable's device (the kernel's `dev_t`) and inode number; 0
+    /// when unreadable.
+    pub exe_dev: u32,
+    pub exe_ino: u64,
     pub filename: [u8; PATH_LEN],
     pub argv: [u8; ARGV_LEN],
     /// The program that runs: `mm->exe_file` resolved in the kernel. The
@@ -1198,7 +1201,7 @@ mod tests {
         assert_eq!(size_of::<PathComponents>(), 8 + DIR_LEN + NAME_READ);
         assert_eq!(
             size_of::<ExecRecord>(),
-            64 + 16 + PATH_LEN + ARGV_LEN + size_of::<PathComponents>()
+            64 + 24 + PATH_LEN + ARGV_LEN + size_of::<PathComponents>()
         );
         assert_eq!(size_of::<ForkRecord>(), 72);
         assert_eq!(size_of::<ExitRecord>(), 72);

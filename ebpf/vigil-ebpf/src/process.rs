@@ -40,7 +40,8 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let cgroup_id = watched_current(cfg)?;
     let policy = current_policy(cfg, cgroup_id);
     let exe = path::exe_path(cfg);
-    let exe_nlink = exe.map_or(u32::MAX, |exe| path::nlink(cfg, exe.dentry));
+    let (exe_dev, exe_ino, exe_nlink) =
+        exe.map_or((0, 0, u32::MAX), |exe| path::file_id(cfg, exe.dentry));
     let verdict = policy.as_ref().and_then(|p| {
         enforce::blocked(p).or_else(|| {
             (p.flags & policy::DENY_MEMORY_EXEC != 0 && exec_from_memory(exe_nlink))
@@ -74,7 +75,6 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
         rec.header.verdict = v;
     }
     rec.old_pid = old_pid;
-    rec._pad = [0; 4];
     let name = (ctx.as_ptr() as *const u8).wrapping_add((loc & 0xfff) as usize);
     // SAFETY: kernel string inside the tracepoint record; the helper bounds it.
     let n = unsafe {
@@ -99,6 +99,8 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     rec.exe.flags = 0;
     rec.exe._pad = 0;
     rec.exe_nlink = exe_nlink;
+    rec.exe_dev = exe_dev;
+    rec.exe_ino = exe_ino;
     if let Some(exe) = exe {
         path::resolve(cfg, exe, &mut rec.exe);
     }
