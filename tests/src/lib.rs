@@ -173,6 +173,23 @@ impl Daemon {
         })
     }
 
+    /// Waits for the first `kind` anomaly (`unapproved_tool`, …) of
+    /// `session` and returns it.
+    pub fn anomaly(&self, session: &str, kind: &str) -> Value {
+        self.wait_for(&format!("a {kind} anomaly of {session}"), |e| {
+            e["kind"] == "anomaly" && e["identity"]["session"] == session && e["anomaly"] == kind
+        })
+    }
+
+    /// Whether `session` has had a `kind` anomaly so far (call
+    /// [`Daemon::settle`] first to include all the kernel has delivered).
+    #[must_use]
+    pub fn has_anomaly(&self, session: &str, kind: &str) -> bool {
+        of(&self.events(), "anomaly", session)
+            .iter()
+            .any(|a| a["anomaly"] == kind)
+    }
+
     /// Lets the daemon drain what the kernel has delivered: waits for a
     /// marker exec in a fresh session to show up.
     pub fn settle(&self) {

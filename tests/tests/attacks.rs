@@ -163,11 +163,7 @@ fn a_reused_directory_descriptor_does_not_hide_a_credential_read() {
             && e["identity"]["session"] == "s-dirfd"
     });
     assert_eq!(open["path"], token.to_str().unwrap(), "{}", d.dump());
-    let a = d.wait_for("the credential anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-dirfd"
-            && e["anomaly"] == "identity_outside_scope"
-    });
+    let a = d.anomaly("s-dirfd", "identity_outside_scope");
     assert_eq!(a["identity_name"], "tok");
 }
 
@@ -297,11 +293,7 @@ fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
     });
     assert_eq!(e["process"]["exe"], "/memfd:vigil-payload (deleted)", "{e}");
     assert_eq!(e["from_memory"], true, "{e}");
-    let a = d.wait_for("the memfd's anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-memfd"
-            && e["anomaly"] == "exec_from_memory"
-    });
+    let a = d.anomaly("s-memfd", "exec_from_memory");
     let reason = a["reason"].as_str().unwrap();
     assert!(
         reason.contains("/memfd:vigil-payload (deleted)"),
@@ -321,9 +313,7 @@ fn a_program_run_from_a_descriptor_is_the_file_the_kernel_runs() {
         );
     }
     assert!(
-        anomalies(&d, "s-fdexec")
-            .iter()
-            .all(|a| a["anomaly"] != "unapproved_tool"),
+        !d.has_anomaly("s-fdexec", "unapproved_tool"),
         "/usr/bin/id is an allowed tool, whatever name ran it:\n{}",
         d.dump()
     );
@@ -354,11 +344,7 @@ fn a_link_under_an_allowed_name_runs_the_program_it_leads_to() {
     std::os::unix::fs::symlink("/usr/bin/id", &planted).unwrap();
     let out = d.exec("scripted", "s-planted", &[planted.to_str().unwrap(), "-u"]);
     assert!(out.status.success(), "{out:?}");
-    let a = d.wait_for("the planted link's anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-planted"
-            && e["anomaly"] == "unapproved_tool"
-    });
+    let a = d.anomaly("s-planted", "unapproved_tool");
     let id = std::fs::canonicalize("/usr/bin/id").unwrap();
     assert!(
         a["reason"].as_str().unwrap().contains(id.to_str().unwrap()),
@@ -366,9 +352,7 @@ fn a_link_under_an_allowed_name_runs_the_program_it_leads_to() {
     );
     d.settle();
     assert!(
-        anomalies(&d, "s-script")
-            .iter()
-            .all(|a| a["anomaly"] != "unapproved_tool"),
+        !d.has_anomaly("s-script", "unapproved_tool"),
         "{}",
         d.dump()
     );
@@ -394,11 +378,7 @@ fn a_binary_copied_under_an_allowed_name_is_not_that_tool_when_pinned() {
     std::fs::copy("/usr/bin/id", &pinned_tool).unwrap();
     let out = d.exec("pinned", "s-copied", &[pinned_tool.to_str().unwrap(), "-u"]);
     assert!(out.status.success(), "{out:?}");
-    let a = d.wait_for("the copied binary's anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-copied"
-            && e["anomaly"] == "unapproved_tool"
-    });
+    let a = d.anomaly("s-copied", "unapproved_tool");
     assert!(
         a["reason"]
             .as_str()
@@ -411,11 +391,7 @@ fn a_binary_copied_under_an_allowed_name_is_not_that_tool_when_pinned() {
     std::fs::rename(ws.join("id-copy"), &moved).unwrap();
     let out = d.exec("pinned", "s-moved", &[moved.to_str().unwrap(), "-u"]);
     assert!(out.status.success(), "{out:?}");
-    d.wait_for("the moved binary's anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-moved"
-            && e["anomaly"] == "unapproved_tool"
-    });
+    d.anomaly("s-moved", "unapproved_tool");
     // Without pinning the same copy passes by its name.
     let bin = ws.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -427,12 +403,9 @@ fn a_binary_copied_under_an_allowed_name_is_not_that_tool_when_pinned() {
     );
     assert!(out.status.success(), "{out:?}");
     d.settle();
-    for (session, wanted) in [("s-genuine", false), ("s-unpinned", false)] {
-        assert_eq!(
-            anomalies(&d, session)
-                .iter()
-                .any(|a| a["anomaly"] == "unapproved_tool"),
-            wanted,
+    for session in ["s-genuine", "s-unpinned"] {
+        assert!(
+            !d.has_anomaly(session, "unapproved_tool"),
             "{session}:\n{}",
             d.dump()
         );
@@ -468,11 +441,7 @@ fn a_program_run_from_memory_never_runs_for_an_enforced_agent() {
         e["kind"] == "exec" && e["identity"]["session"] == "s-fileless" && e["from_memory"] == true
     });
     assert_eq!(e["blocked"], true, "{e}");
-    let a = d.wait_for("the exec_from_memory anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-fileless"
-            && e["anomaly"] == "exec_from_memory"
-    });
+    let a = d.anomaly("s-fileless", "exec_from_memory");
     assert_eq!(a["action"], "killed", "{a}");
     // A deleted file run through its descriptor is the same: a copy of a
     // tool, unlinked once open.
@@ -488,17 +457,11 @@ fn a_program_run_from_memory_never_runs_for_an_enforced_agent() {
         out.stdout.is_empty(),
         "the deleted program never ran: {out:?}"
     );
-    let a = d.wait_for("the deleted file's anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-deleted"
-            && e["anomaly"] == "exec_from_memory"
-    });
+    let a = d.anomaly("s-deleted", "exec_from_memory");
     assert_eq!(a["action"], "killed", "{a}");
     d.settle();
     assert!(
-        anomalies(&d, "s-allowed")
-            .iter()
-            .all(|a| a["anomaly"] != "exec_from_memory"),
+        !d.has_anomaly("s-allowed", "exec_from_memory"),
         "{}",
         d.dump()
     );
@@ -518,11 +481,7 @@ fn folded_anomalies_are_reported_when_the_daemon_stops_inside_their_window() {
         &["/bin/sh", "-c", "/bin/echo x; /bin/echo x; /bin/echo x"],
     );
     assert!(out.status.success(), "{out:?}\n{}", d.log());
-    d.wait_for("the first unapproved echo", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-fold"
-            && e["anomaly"] == "unapproved_tool"
-    });
+    d.anomaly("s-fold", "unapproved_tool");
     d.settle();
     d.stop();
     let reported: Vec<Value> = anomalies(&d, "s-fold")
@@ -658,11 +617,7 @@ fn io_uring_is_denied_in_the_kernel_for_an_enforced_agent() {
         e["kind"] == "io_uring" && e["identity"]["session"] == "s-denied"
     });
     assert_eq!(setup["blocked"], true, "{setup}");
-    let a = d.wait_for("the io_uring anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-denied"
-            && e["anomaly"] == "io_uring_used"
-    });
+    let a = d.anomaly("s-denied", "io_uring_used");
     assert_eq!(a["action"], "killed", "{a}");
     d.settle();
     assert!(
@@ -700,18 +655,12 @@ fn a_program_run_through_the_dynamic_loader_is_judged_as_that_program() {
         &[loader, "--argv0", "id", payload.to_str().unwrap(), "-u"],
     );
     assert!(out.status.success(), "{out:?}");
-    let a = d.wait_for("the payload's tool anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-ld-payload"
-            && e["anomaly"] == "unapproved_tool"
-    });
+    let a = d.anomaly("s-ld-payload", "unapproved_tool");
     let reason = a["reason"].as_str().unwrap();
     assert!(reason.contains(payload.to_str().unwrap()), "{reason}");
     d.settle();
     assert!(
-        anomalies(&d, "s-ld-ok")
-            .iter()
-            .all(|a| a["anomaly"] != "unapproved_tool"),
+        !d.has_anomaly("s-ld-ok", "unapproved_tool"),
         "/usr/bin/id is allowed however it is started:\n{}",
         d.dump()
     );
@@ -778,11 +727,7 @@ fn a_new_name_for_a_credential_is_reported_when_it_is_made() {
         ],
     );
     assert!(out.status.success(), "{out:?}");
-    let a = d.wait_for("the data link anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-data"
-            && e["anomaly"] == "link_to_protected"
-    });
+    let a = d.anomaly("s-data", "link_to_protected");
     assert_eq!(a["severity"], "high", "{a}");
     assert_eq!(
         a["reason"],
@@ -848,11 +793,7 @@ fn a_new_name_for_a_credential_is_reported_when_it_is_made() {
     // on_violation = "kill": the daemon kills the process that made it.
     let mut k = Served::start(&d, "killer", "s-kill");
     let _ = k.ask(&format!("symlink {token} {root}/ws/by-killer"));
-    let a = d.wait_for("the killer's link anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-kill"
-            && e["anomaly"] == "link_to_protected"
-    });
+    let a = d.anomaly("s-kill", "link_to_protected");
     assert_eq!(a["action"], "killed", "{a}");
     assert_eq!(k.wait_signal(), Some(9));
 

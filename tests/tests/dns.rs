@@ -251,11 +251,7 @@ name = "coder"
 
     // A name outside systems, through the approved resolver.
     ask("pastebin.example");
-    let a = d.wait_for("unapproved dns query", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-ask"
-            && e["anomaly"] == "unapproved_system"
-    });
+    let a = d.anomaly("s-ask", "unapproved_system");
     assert_eq!(
         a["reason"], "dns query for pastebin.example to 127.0.0.4:53 is outside systems of asker",
         "{a}"
@@ -298,11 +294,7 @@ name = "coder"
     let mut t = Served::start(&d, "tunnel", "s-tunnel");
     let exfil = format!("{ENCODED}.y.cdn.test.internal");
     let _ = t.ask(&format!("dns 127.0.0.4:53 {exfil}"));
-    let a = d.wait_for("tunnel killed", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == "s-tunnel"
-            && e["anomaly"] == "dns_exfiltration_suspected"
-    });
+    let a = d.anomaly("s-tunnel", "dns_exfiltration_suspected");
     assert_eq!(a["action"], "killed", "{a}");
     assert_eq!(t.wait_signal(), Some(9));
 

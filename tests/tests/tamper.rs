@@ -54,14 +54,6 @@ fn tampers(d: &Daemon, session: &str) -> Vec<Value> {
     of(&d.events(), "tamper_attempt", session)
 }
 
-fn anomaly(d: &Daemon, session: &str) -> Value {
-    d.wait_for("the tamper_attempt anomaly", |e| {
-        e["kind"] == "anomaly"
-            && e["identity"]["session"] == session
-            && e["anomaly"] == "tamper_attempt"
-    })
-}
-
 /// The call returned to an observed caller (`ok N`, or the error it got).
 fn returned(out: &Output) -> bool {
     let s = String::from_utf8_lossy(&out.stdout);
@@ -120,7 +112,7 @@ fn every_reach_for_the_daemon_is_reported_and_is_an_enforced_callers_last() {
         } else {
             assert!(t["target_tid"].as_u64().is_some(), "{t}");
         }
-        let a = anomaly(&d, &session);
+        let a = d.anomaly(&session, "tamper_attempt");
         assert_eq!(a["action"], "observed", "{a}");
         assert_eq!(a["severity"], "critical", "{a}");
 
@@ -137,7 +129,7 @@ fn every_reach_for_the_daemon_is_reported_and_is_an_enforced_callers_last() {
         });
         assert_eq!(t["method"], *method, "{t}");
         assert_eq!(t["blocked"], true, "{t}");
-        let a = anomaly(&d, &session);
+        let a = d.anomaly(&session, "tamper_attempt");
         assert_eq!(a["action"], "killed", "{a}");
     }
     let mut d = d;
@@ -181,7 +173,7 @@ fn writes_to_the_daemons_own_files_are_attempts_and_kill_an_enforced_writer() {
             "{out:?}\n{}",
             d.log()
         );
-        let a = anomaly(&d, &session);
+        let a = d.anomaly(&session, "tamper_attempt");
         let reason = a["reason"].as_str().unwrap();
         assert!(
             reason.contains(what) && reason.contains("write of"),
@@ -197,18 +189,12 @@ fn writes_to_the_daemons_own_files_are_attempts_and_kill_an_enforced_writer() {
         !String::from_utf8_lossy(&out.stdout).contains("survived"),
         "{out:?}"
     );
-    let a = anomaly(&d, "s-enforced-write");
+    let a = d.anomaly("s-enforced-write", "tamper_attempt");
     assert_eq!(a["action"], "killed", "{a}");
     // Reading them is no attempt.
     let script = format!("cat {config} > /dev/null");
     let out = d.exec("enforced", "s-read", &["/bin/sh", "-c", &script]);
     assert!(out.status.success(), "{out:?}");
     d.settle();
-    assert!(
-        !of(&d.events(), "anomaly", "s-read")
-            .iter()
-            .any(|a| a["anomaly"] == "tamper_attempt"),
-        "{}",
-        d.dump()
-    );
+    assert!(!d.has_anomaly("s-read", "tamper_attempt"), "{}", d.dump());
 }
