@@ -308,6 +308,7 @@ fn main() {
 /// pinned check opens the program, `fstat`s it and looks its version up in
 /// the digest cache (hashing it once).
 fn pinned_exec_cost() {
+    const BATCH: usize = 2_000;
     const TEXT: &str = "[[agent]]\nname = \"plain\"\n[agent.match]\nsessions = true\n[agent.scope]\ntools = [\"/usr/bin/*\"]\n\
                         [[agent]]\nname = \"pinned\"\n[agent.match]\nsessions = true\n[agent.scope]\ntools = [\"/usr/bin/*\"]\ntools_by_hash = true\n";
     let started = Instant::now();
@@ -333,7 +334,6 @@ fn pinned_exec_cost() {
         scope.evaluate(pin, &e, &dns, now).is_in_scope(),
         "{program} is pinned"
     );
-    const BATCH: usize = 2_000;
     let mut ns = [Vec::new(), Vec::new()];
     for round in 0..2 * WINDOWS {
         let id = if round % 2 == 0 { plain } else { pin };

@@ -65,15 +65,6 @@ pub fn exe_path(cfg: &KernelConfig) -> Option<KPath> {
     read_path(cfg, file.wrapping_add(off.file_path as usize))
 }
 
-/// `dentry->d_inode->i_nlink`; `u32::MAX` when unreadable.
-#[inline(always)]
-pub fn nlink(cfg: &KernelConfig, dentry: *const u8) -> u32 {
-    let off = &cfg.offsets;
-    read_field::<*const u8>(dentry, off.dentry_inode)
-        .and_then(|inode| read_field::<u32>(inode, off.inode_nlink))
-        .unwrap_or(u32::MAX)
-}
-
 /// The identity of a dentry's file: (device, inode number, link count);
 /// zeros and `u32::MAX` links when unreadable.
 #[inline(always)]
