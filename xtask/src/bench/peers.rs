@@ -101,6 +101,7 @@ pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
     for s in &skipped {
         eprintln!("bench: peers: skipping {s}");
     }
+    quiet_audit()?;
     daemon::note_machine();
     let load_before = load_average();
 
@@ -383,9 +384,42 @@ fn installed(program: &str, package: &str) -> Result<()> {
         .with_context(|| format!("{program} is still missing after installing {package}"))
 }
 
+/// The task rule that keeps the kernel from giving new processes an audit
+/// context. Once auditing has been enabled, until the next boot, every new
+/// process gets one, and with it the slow path on every system call, rules
+/// or not: without this rule the bench's own auditd phase would slow every
+/// later measurement (the no-monitor one included) and everything else on
+/// the machine.
+const NEVER_TASK: &str = "never,task";
+
+/// Makes sure no audit rule but [`NEVER_TASK`] is in force, and that one
+/// is. Refuses when someone else's rules are there: they would be in every
+/// figure, and are not the bench's to change.
+fn quiet_audit() -> Result<()> {
+    if find_program("auditctl").is_none() {
+        return Ok(());
+    }
+    let rules = cmd::probe(Command::new("auditctl").arg("-l"))?;
+    let rules: Vec<&str> = rules
+        .lines()
+        .filter(|l| *l != "No rules" && *l != "-a never,task")
+        .collect();
+    if !rules.is_empty() {
+        bail!(
+            "audit rules are in force ({}): they would be in every figure",
+            rules.join("; ")
+        );
+    }
+    if !cmd::probe(Command::new("auditctl").arg("-l"))?.contains(NEVER_TASK) {
+        cmd::run(Command::new("auditctl").args(["-a", NEVER_TASK]))?;
+    }
+    Ok(())
+}
+
 /// auditd in the foreground with rules for execve, connect and openat,
-/// which a user auditing an agent would set. The rules are deleted and the
-/// daemon stopped on [`Auditd::stop`] or drop.
+/// which a user auditing an agent would set. The rules are deleted, the
+/// [`NEVER_TASK`] rule restored, auditing disabled and the daemon stopped
+/// on [`Auditd::stop`] or drop.
 struct Auditd {
     child: Option<Child>,
 }
@@ -396,6 +430,8 @@ impl Auditd {
         if let Some(pid) = audit_pid(&status) {
             bail!("an audit daemon (pid {pid}) is already running: it would be in every figure");
         }
+        // New processes get audit contexts again, for the rules below.
+        cmd::run(Command::new("auditctl").args(["-d", NEVER_TASK]))?;
         let mut child = Command::new(find_program("auditd").context("auditd is not installed")?)
             .arg("-n")
             .stdin(Stdio::null())
@@ -445,7 +481,9 @@ impl Auditd {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let deleted = cmd::run(Command::new("auditctl").args(["-D", "-k", AUDIT_KEY]));
+        let deleted = cmd::run(Command::new("auditctl").args(["-D", "-k", AUDIT_KEY]))
+            .and_then(|()| cmd::run(Command::new("auditctl").args(["-a", NEVER_TASK])))
+            .and_then(|()| cmd::run(Command::new("auditctl").args(["-e", "0"])));
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         child.wait().context("waiting for auditd to stop")?;
