@@ -85,7 +85,12 @@ pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
             Err(e) => return Err(BatchError::Lookup(e)),
         };
         let got = (attr.count as usize).min(CHUNK);
-        out.extend(keys[..got].iter().copied().zip(values[..got].iter().copied()));
+        out.extend(
+            keys[..got]
+                .iter()
+                .copied()
+                .zip(values[..got].iter().copied()),
+        );
         if done {
             return Ok(out);
         }

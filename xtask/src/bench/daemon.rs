@@ -186,7 +186,10 @@ impl Daemon {
 fn journal_newest(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("journal "))?;
     let (_, rest) = line.split_once("..=")?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Refuses to measure while Vigil programs left by a daemon that is gone

@@ -131,7 +131,10 @@ pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
         }
     }
     daemon::note_machine();
-    let load = format!("load average {load_before} before, {} after", load_average());
+    let load = format!(
+        "load average {load_before} before, {} after",
+        load_average()
+    );
     print_matrix(&loops, &samples, &cost, &load, &skipped);
     Ok(figures(&loops, &samples, &cost, lost))
 }
@@ -179,7 +182,10 @@ fn vigil_runs(
                 daemon.wait_idle()?;
                 let (ticks, events) = (vigil_harness::cpu::ticks(pid)?, daemon.delivered()?);
                 let mut command = if monitor == Monitor::Watched {
-                    daemon.exec(&format!("peers-{round}-{repeat}-{}", l.name), &bins.workload)
+                    daemon.exec(
+                        &format!("peers-{round}-{repeat}-{}", l.name),
+                        &bins.workload,
+                    )
                 } else {
                     Command::new(&bins.workload)
                 };
@@ -524,15 +530,16 @@ struct Bpftrace {
 impl Bpftrace {
     fn start(out: &Path) -> Result<Self> {
         let _ = fs::remove_file(out);
-        let mut child = Command::new(find_program("bpftrace").context("bpftrace is not installed")?)
-            .arg("-o")
-            .arg(out)
-            .args(["-e", BPFTRACE_SCRIPT])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting bpftrace")?;
+        let mut child =
+            Command::new(find_program("bpftrace").context("bpftrace is not installed")?)
+                .arg("-o")
+                .arg(out)
+                .args(["-e", BPFTRACE_SCRIPT])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting bpftrace")?;
         let deadline = Instant::now() + Duration::from_mins(1);
         while !fs::read(out).is_ok_and(|b| b.windows(17).any(|w| w == b"vigil-bench ready")) {
             if let Some(exit) = child.try_wait()? {
@@ -608,7 +615,11 @@ fn coding_session(scratch: &Path) -> Result<Loop> {
         let mut text = String::from("import unittest\n\n");
         let modules: Vec<usize> = (0..10).map(|i| (t * 10 + i) % REPO_MODULES).collect();
         for m in &modules {
-            let _ = writeln!(text, "from pkg.d{}.m{m} import Item{m}, scaled as s{m}", m % 60);
+            let _ = writeln!(
+                text,
+                "from pkg.d{}.m{m} import Item{m}, scaled as s{m}",
+                m % 60
+            );
         }
         let _ = writeln!(text, "\n\nclass Test{t}(unittest.TestCase):");
         for m in &modules {
