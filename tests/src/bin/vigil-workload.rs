@@ -612,7 +612,10 @@ fn main() -> ExitCode {
         ["bench-run", program, args @ ..] => {
             let timer = Timer::start();
             match Command::new(program).args(args).status() {
-                Ok(s) if s.success() => Ok(timer.report()),
+                Ok(s) if s.success() => {
+                    timer.report();
+                    Ok(())
+                }
                 Ok(s) => Err(std::io::Error::other(format!("{program}: {s}"))),
                 Err(e) => Err(e),
             }
