@@ -15,17 +15,16 @@
 //! ([`Repeats::sweep`]). A long-lived process opening ever new files does
 //! not grow the daemon.
 
-use std::time::{Duration, Instant};
-
-// Keyed by what the kernel reports; foldhash is seeded per process.
-use foldhash::{HashMap as StdHashMap, HashMapExt as _};
-
-use std::os::fd::AsFd as _;
+use std::{
+    os::fd::AsFd as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{HashMap, IterableMap as _, MapData, MapError};
+// Keyed by what the kernel reports; foldhash is seeded per process.
+use foldhash::{HashMap as StdHashMap, HashMapExt as _};
 use vigil_common::{OPEN_SEEN_ENTRIES, OpenKey, OpenRecord, OpenSeen};
-
-use std::sync::Arc;
 
 use crate::event::{Event, FileOpen, Identity, Payload, Process};
 use crate::sensors::batch;

@@ -1,6 +1,7 @@
 //! What watching costs the watched, and what the daemon costs everyone else.
 //!
-//! Three loops run under three conditions: with no daemon on the machine
+//! Four loops (exec, connect, one file opened again and again, many files
+//! opened once each) run under three conditions: with no daemon on the machine
 //! (the baseline), inside a watched session with the daemon running
 //! (`vigil exec --agent bench`), and as an ordinary unwatched process while
 //! the daemon runs. The loops time themselves, so process start-up and
