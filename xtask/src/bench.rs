@@ -7,6 +7,7 @@
 
 mod daemon;
 mod overhead;
+mod peers;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -43,6 +44,12 @@ const BENCHES: &[Bench] = &[
         run: overhead,
     },
     Bench {
+        name: "peers",
+        about: "the overhead loops, a distinct-file loop and a scripted coding session under auditd, bpftrace and Vigil vs no monitor (xtask/src/bench/peers.rs)",
+        kernel: true,
+        run: peers,
+    },
+    Bench {
         name: "decode",
         about: "ring-buffer record decoding on one core (agent/benches/decode.rs)",
         kernel: false,
@@ -76,6 +83,10 @@ const BENCHES: &[Bench] = &[
 
 fn overhead(ctx: &Context) -> Result<Vec<Figure>> {
     overhead::run(&ctx.meta.target_dir()?)
+}
+
+fn peers(ctx: &Context) -> Result<Vec<Figure>> {
+    peers::run(&ctx.meta.target_dir()?)
 }
 
 fn decode(ctx: &Context) -> Result<Vec<Figure>> {

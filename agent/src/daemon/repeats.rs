@@ -16,14 +16,18 @@
 //! not grow the daemon.
 
 use std::{
-    collections::HashMap as StdHashMap,
+    os::fd::AsFd as _,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, IterableMap as _, MapData, MapError};
+// Keyed by what the kernel reports; foldhash is seeded per process.
+use foldhash::{HashMap as StdHashMap, HashMapExt as _};
 use vigil_common::{OPEN_SEEN_ENTRIES, OpenKey, OpenRecord, OpenSeen};
 
-use crate::event::{Event, Payload};
+use crate::event::{Event, FileOpen, Identity, Payload, Process};
+use crate::sensors::batch;
 
 /// Daemon-side state of one kernel key.
 struct Known {
@@ -33,8 +37,85 @@ struct Known {
     /// until one window after it wrote that report, which was earlier.
     reported: Instant,
     /// The last report, kept until the key is swept: the template of a
-    /// summary.
-    last: Option<Event>,
+    /// summary. Boxed: a process opening thousands of files has as many
+    /// keys, and the table grows (and is copied) by its entries' size.
+    last: Option<Box<Template>>,
+}
+
+/// A report as a summary copies it: its open, and who made it. The second
+/// is shared by consecutive reports of a process while it stays the same,
+/// so a process opening thousands of files keeps one copy of it, not one
+/// per file.
+struct Template {
+    open: FileOpen,
+    by: Arc<By>,
+}
+
+#[derive(PartialEq)]
+struct By {
+    identity: Identity,
+    process: Option<Process>,
+}
+
+impl Template {
+    fn event(self) -> Event {
+        Event {
+            seq: 0,
+            time: std::time::SystemTime::now(),
+            // Made by the daemon, not read from the kernel.
+            kernel_ts_ns: 0,
+            identity: self.by.identity.clone(),
+            process: self.by.process.clone(),
+            payload: Payload::FileOpen(self.open),
+        }
+    }
+}
+
+/// Keys to look up from which the whole kernel map is read in a few calls
+/// ([`batch::lookup_all`]) instead of one call per key: reading all of its
+/// entries costs about as much as this many single lookups.
+const BATCH_FROM: usize = 256;
+
+/// The kernel's counters, as the lookups of a sweep or an exit read them.
+enum Counts {
+    /// One lookup per key.
+    Each,
+    /// The whole map, read at once.
+    All(StdHashMap<OpenKey, OpenSeen>),
+}
+
+impl Counts {
+    /// Reads the whole map when `wanted` keys are to be looked up, if the
+    /// kernel allows it.
+    fn read(map: &HashMap<MapData, OpenKey, OpenSeen>, wanted: usize) -> Self {
+        if wanted < BATCH_FROM {
+            return Self::Each;
+        }
+        match batch::lookup_all(map.map().fd().as_fd()) {
+            Ok(all) => Self::All(all.into_iter().collect()),
+            Err(e) => {
+                tracing::debug!("reading repeat counters one at a time: {e}");
+                Self::Each
+            }
+        }
+    }
+
+    /// The key's counter: `Ok(None)` when the kernel has no such key,
+    /// `Err(())` when the lookup failed otherwise.
+    fn get(
+        &self,
+        map: &HashMap<MapData, OpenKey, OpenSeen>,
+        key: &OpenKey,
+    ) -> Result<Option<OpenSeen>, ()> {
+        match self {
+            Self::All(all) => Ok(all.get(key).copied()),
+            Self::Each => match map.get(key, 0) {
+                Ok(seen) => Ok(Some(seen)),
+                Err(MapError::KeyNotFound) => Ok(None),
+                Err(_) => Err(()),
+            },
+        }
+    }
 }
 
 pub struct Repeats {
@@ -43,6 +124,8 @@ pub struct Repeats {
     window: Duration,
     keys: StdHashMap<OpenKey, Known>,
     by_tgid: StdHashMap<u32, Vec<OpenKey>>,
+    /// Who made each process's latest report (see [`Template`]).
+    by: StdHashMap<u32, Arc<By>>,
     /// Processes with keys that were gone at the last sweep.
     gone: std::collections::HashSet<u32>,
     /// Tracked keys above which the sweep forgets the keys the kernel no
@@ -83,6 +166,7 @@ impl Repeats {
             window,
             keys: StdHashMap::new(),
             by_tgid: StdHashMap::new(),
+            by: StdHashMap::new(),
             gone: std::collections::HashSet::new(),
             prune_above: PRUNE_ABOVE,
             last_len: 0,
@@ -108,10 +192,26 @@ impl Repeats {
         let delta = new_repeats(record.repeats, known.accounted);
         known.accounted = record.repeats;
         known.reported = Instant::now();
-        if let Payload::FileOpen(open) = &mut event.payload {
-            open.repeats = delta;
-        }
-        known.last = Some(event.clone());
+        let Payload::FileOpen(open) = &mut event.payload else {
+            return;
+        };
+        open.repeats = delta;
+        let same = |b: &By| b.identity == event.identity && b.process == event.process;
+        let by = match self.by.get(&key.tgid) {
+            Some(b) if same(b) => Arc::clone(b),
+            _ => {
+                let b = Arc::new(By {
+                    identity: event.identity.clone(),
+                    process: event.process.clone(),
+                });
+                self.by.insert(key.tgid, Arc::clone(&b));
+                b
+            }
+        };
+        known.last = Some(Box::new(Template {
+            open: open.clone(),
+            by,
+        }));
     }
 
     /// Summaries of the repeats counted after reports whose window has
@@ -145,15 +245,21 @@ impl Repeats {
             self.pruned_quiet = false;
         }
         let settle = quiet && !self.pruned_quiet && len > OPEN_SEEN_ENTRIES as usize;
-        if len > self.prune_above || settle {
+        let prune_now = len > self.prune_above || settle;
+        let now = Instant::now();
+        let due: Vec<OpenKey> = self
+            .keys
+            .iter()
+            .filter(|(_, k)| k.last.is_some() && now.duration_since(k.reported) >= self.window)
+            .map(|(key, _)| *key)
+            .collect();
+        let counts = Counts::read(map, due.len() + if prune_now { len } else { 0 });
+        if prune_now {
+            // Unsure: keep the key.
             let pruned = prune(&mut self.keys, &mut self.by_tgid, |key| {
-                match map.get(key, 0) {
-                    Ok(_) => Some(true),
-                    Err(MapError::KeyNotFound) => Some(false),
-                    // Unsure: keep the key.
-                    Err(_) => None,
-                }
+                counts.get(map, key).ok().map(|seen| seen.is_some())
             });
+            self.by.retain(|tgid, _| self.by_tgid.contains_key(tgid));
             tracing::debug!(
                 pruned,
                 tracked = self.keys.len(),
@@ -166,13 +272,10 @@ impl Repeats {
             self.pruned_quiet = quiet;
         }
         self.last_len = self.keys.len();
-        let now = Instant::now();
-        for (key, known) in &mut self.keys {
-            if known.last.is_none() || now.duration_since(known.reported) < self.window {
-                continue;
-            }
-            if let Some(last) = known.last.take()
-                && let Some(e) = summary(map, key, known, last)
+        for key in &due {
+            if let Some(known) = self.keys.get_mut(key)
+                && let Some(last) = known.last.take()
+                && let Some(e) = summary(counts.get(map, key), known, *last)
             {
                 out.push(e);
             }
@@ -183,24 +286,45 @@ impl Repeats {
     /// The process exited: summaries of what its opens still count; its
     /// keys are forgotten here and in the kernel.
     pub fn on_exit(&mut self, tgid: u32) -> Vec<Event> {
+        self.by.remove(&tgid);
         let Some(keys) = self.by_tgid.remove(&tgid) else {
             return Vec::new();
         };
+        let Some(map) = &mut self.map else {
+            for key in &keys {
+                self.keys.remove(key);
+            }
+            return Vec::new();
+        };
+        let counts = Counts::read(map, keys.len());
         let mut out = Vec::new();
-        for key in keys {
-            let Some(mut known) = self.keys.remove(&key) else {
-                continue;
-            };
-            let Some(map) = &mut self.map else {
+        for key in &keys {
+            let Some(mut known) = self.keys.remove(key) else {
                 continue;
             };
             if let Some(last) = known.last.take()
-                && let Some(e) = summary(map, &key, &mut known, last)
+                && let Some(e) = summary(counts.get(map, key), &mut known, *last)
             {
                 out.push(e);
             }
-            // Gone already when the LRU evicted it.
-            let _ = map.remove(&key);
+        }
+        match counts {
+            Counts::All(all) => {
+                // Only what the kernel still holds: the LRU evicted the rest.
+                let held: Vec<OpenKey> = keys.into_iter().filter(|k| all.contains_key(k)).collect();
+                if let Err(e) = batch::delete(map.map().fd().as_fd(), &held) {
+                    tracing::debug!("deleting repeat counters one at a time: {e}");
+                    for key in &held {
+                        let _ = map.remove(key);
+                    }
+                }
+            }
+            Counts::Each => {
+                for key in &keys {
+                    // Gone already when the LRU evicted it.
+                    let _ = map.remove(key);
+                }
+            }
         }
         out
     }
@@ -241,30 +365,22 @@ const fn new_repeats(count: u64, accounted: u64) -> u64 {
     }
 }
 
-/// A `repeat_summary` report for the kernel count of `key` beyond what
-/// `known` accounted, if any.
+/// A `repeat_summary` report for the kernel count `seen` of a key beyond
+/// what `known` accounted, if any.
 fn summary(
-    map: &HashMap<MapData, OpenKey, OpenSeen>,
-    key: &OpenKey,
+    seen: Result<Option<OpenSeen>, ()>,
     known: &mut Known,
-    mut last: Event,
+    mut last: Template,
 ) -> Option<Event> {
-    let seen = map.get(key, 0).ok()?;
+    let seen = seen.ok().flatten()?;
     let delta = new_repeats(seen.repeats, known.accounted);
     known.accounted = seen.repeats;
     if delta == 0 {
         return None;
     }
-    let Payload::FileOpen(open) = &mut last.payload else {
-        return None;
-    };
-    open.repeats = delta;
-    open.repeat_summary = true;
-    last.seq = 0;
-    last.time = std::time::SystemTime::now();
-    // Made by the daemon, not read from the kernel.
-    last.kernel_ts_ns = 0;
-    Some(last)
+    last.open.repeats = delta;
+    last.open.repeat_summary = true;
+    Some(last.event())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! daemon their ring buffer, loss counters and watch list.
 
 mod attach;
+pub mod batch;
 pub mod decode;
 pub mod guard;
 pub mod loss;

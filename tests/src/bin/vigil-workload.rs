@@ -696,6 +696,32 @@ fn main() -> ExitCode {
                 .try_for_each(|_| std::fs::File::open(path).map(drop))
                 .map(|()| timer.report())
         }
+        // Opens, reads and closes DIR/0 .. DIR/{N-1}: every open a file the
+        // process has not opened before, as in a walk over a source tree.
+        ["bench-open-distinct", dir, n] => {
+            let mut buf = [0u8; 4096];
+            let timer = Timer::start();
+            (0..n.parse::<u64>().expect("count"))
+                .try_for_each(|i| {
+                    let mut file = std::fs::File::open(format!("{dir}/{i}"))?;
+                    while file.read(&mut buf)? > 0 {}
+                    Ok(())
+                })
+                .map(|()| timer.report())
+        }
+        // Runs PROGRAM ARGS and reports its time (with its children's CPU),
+        // so that only the command is measured, not what started it.
+        ["bench-run", program, args @ ..] => {
+            let timer = Timer::start();
+            match Command::new(program).args(args).status() {
+                Ok(s) if s.success() => {
+                    timer.report();
+                    Ok(())
+                }
+                Ok(s) => Err(std::io::Error::other(format!("{program}: {s}"))),
+                Err(e) => Err(e),
+            }
+        }
         // Opens at a steady RATE per second: an open that is ahead of the
         // clock waits for it.
         ["bench-open-rate", path, n, rate] => {

@@ -125,6 +125,14 @@ impl Daemon {
         Ok(counts.iter().sum())
     }
 
+    /// Events the daemon delivered so far: the newest sequence of its
+    /// journal (the `journal ... sequences A..=B` line of `vigil status`).
+    pub fn delivered(&self) -> Result<u64> {
+        let status = self.status()?;
+        journal_newest(&status)
+            .with_context(|| format!("no journal sequences in `vigil status`:\n{status}"))
+    }
+
     /// CPU time the daemon used so far, in clock ticks.
     fn cpu_ticks(&self) -> Result<u64> {
         vigil_harness::cpu::ticks(self.pid().context("the daemon is not running")?)
@@ -172,6 +180,16 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The newest journal sequence in `vigil status` output.
+fn journal_newest(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("journal "))?;
+    let (_, rest) = line.split_once("..=")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Refuses to measure while Vigil programs left by a daemon that is gone
@@ -265,6 +283,13 @@ fn other_daemons() -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_journal_sequence_is_read_from_the_status() {
+        let status = "node      n1 (vigil 0.1.0)\njournal   /s/journal: 4096 bytes, sequences 1..=7312, 0 pruned, 0 gaps sent (keeps 1 bytes, 7days)\n";
+        assert_eq!(journal_newest(status), Some(7312));
+        assert_eq!(journal_newest("node n1\n"), None);
+    }
 
     #[test]
     fn pins_of_a_daemon_that_is_gone_are_found_one_or_two_levels_down() {

@@ -1,6 +1,7 @@
 //! What watching costs the watched, and what the daemon costs everyone else.
 //!
-//! Three loops run under three conditions: with no daemon on the machine
+//! Four loops (exec, connect, one file opened again and again, many files
+//! opened once each) run under three conditions: with no daemon on the machine
 //! (the baseline), inside a watched session with the daemon running
 //! (`vigil exec --agent bench`), and as an ordinary unwatched process while
 //! the daemon runs. The loops time themselves, so process start-up and
@@ -36,25 +37,38 @@ const REPEATS: usize = 3;
 const WATCHED_MAX: f64 = 1.10;
 const UNWATCHED_MAX: f64 = 1.02;
 
+/// Files of the distinct-file loop.
+const DISTINCT_FILES: u64 = 20_000;
+
 /// One timed loop of the workload binary.
-struct Loop {
-    name: &'static str,
+pub struct Loop {
+    pub name: &'static str,
     /// What one iteration is, for the per-operation figure.
-    op: &'static str,
-    iterations: u64,
-    args: Vec<String>,
+    pub op: &'static str,
+    pub iterations: u64,
+    pub args: Vec<String>,
 }
 
 impl Loop {
-    fn all(scratch: &Path) -> Vec<Self> {
-        let file = scratch
-            .join("open-target.txt")
-            .to_string_lossy()
-            .into_owned();
+    /// The loops, with the files they open written into `scratch`.
+    pub fn all(scratch: &Path) -> Result<Vec<Self>> {
+        let file = scratch.join("open-target.txt");
+        std::fs::write(&file, b"vigil bench\n").context("writing the open loop's file")?;
+        let file = file.to_string_lossy().into_owned();
+        // Many files of one directory, each opened once per run, as a build
+        // or an agent reading a repository does: no open repeats another.
+        let tree = scratch.join("distinct");
+        std::fs::create_dir_all(&tree).context("creating the distinct-file loop's directory")?;
+        let body = "x".repeat(100);
+        for i in 0..DISTINCT_FILES {
+            std::fs::write(tree.join(i.to_string()), &body)
+                .context("writing the distinct-file loop's files")?;
+        }
+        let tree = tree.to_string_lossy().into_owned();
         let exec = 2_000;
         let connect = 20_000;
         let open = 200_000;
-        vec![
+        Ok(vec![
             Self {
                 name: "exec",
                 op: "fork+exec+wait of /bin/true",
@@ -73,7 +87,17 @@ impl Loop {
                 iterations: open,
                 args: vec!["bench-open".into(), file, open.to_string()],
             },
-        ]
+            Self {
+                name: "open_distinct",
+                op: "open+read+close of a file not opened before",
+                iterations: DISTINCT_FILES,
+                args: vec![
+                    "bench-open-distinct".into(),
+                    tree,
+                    DISTINCT_FILES.to_string(),
+                ],
+            },
+        ])
     }
 }
 
@@ -86,9 +110,9 @@ enum Condition {
 
 /// What one run of a loop reported.
 #[derive(Clone, Copy, Debug)]
-struct Sample {
-    wall_ns: f64,
-    cpu_ns: f64,
+pub struct Sample {
+    pub wall_ns: f64,
+    pub cpu_ns: f64,
 }
 
 /// Every run, by loop and condition.
@@ -98,9 +122,7 @@ pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
     let bins = daemon::build_release(target_dir)?;
     daemon::note_machine();
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let loops = Loop::all(scratch.path());
-    std::fs::write(scratch.path().join("open-target.txt"), b"vigil bench\n")
-        .context("writing the open loop's file")?;
+    let loops = Loop::all(scratch.path())?;
 
     let mut samples = Samples::new();
     let mut lost = 0;
@@ -161,7 +183,7 @@ fn daemon_phase_runs(
 }
 
 /// Runs one loop and returns what it reported (`WALL_NS CPU_NS`).
-fn time(command: &mut Command, l: &Loop) -> Result<Sample> {
+pub fn time(command: &mut Command, l: &Loop) -> Result<Sample> {
     // `cargo xtask` runs with cargo's LD_LIBRARY_PATH (four toolchain and
     // target directories). With it, the dynamic loader of every `/bin/true`
     // the exec loop starts looks for libc in each of them and their
