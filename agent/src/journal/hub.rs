@@ -14,7 +14,7 @@
 //! a subscriber costs no decode, clone or re-encode of any event.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -93,6 +93,19 @@ pub struct HubStats {
     pub subscribers: usize,
     pub gaps_sent: u64,
     pub journal: JournalStats,
+    /// Events the journal refused (a write failed) since the daemon started.
+    pub unjournaled: u64,
+    /// Whether the journal's last write succeeded (or none was tried).
+    pub journal_writable: bool,
+}
+
+/// Events the journal could not store, not yet reported by a `loss` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalLoss {
+    /// Since the previous report.
+    pub lost: u64,
+    /// Since the daemon started.
+    pub total: u64,
 }
 
 type Batch = Arc<Vec<Encoded>>;
@@ -106,6 +119,10 @@ struct Inner {
     last_seq: AtomicU64,
     /// Copy of the journal's counters, so `stats` never waits for a commit.
     journal_stats: Mutex<JournalStats>,
+    /// Events the journal refused, in all and since the last `loss` report.
+    unjournaled: AtomicU64,
+    unreported: AtomicU64,
+    writable: AtomicBool,
     common: Arc<Common>,
 }
 
@@ -151,6 +168,9 @@ impl Hub {
                 live,
                 last_seq: AtomicU64::new(stats.last_seq),
                 journal_stats: Mutex::new(stats),
+                unjournaled: AtomicU64::new(0),
+                unreported: AtomicU64::new(0),
+                writable: AtomicBool::new(true),
             }),
         }
     }
@@ -184,7 +204,9 @@ impl Hub {
     pub fn publish_wire_blocking(&self, events: Vec<pb::Event>) -> Result<Batch, HubError> {
         let inner = &self.inner;
         let mut journal = inner.journal.lock().unwrap_or_else(PoisonError::into_inner);
-        let batch = Arc::new(journal.append_wire(events)?);
+        let appended = journal.append_wire(events);
+        inner.writable.store(appended.is_ok(), Ordering::Relaxed);
+        let batch = Arc::new(appended?);
         if batch.is_empty() {
             return Ok(batch);
         }
@@ -201,6 +223,30 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = journal.stats();
         Ok(batch)
+    }
+
+    /// Counts `n` events that could not be journaled, for the next
+    /// [`Hub::journal_loss`] report and the metrics.
+    pub fn count_unjournaled(&self, n: u64) {
+        self.inner.unjournaled.fetch_add(n, Ordering::Relaxed);
+        self.inner.unreported.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Events not journaled since the last report, if any.
+    #[must_use]
+    pub fn journal_loss(&self) -> Option<JournalLoss> {
+        let lost = self.inner.unreported.load(Ordering::Relaxed);
+        (lost > 0).then(|| JournalLoss {
+            lost,
+            total: self.inner.unjournaled.load(Ordering::Relaxed),
+        })
+    }
+
+    /// A `loss` event for `loss` was journaled.
+    pub fn journal_loss_reported(&self, loss: JournalLoss) {
+        self.inner
+            .unreported
+            .fetch_sub(loss.lost, Ordering::Relaxed);
     }
 
     /// Applies retention now; the daemon calls it periodically so age limits
@@ -234,6 +280,8 @@ impl Hub {
         HubStats {
             subscribers: self.inner.common.subscribers.load(Ordering::Relaxed),
             gaps_sent: self.inner.common.gaps_sent.load(Ordering::Relaxed),
+            unjournaled: self.inner.unjournaled.load(Ordering::Relaxed),
+            journal_writable: self.inner.writable.load(Ordering::Relaxed),
             journal: *self
                 .inner
                 .journal_stats
@@ -486,6 +534,18 @@ impl prometheus_client::collector::Collector for Hub {
             "journal_pruned_events",
             "Events removed by journal retention",
             stats.journal.pruned_events,
+        )?;
+        counter(
+            &mut enc,
+            "journal_unjournaled_events",
+            "Events the journal could not store (a write failed, such as on a full disk)",
+            stats.unjournaled,
+        )?;
+        gauge(
+            &mut enc,
+            "journal_writable",
+            "1 while the journal's writes succeed, 0 after one failed and until one succeeds",
+            u64::from(stats.journal_writable),
         )?;
         gauge(
             &mut enc,
