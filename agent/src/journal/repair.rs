@@ -41,11 +41,10 @@ pub enum RepairError {
         source: std::io::Error,
     },
     #[error(
-        "journal {path}: redb cannot recover the file ({source}); it is kept as {kept}, and no journal was written in its place"
+        "journal {path}: redb cannot recover the file ({source}); it is left as it was: move it away to start a new journal, whose sequences start again at 1"
     )]
     Unrecoverable {
         path: PathBuf,
-        kept: PathBuf,
         #[source]
         source: Box<redb::Error>,
     },
@@ -145,6 +144,15 @@ impl From<redb::StorageError> for Stop {
     }
 }
 
+impl From<redb::TableError> for Stop {
+    fn from(e: redb::TableError) -> Self {
+        Self::Storage(match e {
+            redb::TableError::Storage(e) => e,
+            other => redb::StorageError::Corrupted(other.to_string()),
+        })
+    }
+}
+
 impl From<RepairError> for Stop {
     fn from(e: RepairError) -> Self {
         Self::Copy(e)
@@ -187,15 +195,32 @@ fn walk(
     txn: &redb::ReadTransaction,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), RepairError>,
 ) -> Result<Report, RepairError> {
-    let events = txn
-        .open_table(EVENTS)
-        .map_err(db_err(path, "opening events"))?;
-    let meta = txn.open_table(META).map_err(db_err(path, "opening meta"))?;
-    let mut report = Report {
-        last_seq: meta_get(&meta, META_LAST_SEQ).map_err(db_err(path, "reading meta"))?,
-        bytes: meta_get(&meta, META_BYTES).map_err(db_err(path, "reading meta"))?,
-        pruned: meta_get(&meta, META_PRUNED).map_err(db_err(path, "reading meta"))?,
-        ..Report::default()
+    // The tables and the metadata first: without the newest sequence
+    // assigned, a repaired journal could hand out sequences again.
+    let mut opened = None;
+    let found = guarded(|| {
+        let events = txn.open_table(EVENTS)?;
+        let meta = txn.open_table(META)?;
+        let report = Report {
+            last_seq: meta_get(&meta, META_LAST_SEQ)?,
+            bytes: meta_get(&meta, META_BYTES)?,
+            pruned: meta_get(&meta, META_PRUNED)?,
+            ..Report::default()
+        };
+        opened = Some((events, report));
+        Ok(())
+    });
+    let (events, mut report) = match (found, opened) {
+        (Ok(()), Some(opened)) => opened,
+        (Err(Stop::Copy(e)), _) => return Err(e),
+        (Err(e), _) => {
+            return Err(RepairError::Database {
+                path: path.to_owned(),
+                op: "reading its tables",
+                source: Box::new(redb::Error::Corrupted(e.to_string())),
+            });
+        }
+        (Ok(()), None) => unreachable!("the guarded read ran"),
     };
     let mut bytes = 0;
     let mut take = |report: &mut Report, seq: u64, value: &[u8]| match Encoded::new(
@@ -279,33 +304,54 @@ fn open_copy(
     report_as: &Path,
 ) -> Result<(Database, Option<String>), RepairError> {
     std::fs::copy(path, copy).map_err(io_err(copy, "copying the journal"))?;
-    let verified = redb::Builder::new()
-        .set_check_integrity_on_open(true)
-        .create(copy);
-    let why = match verified {
-        Ok(db) => return Ok((db, None)),
-        Err(e) => e.to_string(),
-    };
-    std::fs::copy(path, copy).map_err(io_err(copy, "copying the journal"))?;
-    let mut opened = None;
-    guarded(|| {
-        opened = Some(Database::open(copy));
+    let mut verified = None;
+    let checked = guarded(|| {
+        verified = Some(
+            redb::Builder::new()
+                .set_check_integrity_on_open(true)
+                .create(copy),
+        );
         Ok(())
-    })
-    .map_err(|e| RepairError::Unrecoverable {
-        path: report_as.to_owned(),
-        kept: path.to_owned(),
-        source: Box::new(redb::Error::Corrupted(e.to_string())),
-    })?;
-    match opened {
-        Some(Ok(db)) => Ok((db, Some(why))),
-        Some(Err(e)) => Err(RepairError::Unrecoverable {
-            path: report_as.to_owned(),
-            kept: path.to_owned(),
-            source: Box::new(e.into()),
-        }),
-        None => unreachable!("the guarded open ran"),
+    });
+    let why = match (checked, verified) {
+        (Ok(()), Some(Ok(db))) => return Ok((db, None)),
+        (Ok(()), Some(Err(e))) => e.to_string(),
+        (Err(e), _) => e.to_string(),
+        (Ok(()), None) => unreachable!("the guarded open ran"),
+    };
+    // A file cut short is refused outright (its header records a longer
+    // layout): the copy is extended with zeros, which read as damaged
+    // pages, so the entries before the cut are found.
+    let len = std::fs::metadata(path)
+        .map_err(io_err(path, "reading the journal's length"))?
+        .len();
+    let mut first = None;
+    for extend in [1, 2, 4, 8, 16] {
+        std::fs::copy(path, copy).map_err(io_err(copy, "copying the journal"))?;
+        if extend > 1 {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(copy)
+                .and_then(|f| f.set_len(len * extend))
+                .map_err(io_err(copy, "extending the copy"))?;
+        }
+        let mut opened = None;
+        let attempt = guarded(|| {
+            opened = Some(Database::open(copy));
+            Ok(())
+        });
+        let error = match (attempt, opened) {
+            (Ok(()), Some(Ok(db))) => return Ok((db, Some(why))),
+            (Ok(()), Some(Err(e))) => redb::Error::from(e),
+            (Err(e), _) => redb::Error::Corrupted(e.to_string()),
+            (Ok(()), None) => unreachable!("the guarded open ran"),
+        };
+        first.get_or_insert(error);
     }
+    Err(RepairError::Unrecoverable {
+        path: report_as.to_owned(),
+        source: Box::new(first.unwrap_or_else(|| redb::Error::Corrupted(why))),
+    })
 }
 
 /// Checks the journal at `path`: redb's integrity check, then every entry
@@ -318,7 +364,16 @@ pub fn check(path: &Path) -> Result<Report, RepairError> {
         });
     }
     let copy = PathBuf::from(format!("{}.check", path.display()));
-    let result = open_copy(path, &copy, path).and_then(|(db, why)| {
+    let opened = open_copy(path, &copy, path).map_err(|e| match e {
+        // Nothing was moved: the file is only unreadable.
+        RepairError::Unrecoverable { path, source, .. } => RepairError::Database {
+            path,
+            op: "reading (redb cannot recover it)",
+            source,
+        },
+        other => other,
+    });
+    let result = opened.and_then(|(db, why)| {
         let txn = db.begin_read().map_err(db_err(path, "beginning a read"))?;
         let mut report = walk(path, &txn, |_, _| Ok(()))?;
         if let Some(why) = why {
@@ -369,11 +424,18 @@ pub fn repair(path: &Path) -> Result<Repaired, RepairError> {
     let salvage = PathBuf::from(format!("{}.salvage", kept.display()));
     let result = open_copy(&kept, &salvage, path).and_then(|(old, _)| copy_out(path, &kept, &old));
     let _ = std::fs::remove_file(&salvage);
+    if result.is_err() {
+        // Nothing usable was written: the file goes back where it was, so
+        // the daemon keeps refusing it rather than start a journal that
+        // would hand out its sequences again.
+        let _ = std::fs::remove_file(path);
+        std::fs::rename(&kept, path).map_err(io_err(&kept, "moving the file back"))?;
+    }
     result
 }
 
 fn copy_out(path: &Path, kept: &Path, old: &Database) -> Result<Repaired, RepairError> {
-    let read = old.begin_read().map_err(db_err(kept, "beginning a read"))?;
+    let read = old.begin_read().map_err(db_err(path, "beginning a read"))?;
     let fresh = Database::create(path).map_err(db_err(path, "creating"))?;
     let write = fresh
         .begin_write()
@@ -382,7 +444,7 @@ fn copy_out(path: &Path, kept: &Path, old: &Database) -> Result<Repaired, Repair
         let mut events = write
             .open_table(EVENTS)
             .map_err(db_err(path, "opening events"))?;
-        walk(kept, &read, |seq, value| {
+        walk(path, &read, |seq, value| {
             events
                 .insert(seq, value)
                 .map(drop)
@@ -573,15 +635,16 @@ mod tests {
                     drop(j);
                     std::fs::remove_file(&done.kept).unwrap();
                 }
-                Err(e @ RepairError::Unrecoverable { .. }) => {
+                Err(e @ (RepairError::Unrecoverable { .. } | RepairError::Database { .. })) => {
                     let msg = e.to_string();
-                    let RepairError::Unrecoverable { kept, .. } = e else {
-                        unreachable!()
-                    };
-                    assert_eq!(std::fs::read(&kept).unwrap(), bytes, "{what}: {msg}");
-                    assert!(!path.exists(), "{what}: {msg}");
-                    assert!(msg.contains("kept as"), "{what}: {msg}");
-                    std::fs::remove_file(&kept).unwrap();
+                    assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: {msg}");
+                    assert!(msg.contains("journal.redb"), "{what}: {msg}");
+                    let left: Vec<_> = std::fs::read_dir(dir.path())
+                        .unwrap()
+                        .map(|e| e.unwrap().file_name())
+                        .filter(|n| n.to_string_lossy().starts_with("journal.redb."))
+                        .collect();
+                    assert!(left.is_empty(), "{what}: left behind {left:?}");
                 }
                 Err(e) => panic!("{what}: {e}"),
             }

@@ -269,7 +269,18 @@ impl Journal {
                 source,
             })?;
         }
-        let db = open_database(path, true).map_err(damaged)?;
+        // redb may panic on a page whose structure is broken; at start that
+        // is one more damaged file, to be told as such.
+        let db = std::panic::catch_unwind(|| open_database(path, true))
+            .unwrap_or_else(|_| {
+                Err(JournalError::Damaged {
+                    path: path.to_owned(),
+                    source: Box::new(redb::Error::Corrupted(
+                        "redb failed on a damaged page".to_owned(),
+                    )),
+                })
+            })
+            .map_err(damaged)?;
         let shared = Arc::new(Shared {
             db: RwLock::new(Some(db)),
             path: path.to_owned(),
