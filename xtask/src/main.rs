@@ -4,6 +4,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod helm;
 mod layers;
 mod lint;
@@ -56,6 +57,9 @@ enum Task {
     Lint,
     /// Render the Helm chart into deploy/manifests (--check: compare only)
     Manifests(manifests::Args),
+    /// Run the libFuzzer targets of agent/fuzz (cargo-fuzz on nightly), each
+    /// for --time seconds
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Demo => demo::demo()?,
         Task::Lint => lint::lint()?,
         Task::Manifests(args) => manifests::manifests(&args)?,
+        Task::Fuzz(args) => fuzz::fuzz(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
