@@ -28,7 +28,7 @@ use pb::subscribe_request::Start;
 
 const EPERM: &str = "err 1";
 /// How long a test waits for the daemon to reach a state it must reach.
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_mins(1);
 
 fn wl() -> String {
     workload_bin().to_str().unwrap().to_owned()

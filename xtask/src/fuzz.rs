@@ -212,7 +212,7 @@ mod tests {
             parse_line(line, &mut run);
         }
         assert_eq!(
-            (run.execs, run.execs_per_sec, run.crash),
+            (run.execs, run.execs_per_sec, run.crash.clone()),
             (3_145_728, 51_569, None)
         );
         parse_line(
