@@ -11,6 +11,7 @@ mod lint;
 mod manifests;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod workspace;
 
@@ -60,6 +61,9 @@ enum Task {
     /// Run the libFuzzer targets of agent/fuzz (cargo-fuzz on nightly), each
     /// for --time seconds
     Fuzz(fuzz::Args),
+    /// Run a daemon under a steady mixed workload (events, subscribers,
+    /// reloads) for --minutes, sampling RSS and CPU; fails on RSS growth
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Lint => lint::lint()?,
         Task::Manifests(args) => manifests::manifests(&args)?,
         Task::Fuzz(args) => fuzz::fuzz(&args)?,
+        Task::Soak(args) => soak::soak(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
