@@ -58,8 +58,14 @@ pub(super) fn journal(command: &JournalCommand) -> anyhow::Result<()> {
         JournalCommand::Repair(args) => {
             let path = args.path()?;
             let done = repair::repair(&path)?;
+            // Sequences between the oldest and newest recovered that are not
+            // there: the events on pages that could not be read.
+            let missing = match (done.report.oldest_seq, done.report.newest_seq) {
+                (Some(a), Some(b)) => (b - a + 1).saturating_sub(done.report.events),
+                _ => 0,
+            };
             println!(
-                "{}: {} events recovered, {} unreadable entries left out; the damaged file is kept as {}",
+                "{}: {} events recovered, {missing} missing between the oldest and the newest recovered, {} unreadable entries left out; the damaged file is kept as {}",
                 path.display(),
                 done.recovered,
                 done.dropped,
