@@ -628,6 +628,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn events_not_journaled_are_reported_once_and_counted_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with(&dir, Retention::default(), HubConfig::default());
+        assert_eq!(hub.journal_loss(), None);
+        hub.count_unjournaled(5);
+        let first = hub.journal_loss().unwrap();
+        assert_eq!(first, JournalLoss { lost: 5, total: 5 });
+        // Refused again before the first report made it: both in one.
+        hub.count_unjournaled(3);
+        assert_eq!(hub.journal_loss(), Some(JournalLoss { lost: 8, total: 8 }));
+        hub.journal_loss_reported(first);
+        assert_eq!(hub.journal_loss(), Some(JournalLoss { lost: 3, total: 8 }));
+        hub.journal_loss_reported(JournalLoss { lost: 3, total: 8 });
+        assert_eq!(hub.journal_loss(), None);
+        assert_eq!(hub.stats().unjournaled, 8);
+        // A successful publish says the journal is writable.
+        hub.publish_blocking(vec![fork(1, SystemTime::now())])
+            .unwrap();
+        assert!(hub.stats().journal_writable);
+    }
+
     #[tokio::test]
     async fn resume_after_n_gets_exactly_the_missed_events() {
         let dir = tempfile::tempdir().unwrap();
