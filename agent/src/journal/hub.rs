@@ -110,6 +110,10 @@ pub struct JournalLoss {
 
 type Batch = Arc<Vec<Encoded>>;
 
+/// How often a subscriber catching up looks again at a journal that a
+/// failed write closed.
+const REOPEN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The hub's side. Subscriptions do not hold it, so dropping the last `Hub`
 /// drops the live sender and ends every stream.
 struct Inner {
@@ -461,9 +465,17 @@ impl Subscription {
     }
 
     async fn catch_up(&mut self) -> Result<(), HubError> {
-        let reader = self.common.reader.clone();
         let (pos, limit) = (self.pos, self.common.catch_up_chunk);
-        let page = tokio::task::spawn_blocking(move || reader.read_page(pos, limit)).await??;
+        let page = loop {
+            let reader = self.common.reader.clone();
+            match tokio::task::spawn_blocking(move || reader.read_page(pos, limit)).await? {
+                // Closed after a failed write (a full disk) until the writer
+                // reopens it, at its next write or prune: the subscriber
+                // waits for that instead of ending.
+                Err(JournalError::Closed { .. }) => tokio::time::sleep(REOPEN_POLL).await,
+                page => break page?,
+            }
+        };
         // In one snapshot: the next sequence the journal can give, or, when it
         // has nothing after `pos`, the one after the newest ever written.
         let next = page
