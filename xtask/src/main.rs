@@ -4,12 +4,14 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod helm;
 mod layers;
 mod lint;
 mod manifests;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod workspace;
 
@@ -56,6 +58,12 @@ enum Task {
     Lint,
     /// Render the Helm chart into deploy/manifests (--check: compare only)
     Manifests(manifests::Args),
+    /// Run the libFuzzer targets of agent/fuzz (cargo-fuzz on nightly), each
+    /// for --time seconds
+    Fuzz(fuzz::Args),
+    /// Run a daemon under a steady mixed workload (events, subscribers,
+    /// reloads) for --minutes, sampling RSS and CPU; fails on RSS growth
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +87,8 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Demo => demo::demo()?,
         Task::Lint => lint::lint()?,
         Task::Manifests(args) => manifests::manifests(&args)?,
+        Task::Fuzz(args) => fuzz::fuzz(&args)?,
+        Task::Soak(args) => soak::soak(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

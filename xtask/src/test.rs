@@ -13,6 +13,10 @@ use crate::{cmd, setup, workspace};
 /// Integration tests start real daemons; more than two at once on the 2-core
 /// CI machines makes them time out rather than fail for a reason.
 const INTEGRATION_THREADS: &str = "--test-threads=2";
+/// Each fuzz target's share of a test run: six of them stay under three
+/// minutes, enough to catch a parser that breaks on its seeds' neighbours.
+/// The long runs are `cargo xtask fuzz` (docs/reliability.md).
+const FUZZ_TIME: Duration = Duration::from_secs(25);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,7 +24,10 @@ pub struct Args {
     /// (unless CI is set, where they must run and so fail)
     #[arg(long)]
     no_kernel: bool,
-    /// Run only tests whose name contains FILTER
+    /// Skip the short fuzzing phase
+    #[arg(long)]
+    no_fuzz: bool,
+    /// Run only tests whose name contains FILTER (and no fuzzing)
     filter: Option<String>,
 }
 
@@ -70,6 +77,10 @@ pub fn test(args: &Args) -> Result<()> {
         results.push(run_phase(name, &mut cargo)?);
     }
 
+    if !args.no_fuzz && args.filter.is_none() {
+        results.push(fuzz_phase()?);
+    }
+
     print_summary(&results, require_kernel, &vigil_bin);
     let failed: Vec<&str> = results
         .iter()
@@ -87,6 +98,26 @@ pub fn test(args: &Args) -> Result<()> {
 fn kernel_required(ci: Option<&OsStr>, no_kernel: bool) -> bool {
     let ci = ci.is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
     ci || !no_kernel
+}
+
+/// Every fuzz target for [`FUZZ_TIME`]; a crash fails the phase.
+fn fuzz_phase() -> Result<Phase> {
+    println!("test: fuzz");
+    let start = Instant::now();
+    let runs = crate::fuzz::run(crate::fuzz::TARGETS, FUZZ_TIME)?;
+    crate::fuzz::print_summary(&runs);
+    let passed = runs.iter().filter(|r| r.success).count() as u64;
+    Ok(Phase {
+        name: "fuzz",
+        success: passed == runs.len() as u64,
+        counts: Counts {
+            binaries: runs.len() as u32,
+            passed,
+            failed: runs.len() as u64 - passed,
+            ignored: 0,
+        },
+        elapsed: start.elapsed(),
+    })
 }
 
 struct Phase {

@@ -191,6 +191,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::filter::{MAX_FILTER_ENTRIES, MAX_FILTER_NAME_BYTES};
     use pb::subscribe_request::Start as S;
 
     fn req(start: Option<S>, filter: pb::EventFilter) -> pb::SubscribeRequest {
@@ -349,6 +350,36 @@ mod tests {
                     },
                 ),
                 "filter.min_severity: 42",
+            ),
+            (
+                req(
+                    None,
+                    pb::EventFilter {
+                        agents: vec!["a".into(); MAX_FILTER_ENTRIES + 1],
+                        ..pb::EventFilter::default()
+                    },
+                ),
+                "filter.agents: 257 entries, at most 256",
+            ),
+            (
+                req(
+                    None,
+                    pb::EventFilter {
+                        sessions: vec!["s".into(), "x".repeat(MAX_FILTER_NAME_BYTES + 1)],
+                        ..pb::EventFilter::default()
+                    },
+                ),
+                "filter.sessions[1]: 257 bytes, at most 256",
+            ),
+            (
+                req(
+                    None,
+                    pb::EventFilter {
+                        kinds: vec![pb::EventKind::Exec.into(); MAX_FILTER_ENTRIES + 1],
+                        ..pb::EventFilter::default()
+                    },
+                ),
+                "filter.kinds: 257 entries",
             ),
         ];
         for (r, says) in cases {

@@ -5,6 +5,7 @@
 
 mod connection;
 mod governance;
+mod journal;
 mod local;
 mod node;
 mod session;
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 pub use connection::{Client, Connection};
 pub use governance::{AgentArgs, ApproveArgs, EndTaskArgs, RestoreArgs, RevokeArgs};
+pub use journal::{JournalArgs, JournalCommand};
 pub use local::{CheckConfigArgs, RunArgs};
 pub use session::ExecArgs;
 pub use watch::{SeverityArg, WatchArgs, WatchFormat};
@@ -31,6 +33,10 @@ pub enum Command {
     Run(RunArgs),
     /// Validate a node config file without running.
     CheckConfig(CheckConfigArgs),
+    /// Check or repair the journal file (the daemon must not be running
+    /// for a repair).
+    #[command(subcommand)]
+    Journal(JournalCommand),
     /// Run a command as an agent session: it and all its descendants are
     /// watched and attributed to the agent.
     Exec(Client<ExecArgs>),
@@ -58,6 +64,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => local::run(args).await,
         Command::CheckConfig(args) => local::check_config(&args),
+        Command::Journal(command) => journal::journal(&command),
         Command::Exec(c) => session::exec(c.args, &c.connection).await,
         Command::Watch(c) => watch::watch(&c.args, &c.connection).await,
         Command::Agents(connection) => governance::agents(&connection).await,

@@ -5,6 +5,15 @@ use std::collections::HashSet;
 use crate::wire::kind_of;
 use crate::wire::pb;
 
+/// Most entries in each list of a filter (`agents`, `sessions`, `kinds`).
+/// Each subscriber keeps its filter for as long as it is connected, so an
+/// unbounded list would let one request hold any amount of the daemon's
+/// memory; a node runs a handful of agents, and every kind fits too.
+pub const MAX_FILTER_ENTRIES: usize = 256;
+/// Longest agent or session name in a filter, in bytes. Agent names come
+/// from the config and session names from the daemon, both far shorter.
+pub const MAX_FILTER_NAME_BYTES: usize = 256;
+
 /// Why a requested filter is invalid (an `InvalidArgument` for the client).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
@@ -12,6 +21,32 @@ pub enum FilterError {
     Kind(i32),
     #[error("filter.min_severity: {0} is not a severity")]
     Severity(i32),
+    #[error("filter.{field}: {count} entries, at most {MAX_FILTER_ENTRIES} are allowed")]
+    TooMany { field: &'static str, count: usize },
+    #[error("filter.{field}[{index}]: {len} bytes, at most {MAX_FILTER_NAME_BYTES} are allowed")]
+    TooLong {
+        field: &'static str,
+        index: usize,
+        len: usize,
+    },
+}
+
+/// Checks one list of a filter against the limits, naming the field.
+fn bounded(field: &'static str, names: &[String]) -> Result<(), FilterError> {
+    if names.len() > MAX_FILTER_ENTRIES {
+        return Err(FilterError::TooMany {
+            field,
+            count: names.len(),
+        });
+    }
+    match names.iter().position(|n| n.len() > MAX_FILTER_NAME_BYTES) {
+        Some(index) => Err(FilterError::TooLong {
+            field,
+            index,
+            len: names[index].len(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Which events a subscriber receives. Empty sets match everything; the
@@ -31,6 +66,14 @@ impl TryFrom<pb::EventFilter> for Filter {
     type Error = FilterError;
 
     fn try_from(f: pb::EventFilter) -> Result<Self, FilterError> {
+        bounded("agents", &f.agents)?;
+        bounded("sessions", &f.sessions)?;
+        if f.kinds.len() > MAX_FILTER_ENTRIES {
+            return Err(FilterError::TooMany {
+                field: "kinds",
+                count: f.kinds.len(),
+            });
+        }
         let kinds = f
             .kinds
             .iter()

@@ -14,7 +14,7 @@
 //! a subscriber costs no decode, clone or re-encode of any event.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -93,9 +93,26 @@ pub struct HubStats {
     pub subscribers: usize,
     pub gaps_sent: u64,
     pub journal: JournalStats,
+    /// Events the journal refused (a write failed) since the daemon started.
+    pub unjournaled: u64,
+    /// Whether the journal's last write succeeded (or none was tried).
+    pub journal_writable: bool,
+}
+
+/// Events the journal could not store, not yet reported by a `loss` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalLoss {
+    /// Since the previous report.
+    pub lost: u64,
+    /// Since the daemon started.
+    pub total: u64,
 }
 
 type Batch = Arc<Vec<Encoded>>;
+
+/// How often a subscriber catching up looks again at a journal that a
+/// failed write closed.
+const REOPEN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The hub's side. Subscriptions do not hold it, so dropping the last `Hub`
 /// drops the live sender and ends every stream.
@@ -106,6 +123,10 @@ struct Inner {
     last_seq: AtomicU64,
     /// Copy of the journal's counters, so `stats` never waits for a commit.
     journal_stats: Mutex<JournalStats>,
+    /// Events the journal refused, in all and since the last `loss` report.
+    unjournaled: AtomicU64,
+    unreported: AtomicU64,
+    writable: AtomicBool,
     common: Arc<Common>,
 }
 
@@ -151,6 +172,9 @@ impl Hub {
                 live,
                 last_seq: AtomicU64::new(stats.last_seq),
                 journal_stats: Mutex::new(stats),
+                unjournaled: AtomicU64::new(0),
+                unreported: AtomicU64::new(0),
+                writable: AtomicBool::new(true),
             }),
         }
     }
@@ -184,7 +208,9 @@ impl Hub {
     pub fn publish_wire_blocking(&self, events: Vec<pb::Event>) -> Result<Batch, HubError> {
         let inner = &self.inner;
         let mut journal = inner.journal.lock().unwrap_or_else(PoisonError::into_inner);
-        let batch = Arc::new(journal.append_wire(events)?);
+        let appended = journal.append_wire(events);
+        inner.writable.store(appended.is_ok(), Ordering::Relaxed);
+        let batch = Arc::new(appended?);
         if batch.is_empty() {
             return Ok(batch);
         }
@@ -201,6 +227,30 @@ impl Hub {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = journal.stats();
         Ok(batch)
+    }
+
+    /// Counts `n` events that could not be journaled, for the next
+    /// [`Hub::journal_loss`] report and the metrics.
+    pub fn count_unjournaled(&self, n: u64) {
+        self.inner.unjournaled.fetch_add(n, Ordering::Relaxed);
+        self.inner.unreported.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Events not journaled since the last report, if any.
+    #[must_use]
+    pub fn journal_loss(&self) -> Option<JournalLoss> {
+        let lost = self.inner.unreported.load(Ordering::Relaxed);
+        (lost > 0).then(|| JournalLoss {
+            lost,
+            total: self.inner.unjournaled.load(Ordering::Relaxed),
+        })
+    }
+
+    /// A `loss` event for `loss` was journaled.
+    pub fn journal_loss_reported(&self, loss: JournalLoss) {
+        self.inner
+            .unreported
+            .fetch_sub(loss.lost, Ordering::Relaxed);
     }
 
     /// Applies retention now; the daemon calls it periodically so age limits
@@ -234,6 +284,8 @@ impl Hub {
         HubStats {
             subscribers: self.inner.common.subscribers.load(Ordering::Relaxed),
             gaps_sent: self.inner.common.gaps_sent.load(Ordering::Relaxed),
+            unjournaled: self.inner.unjournaled.load(Ordering::Relaxed),
+            journal_writable: self.inner.writable.load(Ordering::Relaxed),
             journal: *self
                 .inner
                 .journal_stats
@@ -413,9 +465,17 @@ impl Subscription {
     }
 
     async fn catch_up(&mut self) -> Result<(), HubError> {
-        let reader = self.common.reader.clone();
         let (pos, limit) = (self.pos, self.common.catch_up_chunk);
-        let page = tokio::task::spawn_blocking(move || reader.read_page(pos, limit)).await??;
+        let page = loop {
+            let reader = self.common.reader.clone();
+            match tokio::task::spawn_blocking(move || reader.read_page(pos, limit)).await? {
+                // Closed after a failed write (a full disk) until the writer
+                // reopens it, at its next write or prune: the subscriber
+                // waits for that instead of ending.
+                Err(JournalError::Closed { .. }) => tokio::time::sleep(REOPEN_POLL).await,
+                page => break page?,
+            }
+        };
         // In one snapshot: the next sequence the journal can give, or, when it
         // has nothing after `pos`, the one after the newest ever written.
         let next = page
@@ -486,6 +546,18 @@ impl prometheus_client::collector::Collector for Hub {
             "journal_pruned_events",
             "Events removed by journal retention",
             stats.journal.pruned_events,
+        )?;
+        counter(
+            &mut enc,
+            "journal_unjournaled_events",
+            "Events the journal could not store (a write failed, such as on a full disk)",
+            stats.unjournaled,
+        )?;
+        gauge(
+            &mut enc,
+            "journal_writable",
+            "1 while the journal's writes succeed, 0 after one failed and until one succeeds",
+            u64::from(stats.journal_writable),
         )?;
         gauge(
             &mut enc,
@@ -566,6 +638,28 @@ mod tests {
             Some(pb::event::Payload::Gap(g)) => Some((g.first_missing, g.last_missing)),
             _ => None,
         }
+    }
+
+    #[test]
+    fn events_not_journaled_are_reported_once_and_counted_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub_with(&dir, Retention::default(), HubConfig::default());
+        assert_eq!(hub.journal_loss(), None);
+        hub.count_unjournaled(5);
+        let first = hub.journal_loss().unwrap();
+        assert_eq!(first, JournalLoss { lost: 5, total: 5 });
+        // Refused again before the first report made it: both in one.
+        hub.count_unjournaled(3);
+        assert_eq!(hub.journal_loss(), Some(JournalLoss { lost: 8, total: 8 }));
+        hub.journal_loss_reported(first);
+        assert_eq!(hub.journal_loss(), Some(JournalLoss { lost: 3, total: 8 }));
+        hub.journal_loss_reported(JournalLoss { lost: 3, total: 8 });
+        assert_eq!(hub.journal_loss(), None);
+        assert_eq!(hub.stats().unjournaled, 8);
+        // A successful publish says the journal is writable.
+        hub.publish_blocking(vec![fork(1, SystemTime::now())])
+            .unwrap();
+        assert!(hub.stats().journal_writable);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ pub mod encoded;
 pub mod filter;
 pub mod hub;
 pub mod publisher;
+pub mod repair;
 pub mod store;
 
 #[cfg(test)]
@@ -16,5 +17,5 @@ pub(crate) mod testing;
 
 pub use encoded::{Encoded, EncodedError};
 pub use filter::{Fields, Filter, FilterError};
-pub use hub::{Hub, HubConfig, HubError, HubStats, Start, Subscription};
+pub use hub::{Hub, HubConfig, HubError, HubStats, JournalLoss, Start, Subscription};
 pub use store::{Journal, JournalError, JournalReader, JournalStats, Page, Pruned, Retention};

@@ -26,9 +26,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::Hub;
 use super::counters::AgentCounters;
-use crate::event::Event;
+use super::{Hub, JournalLoss};
+use crate::event::{Event, Identity, Loss, Payload};
 use crate::metrics::Metrics;
 use crate::output::{JsonLines, OutputError};
 
@@ -266,14 +266,34 @@ fn commit(
         return (output, flushed);
     }
     let count = events.len();
+    // What earlier rounds could not journal is reported first, in the
+    // same commit, so the record says where it has a hole.
+    let loss = hub.journal_loss();
+    let mut events = events;
+    if let Some(loss) = loss {
+        events.insert(0, journal_loss_event(loss));
+    }
+    let offset = usize::from(loss.is_some());
     let events = match hub.publish_or_return(events) {
-        Ok(sequenced) => sequenced,
-        Err((e, events)) => {
+        Ok(sequenced) => {
+            if let Some(loss) = loss {
+                tracing::warn!(
+                    "the journal is writable again; {} events since the last report were not journaled ({} since start)",
+                    loss.lost,
+                    loss.total
+                );
+                hub.journal_loss_reported(loss);
+            }
+            sequenced
+        }
+        Err((e, mut events)) => {
             // Subscribers cannot get them (they read the journal), but the
             // JSON output still does, without sequence numbers.
             tracing::error!(
                 "journaling {count} events failed; they go to the JSON output only (seq 0): {e}"
             );
+            hub.count_unjournaled(count as u64);
+            events.drain(..offset);
             let refused = PublishError::Journal(e.to_string());
             for (_, reply) in replies {
                 let _ = reply.send(Err(refused.clone()));
@@ -292,10 +312,27 @@ fn commit(
         .try_for_each(|e| output.write(e))
         .and_then(|()| output.flush());
     for (range, reply) in replies {
+        let range = range.start + offset..range.end + offset;
         let _ = reply.send(Ok(events[range].to_vec()));
     }
     (output, written)
 }
+
+/// The `loss` event for events the journal could not store: sensor
+/// `journal`, as the kernel's are named by the sensor that lost them.
+fn journal_loss_event(loss: JournalLoss) -> Event {
+    Event::daemon(
+        Identity::default(),
+        Payload::Loss(Loss {
+            sensor: JOURNAL_LOSS.to_owned(),
+            lost: loss.lost,
+            total: loss.total,
+        }),
+    )
+}
+
+/// The `sensor` of `loss` events for events the journal could not store.
+pub const JOURNAL_LOSS: &str = "journal";
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@
 //! exactly as durable as the events and survive a journal pruned to empty.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -24,15 +24,15 @@ use crate::event::Event;
 use crate::journal::encoded::{Encoded, EncodedError};
 use crate::wire::pb;
 
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-const META_LAST_SEQ: &str = "last_seq";
-const META_BYTES: &str = "bytes";
-const META_PRUNED: &str = "pruned";
+pub(super) const META_LAST_SEQ: &str = "last_seq";
+pub(super) const META_BYTES: &str = "bytes";
+pub(super) const META_PRUNED: &str = "pruned";
 
 /// Bytes an entry counts for: its encoded event plus its key.
-const KEY_BYTES: u64 = 8;
+pub(super) const KEY_BYTES: u64 = 8;
 
 /// redb's default cache is 1 GiB; the journal is read mostly at its tail.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -59,6 +59,16 @@ pub enum JournalError {
         #[source]
         source: EncodedError,
     },
+    #[error(
+        "journal {path}: cannot be opened: {source}; `vigil journal check {path}` reports what is damaged, `vigil journal repair {path}` moves the file aside and recovers every readable event into a fresh one"
+    )]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("journal {path}: closed after a write failed ({cause}); it reopens at the next write")]
+    Closed { path: PathBuf, cause: String },
 }
 
 /// How much history the journal keeps; `None` means no limit.
@@ -109,8 +119,15 @@ pub struct Page {
 }
 
 struct Shared {
-    db: Database,
+    /// `None` between closing the database after a failed write and
+    /// opening it again. redb latches an I/O error (a full disk) and fails
+    /// every later operation until the database is reopened, so the writer
+    /// closes and reopens it; readers take their transactions under this
+    /// lock, so the file is never open twice.
+    db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// Why the database is closed, while it is.
+    closed: RwLock<Option<String>>,
 }
 
 impl Shared {
@@ -130,9 +147,59 @@ impl Shared {
         }
     }
 
-    fn begin_read(&self) -> Result<ReadTransaction, JournalError> {
-        self.db.begin_read().map_err(self.err("beginning a read"))
+    fn closed(&self) -> JournalError {
+        JournalError::Closed {
+            path: self.path.clone(),
+            cause: self
+                .closed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default(),
+        }
     }
+
+    fn begin_read(&self) -> Result<ReadTransaction, JournalError> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let db = db.as_ref().ok_or_else(|| self.closed())?;
+        db.begin_read().map_err(self.err("beginning a read"))
+    }
+}
+
+/// A failure to open that says the file itself is bad (not, say, that
+/// another daemon holds it), told with what to do about it.
+fn damaged(e: JournalError) -> JournalError {
+    match e {
+        JournalError::Database { path, source, .. }
+            if matches!(
+                *source,
+                redb::Error::Corrupted(_)
+                    | redb::Error::Io(_)
+                    | redb::Error::RepairAborted
+                    | redb::Error::UpgradeRequired(_)
+                    | redb::Error::TableTypeMismatch { .. }
+            ) =>
+        {
+            JournalError::Damaged { path, source }
+        }
+        other => other,
+    }
+}
+
+/// Opens (or creates) the database. With `verify`, redb checks the
+/// checksum of every committed page first (it reads the whole file), so a
+/// file damaged since it was written is refused at start instead of
+/// failing, or worse, being trusted, when the damaged part is read.
+fn open_database(path: &Path, verify: bool) -> Result<Database, JournalError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(verify)
+        .create(path)
+        .map_err(|e| JournalError::Database {
+            path: path.to_owned(),
+            op: "opening",
+            source: Box::new(e.into()),
+        })
 }
 
 /// The journal's writer. One per database file: redb locks the file, so a
@@ -202,17 +269,22 @@ impl Journal {
                 source,
             })?;
         }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| JournalError::Database {
-                path: path.to_owned(),
-                op: "opening",
-                source: Box::new(e.into()),
-            })?;
+        // redb may panic on a page whose structure is broken; at start that
+        // is one more damaged file, to be told as such.
+        let db = std::panic::catch_unwind(|| open_database(path, true))
+            .unwrap_or_else(|_| {
+                Err(JournalError::Damaged {
+                    path: path.to_owned(),
+                    source: Box::new(redb::Error::Corrupted(
+                        "redb failed on a damaged page".to_owned(),
+                    )),
+                })
+            })
+            .map_err(damaged)?;
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(Some(db)),
             path: path.to_owned(),
+            closed: RwLock::new(None),
         });
         let mut journal = Self {
             shared,
@@ -221,35 +293,30 @@ impl Journal {
             stats: JournalStats::default(),
             oldest_time: None,
         };
-        journal.load()?;
+        journal.load().map_err(damaged)?;
         Ok(journal)
     }
 
     fn load(&mut self) -> Result<(), JournalError> {
         let shared = Arc::clone(&self.shared);
         let txn = self.begin_write()?;
-        {
-            // Creates both tables on first open, so readers never miss them.
-            let events = txn
-                .open_table(EVENTS)
-                .map_err(shared.err("opening events"))?;
-            let meta = txn.open_table(META).map_err(shared.err("opening meta"))?;
-            let first = events.first().map_err(shared.err("reading oldest"))?;
-            self.stats = JournalStats {
-                size_bytes: meta_get(&meta, META_BYTES).map_err(shared.err("reading meta"))?,
-                oldest_seq: first.as_ref().map(|(k, _)| k.value()),
-                last_seq: meta_get(&meta, META_LAST_SEQ).map_err(shared.err("reading meta"))?,
-                pruned_events: meta_get(&meta, META_PRUNED).map_err(shared.err("reading meta"))?,
-            };
-            self.oldest_time = first.and_then(|(_, v)| event_time(v.value()));
-        }
-        txn.commit().map_err(shared.err("committing"))
+        // Creates both tables on first open, so readers never miss them.
+        txn.open_table(EVENTS)
+            .map_err(shared.err("opening events"))?;
+        txn.open_table(META).map_err(shared.err("opening meta"))?;
+        txn.commit().map_err(shared.err("committing"))?;
+        (self.stats, self.oldest_time) = self.reader().stats()?;
+        Ok(())
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, JournalError> {
-        let mut txn = self
+        let db = self
             .shared
             .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let db = db.as_ref().ok_or_else(|| self.shared.closed())?;
+        let mut txn = db
             .begin_write()
             .map_err(self.shared.err("beginning a write"))?;
         // A restart after kill -9 then reopens at once instead of walking the whole file.
@@ -324,13 +391,97 @@ impl Journal {
     /// Journals wire events in one durable transaction, assigning their
     /// sequences and node name (whatever they carried), and returns them
     /// encoded, as stored: the one encoding subscribers are sent.
-    pub fn append_wire(
-        &mut self,
-        mut events: Vec<pb::Event>,
-    ) -> Result<Vec<Encoded>, JournalError> {
+    ///
+    /// A write that fails (a full disk) stores nothing of the batch and
+    /// closes the database, which is then reopened at its last commit, at
+    /// once for the readers if it can be and else at the next call.
+    pub fn append_wire(&mut self, events: Vec<pb::Event>) -> Result<Vec<Encoded>, JournalError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.reopen_if_closed()?;
+        let appended = self.try_append_wire(events);
+        if let Err(e) = &appended {
+            self.failed(e);
+        }
+        appended
+    }
+
+    /// Whether the database is open: `false` after a write failed and
+    /// until it could be reopened.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// After a failed write: closes the database, whose I/O error redb
+    /// keeps failing every later operation with, and tries to reopen it.
+    fn failed(&mut self, e: &JournalError) {
+        if !matches!(e, JournalError::Database { .. }) {
+            return;
+        }
+        let old = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        *self
+            .shared
+            .closed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        if let Some(db) = old
+            && let Err(close) = db.close()
+        {
+            // The file is closed either way; the next open recovers it.
+            tracing::debug!("closing journal {}: {close}", self.shared.path.display());
+        }
+        if let Err(reopen) = self.reopen_if_closed() {
+            tracing::warn!("{reopen}");
+        }
+    }
+
+    /// Opens the database again if a failed write closed it, and reloads
+    /// the counters from its last commit.
+    fn reopen_if_closed(&mut self) -> Result<(), JournalError> {
+        let mut slot = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Ok(());
+        }
+        let path = &self.shared.path;
+        // Not verified: this process wrote the file, and the check commits,
+        // which a disk that is still full refuses.
+        let db = open_database(path, false).map_err(|e| JournalError::Closed {
+            path: path.clone(),
+            cause: e.to_string(),
+        })?;
+        *slot = Some(db);
+        drop(slot);
+        *self
+            .shared
+            .closed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        let (stats, oldest_time) = self.reader().stats()?;
+        self.stats = stats;
+        self.oldest_time = oldest_time;
+        tracing::info!("journal {} reopened", path.display());
+        Ok(())
+    }
+
+    fn try_append_wire(
+        &mut self,
+        mut events: Vec<pb::Event>,
+    ) -> Result<Vec<Encoded>, JournalError> {
         let mut encoded = Vec::with_capacity(events.len());
         let shared = Arc::clone(&self.shared);
         let mut seq = self.stats.last_seq;
@@ -371,6 +522,15 @@ impl Journal {
     /// event whose `time` is older than `now - max_age`, in one transaction.
     /// Cheap when nothing is due: no transaction is started.
     pub fn prune(&mut self, now: SystemTime) -> Result<Pruned, JournalError> {
+        self.reopen_if_closed()?;
+        let pruned = self.try_prune(now);
+        if let Err(e) = &pruned {
+            self.failed(e);
+        }
+        pruned
+    }
+
+    fn try_prune(&mut self, now: SystemTime) -> Result<Pruned, JournalError> {
         let cutoff = self.retention.max_age.and_then(|age| now.checked_sub(age));
         let over_size = self
             .retention
@@ -506,6 +666,24 @@ impl JournalReader {
             oldest_seq,
             last_seq,
         })
+    }
+
+    /// The counters of the last commit, and the `time` of the oldest event.
+    fn stats(&self) -> Result<(JournalStats, Option<SystemTime>), JournalError> {
+        let shared = &self.shared;
+        let txn = shared.begin_read()?;
+        let events = txn
+            .open_table(EVENTS)
+            .map_err(shared.err("opening events"))?;
+        let meta = txn.open_table(META).map_err(shared.err("opening meta"))?;
+        let first = events.first().map_err(shared.err("reading oldest"))?;
+        let stats = JournalStats {
+            size_bytes: meta_get(&meta, META_BYTES).map_err(shared.err("reading meta"))?,
+            oldest_seq: first.as_ref().map(|(k, _)| k.value()),
+            last_seq: meta_get(&meta, META_LAST_SEQ).map_err(shared.err("reading meta"))?,
+            pruned_events: meta_get(&meta, META_PRUNED).map_err(shared.err("reading meta"))?,
+        };
+        Ok((stats, first.and_then(|(_, v)| event_time(v.value()))))
     }
 
     /// Oldest retained sequence; `None` when the journal is empty.

@@ -518,6 +518,13 @@ fn errno_name(errno: i32) -> String {
     format!("{:?}", nix::errno::Errno::from_raw(errno))
 }
 
+/// The errno a negative syscall return stands for. The kernel returns
+/// -4095..=-1; a record is untrusted bytes, so any other value (down to
+/// `i64::MIN`, which has no negation) names no errno rather than overflow.
+fn error_of(ret: i64) -> String {
+    errno_name(i32::try_from(ret.unsigned_abs()).unwrap_or(0))
+}
+
 /// The parent directory of an absolute path (`/` for `/x`).
 fn parent_dir(path: &str) -> &str {
     match path.rfind('/') {
@@ -594,7 +601,7 @@ fn link(h: &Header, r: &LinkRecord) -> Payload {
         path,
         raw_path,
         inode: None,
-        error: (r.ret < 0).then(|| errno_name((-r.ret) as i32)),
+        error: (r.ret < 0).then(|| error_of(r.ret)),
         path_truncated: h.flags & vigil_common::LINK_PATH_TRUNCATED != 0,
         blocked: h.verdict != vigil_common::verdict::ALLOWED,
     })
@@ -719,7 +726,7 @@ pub fn to_event(record: &Record, clock: &Clock) -> Event {
             let (fd, error) = if r.ret >= 0 {
                 (Some(r.ret as i32), None)
             } else {
-                (None, Some(errno_name((-r.ret) as i32)))
+                (None, Some(error_of(r.ret)))
             };
             Payload::FileOpen(FileOpen {
                 path,
@@ -1225,6 +1232,23 @@ mod tests {
                     let _ = to_event(&r, &Clock::now());
                 }
             }
+        }
+    }
+
+    /// Found by the `ring_record` fuzz target: a return value with no
+    /// negation (`i64::MIN`) overflowed when its errno was named.
+    #[test]
+    fn returns_out_of_the_kernels_range_name_no_errno() {
+        for ret in [i64::MIN, i64::MIN + 1, -(1 << 40)] {
+            let f = open_of(&bytes_of(&open_record("nope", ret)));
+            assert_eq!(f.error.as_deref(), Some("UnknownErrno"), "{ret}");
+            let mut r = link_record(link_syscall::RENAME, "a", "b", &[]);
+            r.ret = ret;
+            let ev = to_event(&decode(&bytes_of(&r)).unwrap(), &Clock::now());
+            let Payload::FileLink(l) = ev.payload else {
+                panic!("not a link: {:?}", ev.payload);
+            };
+            assert_eq!(l.error.as_deref(), Some("UnknownErrno"), "{ret}");
         }
     }
 
