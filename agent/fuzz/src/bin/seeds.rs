@@ -15,8 +15,8 @@ use vigil::wire::pb;
 use vigil_common::{
     ARGV_LEN, AcceptRecord, ConnectRecord, DIR_LEN, DNS_LEN, DnsRecord, EscapeRecord, ExecRecord,
     ExitRecord, ForkRecord, Header, IoUringRecord, LinkRecord, NAME_READ, OPEN_RESOLVED_FILE,
-    OpenRecord, PATH_LEN, PathComponents, RecordKind, SocketRecord, UnixRecord, open_syscall,
-    path_flags, sock_op,
+    OpenRecord, PATH_LEN, PathComponents, RecordKind, SocketRecord, TamperRecord, UnixRecord,
+    open_syscall, path_flags, sock_op, tamper,
 };
 
 const AF_INET: u16 = 2;
@@ -143,7 +143,8 @@ fn exec() -> Vec<u8> {
         filename_len,
         argv_len: at as u16,
         exe_nlink: 1,
-        _pad: [0; 4],
+        exe_dev: (8 << 20) | 1,
+        exe_ino: 4321,
         filename,
         argv: args,
         exe: components(argv[0]),
@@ -268,6 +269,14 @@ fn records() -> Vec<Vec<u8>> {
         4110,
         "sh",
     )));
+    out.push(bytes_of(&TamperRecord {
+        header: header(RecordKind::Tamper, 4111, "gdb"),
+        method: tamper::PTRACE,
+        _pad: 0,
+        arg: 0x4206,
+        target_tid: 812,
+        _pad2: 0,
+    }));
     out
 }
 
