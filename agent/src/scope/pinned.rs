@@ -113,8 +113,7 @@ impl Pinned {
 /// Where to walk for a glob and how deep: its fixed leading directory, and
 /// the number of components after it (unbounded with `**`).
 fn walk_root(pattern: &str) -> (&Path, usize) {
-    const META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
-    let Some(first_meta) = pattern.find(META) else {
+    let Some(first_meta) = pattern.find(super::tools::GLOB_META) else {
         return (Path::new(pattern), 0);
     };
     let dir_end = pattern[..first_meta].rfind('/').unwrap_or(0);

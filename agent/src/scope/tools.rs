@@ -119,15 +119,17 @@ fn resolved_globs(sources: &[String]) -> GlobSet {
     b.build().unwrap_or_else(|_| GlobSet::empty())
 }
 
+/// The characters that make a path glob more than a literal path.
+pub(super) const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+
 /// `pattern` with its leading directories that hold no glob syntax (the
 /// whole path when it holds none) resolved through symbolic links; `None`
 /// when they do not resolve or resolve to themselves.
 fn resolved_glob(pattern: &str) -> Option<String> {
-    const META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
     if !pattern.starts_with('/') {
         return None;
     }
-    if !pattern.contains(META) {
+    if !pattern.contains(GLOB_META) {
         let real = std::fs::canonicalize(pattern)
             .ok()?
             .into_os_string()
@@ -135,7 +137,7 @@ fn resolved_glob(pattern: &str) -> Option<String> {
             .ok()?;
         return (real != pattern).then(|| globset::escape(&real));
     }
-    let first_meta = pattern.find(META)?;
+    let first_meta = pattern.find(GLOB_META)?;
     let dir_end = pattern[..first_meta].rfind('/')?;
     let (dir, rest) = pattern.split_at(dir_end);
     if dir.is_empty() {
