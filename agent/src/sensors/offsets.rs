@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use vigil_common::Offsets;
+use vigil_common::{Offsets, Span};
 
 use crate::paths;
 
@@ -213,7 +213,7 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         }
         r
     };
-    Ok(Offsets {
+    let mut o = Offsets {
         exec_filename: f.offset("sched/sched_process_exec", "filename")?,
         exec_old_pid: f.offset("sched/sched_process_exec", "old_pid")?,
         exit_group_dead: f
@@ -262,6 +262,7 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         fdtable_fd: btf.member_offset("fdtable", "fd")?,
         fdtable_max_fds: btf.member_offset("fdtable", "max_fds")?,
         file_path: btf.member_offset("file", "f_path")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
         mm_exe_file: btf.member_offset("mm_struct", "exe_file")?,
         dentry_inode: btf.member_offset("dentry", "d_inode")?,
         inode_nlink: btf.member_offset("inode", "i_nlink")?,
@@ -286,7 +287,42 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
             .member_offset("bpf_sock_addr_kern", "uaddrlen")
             .unwrap_or(0),
         regs_args: regs.args,
-    })
+        ..Offsets::zeroed()
+    };
+    set_spans(
+        &mut o,
+        btf.member_offset("mount", "mnt")? + btf.member_offset("vfsmount", "mnt_root")?,
+    );
+    Ok(o)
+}
+
+/// The programs' one-read member groups ([`Span`]), from the member
+/// offsets already found: a layout where a group does not fit one read
+/// falls back to reading member by member, never to a wrong word.
+fn set_spans(o: &mut Offsets, mount_root: u32) {
+    const P: u32 = 8;
+    o.file_span = Span::covering(
+        &[
+            (o.file_inode, P),
+            (o.file_path + o.path_mnt, P),
+            (o.file_path + o.path_dentry, P),
+        ],
+        false,
+    );
+    o.inode_span = Span::covering(
+        &[(o.inode_sb, P), (o.inode_ino, P), (o.inode_nlink, 4)],
+        false,
+    );
+    o.dentry_span = Span::covering(&[(o.dentry_parent, P), (o.dentry_name, P)], false);
+    o.mount_span = Span::covering(
+        &[
+            (o.mount_parent, P),
+            (o.mount_mountpoint, P),
+            (mount_root, P),
+        ],
+        false,
+    );
+    o.path_span = Span::covering(&[(o.path_mnt, P), (o.path_dentry, P)], true);
 }
 
 /// io_uring's tracepoint fields and the members its openat requests are
@@ -402,6 +438,35 @@ print fmt: \"filename=%s pid=%d old_pid=%d\", __get_str(filename), REC->pid, REC
         assert_eq!(fields[0].name, "comm");
         assert_eq!(fields[1].name, "filename");
         assert_eq!(fields[1].offset, 24);
+    }
+
+    /// The one-read groups of Linux 6.18's layout, and member-by-member
+    /// reads for a layout whose members are too far apart.
+    #[test]
+    fn spans_cover_the_members_read_together() {
+        let mut o = Offsets {
+            file_inode: 32,
+            file_path: 64,
+            path_mnt: 0,
+            path_dentry: 8,
+            inode_sb: 40,
+            inode_ino: 64,
+            inode_nlink: 72,
+            dentry_parent: 24,
+            dentry_name: 40,
+            mount_parent: 16,
+            mount_mountpoint: 24,
+            ..Offsets::zeroed()
+        };
+        set_spans(&mut o, 32);
+        assert_eq!(o.file_span, Span { start: 32, len: 48 });
+        assert_eq!(o.inode_span, Span { start: 40, len: 36 });
+        assert_eq!(o.dentry_span, Span { start: 24, len: 24 });
+        assert_eq!(o.mount_span, Span { start: 16, len: 24 });
+        assert_eq!(o.path_span, Span { start: 0, len: 16 });
+        o.inode_nlink = 400;
+        set_spans(&mut o, 32);
+        assert_eq!(o.inode_span, Span::NONE);
     }
 
     /// The running kernel's BTF has every member the programs read.

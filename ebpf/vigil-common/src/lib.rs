@@ -795,6 +795,55 @@ pub struct UnixRecord {
     pub path: [u8; UNIX_PATH_BUF],
 }
 
+/// Bytes a [`Span`] covers at most: the programs read it into a stack
+/// buffer of this size.
+pub const SPAN_MAX: u32 = 64;
+
+/// Members of one kernel struct that a program reads with one helper call
+/// instead of one call each: every `bpf_probe_read_kernel` costs about
+/// 9 ns, and a resolved open reads a few dozen kernel words. `start` is
+/// 8-aligned (words are then extracted without crossing), the range ends at
+/// the last member's end (never past the struct, which may end a page).
+/// `len` 0: the members are read one by one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    /// Reads member by member.
+    pub const NONE: Self = Self { start: 0, len: 0 };
+
+    /// The range covering `members`, each (offset, size in bytes), or
+    /// [`Span::NONE`] when a member is unknown, is not 1, 2, 4 or 8 bytes,
+    /// straddles a word, or the range is over [`SPAN_MAX`] bytes. Offset 0
+    /// means "not found" unless `first_at_zero` (the first member listed is
+    /// the struct's first member).
+    pub fn covering(members: &[(u32, u32)], first_at_zero: bool) -> Self {
+        let mut lo = u32::MAX;
+        let mut hi = 0u32;
+        for (i, &(off, size)) in members.iter().enumerate() {
+            let word_aligned = matches!(size, 1 | 2 | 4 | 8) && off % 8 + size <= 8;
+            if (off == 0 && !(first_at_zero && i == 0)) || !word_aligned {
+                return Self::NONE;
+            }
+            lo = lo.min(off);
+            hi = hi.max(off + size);
+        }
+        if members.is_empty() {
+            return Self::NONE;
+        }
+        let start = lo & !7;
+        let len = hi - start;
+        if len > SPAN_MAX {
+            return Self::NONE;
+        }
+        Self { start, len }
+    }
+}
+
 /// Offsets into tracepoint records and kernel structs, found at load time
 /// (tracefs `format` files and `/sys/kernel/btf/vmlinux`) and handed to the
 /// programs as a read-only global, so nothing depends on one kernel's layout.
@@ -891,6 +940,9 @@ pub struct Offsets {
     pub fdtable_max_fds: u32,
     /// `file.f_path`.
     pub file_path: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    pub _pad: u32,
     /// `mm_struct.exe_file`.
     pub mm_exe_file: u32,
     /// `dentry.d_inode`.
@@ -929,6 +981,16 @@ pub struct Offsets {
     /// `pt_regs` slots of the first four syscall arguments as they are at
     /// syscall exit (x86-64: `di`, `si`, `dx`, `r10`).
     pub regs_args: [u32; 4],
+    /// `file`: `f_inode` and `f_path`.
+    pub file_span: Span,
+    /// `inode`: `i_sb`, `i_ino` and `i_nlink`.
+    pub inode_span: Span,
+    /// `dentry`: `d_parent` and `d_name.name`, what one step of a walk reads.
+    pub dentry_span: Span,
+    /// `mount`: `mnt_parent`, `mnt_mountpoint` and `mnt.mnt_root`.
+    pub mount_span: Span,
+    /// `path`: `mnt` and `dentry`.
+    pub path_span: Span,
 }
 
 /// Settings of the programs, fixed at load time (a read-only global, which
@@ -1019,6 +1081,8 @@ impl Offsets {
             fdtable_fd: 0,
             fdtable_max_fds: 0,
             file_path: 0,
+            file_inode: 0,
+            _pad: 0,
             mm_exe_file: 0,
             dentry_inode: 0,
             inode_nlink: 0,
@@ -1038,6 +1102,11 @@ impl Offsets {
             task_cgroups: 0,
             css_set_dfl_cgrp: 0,
             regs_args: [0; 4],
+            file_span: Span::NONE,
+            inode_span: Span::NONE,
+            dentry_span: Span::NONE,
+            mount_span: Span::NONE,
+            path_span: Span::NONE,
         }
     }
 }
@@ -1194,6 +1263,40 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn span_covers_members_from_an_aligned_start() {
+        // struct inode on 6.18: i_sb 40, i_ino 64, i_nlink 72 (u32).
+        let s = Span::covering(&[(40, 8), (64, 8), (72, 4)], false);
+        assert_eq!(s, Span { start: 40, len: 36 });
+        // A first member at an odd word offset starts the span at its word.
+        assert_eq!(
+            Span::covering(&[(12, 4), (16, 8)], false),
+            Span { start: 8, len: 16 }
+        );
+        assert_eq!(
+            Span::covering(&[(0, 4), (8, 8)], true),
+            Span { start: 0, len: 16 }
+        );
+    }
+
+    #[test]
+    fn span_refuses_what_one_read_cannot_cover() {
+        // Unknown member (offset 0 where it cannot be the first).
+        assert_eq!(Span::covering(&[(0, 8), (8, 8)], false), Span::NONE);
+        assert_eq!(Span::covering(&[(8, 8), (0, 8)], true), Span::NONE);
+        // Too far apart for one buffer.
+        assert_eq!(Span::covering(&[(8, 8), (200, 8)], false), Span::NONE);
+        // A member straddling a word, or of an odd size.
+        assert_eq!(Span::covering(&[(12, 8)], false), Span::NONE);
+        assert_eq!(Span::covering(&[(16, 16)], false), Span::NONE);
+        assert_eq!(Span::covering(&[], false), Span::NONE);
+        // Exactly SPAN_MAX bytes is still one read.
+        assert_eq!(
+            Span::covering(&[(8, 8), (64, 8)], false),
+            Span { start: 8, len: 64 }
+        );
+    }
+
     /// Pins the layouts: a change here is a change of the kernel/user ABI.
     #[test]
     fn record_sizes_are_stable() {
@@ -1221,7 +1324,7 @@ mod tests {
 
         assert_eq!(size_of::<KernelConfig>(), 88 + size_of::<Offsets>());
         assert_eq!(size_of::<SocketRecord>(), 64 + 8);
-        assert_eq!(size_of::<Offsets>(), 24 + 16 + 36 + 35 * 4 + 16);
+        assert_eq!(size_of::<Offsets>(), 24 + 16 + 36 + 37 * 4 + 16 + 5 * 8);
         assert_eq!(size_of::<TaskSession>(), 32);
         assert_eq!(size_of::<EscapeRecord>(), 64 + 16);
         assert_eq!(size_of::<TamperRecord>(), 64 + 16);

@@ -283,14 +283,14 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     // hard links, `/proc/*/root`): scope is judged on it. Only a failed
     // open falls back to the directory a relative path was relative to.
     let opened = if ret >= 0 {
-        path::fd_path(cfg, ret as i32)
+        path::fd_file(cfg, ret as i32)
     } else {
         None
     };
     let target = if let Some(file) = opened {
         rec.header.flags |= OPEN_RESOLVED_FILE;
-        (rec.dev, rec.ino, rec.nlink) = path::file_id(cfg, file.dentry);
-        Some(file)
+        (rec.dev, rec.ino, rec.nlink) = path::inode_id(cfg, file.inode);
+        Some(file.path)
     } else if base_dentry != 0 {
         Some(path::KPath {
             mnt: base_mnt as *const u8,
