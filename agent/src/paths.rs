@@ -16,6 +16,8 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/vigil";
 pub const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 /// Kernel BTF, for struct offsets.
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// `kernel.bpf_stats_enabled`: the kernel counts BPF programs' run time.
+pub const BPF_STATS_ENABLED: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// Mount table used to find the cgroup v2 hierarchy.
 pub const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// Name of the directory, under the cgroup v2 root, that holds agent sessions.

@@ -502,3 +502,87 @@ fn ring_buffer_overflow_is_counted_and_the_daemon_survives() {
     assert!(!line.ends_with("lost 0"), "status shows the loss: {text}");
     d.settle();
 }
+
+/// Sets `kernel.bpf_stats_enabled` for the test and puts the old value back.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn set(on: bool) -> Self {
+        let old = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, if on { "1" } else { "0" }).unwrap();
+        Self(old.trim().to_owned())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+/// `vigil status` says what each program costs the node while the kernel
+/// counts it, and how to have it counted while it does not.
+#[test]
+fn status_reports_what_each_program_costs_the_node() {
+    if !kernel_available() {
+        return;
+    }
+    let d = Daemon::start(CODER_AGENT);
+    let file = d.dir.path().join("costed.txt");
+    std::fs::write(&file, "x").unwrap();
+    {
+        let _off = BpfStats::set(false);
+        assert!(!d.api().status().unwrap().program_stats);
+        let text = d.vigil_ok(&["status"]);
+        assert!(
+            text.contains("cost      not counted (sysctl kernel.bpf_stats_enabled=1"),
+            "{text}"
+        );
+    }
+    let _on = BpfStats::set(true);
+    for i in 0..3 {
+        let out = d.exec(
+            "coder",
+            &format!("s-cost-{i}"),
+            &[&wl(), "open", file.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let status = d.api().status().unwrap();
+    assert!(status.program_stats);
+    let open: Vec<_> = status
+        .sensors
+        .iter()
+        .flat_map(|s| &s.programs)
+        .filter(|p| p.program == "vigil_open_exit")
+        .collect();
+    assert!(!open.is_empty(), "{status:?}");
+    // Its links (one per open syscall) share one program and its figures.
+    assert!(
+        open.iter()
+            .all(|p| p.program_id == open[0].program_id && p.program_id != 0)
+    );
+    assert!(
+        open[0].run_count >= 3 && open[0].run_time_ns > 0,
+        "{:?}",
+        open[0]
+    );
+    let text = d.vigil_ok(&["status"]);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cost      vigil_open_exit "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(" runs ") && line.contains(" ns/run "),
+        "{line}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("cost      vigil_open_exit "))
+            .count(),
+        1,
+        "{text}"
+    );
+}

@@ -67,6 +67,9 @@ impl pb::node_service_server::NodeService for Node {
                     pinned: p.pinned,
                     reattached: p.reattached,
                     error: p.error.clone().unwrap_or_default(),
+                    program_id: p.program_id,
+                    run_count: p.run_count,
+                    run_time_ns: p.run_time_ns,
                 })
                 .collect();
             let detached: Vec<&str> = programs
@@ -131,6 +134,7 @@ impl pb::node_service_server::NodeService for Node {
             sensor_tampers: s.sensors.tampers(),
             last_tamper: s.sensors.last_tamper().unwrap_or_default(),
             exports: s.exports.status().into_iter().map(Into::into).collect(),
+            program_stats: s.sensors.program_stats(),
         }))
     }
 }
@@ -195,6 +199,9 @@ mod tests {
                 pinned: true,
                 reattached: 0,
                 error: None,
+                program_id: if attached { 40 } else { 41 },
+                run_count: 0,
+                run_time_ns: 0,
             };
             vec![
                 state("vigil_connect4", true),

@@ -143,6 +143,25 @@ pub fn link_state(fd: &OwnedFd) -> std::io::Result<LinkState> {
     })
 }
 
+/// Runs and run time (ns) of every BPF program on the node, by id. A
+/// program that cannot be queried is left out (its figures read 0).
+fn program_runs() -> std::collections::HashMap<u32, (u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| {
+            let ns = u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX);
+            (p.id(), (p.run_count(), ns))
+        })
+        .collect()
+}
+
+/// Whether `kernel.bpf_stats_enabled` is on. Statistics a process turned on
+/// with a `BPF_ENABLE_STATS` descriptor do not show in the sysctl; the run
+/// figures grow all the same.
+pub fn program_stats_enabled() -> bool {
+    std::fs::read_to_string(crate::paths::BPF_STATS_ENABLED).is_ok_and(|v| v.trim() == "1")
+}
+
 /// The inode of a pin, or `None` when nothing is pinned there.
 pub fn pin_inode(path: &Path) -> Option<u64> {
     std::fs::symlink_metadata(path).ok().map(|m| m.ino())
@@ -278,11 +297,17 @@ impl Sensors {
             .held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let runs = program_runs();
         held.links
             .iter()
             .map(|l| {
                 let state = link_state(&l.fd);
+                let program_id = state.as_ref().map_or(0, |s| s.prog_id);
+                let (run_count, run_time_ns) = runs.get(&program_id).copied().unwrap_or_default();
                 ProgramState {
+                    program_id,
+                    run_count,
+                    run_time_ns,
                     sensor: l.sensor,
                     program: l.program,
                     hook: l.hook.clone(),

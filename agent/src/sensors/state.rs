@@ -23,6 +23,12 @@ pub struct ProgramState {
     pub reattached: u64,
     /// Why the state could not be read.
     pub error: Option<String>,
+    /// Kernel id of the program, 0 when it could not be queried.
+    pub program_id: u32,
+    /// Runs of the program and their total time, as the kernel counts them
+    /// while `kernel.bpf_stats_enabled` is on.
+    pub run_count: u64,
+    pub run_time_ns: u64,
 }
 
 /// The sensors' own state.
@@ -37,6 +43,10 @@ pub trait SensorState: Send + Sync {
     fn last_tamper(&self) -> Option<String>;
     /// Size of the ring buffer as loaded.
     fn ring_buffer_bytes(&self) -> u32;
+    /// The kernel counts programs' run time now.
+    fn program_stats(&self) -> bool {
+        false
+    }
     /// Kernel features the sensors could not use, with why.
     fn unavailable(&self) -> Vec<(String, String)> {
         Vec::new()
@@ -62,6 +72,10 @@ impl SensorState for Sensors {
 
     fn ring_buffer_bytes(&self) -> u32 {
         self.ring_buffer_bytes
+    }
+
+    fn program_stats(&self) -> bool {
+        super::guard::program_stats_enabled()
     }
 
     fn unavailable(&self) -> Vec<(String, String)> {
