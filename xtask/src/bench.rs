@@ -8,6 +8,7 @@
 mod daemon;
 mod overhead;
 mod peers;
+mod programs;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -50,6 +51,12 @@ const BENCHES: &[Bench] = &[
         run: peers,
     },
     Bench {
+        name: "programs",
+        about: "the kernel programs' own run time per watched operation of each overhead loop, as the kernel counts it (xtask/src/bench/programs.rs)",
+        kernel: true,
+        run: programs,
+    },
+    Bench {
         name: "decode",
         about: "ring-buffer record decoding on one core (agent/benches/decode.rs)",
         kernel: false,
@@ -87,6 +94,10 @@ fn overhead(ctx: &Context) -> Result<Vec<Figure>> {
 
 fn peers(ctx: &Context) -> Result<Vec<Figure>> {
     peers::run(&ctx.meta.target_dir()?)
+}
+
+fn programs(ctx: &Context) -> Result<Vec<Figure>> {
+    programs::run(&ctx.meta.target_dir()?)
 }
 
 fn decode(ctx: &Context) -> Result<Vec<Figure>> {

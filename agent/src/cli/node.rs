@@ -130,7 +130,7 @@ fn program_costs(s: &pb::StatusResponse) -> Vec<String> {
         .into_iter()
         .map(|(name, runs, ns)| {
             format!(
-                "{name:<24} {runs:>12} runs {:>8} ns/run {:>10.1} ms",
+                "{name:<24} {runs:>12} runs {:>8} ns/run {:>12.3} ms",
                 ns / runs,
                 ns as f64 / 1e6
             )

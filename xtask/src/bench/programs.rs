@@ -1,0 +1,150 @@
+//! `cargo xtask bench programs`: what Vigil's kernel programs cost per
+//! operation of each overhead loop run in a watched session, as the kernel
+//! itself counts it (`kernel.bpf_stats_enabled`, read from the `cost` lines
+//! of `vigil status`).
+//!
+//! The loops' wall-clock ratios (`overhead`) carry the machine's noise and
+//! everything the daemon does; this is the in-kernel part alone, summed over
+//! every Vigil program that ran during the loop (the open program for an
+//! open, the fork, exec and exit programs for an exec). Counting adds two
+//! clock reads to every program run, so it is never on while `overhead`
+//! measures.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use anyhow::{Context as _, Result, bail};
+use vigil_harness::stats::median;
+
+use super::daemon::{self, Daemon};
+use super::overhead::{Loop, time};
+use super::{Figure, Target};
+
+/// Runs of each loop, the first dropped (a cold start).
+const ROUNDS: usize = 6;
+
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// `kernel.bpf_stats_enabled` on for the bench, the old value put back.
+struct Counting(String);
+
+impl Counting {
+    fn on() -> Result<Self> {
+        let old =
+            fs::read_to_string(STATS_SYSCTL).with_context(|| format!("reading {STATS_SYSCTL}"))?;
+        fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
+        Ok(Self(old.trim().to_owned()))
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(STATS_SYSCTL, &self.0) {
+            eprintln!(
+                "bench: could not put {STATS_SYSCTL} back to {}: {e}",
+                self.0
+            );
+        }
+    }
+}
+
+/// Run time so far (ns) of each program, from `vigil status`.
+fn costs(daemon: &Daemon) -> Result<BTreeMap<String, f64>> {
+    let status = daemon.status()?;
+    parse_costs(&status)
+}
+
+/// `cost      NAME RUNS runs NS ns/run TOTAL ms` lines.
+fn parse_costs(status: &str) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for line in status.lines().filter_map(|l| l.strip_prefix("cost ")) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields[..] {
+            [name, _, "runs", _, "ns/run", ms, "ms"] => {
+                let ms: f64 = ms
+                    .parse()
+                    .with_context(|| format!("total {ms:?} in `vigil status` line {line:?}"))?;
+                out.insert(name.to_owned(), ms * 1e6);
+            }
+            ["not", "counted", ..] => bail!("the kernel does not count program run time: {line}"),
+            _ => bail!("unexpected `vigil status` cost line {line:?}"),
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(target_dir: &std::path::Path) -> Result<Vec<Figure>> {
+    let bins = daemon::build_release(target_dir)?;
+    daemon::note_machine();
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let loops = Loop::all(scratch.path())?;
+    let _counting = Counting::on()?;
+    let daemon = Daemon::start(&bins.vigil)?;
+    let mut figures = Vec::new();
+    for l in &loops {
+        let mut per_op = Vec::new();
+        let mut by_program = BTreeMap::<String, Vec<f64>>::new();
+        for round in 0..ROUNDS {
+            daemon.wait_idle()?;
+            let before = costs(&daemon)?;
+            let mut command = daemon.exec(&format!("programs-{round}-{}", l.name), &bins.workload);
+            time(&mut command, l).with_context(|| format!("watched {} loop", l.name))?;
+            let after = costs(&daemon)?;
+            if round == 0 {
+                continue;
+            }
+            let mut total = 0.0;
+            // The status queries that read the figures make a `bpf()` call
+            // per program on the node, which the bpf() tamper program sees:
+            // the measurement's own cost, not the loop's.
+            for (name, ns) in after.iter().filter(|(name, _)| *name != "vigil_bpf_enter") {
+                let spent = ns - before.get(name).copied().unwrap_or(0.0);
+                total += spent;
+                by_program
+                    .entry(name.clone())
+                    .or_default()
+                    .push(spent / l.iterations as f64);
+            }
+            per_op.push(total / l.iterations as f64);
+        }
+        for (name, values) in &by_program {
+            let m = median(values);
+            if m >= 1.0 {
+                eprintln!("bench: programs: {:<13} {name:<24} {m:>9.0} ns/op", l.name);
+            }
+        }
+        figures.push(Figure {
+            name: format!("programs.{}.kernel", l.name),
+            value: median(&per_op),
+            unit: "ns/op".into(),
+            target: Target::None,
+        });
+    }
+    daemon.stop()?;
+    daemon::note_machine();
+    Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_lines_parse_and_counting_off_is_an_error() {
+        let status = "node      n (vigil 0.1.0)\n\
+            cost      vigil_open_exit                 21400 runs      392 ns/run        8.389 ms\n\
+            cost      vigil_exec                          3 runs     9000 ns/run        0.027 ms\n\
+            journal   x\n";
+        let c = parse_costs(status).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!((c["vigil_open_exit"] - 8_389_000.0).abs() < 1.0);
+        let off = "cost      not counted (sysctl kernel.bpf_stats_enabled=1 has the kernel time each program)\n";
+        assert!(
+            parse_costs(off)
+                .unwrap_err()
+                .to_string()
+                .contains("does not count")
+        );
+        assert!(parse_costs("cost      vigil_x 3 runs\n").is_err());
+    }
+}
