@@ -12,6 +12,7 @@ use std::{
 };
 
 use serde_json::Value;
+use vigil_harness::bpf_stats::Counting;
 use vigil_tests::{CODER_AGENT, Daemon, Served, kernel_available, of, workload_bin};
 
 fn wl() -> String {
@@ -503,25 +504,6 @@ fn ring_buffer_overflow_is_counted_and_the_daemon_survives() {
     d.settle();
 }
 
-/// Sets `kernel.bpf_stats_enabled` for the test and puts the old value back.
-struct BpfStats(String);
-
-impl BpfStats {
-    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-    fn set(on: bool) -> Self {
-        let old = std::fs::read_to_string(Self::PATH).unwrap();
-        std::fs::write(Self::PATH, if on { "1" } else { "0" }).unwrap();
-        Self(old.trim().to_owned())
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write(Self::PATH, &self.0);
-    }
-}
-
 /// `vigil status` says what each program costs the node while the kernel
 /// counts it, and how to have it counted while it does not.
 #[test]
@@ -533,7 +515,7 @@ fn status_reports_what_each_program_costs_the_node() {
     let file = d.dir.path().join("costed.txt");
     std::fs::write(&file, "x").unwrap();
     {
-        let _off = BpfStats::set(false);
+        let _off = Counting::set(false).unwrap();
         assert!(!d.api().status().unwrap().program_stats);
         let text = d.vigil_ok(&["status"]);
         assert!(
@@ -541,7 +523,7 @@ fn status_reports_what_each_program_costs_the_node() {
             "{text}"
         );
     }
-    let _on = BpfStats::set(true);
+    let _on = Counting::set(true).unwrap();
     for i in 0..3 {
         let out = d.exec(
             "coder",

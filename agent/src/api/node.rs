@@ -54,22 +54,27 @@ impl pb::node_service_server::NodeService for Node {
         let s = &*self.parts;
         let loaded = s.live.current();
         let states = s.sensors.programs();
+        let runs = s.sensors.program_runs();
         let mut sensors = Vec::new();
         for (i, name) in vigil_common::SENSOR_NAMES.iter().enumerate() {
             let programs: Vec<pb::ProgramStatus> = states
                 .iter()
                 .filter(|p| p.sensor == *name)
-                .map(|p| pb::ProgramStatus {
-                    program: p.program.to_owned(),
-                    hook: p.hook.clone(),
-                    attached: p.attached,
-                    link_id: p.link_id,
-                    pinned: p.pinned,
-                    reattached: p.reattached,
-                    error: p.error.clone().unwrap_or_default(),
-                    program_id: p.program_id,
-                    run_count: p.run_count,
-                    run_time_ns: p.run_time_ns,
+                .map(|p| {
+                    let (run_count, run_time_ns) =
+                        runs.get(&p.program_id).copied().unwrap_or_default();
+                    pb::ProgramStatus {
+                        program: p.program.to_owned(),
+                        hook: p.hook.clone(),
+                        attached: p.attached,
+                        link_id: p.link_id,
+                        pinned: p.pinned,
+                        reattached: p.reattached,
+                        error: p.error.clone().unwrap_or_default(),
+                        program_id: p.program_id,
+                        run_count,
+                        run_time_ns,
+                    }
                 })
                 .collect();
             let detached: Vec<&str> = programs
@@ -200,8 +205,6 @@ mod tests {
                 reattached: 0,
                 error: None,
                 program_id: if attached { 40 } else { 41 },
-                run_count: 0,
-                run_time_ns: 0,
             };
             vec![
                 state("vigil_connect4", true),

@@ -145,7 +145,7 @@ pub fn link_state(fd: &OwnedFd) -> std::io::Result<LinkState> {
 
 /// Runs and run time (ns) of every BPF program on the node, by id. A
 /// program that cannot be queried is left out (its figures read 0).
-fn program_runs() -> std::collections::HashMap<u32, (u64, u64)> {
+pub fn program_runs() -> std::collections::HashMap<u32, (u64, u64)> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .map(|p| {
@@ -297,17 +297,12 @@ impl Sensors {
             .held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let runs = program_runs();
         held.links
             .iter()
             .map(|l| {
                 let state = link_state(&l.fd);
-                let program_id = state.as_ref().map_or(0, |s| s.prog_id);
-                let (run_count, run_time_ns) = runs.get(&program_id).copied().unwrap_or_default();
                 ProgramState {
-                    program_id,
-                    run_count,
-                    run_time_ns,
+                    program_id: state.as_ref().map_or(0, |s| s.prog_id),
                     sensor: l.sensor,
                     program: l.program,
                     hook: l.hook.clone(),

@@ -25,10 +25,6 @@ pub struct ProgramState {
     pub error: Option<String>,
     /// Kernel id of the program, 0 when it could not be queried.
     pub program_id: u32,
-    /// Runs of the program and their total time, as the kernel counts them
-    /// while `kernel.bpf_stats_enabled` is on.
-    pub run_count: u64,
-    pub run_time_ns: u64,
 }
 
 /// The sensors' own state.
@@ -46,6 +42,13 @@ pub trait SensorState: Send + Sync {
     /// The kernel counts programs' run time now.
     fn program_stats(&self) -> bool {
         false
+    }
+    /// Runs and run time (ns) of the node's programs by kernel id, as the
+    /// kernel counts them while `kernel.bpf_stats_enabled` is on. Apart from
+    /// [`SensorState::programs`], which the metrics read on every scrape:
+    /// this asks the kernel about every program on the node.
+    fn program_runs(&self) -> std::collections::HashMap<u32, (u64, u64)> {
+        std::collections::HashMap::new()
     }
     /// Kernel features the sensors could not use, with why.
     fn unavailable(&self) -> Vec<(String, String)> {
@@ -76,6 +79,10 @@ impl SensorState for Sensors {
 
     fn program_stats(&self) -> bool {
         super::guard::program_stats_enabled()
+    }
+
+    fn program_runs(&self) -> std::collections::HashMap<u32, (u64, u64)> {
+        super::guard::program_runs()
     }
 
     fn unavailable(&self) -> Vec<(String, String)> {

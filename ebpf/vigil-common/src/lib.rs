@@ -800,10 +800,11 @@ pub struct UnixRecord {
 pub const SPAN_MAX: u32 = 64;
 
 /// Members of one kernel struct that a program reads with one helper call
-/// instead of one call each: every `bpf_probe_read_kernel` costs about
-/// 9 ns, and a resolved open reads a few dozen kernel words. `start` is
-/// 8-aligned (words are then extracted without crossing), the range ends at
-/// the last member's end (never past the struct, which may end a page).
+/// instead of one call each: a `bpf_probe_read_kernel` call costs tens of
+/// nanoseconds (about 30 on a kernel with return thunks), and a resolved
+/// open reads a few dozen kernel words. `start` is 8-aligned (words are
+/// then extracted without crossing), the range ends at the last member's
+/// end (never past the struct, which may end a page).
 /// `len` 0: the members are read one by one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

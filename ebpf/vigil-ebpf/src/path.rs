@@ -122,7 +122,7 @@ pub fn read_path(cfg: &'static KernelConfig, at: *const u8) -> Option<KPath> {
 /// The current task as a typed (BTF) pointer. Its members, and members of
 /// the structs they point to, are read by plain loads that the verifier
 /// checks against the kernel's BTF and turns into fault-safe loads (a
-/// nanosecond or two, where a probe-read helper call costs about nine). The
+/// nanosecond or two, where a probe-read helper call costs tens). The
 /// offsets must be verifier constants: the read-only configuration's.
 #[inline(always)]
 fn task_btf() -> *const u8 {

@@ -11,6 +11,7 @@
 //! the daemon can be built.
 
 mod bins;
+pub mod bpf_stats;
 pub mod cgroup;
 mod config;
 pub mod cpu;

@@ -11,10 +11,9 @@
 //! measures.
 
 use std::collections::BTreeMap;
-use std::fs;
 
 use anyhow::{Context as _, Result, bail};
-use vigil_harness::stats::median;
+use vigil_harness::{bpf_stats::Counting, stats::median};
 
 use super::daemon::{self, Daemon};
 use super::overhead::{Loop, time};
@@ -22,31 +21,6 @@ use super::{Figure, Target};
 
 /// Runs of each loop, the first dropped (a cold start).
 const ROUNDS: usize = 6;
-
-const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-/// `kernel.bpf_stats_enabled` on for the bench, the old value put back.
-struct Counting(String);
-
-impl Counting {
-    fn on() -> Result<Self> {
-        let old =
-            fs::read_to_string(STATS_SYSCTL).with_context(|| format!("reading {STATS_SYSCTL}"))?;
-        fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
-        Ok(Self(old.trim().to_owned()))
-    }
-}
-
-impl Drop for Counting {
-    fn drop(&mut self) {
-        if let Err(e) = fs::write(STATS_SYSCTL, &self.0) {
-            eprintln!(
-                "bench: could not put {STATS_SYSCTL} back to {}: {e}",
-                self.0
-            );
-        }
-    }
-}
 
 /// Run time so far (ns) of each program, from `vigil status`.
 fn costs(daemon: &Daemon) -> Result<BTreeMap<String, f64>> {
@@ -78,7 +52,7 @@ pub fn run(target_dir: &std::path::Path) -> Result<Vec<Figure>> {
     daemon::note_machine();
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let loops = Loop::all(scratch.path())?;
-    let _counting = Counting::on()?;
+    let _counting = Counting::set(true).context("counting program run time")?;
     let daemon = Daemon::start(&bins.vigil)?;
     let mut figures = Vec::new();
     for l in &loops {
