@@ -159,10 +159,19 @@ impl Shared {
         }
     }
 
-    fn begin_read(&self) -> Result<ReadTransaction, JournalError> {
+    /// Runs `read` on a read transaction, holding the lock until it is
+    /// done: a writer closing the database after a failed write waits for
+    /// it, instead of failing its transaction mid-read (redb ends every
+    /// live transaction of a closed database with "database has been
+    /// closed").
+    fn with_read<T>(
+        &self,
+        read: impl FnOnce(&ReadTransaction) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
         let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
         let db = db.as_ref().ok_or_else(|| self.closed())?;
-        db.begin_read().map_err(self.err("beginning a read"))
+        let txn = db.begin_read().map_err(self.err("beginning a read"))?;
+        read(&txn)
     }
 }
 
@@ -636,54 +645,56 @@ impl JournalReader {
     /// so a caller can tell events not yet written from events pruned.
     pub fn read_page(&self, seq: u64, limit: usize) -> Result<Page, JournalError> {
         let shared = &self.shared;
-        let txn = shared.begin_read()?;
-        let events = txn
-            .open_table(EVENTS)
-            .map_err(shared.err("opening events"))?;
-        let meta = txn.open_table(META).map_err(shared.err("opening meta"))?;
-        let last_seq = meta_get(&meta, META_LAST_SEQ).map_err(shared.err("reading meta"))?;
-        let oldest_seq = events
-            .first()
-            .map_err(shared.err("reading oldest"))?
-            .map(|(k, _)| k.value());
-        let mut out = Vec::new();
-        if let Some(from) = seq.checked_add(1) {
-            for entry in events
-                .range(from..)
-                .map_err(shared.err("reading events"))?
-                .take(limit)
-            {
-                let (k, v) = entry.map_err(shared.err("reading events"))?;
-                // One copy out of the database page; checked and scanned for
-                // the filter's fields, not decoded.
-                let event = Encoded::new(Bytes::copy_from_slice(v.value()))
-                    .map_err(shared.decode_err(k.value()))?;
-                out.push(event);
+        shared.with_read(|txn| {
+            let events = txn
+                .open_table(EVENTS)
+                .map_err(shared.err("opening events"))?;
+            let meta = txn.open_table(META).map_err(shared.err("opening meta"))?;
+            let last_seq = meta_get(&meta, META_LAST_SEQ).map_err(shared.err("reading meta"))?;
+            let oldest_seq = events
+                .first()
+                .map_err(shared.err("reading oldest"))?
+                .map(|(k, _)| k.value());
+            let mut out = Vec::new();
+            if let Some(from) = seq.checked_add(1) {
+                for entry in events
+                    .range(from..)
+                    .map_err(shared.err("reading events"))?
+                    .take(limit)
+                {
+                    let (k, v) = entry.map_err(shared.err("reading events"))?;
+                    // One copy out of the database page; checked and scanned for
+                    // the filter's fields, not decoded.
+                    let event = Encoded::new(Bytes::copy_from_slice(v.value()))
+                        .map_err(shared.decode_err(k.value()))?;
+                    out.push(event);
+                }
             }
-        }
-        Ok(Page {
-            events: out,
-            oldest_seq,
-            last_seq,
+            Ok(Page {
+                events: out,
+                oldest_seq,
+                last_seq,
+            })
         })
     }
 
     /// The counters of the last commit, and the `time` of the oldest event.
     fn stats(&self) -> Result<(JournalStats, Option<SystemTime>), JournalError> {
         let shared = &self.shared;
-        let txn = shared.begin_read()?;
-        let events = txn
-            .open_table(EVENTS)
-            .map_err(shared.err("opening events"))?;
-        let meta = txn.open_table(META).map_err(shared.err("opening meta"))?;
-        let first = events.first().map_err(shared.err("reading oldest"))?;
-        let stats = JournalStats {
-            size_bytes: meta_get(&meta, META_BYTES).map_err(shared.err("reading meta"))?,
-            oldest_seq: first.as_ref().map(|(k, _)| k.value()),
-            last_seq: meta_get(&meta, META_LAST_SEQ).map_err(shared.err("reading meta"))?,
-            pruned_events: meta_get(&meta, META_PRUNED).map_err(shared.err("reading meta"))?,
-        };
-        Ok((stats, first.and_then(|(_, v)| event_time(v.value()))))
+        shared.with_read(|txn| {
+            let events = txn
+                .open_table(EVENTS)
+                .map_err(shared.err("opening events"))?;
+            let meta = txn.open_table(META).map_err(shared.err("opening meta"))?;
+            let first = events.first().map_err(shared.err("reading oldest"))?;
+            let stats = JournalStats {
+                size_bytes: meta_get(&meta, META_BYTES).map_err(shared.err("reading meta"))?,
+                oldest_seq: first.as_ref().map(|(k, _)| k.value()),
+                last_seq: meta_get(&meta, META_LAST_SEQ).map_err(shared.err("reading meta"))?,
+                pruned_events: meta_get(&meta, META_PRUNED).map_err(shared.err("reading meta"))?,
+            };
+            Ok((stats, first.and_then(|(_, v)| event_time(v.value()))))
+        })
     }
 
     /// Oldest retained sequence; `None` when the journal is empty.
