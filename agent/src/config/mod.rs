@@ -166,6 +166,10 @@ pub struct DaemonConfig {
     pub pin_dir: PathBuf,
     /// Journal and other state.
     pub state_dir: PathBuf,
+    /// Read the paths of opened files and programs by typed loads where
+    /// the kernel allows them (no helper call per kernel word); false reads
+    /// with helper calls everywhere.
+    pub typed_reads: bool,
 }
 
 impl Default for DaemonConfig {
@@ -183,6 +187,7 @@ impl Default for DaemonConfig {
             guard_interval_ms: 100,
             pin_dir: PathBuf::from(paths::DEFAULT_PIN_DIR),
             state_dir: PathBuf::from(paths::DEFAULT_STATE_DIR),
+            typed_reads: true,
         }
     }
 }

@@ -99,6 +99,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), DaemonError> {
             (cfg.daemon.ring_buffer_bytes / 4) as u32
         },
         pin_dir: cfg.daemon.pin_dir.clone(),
+        typed_reads: cfg.daemon.typed_reads,
     })?;
     // Each map goes to the one part that uses it.
     let ring = sensors.take_events()?;

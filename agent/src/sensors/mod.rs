@@ -5,6 +5,7 @@ mod attach;
 pub mod batch;
 pub mod decode;
 pub mod guard;
+mod kfunc;
 pub mod loss;
 mod state;
 pub mod unix;
@@ -52,6 +53,8 @@ pub enum SensorError {
     NoObject,
     #[error("loading the eBPF object failed (is BPF enabled in this kernel?): {0}")]
     Object(#[source] aya::EbpfError),
+    #[error(transparent)]
+    Kfunc(#[from] kfunc::KfuncError),
     #[error("eBPF object has no program `{0}`")]
     MissingProgram(&'static str),
     #[error("eBPF object has no map `{0}`")]
@@ -103,6 +106,9 @@ pub struct SensorOptions {
     pub open_repeat: std::time::Duration,
     /// bpffs directory for the pinned enforcement maps and program links.
     pub pin_dir: PathBuf,
+    /// Read resolved paths by typed loads where the kernel allows them;
+    /// false: by helper calls everywhere.
+    pub typed_reads: bool,
 }
 
 /// Loads and attaches the unix socket programs where the kernel has their
@@ -177,6 +183,8 @@ pub struct Sensors {
     attached: Vec<String>,
     /// Whether the unix socket hooks are in place.
     unix: unix::UnixHooks,
+    /// Whether resolved paths are read by typed loads, or why not.
+    typed_reads: Result<(), String>,
     offsets: Offsets,
     ring_buffer_bytes: u32,
 }
@@ -257,7 +265,29 @@ impl Sensors {
             return Err(SensorError::NoObject);
         }
         let tracefs = ensure_mounts()?;
-        let offsets = offsets::discover(&tracefs, Path::new(paths::KERNEL_BTF))?;
+        let mut layout = offsets::discover(&tracefs, Path::new(paths::KERNEL_BTF))?;
+        let typed_reads = match layout.rdonly_cast {
+            Some(_) if !opts.typed_reads => {
+                layout.rdonly_cast = None;
+                layout.offsets.types = vigil_common::TypeIds::NONE;
+                Err("switched off (daemon.typed_reads = false)".to_owned())
+            }
+            Some(_) => Ok(()),
+            None => Err(
+                "this kernel has no bpf_rdonly_cast to untrusted memory (Linux 6.17): \
+                 paths are read by helper calls"
+                    .to_owned(),
+            ),
+        };
+        let offsets = layout.offsets;
+        let object = kfunc::resolve_casts(EBPF_OBJECT, layout.rdonly_cast)?;
+        match &typed_reads {
+            Ok(()) => tracing::info!(
+                casts = object.casts,
+                "resolved paths are read by typed loads"
+            ),
+            Err(why) => tracing::info!("typed reads unused: {why}"),
+        }
         let (parent_id, parent_level) = opts.session_parent.unwrap_or((0, 0));
         let config = KernelConfig {
             daemon_tgid: std::process::id(),
@@ -282,11 +312,11 @@ impl Sensors {
             .override_global("VIGIL_CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .default_map_pin_directory(&opts.pin_dir)
-            .load(EBPF_OBJECT)
+            .load(object.bytes())
             .map_err(SensorError::Object)?;
         // Before the logger takes its map: the unix programs use every map
         // the object has, each by the fd aya created it with.
-        let unix_programs = unix::load_all(EBPF_OBJECT, &ebpf);
+        let unix_programs = unix::load_all(object.bytes(), &ebpf);
         if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_log_reader) {
             tracing::warn!("eBPF-side diagnostics unavailable: {e}");
         }
@@ -332,6 +362,7 @@ impl Sensors {
             last_tamper: Mutex::new(None),
             attached,
             unix,
+            typed_reads,
             offsets,
             ring_buffer_bytes: opts.ring_buffer_bytes,
         })
@@ -341,6 +372,11 @@ impl Sensors {
     #[must_use]
     pub const fn unix_hooks(&self) -> &unix::UnixHooks {
         &self.unix
+    }
+
+    /// Whether resolved paths are read by typed loads, and why not.
+    pub const fn typed_reads(&self) -> &Result<(), String> {
+        &self.typed_reads
     }
 
     /// Takes the pinned enforcement maps `POLICY`, `SYSTEMS` and

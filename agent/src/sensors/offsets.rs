@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use vigil_common::{Offsets, Span};
+use vigil_common::{Offsets, Span, TypeIds};
 
 use crate::paths;
 
@@ -171,6 +171,36 @@ impl KernelBtf {
             })
     }
 
+    /// The BTF id of the definition of `struct name` (not a declaration).
+    pub fn struct_id(&self, name: &str) -> Option<u32> {
+        self.btf.resolve_ids_by_name(name).ok()?.into_iter().find(|&id| {
+            matches!(self.btf.resolve_type_by_id(id), Ok(Type::Struct(s)) if !s.members.is_empty())
+        })
+    }
+
+    /// The BTF id of the kernel function (or kfunc) `name`.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.btf
+            .resolve_ids_by_name(name)
+            .ok()?
+            .into_iter()
+            .find(|&id| matches!(self.btf.resolve_type_by_id(id), Ok(Type::Func(_))))
+    }
+
+    /// Whether `enum name` has a value named `value`.
+    pub fn enum_has(&self, name: &str, value: &str) -> bool {
+        let Ok(types) = self.btf.resolve_types_by_name(name) else {
+            return false;
+        };
+        types.iter().any(|t| match t {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .any(|m| self.btf.resolve_name(m).is_ok_and(|n| n == value)),
+            _ => false,
+        })
+    }
+
     fn find_in(&self, s: &btf_rs::Struct, member: &str, base_bits: u32) -> Option<u32> {
         for m in &s.members {
             let name = self.btf.resolve_name(m).unwrap_or_default();
@@ -190,8 +220,38 @@ impl KernelBtf {
     }
 }
 
-/// All offsets the programs use, from the running kernel.
-pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError> {
+/// What the programs are loaded with, from the running kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    pub offsets: Offsets,
+    /// `bpf_rdonly_cast`'s BTF id where typed reads are used
+    /// ([`TypeIds`]); `None`: the programs read with helpers.
+    pub rdonly_cast: Option<u32>,
+}
+
+/// The typed reads of a resolved-path read, where the kernel has what they
+/// need: the `bpf_rdonly_cast` kfunc (Linux 6.2) and loads from untrusted
+/// memory of any type through it (`BPF_FEAT_RDONLY_CAST_TO_VOID`, Linux
+/// 6.17), and a BTF id for every struct walked.
+fn typed_reads(btf: &KernelBtf) -> Option<(u32, TypeIds)> {
+    let kfunc = btf.func_id("bpf_rdonly_cast")?;
+    if !btf.enum_has("bpf_features", "BPF_FEAT_RDONLY_CAST_TO_VOID") {
+        return None;
+    }
+    let types = TypeIds {
+        file: btf.struct_id("file")?,
+        dentry: btf.struct_id("dentry")?,
+        inode: btf.struct_id("inode")?,
+        super_block: btf.struct_id("super_block")?,
+        mount: btf.struct_id("mount")?,
+        kiocb: btf.struct_id("kiocb")?,
+    };
+    Some((kfunc, types))
+}
+
+/// All offsets the programs use, from the running kernel, and whether they
+/// read by typed loads.
+pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<KernelLayout, OffsetError> {
     let f = Formats { tracefs };
     let btf = KernelBtf::load(btf_path)?;
     let sk_cgrp_data = btf.member_offset("sock", "sk_cgrp_data")?;
@@ -293,7 +353,20 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<Offsets, OffsetError>
         &mut o,
         btf.member_offset("mount", "mnt")? + btf.member_offset("vfsmount", "mnt_root")?,
     );
-    Ok(o)
+    let typed = typed_reads(&btf).and_then(|(kfunc, types)| {
+        o.dentry_name_len =
+            btf.member_offset("dentry", "d_name").ok()? + btf.member_offset("qstr", "len").ok()?;
+        o.kiocb_filp = btf.member_offset("kiocb", "ki_filp").ok()?;
+        o.types = types;
+        Some(kfunc)
+    });
+    if typed.is_none() {
+        o.types = TypeIds::NONE;
+    }
+    Ok(KernelLayout {
+        offsets: o,
+        rdonly_cast: typed,
+    })
 }
 
 /// The programs' one-read member groups ([`Span`]), from the member
@@ -470,6 +543,20 @@ print fmt: \"filename=%s pid=%d old_pid=%d\", __get_str(filename), REC->pid, REC
     }
 
     /// The running kernel's BTF has every member the programs read.
+    #[test]
+    fn typed_reads_find_every_type_in_the_kernel_btf() {
+        // The development and CI kernel (6.18) has the kfunc and
+        // untrusted-memory loads.
+        let btf = KernelBtf::load(Path::new(paths::KERNEL_BTF)).unwrap();
+        let (kfunc, types) = typed_reads(&btf).expect("typed reads on this kernel");
+        assert!(kfunc > 0);
+        assert!(types.complete(), "{types:?}");
+        assert_ne!(types.file, types.dentry);
+        assert!(btf.struct_id("no_such_struct_here").is_none());
+        assert!(btf.func_id("no_such_kfunc_here").is_none());
+        assert!(!btf.enum_has("bpf_features", "NO_SUCH_FEATURE"));
+    }
+
     #[test]
     fn kernel_btf_has_the_members() {
         let btf = KernelBtf::load(Path::new(paths::KERNEL_BTF)).unwrap();

@@ -86,13 +86,20 @@ impl SensorState for Sensors {
     }
 
     fn unavailable(&self) -> Vec<(String, String)> {
-        match self.unix_hooks() {
-            super::unix::UnixHooks::Attached => Vec::new(),
-            super::unix::UnixHooks::Unavailable(why) => vec![(
+        let mut out = Vec::new();
+        if let super::unix::UnixHooks::Unavailable(why) = self.unix_hooks() {
+            out.push((
                 "cgroup connect_unix/sendmsg_unix (unix sockets as systems, Linux 6.7+)".to_owned(),
                 why.clone(),
-            )],
+            ));
         }
+        if let Err(why) = self.typed_reads() {
+            out.push((
+                "typed kernel reads (bpf_rdonly_cast to untrusted memory, Linux 6.17+)".to_owned(),
+                why.clone(),
+            ));
+        }
+        out
     }
 }
 

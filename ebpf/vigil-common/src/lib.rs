@@ -992,7 +992,68 @@ pub struct Offsets {
     pub mount_span: Span,
     /// `path`: `mnt` and `dentry`.
     pub path_span: Span,
+    /// `dentry.d_name.len`.
+    pub dentry_name_len: u32,
+    /// `kiocb.ki_filp`: a `struct file *` member, through which a slot of a
+    /// descriptor table is read as a typed pointer.
+    pub kiocb_filp: u32,
+    /// Where the resolution reads by typed loads instead of helper calls.
+    pub types: TypeIds,
 }
+
+/// BTF type ids, in the running kernel's `vmlinux`, of the structs a
+/// resolved-path read goes through. A pointer cast to its type with the
+/// `bpf_rdonly_cast` kfunc (which the verifier turns into a register move)
+/// is read by plain loads that the kernel makes fault-safe, and a name by
+/// loads from untrusted memory (`bpf_rdonly_cast(p, 0)`, Linux 6.17); a
+/// `bpf_probe_read_kernel` call instead costs about 30 ns on kernels built
+/// with retpolines and return thunks. All 0 where the kernel lacks either:
+/// the programs then read with helpers, a [`Span`] at a time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TypeIds {
+    pub file: u32,
+    pub dentry: u32,
+    pub inode: u32,
+    pub super_block: u32,
+    pub mount: u32,
+    pub kiocb: u32,
+}
+
+impl TypeIds {
+    /// Helper reads only.
+    pub const NONE: Self = Self {
+        file: 0,
+        dentry: 0,
+        inode: 0,
+        super_block: 0,
+        mount: 0,
+        kiocb: 0,
+    };
+
+    /// Whether every id is known (typed reads are all or nothing).
+    pub const fn complete(&self) -> bool {
+        self.file != 0
+            && self.dentry != 0
+            && self.inode != 0
+            && self.super_block != 0
+            && self.mount != 0
+            && self.kiocb != 0
+    }
+}
+
+/// The instruction the programs hold where they cast a pointer to a BTF
+/// type: a kfunc call (`BPF_JMP | BPF_CALL`, source register
+/// `BPF_PSEUDO_KFUNC_CALL`) whose immediate is this marker. The loader
+/// replaces the immediate with `bpf_rdonly_cast`'s BTF id, or the whole
+/// instruction with `r0 = r1` where the kernel has no such kfunc (the
+/// typed reads are then never taken: [`TypeIds`] are all 0).
+pub const CAST_MARKER: u64 = (CAST_MARKER_IMM as u64) << 32 | 0x2085;
+/// The marker's immediate (`"vigl"`).
+pub const CAST_MARKER_IMM: u32 = 0x7669_676c;
+/// `r0 = r1` (`BPF_ALU64 | BPF_MOV | BPF_X`), what the verifier makes of
+/// the cast anyway.
+pub const CAST_FALLBACK: u64 = 0x10bf;
 
 /// Settings of the programs, fixed at load time (a read-only global, which
 /// the verifier treats as constants).
@@ -1108,6 +1169,9 @@ impl Offsets {
             dentry_span: Span::NONE,
             mount_span: Span::NONE,
             path_span: Span::NONE,
+            dentry_name_len: 0,
+            kiocb_filp: 0,
+            types: TypeIds::NONE,
         }
     }
 }
@@ -1325,7 +1389,11 @@ mod tests {
 
         assert_eq!(size_of::<KernelConfig>(), 88 + size_of::<Offsets>());
         assert_eq!(size_of::<SocketRecord>(), 64 + 8);
-        assert_eq!(size_of::<Offsets>(), 24 + 16 + 36 + 37 * 4 + 16 + 5 * 8);
+        assert_eq!(
+            size_of::<Offsets>(),
+            24 + 16 + 36 + 37 * 4 + 16 + 5 * 8 + 2 * 4 + size_of::<TypeIds>()
+        );
+        assert_eq!(size_of::<TypeIds>(), 6 * 4);
         assert_eq!(size_of::<TaskSession>(), 32);
         assert_eq!(size_of::<EscapeRecord>(), 64 + 16);
         assert_eq!(size_of::<TamperRecord>(), 64 + 16);

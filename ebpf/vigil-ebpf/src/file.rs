@@ -20,9 +20,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::{
-            bpf_get_current_task_btf, bpf_probe_read_user_str, bpf_send_signal, bpf_task_pt_regs,
-        },
+        generated::{bpf_probe_read_user_str, bpf_send_signal, bpf_task_pt_regs},
     },
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
@@ -181,7 +179,9 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: as above.
     let ret: i64 = unsafe { ctx.read_at(off.sys_exit_ret as usize & 0xff) }.ok()?;
     // SAFETY: helpers on the current task, which is alive while it runs.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    let task = path::Task::current();
+    // SAFETY: as above.
+    let regs = unsafe { bpf_task_pt_regs(task.as_ptr() as *mut _) } as *const u64;
     let slots = off.regs_args;
     let arg = |i: usize| Some(reg(regs, slots[i]));
     let (dfd, path, flags, mode) = match syscall {
@@ -225,9 +225,9 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     let mut base_dentry = 0u64;
     if n > 0 && rec.path[0] != b'/' {
         let base = if dfd == AT_FDCWD {
-            path::cwd(cfg)
+            path::cwd(cfg, task)
         } else {
-            path::fd_path(cfg, dfd)
+            path::fd_path(cfg, task, dfd)
         };
         if let Some(b) = base {
             base_mnt = b.mnt as u64;
@@ -283,7 +283,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     // hard links, `/proc/*/root`): scope is judged on it. Only a failed
     // open falls back to the directory a relative path was relative to.
     let opened = if ret >= 0 {
-        path::fd_file(cfg, ret as i32)
+        path::fd_file(cfg, task, ret as i32)
     } else {
         None
     };
@@ -301,7 +301,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     };
     // One walk site: each is inlined, and the verifier pays for every copy.
     if let Some(target) = target {
-        path::resolve(cfg, target, &mut rec.resolved);
+        path::resolve(cfg, task, target, &mut rec.resolved);
     }
     // Only the bytes of the resolved path that were written go out: most
     // paths are far shorter than the buffer, and every byte is copied into

@@ -14,9 +14,7 @@
 //! refuse it), but the process dies before it can use the new name.
 
 use aya_ebpf::{
-    helpers::generated::{
-        bpf_get_current_task_btf, bpf_probe_read_user_str, bpf_send_signal, bpf_task_pt_regs,
-    },
+    helpers::generated::{bpf_probe_read_user_str, bpf_send_signal, bpf_task_pt_regs},
     macros::{map, tracepoint},
     maps::PerCpuArray,
     programs::TracePointContext,
@@ -97,7 +95,9 @@ fn try_link(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: as above.
     let ret: i64 = unsafe { ctx.read_at(off.sys_exit_ret as usize & 0xff) }.ok()?;
     // SAFETY: helpers on the current task, which is alive while it runs.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u64;
+    let task = path::Task::current();
+    // SAFETY: as above.
+    let regs = unsafe { bpf_task_pt_regs(task.as_ptr() as *mut _) } as *const u64;
     let slots = off.regs_args;
     let arg = |i: usize| reg(regs, slots[i]);
     let (old_dfd, old, new_dfd, new) = match syscall {
@@ -145,12 +145,12 @@ fn try_link(ctx: &TracePointContext) -> Option<()> {
     };
     if relative {
         let base = if dfd == AT_FDCWD {
-            path::cwd(cfg)
+            path::cwd(cfg, task)
         } else {
-            path::fd_path(cfg, dfd)
+            path::fd_path(cfg, task, dfd)
         };
         if let Some(b) = base {
-            path::resolve(cfg, b, &mut rec.base);
+            path::resolve(cfg, task, b, &mut rec.base);
         }
     }
     let urgent = verdict != verdict::ALLOWED || enforce::prompt(cfg, cgroup_id);

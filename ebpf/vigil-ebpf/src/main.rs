@@ -9,6 +9,8 @@
 // `atomic_xadd`: the repeat counters are shared between CPUs.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// The typed-pointer cast is one raw kfunc call instruction (`path::cast`).
+#![feature(asm_experimental_arch)]
 // BPF-to-BPF calls cost verifier complexity and stack; small helpers are
 // inlined on purpose.
 #![allow(clippy::inline_always)]

@@ -14,7 +14,9 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use vigil_common::{DIR_LEN, KernelConfig, NAME_READ, PathComponents, SPAN_MAX, Span, path_flags};
+use vigil_common::{
+    CAST_MARKER, DIR_LEN, KernelConfig, NAME_READ, PathComponents, SPAN_MAX, Span, path_flags,
+};
 
 use crate::task::{current_task, read_field, read_raw};
 
@@ -41,10 +43,14 @@ pub struct KPath {
 /// prune, where stack buffers in every inlined copy made the program too
 /// large to verify. An unreadable object reads as zeros (the helper
 /// clears its output on failure); callers test a member that is never 0.
+///
+/// With a BTF type id (see [`vigil_common::TypeIds`]) nothing is read up
+/// front: each member is a typed load from the object cast to its type.
 struct Words {
     base: u64,
     span: &'static Span,
     w: *const [u64; SPAN_WORDS],
+    typed: *const u8,
 }
 
 const SPAN_WORDS: usize = SPAN_MAX as usize / 8;
@@ -54,8 +60,16 @@ static SPAN_SCRATCH: PerCpuArray<[u64; SPAN_WORDS]> = PerCpuArray::with_max_entr
 
 impl Words {
     #[inline(always)]
-    fn read(base: u64, span: &'static Span) -> Self {
+    fn read(base: u64, span: &'static Span, type_id: u32) -> Self {
         let mut w: *const [u64; SPAN_WORDS] = core::ptr::null();
+        if type_id != 0 {
+            return Self {
+                base,
+                span,
+                w,
+                typed: cast(base, type_id),
+            };
+        }
         if span.len != 0
             && let Some(buf) = SPAN_SCRATCH.get_ptr_mut(0)
         {
@@ -70,13 +84,36 @@ impl Words {
             }
             w = buf;
         }
-        Self { base, span, w }
+        Self {
+            base,
+            span,
+            w,
+            typed: core::ptr::null(),
+        }
     }
 
-    /// The word at byte `off` of the object (a narrower member in its low
-    /// bits); 0 if unreadable.
+    /// The 8-byte member at byte `off` of the object; 0 if unreadable.
     #[inline(always)]
     fn word(&self, off: u32) -> u64 {
+        if !self.typed.is_null() {
+            return load_as(self.typed, off);
+        }
+        self.raw(off)
+    }
+
+    /// The 4-byte member at byte `off`; 0 if unreadable.
+    #[inline(always)]
+    fn half(&self, off: u32) -> u32 {
+        if !self.typed.is_null() {
+            return load_as(self.typed, off);
+        }
+        self.raw(off) as u32
+    }
+
+    /// The word at byte `off` as read by helper (a narrower member in its
+    /// low bits).
+    #[inline(always)]
+    fn raw(&self, off: u32) -> u64 {
         if self.span.len == 0 {
             return read_field::<u64>(self.base as *const u8, off).unwrap_or(0);
         }
@@ -107,7 +144,7 @@ pub fn read_path(cfg: &'static KernelConfig, at: *const u8) -> Option<KPath> {
     let (mnt, dentry) = if off.path_span.len == 0 {
         (read_raw(at, off.path_mnt)?, read_raw(at, off.path_dentry)?)
     } else {
-        let p = Words::read(at as u64, &off.path_span);
+        let p = Words::read(at as u64, &off.path_span, 0);
         (p.word(off.path_mnt), p.word(off.path_dentry))
     };
     if dentry == 0 {
@@ -124,10 +161,24 @@ pub fn read_path(cfg: &'static KernelConfig, at: *const u8) -> Option<KPath> {
 /// checks against the kernel's BTF and turns into fault-safe loads (a
 /// nanosecond or two, where a probe-read helper call costs tens). The
 /// offsets must be verifier constants: the read-only configuration's.
-#[inline(always)]
-fn task_btf() -> *const u8 {
-    // SAFETY: helper without arguments.
-    unsafe { bpf_get_current_task_btf() as *const u8 }
+///
+/// Got once per program run and handed down: `bpf_get_current_task_btf`
+/// is itself a helper call.
+#[derive(Clone, Copy)]
+pub struct Task(*const u8);
+
+impl Task {
+    #[inline(always)]
+    pub fn current() -> Self {
+        // SAFETY: helper without arguments.
+        Self(unsafe { bpf_get_current_task_btf() as *const u8 })
+    }
+
+    /// The typed `struct task_struct *`.
+    #[inline(always)]
+    pub const fn as_ptr(self) -> *const u8 {
+        self.0
+    }
 }
 
 /// The pointer member at `off` of a typed kernel object (see [`task_btf`]);
@@ -163,11 +214,41 @@ fn launder(v: u64) -> u64 {
     }
 }
 
+/// `p` as a pointer to the kernel struct of BTF id `type_id`
+/// (`bpf_rdonly_cast`), whose members are then typed loads: fault-safe, no
+/// helper call. With `type_id` 0, the kernel's "untrusted memory": bytes
+/// read by fault-safe loads at any offset (Linux 6.17). The type id must be
+/// a verifier constant (the read-only configuration's).
+///
+/// aya 0.14 resolves no kfuncs, so the call is written as its raw
+/// instruction with a marker immediate that the loader replaces with the
+/// kfunc's id ([`vigil_common::CAST_MARKER`]).
+#[inline(always)]
+fn cast(p: u64, type_id: u32) -> *const u8 {
+    let out: u64;
+    // SAFETY: a kfunc call by the BPF calling convention: arguments in r1
+    // and r2, the result in r0, r1-r5 clobbered. The cast reads nothing.
+    unsafe {
+        core::arch::asm!(
+            ".quad {marker}",
+            marker = const CAST_MARKER,
+            inout("r1") p => _,
+            inout("r2") u64::from(type_id) => _,
+            lateout("r0") out,
+            lateout("r3") _,
+            lateout("r4") _,
+            lateout("r5") _,
+            options(nostack, nomem, preserves_flags),
+        );
+    }
+    out as *const u8
+}
+
 /// The `struct path` member at `off` of the current task's `fs_struct`.
 #[inline(always)]
-fn fs_path(cfg: &'static KernelConfig, off: u32) -> Option<KPath> {
+fn fs_path(cfg: &'static KernelConfig, task: Task, off: u32) -> Option<KPath> {
     let o = &cfg.offsets;
-    let fs = load(task_btf(), o.task_fs);
+    let fs = load(task.0, o.task_fs);
     let dentry = load(fs, off + o.path_dentry);
     if dentry.is_null() {
         return None;
@@ -180,20 +261,31 @@ fn fs_path(cfg: &'static KernelConfig, off: u32) -> Option<KPath> {
 
 /// The current task's root (`current->fs->root`).
 #[inline(always)]
-fn task_root(cfg: &'static KernelConfig) -> Option<KPath> {
-    fs_path(cfg, cfg.offsets.fs_root)
+fn task_root(cfg: &'static KernelConfig, task: Task) -> Option<KPath> {
+    fs_path(cfg, task, cfg.offsets.fs_root)
 }
 
 /// The current task's working directory.
 #[inline(always)]
-pub fn cwd(cfg: &'static KernelConfig) -> Option<KPath> {
-    fs_path(cfg, cfg.offsets.fs_pwd)
+pub fn cwd(cfg: &'static KernelConfig, task: Task) -> Option<KPath> {
+    fs_path(cfg, task, cfg.offsets.fs_pwd)
 }
 
 /// The path of the current task's executable (`current->mm->exe_file`).
 #[inline(always)]
-pub fn exe_path(cfg: &'static KernelConfig) -> Option<KPath> {
+pub fn exe_path(cfg: &'static KernelConfig, task: Task) -> Option<KPath> {
     let off = &cfg.offsets;
+    if off.types.file != 0 {
+        let file = load(load(task.0, off.task_mm), off.mm_exe_file);
+        let dentry = load(file, off.file_path + off.path_dentry);
+        if dentry.is_null() {
+            return None;
+        }
+        return Some(KPath {
+            mnt: load(file, off.file_path + off.path_mnt),
+            dentry,
+        });
+    }
     let mm: *const u8 = read_field(current_task(), off.task_mm)?;
     let file: *const u8 = read_field(mm, off.mm_exe_file)?;
     read_path(cfg, file.wrapping_add(off.file_path as usize))
@@ -203,7 +295,12 @@ pub fn exe_path(cfg: &'static KernelConfig) -> Option<KPath> {
 /// zeros and `u32::MAX` links when unreadable.
 #[inline(always)]
 pub fn file_id(cfg: &'static KernelConfig, dentry: *const u8) -> (u32, u64, u32) {
-    match read_field::<u64>(dentry, cfg.offsets.dentry_inode) {
+    let off = &cfg.offsets;
+    if off.types.dentry != 0 {
+        let inode: u64 = load_as(cast(dentry as u64, off.types.dentry), off.dentry_inode);
+        return inode_id(cfg, inode);
+    }
+    match read_field::<u64>(dentry, off.dentry_inode) {
         Some(inode) => inode_id(cfg, inode),
         None => (0, 0, u32::MAX),
     }
@@ -216,15 +313,19 @@ pub fn inode_id(cfg: &'static KernelConfig, inode: u64) -> (u32, u64, u32) {
     if inode == 0 {
         return (0, 0, u32::MAX);
     }
-    let i = Words::read(inode, &off.inode_span);
+    let i = Words::read(inode, &off.inode_span, off.types.inode);
     let sb = i.word(off.inode_sb);
     if sb == 0 {
         // Unreadable: every inode has a superblock.
         return (0, 0, u32::MAX);
     }
     let ino = i.word(off.inode_ino);
-    let nlink = i.word(off.inode_nlink) as u32;
-    let dev = read_field::<u32>(sb as *const u8, off.sb_dev).unwrap_or(0);
+    let nlink = i.half(off.inode_nlink);
+    let dev = if off.types.super_block != 0 {
+        load_as::<u32>(cast(sb, off.types.super_block), off.sb_dev)
+    } else {
+        read_field::<u32>(sb as *const u8, off.sb_dev).unwrap_or(0)
+    };
     (dev, ino, nlink)
 }
 
@@ -237,12 +338,12 @@ pub struct OpenFile {
 
 /// The current task's open file `fd`.
 #[inline(always)]
-pub fn fd_file(cfg: &'static KernelConfig, fd: i32) -> Option<OpenFile> {
+pub fn fd_file(cfg: &'static KernelConfig, task: Task, fd: i32) -> Option<OpenFile> {
     let off = &cfg.offsets;
     if fd < 0 {
         return None;
     }
-    let fdt = load(load(task_btf(), off.task_files), off.files_fdt);
+    let fdt = load(load(task.0, off.task_files), off.files_fdt);
     if fdt.is_null() {
         return None;
     }
@@ -255,20 +356,34 @@ pub fn fd_file(cfg: &'static KernelConfig, fd: i32) -> Option<OpenFile> {
     if fd as u32 >= max {
         return None;
     }
-    let fds = fds as *const *const u8;
-    // SAFETY: bounded by max_fds; the helper faults safely.
-    let file: *const u8 =
-        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(fds.wrapping_add(fd as usize)) }.ok()?;
+    let slot = fds + u64::from(fd as u32) * 8;
+    let file: *const u8 = if off.types.kiocb != 0 {
+        // The slot read as the `ki_filp` of a `struct kiocb` placed over
+        // it: a typed `struct file *`, with no helper call.
+        let kiocb = cast(slot - u64::from(off.kiocb_filp), off.types.kiocb);
+        let file: u64 = load_as(kiocb, off.kiocb_filp);
+        file as *const u8
+    } else {
+        // SAFETY: bounded by max_fds; the helper faults safely.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(slot as *const *const u8) }.ok()?
+    };
     if file.is_null() {
         return None;
     }
     let at = off.file_path;
-    let (mnt, dentry, inode) = if off.file_span.len == 0 {
+    let (mnt, dentry, inode) = if off.types.file != 0 {
+        let f = Words::read(file as u64, &off.file_span, off.types.file);
+        (
+            f.word(at + off.path_mnt),
+            f.word(at + off.path_dentry),
+            f.word(off.file_inode),
+        )
+    } else if off.file_span.len == 0 {
         let p = read_path(cfg, file.wrapping_add(at as usize))?;
         let inode = read_field::<u64>(file, off.file_inode).unwrap_or(0);
         (p.mnt as u64, p.dentry as u64, inode)
     } else {
-        let f = Words::read(file as u64, &off.file_span);
+        let f = Words::read(file as u64, &off.file_span, 0);
         (
             f.word(at + off.path_mnt),
             f.word(at + off.path_dentry),
@@ -289,8 +404,8 @@ pub fn fd_file(cfg: &'static KernelConfig, fd: i32) -> Option<OpenFile> {
 
 /// The path of the current task's open file `fd`.
 #[inline(always)]
-pub fn fd_path(cfg: &'static KernelConfig, fd: i32) -> Option<KPath> {
-    fd_file(cfg, fd).map(|f| f.path)
+pub fn fd_path(cfg: &'static KernelConfig, task: Task, fd: i32) -> Option<KPath> {
+    fd_file(cfg, task, fd).map(|f| f.path)
 }
 
 /// State of one walk, kept in a per-CPU map rather than in registers: every
@@ -314,6 +429,8 @@ pub struct Walk {
     flags: u64,
     /// The names (`d_name.name`) to read, leaf first.
     slots: [u64; MAX_NAMES],
+    /// Their lengths (`d_name.len`), where names are read by typed loads.
+    lens: [u64; MAX_NAMES],
 }
 
 #[map]
@@ -336,7 +453,7 @@ macro_rules! set {
 #[inline(always)]
 fn enter_mount(cfg: &'static KernelConfig, w: *mut Walk, mount: u64) {
     let off = &cfg.offsets;
-    let m = Words::read(mount, &off.mount_span);
+    let m = Words::read(mount, &off.mount_span, off.types.mount);
     set!(w.mount = mount);
     let vfsmnt = mount + u64::from(off.mount_mnt);
     set!(w.vfsmnt = vfsmnt);
@@ -345,19 +462,24 @@ fn enter_mount(cfg: &'static KernelConfig, w: *mut Walk, mount: u64) {
     set!(w.mountpoint = m.word(off.mount_mountpoint));
 }
 
-/// Queues the name at `name` to be read.
+/// Queues the name of the dentry read in `d` to be read.
 #[inline(always)]
-fn push_name(w: *mut Walk, name: u64) -> bool {
+fn push_name(cfg: &'static KernelConfig, w: *mut Walk, d: &Words) -> bool {
+    let off = &cfg.offsets;
     let count = get!(w.count);
     if count >= MAX_NAMES as u64 {
         return false;
     }
-    // SAFETY: index masked into the array.
+    let i = (count as usize) & (MAX_NAMES - 1);
+    let len = if off.types.dentry != 0 {
+        d.half(off.dentry_name_len)
+    } else {
+        0
+    };
+    // SAFETY: index masked into the arrays.
     unsafe {
-        core::ptr::write_volatile(
-            &raw mut (*w).slots[(count as usize) & (MAX_NAMES - 1)],
-            name,
-        );
+        core::ptr::write_volatile(&raw mut (*w).slots[i], d.word(off.dentry_name));
+        core::ptr::write_volatile(&raw mut (*w).lens[i], u64::from(len));
     }
     set!(w.count = count + 1);
     true
@@ -374,19 +496,19 @@ fn step(cfg: &'static KernelConfig, w: *mut Walk) {
     }
     // A mount's root is left by crossing, which needs nothing of the dentry.
     if dentry != get!(w.mnt_root) {
-        let d = Words::read(dentry, &off.dentry_span);
+        let d = Words::read(dentry, &off.dentry_span, off.types.dentry);
         let parent = d.word(off.dentry_parent);
         if parent == dentry {
             // Its own parent but not its mount's root: a file of no
             // directory (memfd, anonymous inode). Crossing to the mount's
             // parent would give it a path it does not have; its one name
             // is what it is.
-            push_name(w, d.word(off.dentry_name));
+            push_name(cfg, w, &d);
             set!(w.flags = u64::from(path_flags::DETACHED));
             return;
         }
         if parent != 0 {
-            if !push_name(w, d.word(off.dentry_name)) {
+            if !push_name(cfg, w, &d) {
                 set!(w.flags = u64::from(path_flags::TRUNCATED));
                 return;
             }
@@ -406,12 +528,43 @@ fn step(cfg: &'static KernelConfig, w: *mut Walk) {
     enter_mount(cfg, w, mnt_parent);
 }
 
+/// Copies the name of `len` bytes at `name` (kernel memory) to `dst` as a
+/// NUL-terminated component, a word at a time by fault-safe loads, cut at
+/// [`NAME_READ`] bytes with its terminator; the bytes written.
+///
+/// Whole words are copied: the last may carry bytes past the name, which
+/// the next component or the terminator overwrites, or which lie past the
+/// path's length and are never sent.
+#[inline(always)]
+// Names are word-aligned: inline in the dentry (a member of `unsigned
+// long` words) or the array of a kmalloc'd `external_name`.
+#[allow(clippy::cast_ptr_alignment)]
+fn copy_name(name: u64, len: u64, dst: *mut u8) -> u64 {
+    const WORDS: usize = NAME_READ / 8;
+    let n = len.min(NAME_READ as u64 - 1);
+    let src = cast(name, 0).cast::<u64>();
+    for j in 0..WORDS {
+        if (j as u64) * 8 > n {
+            break;
+        }
+        // SAFETY: a fault-safe load from untrusted kernel memory, and a
+        // store within `dst`'s NAME_READ bytes of room (j < WORDS).
+        unsafe {
+            let v = core::ptr::read_volatile(src.wrapping_add(j));
+            core::ptr::write_unaligned(dst.wrapping_add(j * 8).cast::<u64>(), v);
+        }
+    }
+    // SAFETY: n < NAME_READ.
+    unsafe { core::ptr::write_volatile(dst.wrapping_add(n as usize & (NAME_READ - 1)), 0) };
+    n + 1
+}
+
 /// Writes `path`'s components into `out`, leaf first.
 ///
 /// Two loops: the first walks dentries and mounts and collects the dentries
 /// to name, the second reads the names.
 #[inline(always)]
-pub fn resolve(cfg: &'static KernelConfig, path: KPath, out: &mut PathComponents) {
+pub fn resolve(cfg: &'static KernelConfig, task: Task, path: KPath, out: &mut PathComponents) {
     out.len = 0;
     out.flags = 0;
     out._pad = 0;
@@ -423,7 +576,7 @@ pub fn resolve(cfg: &'static KernelConfig, path: KPath, out: &mut PathComponents
         return;
     };
     let (root_dentry, root_mnt) =
-        task_root(cfg).map_or((0, 0), |r| (r.dentry as u64, r.mnt as u64));
+        task_root(cfg, task).map_or((0, 0), |r| (r.dentry as u64, r.mnt as u64));
     set!(w.dentry = path.dentry as u64);
     enter_mount(
         cfg,
@@ -459,6 +612,17 @@ pub fn resolve(cfg: &'static KernelConfig, path: KPath, out: &mut PathComponents
             .buf
             .as_mut_ptr()
             .wrapping_add((len as usize) & (DIR_LEN - 1));
+        if off.types.dentry != 0 {
+            // SAFETY: as above.
+            let n = unsafe { core::ptr::read_volatile(&raw const (*w).lens[i]) };
+            if name == 0 || n == 0 {
+                set!(w.flags = u64::from(path_flags::TRUNCATED));
+                break;
+            }
+            let n = copy_name(name, n, dst);
+            set!(w.len = len + n);
+            continue;
+        }
         // SAFETY: dst has NAME_READ bytes of room (buf is DIR_LEN + NAME_READ).
         let n = unsafe {
             bpf_probe_read_kernel_str(

@@ -39,7 +39,8 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     let cfg = config();
     let cgroup_id = watched_current(cfg)?;
     let policy = current_policy(cfg, cgroup_id);
-    let exe = path::exe_path(cfg);
+    let task = path::Task::current();
+    let exe = path::exe_path(cfg, task);
     let (exe_dev, exe_ino, exe_nlink) =
         exe.map_or((0, 0, u32::MAX), |exe| path::file_id(cfg, exe.dentry));
     let verdict = policy.as_ref().and_then(|p| {
@@ -102,7 +103,7 @@ fn try_sched_exec(ctx: &TracePointContext) -> Option<u32> {
     rec.exe_dev = exe_dev;
     rec.exe_ino = exe_ino;
     if let Some(exe) = exe {
-        path::resolve(cfg, exe, &mut rec.exe);
+        path::resolve(cfg, task, exe, &mut rec.exe);
     }
     let urgent = verdict.is_some() || enforce::is_prompt(policy.as_ref());
     entry.submit(wake_flags(cfg, urgent));

@@ -47,21 +47,39 @@ fn parse_costs(status: &str) -> Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
-pub fn run(target_dir: &std::path::Path) -> Result<Vec<Figure>> {
-    let bins = daemon::build_release(target_dir)?;
-    daemon::note_machine();
-    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let loops = Loop::all(scratch.path())?;
-    let _counting = Counting::set(true).context("counting program run time")?;
-    let daemon = Daemon::start(&bins.vigil)?;
-    let mut figures = Vec::new();
-    for l in &loops {
-        let mut per_op = Vec::new();
-        let mut by_program = BTreeMap::<String, Vec<f64>>::new();
+/// How the daemon reads the kernel objects behind a resolved path: its
+/// default (typed loads where the kernel allows them) and helper calls.
+const READS: [(&str, &str); 2] = [("typed", ""), ("helpers", "typed_reads = false\n")];
+
+/// Daemons started per read mode, alternated (typed, helpers, typed,
+/// helpers) so that drift of the machine falls on both alike.
+const PASSES: usize = 2;
+
+/// Kernel ns per operation of each loop, every measured round, and the
+/// same per program.
+#[derive(Default)]
+struct Costs {
+    per_op: Vec<f64>,
+    by_program: BTreeMap<String, Vec<f64>>,
+}
+
+fn measure(
+    bins: &vigil_harness::Binaries,
+    loops: &[Loop],
+    settings: &str,
+    tag: &str,
+    into: &mut BTreeMap<String, Costs>,
+) -> Result<()> {
+    let daemon = Daemon::start_with(&bins.vigil, settings)?;
+    for l in loops {
+        let costs_of = into.entry(l.name.to_owned()).or_default();
         for round in 0..ROUNDS {
             daemon.wait_idle()?;
             let before = costs(&daemon)?;
-            let mut command = daemon.exec(&format!("programs-{round}-{}", l.name), &bins.workload);
+            let mut command = daemon.exec(
+                &format!("programs-{tag}-{round}-{}", l.name),
+                &bins.workload,
+            );
             time(&mut command, l).with_context(|| format!("watched {} loop", l.name))?;
             let after = costs(&daemon)?;
             if round == 0 {
@@ -74,27 +92,67 @@ pub fn run(target_dir: &std::path::Path) -> Result<Vec<Figure>> {
             for (name, ns) in after.iter().filter(|(name, _)| *name != "vigil_bpf_enter") {
                 let spent = ns - before.get(name).copied().unwrap_or(0.0);
                 total += spent;
-                by_program
+                costs_of
+                    .by_program
                     .entry(name.clone())
                     .or_default()
                     .push(spent / l.iterations as f64);
             }
-            per_op.push(total / l.iterations as f64);
+            costs_of.per_op.push(total / l.iterations as f64);
         }
-        for (name, values) in &by_program {
-            let m = median(values);
-            if m >= 1.0 {
-                eprintln!("bench: programs: {:<13} {name:<24} {m:>9.0} ns/op", l.name);
+    }
+    daemon.stop()
+}
+
+pub fn run(target_dir: &std::path::Path) -> Result<Vec<Figure>> {
+    let bins = daemon::build_release(target_dir)?;
+    daemon::note_machine();
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let loops = Loop::all(scratch.path())?;
+    let _counting = Counting::set(true).context("counting program run time")?;
+    let mut by_reads: BTreeMap<&str, BTreeMap<String, Costs>> = BTreeMap::new();
+    for pass in 0..PASSES {
+        for (reads, settings) in READS {
+            let into = by_reads.entry(reads).or_default();
+            measure(&bins, &loops, settings, &format!("{reads}{pass}"), into)?;
+        }
+    }
+    let mut figures = Vec::new();
+    for l in &loops {
+        let mut medians = BTreeMap::new();
+        for (reads, _) in READS {
+            let c = &by_reads[reads][l.name];
+            for (name, values) in &c.by_program {
+                let m = median(values);
+                if m >= 1.0 {
+                    eprintln!(
+                        "bench: programs: {:<13} {reads:<7} {name:<24} {m:>9.0} ns/op",
+                        l.name
+                    );
+                }
             }
+            medians.insert(reads, median(&c.per_op));
         }
+        let (typed, helpers) = (medians["typed"], medians["helpers"]);
         figures.push(Figure {
             name: format!("programs.{}.kernel", l.name),
-            value: median(&per_op),
+            value: typed,
+            unit: "ns/op".into(),
+            target: Target::None,
+        });
+        figures.push(Figure {
+            name: format!("programs.{}.kernel_helper_reads", l.name),
+            value: helpers,
+            unit: "ns/op".into(),
+            target: Target::None,
+        });
+        figures.push(Figure {
+            name: format!("programs.{}.typed_saves", l.name),
+            value: helpers - typed,
             unit: "ns/op".into(),
             target: Target::None,
         });
     }
-    daemon.stop()?;
     daemon::note_machine();
     Ok(figures)
 }
