@@ -357,12 +357,10 @@ pub fn discover(tracefs: &Path, btf_path: &Path) -> Result<KernelLayout, OffsetE
         o.dentry_name_len =
             btf.member_offset("dentry", "d_name").ok()? + btf.member_offset("qstr", "len").ok()?;
         o.kiocb_filp = btf.member_offset("kiocb", "ki_filp").ok()?;
+        // Last, after every `?`: the ids are all set or none is.
         o.types = types;
         Some(kfunc)
     });
-    if typed.is_none() {
-        o.types = TypeIds::NONE;
-    }
     Ok(KernelLayout {
         offsets: o,
         rdonly_cast: typed,

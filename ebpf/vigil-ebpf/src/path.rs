@@ -181,7 +181,7 @@ impl Task {
     }
 }
 
-/// The pointer member at `off` of a typed kernel object (see [`task_btf`]);
+/// The pointer member at `off` of a typed kernel object (see [`Task`]);
 /// null when the object is null (the load is fault-safe).
 #[inline(always)]
 fn load(obj: *const u8, off: u32) -> *const u8 {
@@ -371,19 +371,12 @@ pub fn fd_file(cfg: &'static KernelConfig, task: Task, fd: i32) -> Option<OpenFi
         return None;
     }
     let at = off.file_path;
-    let (mnt, dentry, inode) = if off.types.file != 0 {
-        let f = Words::read(file as u64, &off.file_span, off.types.file);
-        (
-            f.word(at + off.path_mnt),
-            f.word(at + off.path_dentry),
-            f.word(off.file_inode),
-        )
-    } else if off.file_span.len == 0 {
+    let (mnt, dentry, inode) = if off.file_span.len == 0 && off.types.file == 0 {
         let p = read_path(cfg, file.wrapping_add(at as usize))?;
         let inode = read_field::<u64>(file, off.file_inode).unwrap_or(0);
         (p.mnt as u64, p.dentry as u64, inode)
     } else {
-        let f = Words::read(file as u64, &off.file_span, 0);
+        let f = Words::read(file as u64, &off.file_span, off.types.file);
         (
             f.word(at + off.path_mnt),
             f.word(at + off.path_dentry),
