@@ -195,6 +195,39 @@ fn damaged(e: JournalError) -> JournalError {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs a [`survive_redb`] read.
+    static EXPECTING_PANIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read` of a file that may be damaged, a panic in it becoming
+/// `Err(message)`. redb reads pages it was not told to verify as they are,
+/// and on some broken structures panics (`unreachable!`) instead of
+/// returning an error; for a damaged journal that is one more unreadable
+/// page, reported as such, so the panic is not printed. Panics of other
+/// threads meanwhile still are: the hook stays silent only for this one.
+pub(crate) fn survive_redb<T>(read: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !EXPECTING_PANIC.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = EXPECTING_PANIC.with(|e| e.replace(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    EXPECTING_PANIC.with(|e| e.set(was));
+    outcome.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    })
+}
+
 /// Opens (or creates) the database. With `verify`, redb checks the
 /// checksum of every committed page first (it reads the whole file), so a
 /// file damaged since it was written is refused at start instead of
@@ -280,13 +313,13 @@ impl Journal {
         }
         // redb may panic on a page whose structure is broken; at start that
         // is one more damaged file, to be told as such.
-        let db = std::panic::catch_unwind(|| open_database(path, true))
-            .unwrap_or_else(|_| {
+        let db = survive_redb(|| open_database(path, true))
+            .unwrap_or_else(|panic| {
                 Err(JournalError::Damaged {
                     path: path.to_owned(),
-                    source: Box::new(redb::Error::Corrupted(
-                        "redb failed on a damaged page".to_owned(),
-                    )),
+                    source: Box::new(redb::Error::Corrupted(format!(
+                        "redb failed on a damaged page: {panic}"
+                    ))),
                 })
             })
             .map_err(damaged)?;
