@@ -145,7 +145,7 @@ fn e2e_with(
     config: &str,
     env: &[(&str, &OsStr)],
 ) -> Result<Vec<Figure>> {
-    let bins = daemon::build_release(&ctx.meta.target_dir()?)?;
+    let bins = crate::workspace::build_release(&ctx.meta.target_dir()?)?;
     // Built before the daemon starts, so the compiler does not compete
     // with it for the CPU.
     cmd::run(cmd::new("cargo").args(["bench", "-p", "vigil", "--bench", "e2e", "--no-run"]))?;
@@ -181,7 +181,7 @@ fn e2e_with(
 /// 1,000 trials, and syscalls that got through after `Revoke` returned. The
 /// bench binary drives its own daemon through the integration harness.
 fn revocation(ctx: &Context) -> Result<Vec<Figure>> {
-    let bins = daemon::build_release(&ctx.meta.target_dir()?)?;
+    let bins = crate::workspace::build_release(&ctx.meta.target_dir()?)?;
     cmd::run(cmd::new("cargo").args([
         "build",
         "--release",

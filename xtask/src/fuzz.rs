@@ -30,6 +30,7 @@ pub const TARGETS: &[&str] = &[
     "dns_query",
     "config",
     "subscribe_request",
+    "governance_request",
     "wire_event",
 ];
 

@@ -11,6 +11,8 @@ use crate::{cmd, setup, workspace};
 /// nightly for the BPF target, so it gets its own invocations.
 const EBPF_DIR: &str = "ebpf/vigil-ebpf";
 const EBPF_TARGET: &str = "bpfel-unknown-none";
+/// The fuzz crate's manifest, from the workspace root.
+const FUZZ_MANIFEST: &str = "agent/fuzz/Cargo.toml";
 
 /// Whether the daemon's top-level modules import each other without a cycle.
 fn layers_ok() -> Result<bool> {
@@ -51,6 +53,28 @@ pub fn lint() -> Result<()> {
         "warnings",
     ]);
     checks.push(("clippy", clippy));
+
+    // The fuzz crate is a workspace of its own (its own lock file, built
+    // by cargo-fuzz on nightly), so `--workspace` does not reach it. Its
+    // code is plain Rust: stable clippy checks it, without the eBPF object
+    // (no target loads programs) and in a target directory of its own.
+    let fuzz_manifest = workspace::root().join(FUZZ_MANIFEST);
+    let mut fuzz_fmt = cmd::new("cargo");
+    fuzz_fmt
+        .args(["fmt", "--check", "--manifest-path"])
+        .arg(&fuzz_manifest);
+    checks.push(("fmt (fuzz crate)", fuzz_fmt));
+    let mut fuzz_clippy = cmd::new("cargo");
+    fuzz_clippy
+        .args(["clippy", "--all-targets", "--manifest-path"])
+        .arg(&fuzz_manifest)
+        .args(["--", "-D", "warnings"])
+        .env("AYA_BUILD_SKIP", "1")
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace::root().join("target/fuzz-clippy"),
+        );
+    checks.push(("clippy (fuzz crate)", fuzz_clippy));
 
     let ebpf_dir = workspace::root().join(EBPF_DIR);
     let mut ebpf_fmt = cmd::nightly("cargo");

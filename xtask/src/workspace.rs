@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
+use vigil_harness::Binaries;
 
 use crate::cmd;
 
@@ -60,6 +61,21 @@ pub fn vigil_debug_bin(meta: &Metadata) -> Result<PathBuf> {
         anyhow::bail!("{} is missing after the build", bin.display());
     }
     Ok(bin)
+}
+
+/// Builds `vigil` (with its eBPF object) and `vigil-workload` in release
+/// mode: a debug daemon would overstate its own cost and memory several times.
+pub fn build_release(target_dir: &Path) -> Result<Binaries> {
+    cmd::run(cmd::new("cargo").args(["build", "--release", "-p", "vigil", "--bin", "vigil"]))?;
+    cmd::run(cmd::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "vigil-tests",
+        "--bin",
+        "vigil-workload",
+    ]))?;
+    Binaries::in_dir(&target_dir.join("release"))
 }
 
 /// Builds the daemon binary (which embeds the eBPF object) in debug mode.

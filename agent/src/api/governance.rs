@@ -5,11 +5,16 @@ use std::{sync::Arc, time::SystemTime};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::{agents::Sources, auth::Caller, server::local_peer};
+use super::{
+    agents::Sources,
+    auth::Caller,
+    requests::{SessionStart as SessionStartRequest, TargetRequest, TaskApproval, TaskEnd},
+    server::local_peer,
+};
 use crate::{
     config::Role,
     enforcement::{Cause, EnforceError, Enforcer, Grant, state::Target},
-    event::{Event, Identity, Payload, SessionStart, TaskApproved, TaskEnded, TaskScope},
+    event::{Event, Identity, Payload, SessionStart, TaskApproved, TaskEnded},
     journal::{counters::AgentCounters, publisher::Publisher},
     live::LiveConfig,
     scope::{AgentInfo, Scope},
@@ -55,16 +60,10 @@ impl Governance {
         }
     }
 
-    /// Checks a revoke or restore request and names what it applies to.
-    fn target(&self, agent: &str, session: &str, reason: &str) -> Result<Target, Status> {
-        if agent.is_empty() {
-            return Err(Status::invalid_argument("agent: required"));
-        }
-        if reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: required, it is recorded in the audit event",
-            ));
-        }
+    /// Checks a revoke or restore request against the live scope and the
+    /// sessions, and names what it applies to.
+    fn target(&self, r: &TargetRequest) -> Result<Target, Status> {
+        let (agent, session) = (r.agent.as_str(), r.session.as_str());
         find_agent(&self.live.current().scope, agent)?;
         if !session.is_empty() {
             match self.enforcer.sessions().get(session) {
@@ -167,9 +166,9 @@ impl pb::governance_service_server::GovernanceService for Governance {
         req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         let caller = operator(&req)?;
-        let r = req.into_inner();
-        let target = self.target(&r.agent, &r.session, &r.reason)?;
-        let reason = r.reason.trim().to_owned();
+        let r = TargetRequest::try_from(req.into_inner())?;
+        let target = self.target(&r)?;
+        let reason = r.reason;
         // The kernel maps are updated before this returns: the first syscall
         // after the response is already refused.
         let started_ns = crate::enforcement::boot_now_ns();
@@ -198,9 +197,9 @@ impl pb::governance_service_server::GovernanceService for Governance {
         req: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::RestoreResponse>, Status> {
         let caller = operator(&req)?;
-        let r = req.into_inner();
-        let target = self.target(&r.agent, &r.session, &r.reason)?;
-        let reason = r.reason.trim().to_owned();
+        let r = TargetRequest::try_from(req.into_inner())?;
+        let target = self.target(&r)?;
+        let reason = r.reason;
         let (_, sequence) = self
             .enforcer
             .restore_audited(&target, &reason, caller.by(), &self.publisher)
@@ -215,31 +214,13 @@ impl pb::governance_service_server::GovernanceService for Governance {
         req: Request<pb::ApproveTaskRequest>,
     ) -> Result<Response<pb::ApproveTaskResponse>, Status> {
         let caller = operator(&req)?;
-        let r = req.into_inner();
-        if r.agent.is_empty() {
-            return Err(Status::invalid_argument("agent: required"));
-        }
-        if r.task.trim().is_empty() {
-            return Err(Status::invalid_argument("task: required"));
-        }
-        if r.purpose.trim().is_empty() {
-            return Err(Status::invalid_argument("purpose: required"));
-        }
-        let ttl = r
-            .ttl
-            .and_then(|d| std::time::Duration::try_from(d).ok())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| Status::invalid_argument("ttl: required and positive"))?;
-        let scope = r.scope.map(|s| TaskScope {
-            systems: s.systems,
-            tools: s.tools,
-            data: s.data,
-        });
+        let r = TaskApproval::try_from(req.into_inner())?;
+        let (ttl, scope) = (r.ttl, r.scope);
         let loaded = self.live.current();
         find_agent(&loaded.scope, &r.agent)?;
         let grant = Grant {
-            task: r.task.trim().to_owned(),
-            purpose: r.purpose.trim().to_owned(),
+            task: r.task,
+            purpose: r.purpose,
             by: caller.by(),
             expires: SystemTime::now(),
             expires_boot_ns: 0,
@@ -299,14 +280,11 @@ impl pb::governance_service_server::GovernanceService for Governance {
         req: Request<pb::EndTaskRequest>,
     ) -> Result<Response<pb::EndTaskResponse>, Status> {
         let caller = operator(&req)?;
-        let r = req.into_inner();
-        if r.agent.is_empty() {
-            return Err(Status::invalid_argument("agent: required"));
-        }
+        let r = TaskEnd::try_from(req.into_inner())?;
         find_agent(&self.live.current().scope, &r.agent)?;
         let grant = self
             .enforcer
-            .end_task(&r.agent, r.task.trim())
+            .end_task(&r.agent, &r.task)
             .map_err(|e| enforce_status(&e))?;
         let event = Event::daemon(
             Identity {
@@ -335,13 +313,7 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 "sessions can only be started over the local socket",
             ));
         };
-        let r = req.into_inner();
-        if r.agent.is_empty() {
-            return Err(Status::invalid_argument("agent: required"));
-        }
-        if r.pid == 0 {
-            return Err(Status::invalid_argument("pid: required"));
-        }
+        let r = SessionStartRequest::try_from(req.into_inner())?;
         // Moving someone else's process into a governed session is a root-only act.
         if peer.uid != 0 && peer.pid != Some(r.pid) {
             return Err(Status::permission_denied(format!(
@@ -365,11 +337,10 @@ impl pb::governance_service_server::GovernanceService for Governance {
                 )));
             }
         }
-        let session = (!r.session.is_empty()).then_some(r.session.as_str());
         let info = self
             .enforcer
             .sessions()
-            .start(&r.agent, session, r.pid)
+            .start(&r.agent, r.session.as_deref(), r.pid)
             .map_err(|e| session_status(&e))?;
         let _ = self.new_cgroups.send((info.cgroup_id, info.cgroup.clone()));
         tracing::info!(

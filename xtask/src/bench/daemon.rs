@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use vigil_harness::{Binaries, Events, Layout, START_TIMEOUT, Stop, every, names};
+use vigil_harness::{Events, Layout, START_TIMEOUT, Stop, every, names};
 
 use crate::cmd;
 
@@ -23,21 +23,6 @@ const AGENT_CONFIG: &str =
 
 /// How long SIGTERM may take before the daemon is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Builds `vigil` (with its eBPF object) and `vigil-workload` in release
-/// mode: a debug daemon would overstate its own cost several times.
-pub fn build_release(target_dir: &Path) -> Result<Binaries> {
-    cmd::run(cmd::new("cargo").args(["build", "--release", "-p", "vigil", "--bin", "vigil"]))?;
-    cmd::run(cmd::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "vigil-tests",
-        "--bin",
-        "vigil-workload",
-    ]))?;
-    Binaries::in_dir(&target_dir.join("release"))
-}
 
 /// A running daemon; stopped and cleaned up on [`Daemon::stop`] or drop.
 pub struct Daemon {

@@ -119,7 +119,7 @@ pub struct Sample {
 type Samples = BTreeMap<(&'static str, Condition), Vec<Sample>>;
 
 pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
-    let bins = daemon::build_release(target_dir)?;
+    let bins = crate::workspace::build_release(target_dir)?;
     daemon::note_machine();
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let loops = Loop::all(scratch.path())?;

@@ -83,7 +83,7 @@ type Samples = BTreeMap<(&'static str, Monitor), Vec<Sample>>;
 type DaemonCost = BTreeMap<&'static str, (u64, u64)>;
 
 pub fn run(target_dir: &Path) -> Result<Vec<Figure>> {
-    let bins = daemon::build_release(target_dir)?;
+    let bins = crate::workspace::build_release(target_dir)?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let mut loops = Loop::all(scratch.path())?;
     loops.push(coding_session(scratch.path())?);

@@ -105,7 +105,7 @@ fn measure(
 }
 
 pub fn run(target_dir: &std::path::Path) -> Result<Vec<Figure>> {
-    let bins = daemon::build_release(target_dir)?;
+    let bins = crate::workspace::build_release(target_dir)?;
     daemon::note_machine();
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let loops = Loop::all(scratch.path())?;

@@ -34,6 +34,7 @@ fn main() {
     );
     write(&out, "config", &configs(&repo));
     write(&out, "subscribe_request", &requests());
+    write(&out, "governance_request", &governance());
     write(&out, "wire_event", &events());
 }
 
@@ -123,17 +124,17 @@ fn addr16(a: &str) -> (u16, [u8; 16]) {
 }
 
 fn exec() -> Vec<u8> {
-    let argv = [
+    let words = [
         "/usr/bin/git",
         "clone",
         "--depth",
         "1",
         "https://example.org/r.git",
     ];
-    let (filename, filename_len) = fill::<PATH_LEN>(argv[0]);
+    let (filename, filename_len) = fill::<PATH_LEN>(words[0]);
     let mut args = [0u8; ARGV_LEN];
     let mut at = 0;
-    for a in argv {
+    for a in words {
         args[at..at + a.len()].copy_from_slice(a.as_bytes());
         at += a.len() + 1;
     }
@@ -147,7 +148,7 @@ fn exec() -> Vec<u8> {
         exe_ino: 4321,
         filename,
         argv: args,
-        exe: components(argv[0]),
+        exe: components(words[0]),
     })
 }
 
@@ -321,7 +322,7 @@ fn response_aaaa() -> Vec<u8> {
     p
 }
 
-/// deploy/config/*.toml and every ```toml block of docs/*.md.
+/// `deploy/config/*.toml` and every TOML code block of `docs/*.md`.
 fn configs(repo: &Path) -> Vec<Vec<u8>> {
     let mut files = Vec::new();
     for dir in ["deploy/config", "docs"] {
@@ -373,6 +374,99 @@ fn requests() -> Vec<Vec<u8>> {
     .into_iter()
     .map(|(start, filter)| pb::SubscribeRequest { start, filter }.encode_to_vec())
     .collect()
+}
+
+/// Each governance request as `vigil` sends it, behind the byte that picks
+/// its type in the target: revocations of an agent and of a session, a
+/// restore, approvals with and without a narrower scope, the end of a task,
+/// and sessions with and without a chosen name.
+fn governance() -> Vec<Vec<u8>> {
+    let tagged = |tag: u8, body: Vec<u8>| [vec![tag], body].concat();
+    let ttl = Some(prost_types::Duration {
+        seconds: 900,
+        nanos: 0,
+    });
+    vec![
+        tagged(
+            0,
+            pb::RevokeRequest {
+                agent: "coder".into(),
+                session: String::new(),
+                reason: "exfiltration suspected".into(),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            0,
+            pb::RevokeRequest {
+                agent: "coder".into(),
+                session: "s-1".into(),
+                reason: "ticket SEC-42".into(),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            1,
+            pb::RestoreRequest {
+                agent: "coder".into(),
+                session: String::new(),
+                reason: "reviewed".into(),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            2,
+            pb::ApproveTaskRequest {
+                agent: "coder".into(),
+                task: "T-1".into(),
+                purpose: "fix the build".into(),
+                ttl,
+                scope: None,
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            2,
+            pb::ApproveTaskRequest {
+                agent: "coder".into(),
+                task: "T-2".into(),
+                purpose: "release notes".into(),
+                ttl,
+                scope: Some(pb::TaskScope {
+                    systems: vec!["api.example.com:443".into()],
+                    tools: vec!["/usr/bin/git".into()],
+                    data: vec!["workspace".into()],
+                }),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            3,
+            pb::EndTaskRequest {
+                agent: "coder".into(),
+                task: "T-1".into(),
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            4,
+            pb::StartSessionRequest {
+                agent: "coder".into(),
+                session: "s-7".into(),
+                pid: 4242,
+            }
+            .encode_to_vec(),
+        ),
+        tagged(
+            4,
+            pb::StartSessionRequest {
+                agent: "reviewer".into(),
+                session: String::new(),
+                pid: 1,
+            }
+            .encode_to_vec(),
+        ),
+    ]
 }
 
 fn events() -> Vec<Vec<u8>> {
