@@ -182,14 +182,7 @@ fn e2e_with(
 /// bench binary drives its own daemon through the integration harness.
 fn revocation(ctx: &Context) -> Result<Vec<Figure>> {
     let bins = crate::workspace::build_release(&ctx.meta.target_dir()?)?;
-    cmd::run(cmd::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "vigil-tests",
-        "--bin",
-        "vigil-bench-revocation",
-    ]))?;
+    crate::workspace::build_release_bin("vigil-tests", "vigil-bench-revocation")?;
     let bench = ctx
         .meta
         .target_dir()?

@@ -66,16 +66,14 @@ pub fn vigil_debug_bin(meta: &Metadata) -> Result<PathBuf> {
 /// Builds `vigil` (with its eBPF object) and `vigil-workload` in release
 /// mode: a debug daemon would overstate its own cost and memory several times.
 pub fn build_release(target_dir: &Path) -> Result<Binaries> {
-    cmd::run(cmd::new("cargo").args(["build", "--release", "-p", "vigil", "--bin", "vigil"]))?;
-    cmd::run(cmd::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "vigil-tests",
-        "--bin",
-        "vigil-workload",
-    ]))?;
+    build_release_bin("vigil", "vigil")?;
+    build_release_bin("vigil-tests", "vigil-workload")?;
     Binaries::in_dir(&target_dir.join("release"))
+}
+
+/// `cargo build --release -p PACKAGE --bin BIN`.
+pub fn build_release_bin(package: &str, bin: &str) -> Result<()> {
+    cmd::run(cmd::new("cargo").args(["build", "--release", "-p", package, "--bin", bin]))
 }
 
 /// Builds the daemon binary (which embeds the eBPF object) in debug mode.

@@ -34,8 +34,10 @@ pub(super) const META_PRUNED: &str = "pruned";
 /// Bytes an entry counts for: its encoded event plus its key.
 pub(super) const KEY_BYTES: u64 = 8;
 
-/// redb's default cache is 1 GiB; the journal is read mostly at its tail.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// redb's default cache is 1 GiB. The journal is written and read mostly at
+/// its tail; a replay from further back reads through the kernel's page
+/// cache, which is not the daemon's memory.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
